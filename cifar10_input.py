@@ -1,0 +1,504 @@
+"""Getting CIFAR-10 (binary version) and feeding it to TensorFlow with tf.data.
+
+Functions, in the order a training program chains them:
+
+  maybe_download_and_extract(data_dir)  -> data_dir/cifar-10-batches-bin
+      fetch the archive (official URL, a mirror URL or a local archive path;
+      see DATA_SOURCE_ENV), verify it, extract it atomically.
+  distorted_inputs(data_dir, batch_size) -> tf.data.Dataset of training batches
+      (images float32 [batch, 24, 24, 3], labels int32 [batch]) with the
+      tutorial's random crop, flip, brightness, contrast and standardization.
+  inputs(eval_data, data_dir, batch_size) -> tf.data.Dataset of evaluation
+      batches: central 24x24 crop and standardization, every example once.
+  image_summary(images, step)  writes a sample of a batch to TensorBoard.
+
+Building blocks shared with other input paths (the whole data set on an
+accelerator, see distort_images): decode_records, distort_images,
+central_crop_and_standardize, load_records, check_batches_bin.
+
+Every problem with the data is raised as DataSetError with a one-line message
+that names the file (or folder) and what is wrong.
+"""
+
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+# Data set, as described in ../shared/REFERENCE.md.
+IMAGE_SIZE = 24            # side of the crops fed to the network
+ORIGINAL_SIZE = 32         # side of the images in the files
+NUM_CHANNELS = 3
+NUM_CLASSES = 10
+NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = 50000
+NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = 10000
+CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
+               'horse', 'ship', 'truck')
+
+LABEL_BYTES = 1
+IMAGE_BYTES = ORIGINAL_SIZE * ORIGINAL_SIZE * NUM_CHANNELS   # 3072
+RECORD_BYTES = LABEL_BYTES + IMAGE_BYTES                     # 3073
+RECORDS_PER_FILE = 10000
+FILE_BYTES = RECORD_BYTES * RECORDS_PER_FILE                 # 30,730,000
+
+DATA_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
+ARCHIVE_NAME = 'cifar-10-binary.tar.gz'
+OFFICIAL_MD5 = 'c32a1d4ab5d03f1284b67883e8d87530'
+BATCHES_DIR = 'cifar-10-batches-bin'
+TRAIN_FILES = tuple('data_batch_%d.bin' % i for i in range(1, 6))
+TEST_FILE = 'test_batch.bin'
+DATA_SOURCE_ENV = 'CIFAR10_DATA_SOURCE'
+
+# Training distortions (REFERENCE.md): random crop, flip, brightness, contrast.
+MAX_BRIGHTNESS_DELTA = 63.0
+CONTRAST_RANGE = (0.2, 1.8)
+# The tutorial's shuffling queue held 40% of an epoch; we shuffle whole epochs.
+MIN_FRACTION_OF_EXAMPLES_IN_QUEUE = 0.4
+
+
+class DataSetError(Exception):
+  """A data set that is missing, cannot be fetched, or is malformed."""
+
+
+# --------------------------------------------------------------------------
+# Getting the data set
+# --------------------------------------------------------------------------
+
+def _is_url(source):
+  return '://' in source
+
+
+def _md5(path):
+  digest = hashlib.md5()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _download(url, dest):
+  """Downloads url to dest through a .partial file, with a progress display."""
+  partial = dest + '.partial'
+  name = os.path.basename(dest)
+
+  def progress(count, block_size, total_size):
+    if total_size > 0:
+      pct = min(100.0, 100.0 * count * block_size / total_size)
+      sys.stdout.write('\r>> Downloading %s %.1f%%' % (name, pct))
+    else:
+      sys.stdout.write('\r>> Downloading %s %.1f MB' %
+                       (name, count * block_size / 1e6))
+    sys.stdout.flush()
+
+  try:
+    urllib.request.urlretrieve(url, partial, progress)
+  except (urllib.error.URLError, OSError, ValueError) as e:
+    if os.path.exists(partial):
+      os.remove(partial)
+    raise DataSetError(
+        'no CIFAR-10 data set in %s and fetching %s failed (%s); put %s in '
+        '%s, or point --data_source or $%s at a local archive path or a '
+        'mirror URL' % (os.path.dirname(dest), url, getattr(e, 'reason', e),
+                        ARCHIVE_NAME, os.path.dirname(dest), DATA_SOURCE_ENV))
+  print()
+  os.replace(partial, dest)
+  print('Successfully downloaded %s (%d bytes).' % (name, os.path.getsize(dest)))
+
+
+def check_batches_bin(batches_dir, exact_size=False):
+  """Checks the structure of a cifar-10-batches-bin folder.
+
+  Args:
+    batches_dir: folder holding data_batch_1.bin .. data_batch_5.bin and
+      test_batch.bin.
+    exact_size: require exactly 10,000 records a file (the official layout);
+      otherwise any whole, non-zero number of records is accepted (small
+      data sets made in the same format, e.g. for tests).
+
+  Raises:
+    DataSetError: naming the first file that is missing, has a partial
+      record or a wrong size, or holds a label byte above 9.
+  """
+  for name in TRAIN_FILES + (TEST_FILE,):
+    check_bin_file(os.path.join(batches_dir, name), exact_size)
+
+
+def check_bin_file(path, exact_size=False):
+  """Checks one binary batch file; see check_batches_bin. Returns its records."""
+  if not os.path.isfile(path):
+    raise DataSetError('%s: missing' % path)
+  size = os.path.getsize(path)
+  if exact_size and size != FILE_BYTES:
+    raise DataSetError('%s: %d bytes, expected exactly %d (10000 records of %d '
+                       'bytes)' % (path, size, FILE_BYTES, RECORD_BYTES))
+  if size == 0 or size % RECORD_BYTES:
+    raise DataSetError('%s: %d bytes is not a whole number of %d-byte records '
+                       '(truncated or padded file)' % (path, size, RECORD_BYTES))
+  labels = np.memmap(path, dtype=np.uint8, mode='r').reshape(
+      -1, RECORD_BYTES)[:, 0]
+  bad = np.flatnonzero(labels >= NUM_CLASSES)
+  if bad.size:
+    raise DataSetError('%s: record %d has label byte %d, expected 0-9' %
+                       (path, bad[0], labels[bad[0]]))
+  return labels.size
+
+
+def _extract(archive, data_dir):
+  """Extracts archive's cifar-10-batches-bin into data_dir, all or nothing."""
+  tmp = tempfile.mkdtemp(prefix='.extract-', dir=data_dir)
+  try:
+    try:
+      with tarfile.open(archive, 'r:gz') as tar:
+        members = [m for m in tar.getmembers()
+                   if m.name.startswith(BATCHES_DIR + '/') and
+                   (m.isfile() or m.isdir())]
+        tar.extractall(tmp, members=members, filter='data')
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+      raise DataSetError('%s: not a readable gzip-compressed tar archive (%s)' %
+                         (archive, e))
+    extracted = os.path.join(tmp, BATCHES_DIR)
+    if not os.path.isdir(extracted):
+      raise DataSetError('%s: holds no %s/ folder' % (archive, BATCHES_DIR))
+    try:
+      check_batches_bin(extracted, exact_size=True)
+    except DataSetError as e:
+      raise DataSetError('%s: %s' % (archive, str(e).replace(tmp + os.sep, '')))
+    os.replace(extracted, os.path.join(data_dir, BATCHES_DIR))
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_source(source=None):
+  """The archive source: the argument, else $CIFAR10_DATA_SOURCE, else DATA_URL."""
+  return source or os.environ.get(DATA_SOURCE_ENV) or DATA_URL
+
+
+def maybe_download_and_extract(data_dir, url=None):
+  """Makes sure data_dir holds an extracted, well-formed binary CIFAR-10.
+
+  Nothing is fetched when data_dir already holds the extracted folder or the
+  archive. Otherwise the archive comes from `url`, else from the environment
+  variable CIFAR10_DATA_SOURCE, else from the official DATA_URL; the source
+  is a URL or a local archive path. The official md5 is checked when the
+  official archive is downloaded; every archive is checked for structure
+  (six files of exactly 30,730,000 bytes, labels 0-9). Extraction goes to a
+  temporary folder that is renamed into place only when complete.
+
+  Args:
+    data_dir: folder for the archive and the extracted data set.
+    url: optional source overriding the environment variable and DATA_URL.
+
+  Returns:
+    Path of the extracted cifar-10-batches-bin folder.
+
+  Raises:
+    DataSetError: the data set is missing and cannot be fetched, or is
+      malformed; the message names the file and what is wrong.
+  """
+  batches_dir = os.path.join(data_dir, BATCHES_DIR)
+  if os.path.isdir(batches_dir):
+    check_batches_bin(batches_dir)
+    return batches_dir
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+  except OSError as e:
+    raise DataSetError('data_dir %s: cannot be created (%s)' % (data_dir, e))
+  source = resolve_source(url)
+  archive = os.path.join(data_dir, ARCHIVE_NAME)
+  downloaded = False
+  if not os.path.exists(archive):
+    if _is_url(source):
+      _download(source, archive)
+      downloaded = True
+    else:
+      source = os.path.expanduser(source)
+      if not os.path.isfile(source):
+        raise DataSetError(
+            'no CIFAR-10 data set in %s and the archive source %s does not '
+            'exist; put %s in %s, or point --data_source or $%s at a local '
+            'archive path or a mirror URL' % (data_dir, source, ARCHIVE_NAME,
+                                              data_dir, DATA_SOURCE_ENV))
+      archive = source  # extract straight from the local file, no copy
+  try:
+    if downloaded and source == DATA_URL and _md5(archive) != OFFICIAL_MD5:
+      raise DataSetError('%s: md5 %s differs from the official %s (corrupt '
+                         'download)' % (archive, _md5(archive), OFFICIAL_MD5))
+    _extract(archive, data_dir)
+  except DataSetError:
+    if downloaded:  # never keep a bad download: the next run fetches again
+      os.remove(archive)
+    raise
+  return batches_dir
+
+
+# --------------------------------------------------------------------------
+# Decoding and distorting batches (pure TensorFlow, usable on any device)
+# --------------------------------------------------------------------------
+
+def decode_records(records):
+  """Splits raw records into images and labels.
+
+  Args:
+    records: uint8 [batch, 3073]: a label byte, then the red, green and blue
+      planes of a 32x32 image, each row by row.
+
+  Returns:
+    images: uint8 [batch, 32, 32, 3]; labels: int32 [batch].
+  """
+  labels = tf.cast(records[:, 0], tf.int32)
+  planes = tf.reshape(records[:, LABEL_BYTES:],
+                      [-1, NUM_CHANNELS, ORIGINAL_SIZE, ORIGINAL_SIZE])
+  return tf.transpose(planes, [0, 2, 3, 1]), labels
+
+
+def standardize(images):
+  """tf.image.per_image_standardization, for a batch of float32 images."""
+  mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+  std = tf.math.reduce_std(images, axis=[1, 2, 3], keepdims=True)
+  num_elements = tf.cast(tf.reduce_prod(tf.shape(images)[1:]), images.dtype)
+  return (images - mean) / tf.maximum(std, tf.math.rsqrt(num_elements))
+
+
+def distortion_draws(seed, num):
+  """The random parameters of distort_images for num images.
+
+  Args:
+    seed: int [2] stateless seed.
+    num: number of images.
+
+  Returns:
+    dict: offsets int32 [num, 2] (crop row and column, uniform in 0..8), flip
+    bool [num, 1, 1, 1] (probability 1/2), brightness float32 [num, 1, 1, 1]
+    (uniform in [-63, 63)), contrast float32 [num, 1, 1, 1] (uniform in
+    [0.2, 1.8)).
+  """
+  seeds = tf.random.experimental.stateless_split(seed, 4)
+  one = [num, 1, 1, 1]
+  return {
+      'offsets': tf.random.stateless_uniform(
+          [num, 2], seeds[0], 0, ORIGINAL_SIZE - IMAGE_SIZE + 1, tf.int32),
+      'flip': tf.random.stateless_uniform(one, seeds[1]) < 0.5,
+      'brightness': tf.random.stateless_uniform(
+          one, seeds[2], -MAX_BRIGHTNESS_DELTA, MAX_BRIGHTNESS_DELTA),
+      'contrast': tf.random.stateless_uniform(one, seeds[3], *CONTRAST_RANGE),
+  }
+
+
+def distort_images(images, seed, draws_for=None, offset=0):
+  """The tutorial's training distortions, applied to a whole batch at once.
+
+  Per image, in this order: random 24x24 crop, random left-right flip, random
+  brightness (delta uniform in [-63, 63)), random contrast (factor uniform in
+  [0.2, 1.8)), per-image standardization: the distributions of
+  tf.image.random_crop, random_flip_left_right, random_brightness,
+  random_contrast and per_image_standardization. Randomness is stateless, so
+  the same seed gives the same batch on any device.
+
+  Args:
+    images: uint8 or float [batch, 32, 32, 3].
+    seed: int [2] stateless seed.
+    draws_for: optional size of the global batch the random draws are made
+      for (default: this batch); images then are its rows
+      [offset, offset + batch), so a replica's slice of a global batch is
+      distorted exactly as the global batch would be on one device.
+    offset: see draws_for.
+
+  Returns:
+    float32 [batch, 24, 24, 3].
+  """
+  n = tf.shape(images)[0]
+  d = distortion_draws(seed, n if draws_for is None else draws_for)
+  d = {k: v[offset:offset + n] for k, v in d.items()}
+  window = tf.range(IMAGE_SIZE)
+  x = tf.gather(images, d['offsets'][:, :1] + window, axis=1, batch_dims=1)
+  x = tf.gather(x, d['offsets'][:, 1:] + window, axis=2, batch_dims=1)
+  x = tf.cast(x, tf.float32)
+  x = tf.where(d['flip'], tf.reverse(x, axis=[2]), x)
+  x += d['brightness']
+  factor = d['contrast']
+  channel_mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+  x = (x - channel_mean) * factor + channel_mean
+  return standardize(x)
+
+
+def central_crop_and_standardize(images):
+  """Evaluation preprocessing: central 24x24 crop, per-image standardization."""
+  start = (ORIGINAL_SIZE - IMAGE_SIZE) // 2
+  crop = images[:, start:start + IMAGE_SIZE, start:start + IMAGE_SIZE, :]
+  return standardize(tf.cast(crop, tf.float32))
+
+
+# --------------------------------------------------------------------------
+# tf.data pipelines
+# --------------------------------------------------------------------------
+
+def _filenames(eval_data, data_dir):
+  batches_dir = os.path.join(data_dir, BATCHES_DIR)
+  names = (TEST_FILE,) if eval_data else TRAIN_FILES
+  paths = [os.path.join(batches_dir, n) for n in names]
+  for p in paths:
+    check_bin_file(p)
+  return paths
+
+
+def _check_batch_size(batch_size):
+  if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+    raise ValueError('batch_size must be a positive integer, got %r' %
+                     (batch_size,))
+
+
+def load_records(filenames):
+  """Reads fixed-length records into one uint8 [N, 3073] tensor in memory.
+
+  Reading goes through tf.data.FixedLengthRecordDataset, file after file, so
+  row i is the i-th record of the files in the order given.
+  """
+  ds = tf.data.FixedLengthRecordDataset(filenames, RECORD_BYTES,
+                                        buffer_size=1 << 20)
+  ds = ds.batch(RECORDS_PER_FILE).map(lambda r: tf.io.decode_raw(r, tf.uint8))
+  ds = ds.unbatch()
+  count = sum(os.path.getsize(f) // RECORD_BYTES for f in filenames)
+  return ds.batch(count).get_single_element()
+
+
+def epoch_permutation(num_examples, seed, epoch):
+  """The shuffled order of one epoch: a pure function of (seed, epoch)."""
+  keys = tf.random.stateless_uniform([num_examples],
+                                     tf.stack([tf.cast(seed, tf.int64), epoch]))
+  return tf.argsort(keys)
+
+
+def training_index_batches(num_examples, global_batch_size, seed,
+                           start_step=0):
+  """(step, example indices) of every training step from start_step on.
+
+  Each epoch is a fresh permutation of the whole training set (the shuffle
+  draws from all 50,000 examples, more than the tutorial's 20,000), walked
+  front to back; a batch may straddle two epochs, so every example is used
+  exactly once per epoch. Resuming at start_step yields exactly the batches
+  an uninterrupted run would have used.
+  """
+  start = start_step * global_batch_size
+  first_epoch = start // num_examples
+  ds = tf.data.Dataset.counter(first_epoch)
+  ds = ds.map(lambda e: epoch_permutation(num_examples, seed, e))
+  ds = ds.unbatch().skip(start - first_epoch * num_examples)
+  ds = ds.batch(global_batch_size, drop_remainder=True)
+  return ds.enumerate(start=start_step)
+
+
+def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
+                     input_context=None):
+  """Distorted training input for CIFAR-10 training, as a tf.data.Dataset.
+
+  The five training files are read once with FixedLengthRecordDataset into a
+  uint8 tensor (150 MB); each step gathers its examples by a per-epoch
+  permutation, then decodes and distorts the batch (distort_images) in
+  parallel map calls; batches are prefetched. With a seed, the pipeline is a
+  pure function of (seed, step): the same batches every run, and a run
+  resumed at start_step continues exactly where it stopped.
+
+  Args:
+    data_dir: folder holding cifar-10-batches-bin.
+    batch_size: examples per batch (per replica when input_context is given).
+    seed: optional int; None draws a random one.
+    start_step: the global step of the first batch (to resume a run).
+    input_context: optional tf.distribute.InputContext. A step then takes
+      batch_size x replicas examples, the ones a single device would take with
+      that batch size, and this pipeline yields, step after step, the slices
+      of its own replicas in turn (what distribute_datasets_from_function
+      expects).
+
+  Returns:
+    Dataset of (images float32 [batch_size, 24, 24, 3], labels int32
+    [batch_size]), endless.
+
+  Raises:
+    ValueError: batch_size is not positive, or the global batch exceeds the
+      training set.
+    DataSetError: a training file is missing or malformed.
+  """
+  _check_batch_size(batch_size)
+  records = load_records(_filenames(False, data_dir))
+  if seed is None:
+    seed = int(np.random.randint(0, 2**31 - 1))
+  replicas, local, first = 1, 1, 0
+  if input_context is not None:
+    replicas = input_context.num_replicas_in_sync
+    local = replicas // input_context.num_input_pipelines
+    first = input_context.input_pipeline_id * local
+  global_batch = batch_size * replicas
+  num_examples = int(records.shape[0])
+  if global_batch > num_examples:
+    raise ValueError('batch_size %d x %d replicas exceeds the %d training '
+                     'examples in %s' % (batch_size, replicas, num_examples,
+                                         data_dir))
+  lo = first * batch_size
+  size = local * batch_size
+
+  def make_batches(step, indices):
+    # The random draws are made for the whole global batch and sliced, so the
+    # examples and distortions do not depend on the number of replicas.
+    images, labels = decode_records(tf.gather(records, indices[lo:lo + size]))
+    seeds = tf.stack([tf.cast(seed, tf.int64), step])
+    images = distort_images(images, seeds, global_batch, lo)
+    return (tf.reshape(images, [local, batch_size] + images.shape[1:]),
+            tf.reshape(labels, [local, batch_size]))
+
+  ds = training_index_batches(num_examples, global_batch, seed, start_step)
+  ds = ds.map(make_batches, num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  return ds.unbatch().prefetch(tf.data.AUTOTUNE)
+
+
+def inputs(eval_data, data_dir, batch_size, drop_remainder=False):
+  """Evaluation input: central crop, standardization, each example once.
+
+  Args:
+    eval_data: True for the test set, False for the training set.
+    data_dir: folder holding cifar-10-batches-bin.
+    batch_size: examples per batch; the last batch is smaller unless
+      drop_remainder.
+    drop_remainder: drop a last, partial batch.
+
+  Returns:
+    Dataset of (images float32 [batch, 24, 24, 3], labels int32 [batch]).
+  """
+  _check_batch_size(batch_size)
+  ds = tf.data.FixedLengthRecordDataset(_filenames(eval_data, data_dir),
+                                        RECORD_BYTES)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+  def preprocess(raw):
+    images, labels = decode_records(tf.io.decode_raw(raw, tf.uint8))
+    return central_crop_and_standardize(images), labels
+
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def image_summary(images, step, name='images', max_outputs=10):
+  """Writes a sample of a batch of (standardized) images to TensorBoard.
+
+  Each image is rescaled to [0, 1] by its own minimum and maximum. Call with a
+  default tf.summary writer set.
+
+  Args:
+    images: float [batch, height, width, 3].
+    step: the global step to write at.
+    name: the summary tag.
+    max_outputs: how many images to write.
+  """
+  images = tf.convert_to_tensor(images[:max_outputs], tf.float32)
+  lo = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+  hi = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+  tf.summary.image(name, (images - lo) / tf.maximum(hi - lo, 1e-6), step=step,
+                   max_outputs=max_outputs)

@@ -1,0 +1,222 @@
+"""The whole CIFAR-10 data set in NumPy, for the fully connected model.
+
+Functions, in the order run_fc_model.py chains them:
+
+  load_data(data_dir)  -> dict of images_train, labels_train, images_test,
+      labels_test, classes; reads whichever official format data_dir holds
+      (cifar-10-batches-py pickles or cifar-10-batches-bin records) and
+      subtracts the mean training image from both sets.
+  reshape_data(data_dict) -> the same dict with images N x 32 x 32 x 3.
+  gen_batch(data, batch_size, num_iter) -> shuffled batches, every example
+      exactly once per epoch.
+
+Images are float32 (not float64), filled file by file with no second copy, so
+load_data adds about 0.75 GB to a process rather than several. Errors are cifar10_input.DataSetError with
+a message naming the file and what is wrong.
+"""
+
+import os
+import pickle
+
+import numpy as np
+
+from cifar10_input import (BATCHES_DIR, CLASS_NAMES, IMAGE_BYTES, NUM_CLASSES,
+                           RECORD_BYTES, TEST_FILE, TRAIN_FILES, DataSetError,
+                           check_bin_file)
+
+PY_BATCHES_DIR = 'cifar-10-batches-py'
+PY_TRAIN_FILES = tuple('data_batch_%d' % i for i in range(1, 6))
+PY_TEST_FILE = 'test_batch'
+
+
+def _str_keys(d):
+  return {(k.decode('latin1') if isinstance(k, bytes) else k): v
+          for k, v in d.items()}
+
+
+def _unpickle(path):
+  try:
+    with open(path, 'rb') as f:
+      d = pickle.load(f, encoding='bytes')  # Python 2 pickles, any key type
+  except FileNotFoundError:
+    raise DataSetError('%s: missing' % path)
+  except Exception as e:  # pickle raises many types on corrupt input
+    raise DataSetError('%s: not a readable pickle (%s)' % (path, e))
+  if not isinstance(d, dict):
+    raise DataSetError('%s: holds a %s, expected a dict' %
+                       (path, type(d).__name__))
+  return _str_keys(d)
+
+
+def _read_pickle_batch(path):
+  """Returns (uint8 [N, 3072], int32 [N]) from one Python-version batch."""
+  d = _unpickle(path)
+  for key in ('data', 'labels'):
+    if key not in d:
+      raise DataSetError("%s: no '%s' entry (keys: %s)" %
+                         (path, key, ', '.join(sorted(map(str, d)))))
+  data = np.asarray(d['data'])
+  labels = np.asarray(d['labels'])
+  if data.ndim != 2 or data.shape[1] != IMAGE_BYTES or data.dtype != np.uint8:
+    raise DataSetError("%s: 'data' is %s %s, expected uint8 N x %d" %
+                       (path, data.dtype, data.shape, IMAGE_BYTES))
+  if labels.shape != (data.shape[0],):
+    raise DataSetError("%s: %d labels for %d images" %
+                       (path, labels.size, data.shape[0]))
+  _check_labels(path, labels)
+  return data, labels.astype(np.int32)
+
+
+def _check_labels(path, labels):
+  bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+  if bad.size:
+    raise DataSetError('%s: record %d has label %d, expected 0-9' %
+                       (path, bad[0], labels[bad[0]]))
+
+
+def _read_bin_batch(path):
+  """Returns (uint8 [N, 3072], int32 [N]) from one binary-version batch."""
+  check_bin_file(path)
+  raw = np.fromfile(path, dtype=np.uint8).reshape(-1, RECORD_BYTES)
+  return raw[:, 1:], raw[:, 0].astype(np.int32)
+
+
+def _classes(folder):
+  meta = os.path.join(folder, 'batches.meta')
+  if os.path.isfile(meta):
+    names = _unpickle(meta).get('label_names')
+    if names:
+      return [n.decode('latin1') if isinstance(n, bytes) else n for n in names]
+  meta_txt = os.path.join(folder, 'batches.meta.txt')
+  if os.path.isfile(meta_txt):
+    with open(meta_txt) as f:
+      names = [line.strip() for line in f if line.strip()]
+    if len(names) == NUM_CLASSES:
+      return names
+  return list(CLASS_NAMES)
+
+
+def find_format(data_dir):
+  """Which official format data_dir holds.
+
+  Args:
+    data_dir: a folder holding cifar-10-batches-py or cifar-10-batches-bin, or
+      one of those folders itself.
+
+  Returns:
+    (folder, reader, train file names, test file name).
+
+  Raises:
+    DataSetError: neither format is there.
+  """
+  candidates = [(os.path.join(data_dir, PY_BATCHES_DIR), 'py'),
+                (os.path.join(data_dir, BATCHES_DIR), 'bin'),
+                (data_dir, 'py'), (data_dir, 'bin')]
+  for folder, kind in candidates:
+    if kind == 'py' and os.path.isfile(os.path.join(folder, PY_TRAIN_FILES[0])):
+      return folder, _read_pickle_batch, PY_TRAIN_FILES, PY_TEST_FILE
+    if kind == 'bin' and os.path.isfile(os.path.join(folder, TRAIN_FILES[0])):
+      return folder, _read_bin_batch, TRAIN_FILES, TEST_FILE
+  raise DataSetError('data_dir %s: holds neither %s/ nor %s/' %
+                     (data_dir, PY_BATCHES_DIR, BATCHES_DIR))
+
+
+def _read_set(folder, reader, names):
+  """Reads batch files into one float32 [N, 3072] array, file by file."""
+  images, labels = None, []
+  row = 0
+  for name in names:
+    data, lab = reader(os.path.join(folder, name))
+    if images is None:  # size the array from the first file: all are alike
+      images = np.empty((len(data) * len(names), IMAGE_BYTES), np.float32)
+    if row + len(data) > len(images):
+      images = np.concatenate([images[:row], np.empty(
+          (len(data), IMAGE_BYTES), np.float32)])
+    images[row:row + len(data)] = data
+    labels.append(lab)
+    row += len(data)
+  return images[:row], np.concatenate(labels)
+
+
+def load_data(data_dir):
+  """Loads CIFAR-10 into memory, mean training image subtracted.
+
+  Args:
+    data_dir: folder holding cifar-10-batches-py or cifar-10-batches-bin (or
+      either folder itself).
+
+  Returns:
+    dict with images_train float32 [50000, 3072], labels_train int32 [50000],
+    images_test float32 [10000, 3072], labels_test int32 [10000], classes
+    (list of 10 names). Pixels keep the official plane order (1024 red, 1024
+    green, 1024 blue values).
+
+  Raises:
+    DataSetError: no data set, or a malformed file (named in the message).
+  """
+  folder, reader, train_names, test_name = find_format(data_dir)
+  images_train, labels_train = _read_set(folder, reader, train_names)
+  images_test, labels_test = _read_set(folder, reader, (test_name,))
+  mean = images_train.mean(axis=0, dtype=np.float64).astype(np.float32)
+  images_train -= mean
+  images_test -= mean
+  return {
+      'images_train': images_train,
+      'labels_train': labels_train,
+      'images_test': images_test,
+      'labels_test': labels_test,
+      'classes': _classes(folder),
+  }
+
+
+def reshape_data(data_dict):
+  """Reshapes the images of a load_data dict to N x 32 x 32 x 3.
+
+  Args:
+    data_dict: as returned by load_data (images N x 3072, plane order).
+
+  Returns:
+    A new dict, images float32 [N, 32, 32, 3] (row, column, channel).
+  """
+  out = dict(data_dict)
+  for key in ('images_train', 'images_test'):
+    out[key] = data_dict[key].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return out
+
+
+def gen_batch(data, batch_size, num_iter, seed=None):
+  """Yields num_iter shuffled batches, every example exactly once per epoch.
+
+  The order is a random permutation of the examples, walked front to back and
+  redrawn at each epoch; a batch that reaches the end of one epoch is filled
+  from the next, so no example is skipped or repeated within an epoch.
+
+  Args:
+    data: an array, or a tuple/list of arrays of equal length (e.g. (images,
+      labels)), indexed along the first axis.
+    batch_size: examples per batch, at most the number of examples.
+    num_iter: number of batches to yield.
+    seed: optional seed of the shuffling.
+
+  Yields:
+    A batch (an array, or a tuple of arrays) of batch_size examples.
+
+  Raises:
+    ValueError: batch_size is not positive or exceeds the number of examples.
+  """
+  arrays = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+  n = len(arrays[0])
+  if any(len(a) != n for a in arrays):
+    raise ValueError('gen_batch: arrays of unequal lengths %s' %
+                     [len(a) for a in arrays])
+  if batch_size <= 0 or batch_size > n:
+    raise ValueError('batch_size must be between 1 and the %d examples, got %r'
+                     % (n, batch_size))
+  rng = np.random.default_rng(seed)
+  order = np.empty(0, np.int64)
+  for _ in range(num_iter):
+    if len(order) < batch_size:
+      order = np.concatenate([order, rng.permutation(n)])
+    idx, order = order[:batch_size], order[batch_size:]
+    batch = tuple(a[idx] for a in arrays)
+    yield batch if isinstance(data, (tuple, list)) else batch[0]

@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny CIFAR-10 data sets written in the exact official formats."""
+
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+SHARED_ARCHIVE = os.path.join(ROOT, '..', 'shared', 'cifar10',
+                              'cifar-10-binary.tar.gz')
+CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
+           'horse', 'ship', 'truck']
+
+
+def make_arrays(num, seed):
+  """num random images (uint8 [num, 3072], plane order) and labels 0-9."""
+  rng = np.random.default_rng(seed)
+  return (rng.integers(0, 256, (num, 3072), dtype=np.uint8),
+          (np.arange(num) % 10).astype(np.uint8)[rng.permutation(num)])
+
+
+def write_bin(folder, per_file=100, test_num=None, seed=0):
+  """Writes cifar-10-batches-bin/ under folder; returns {name: (data, labels)}."""
+  out = os.path.join(folder, 'cifar-10-batches-bin')
+  os.makedirs(out, exist_ok=True)
+  files = {}
+  names = ['data_batch_%d.bin' % i for i in range(1, 6)] + ['test_batch.bin']
+  for i, name in enumerate(names):
+    n = (test_num or per_file) if name == 'test_batch.bin' else per_file
+    data, labels = make_arrays(n, seed * 100 + i)
+    np.concatenate([labels[:, None], data], axis=1).tofile(
+        os.path.join(out, name))
+    files[name] = (data, labels)
+  with open(os.path.join(out, 'batches.meta.txt'), 'w') as f:
+    f.write('\n'.join(CLASSES) + '\n\n')
+  return files
+
+
+def write_py(folder, per_file=100, seed=0):
+  """Writes cifar-10-batches-py/ as Python 2 would (bytes keys, protocol 2)."""
+  out = os.path.join(folder, 'cifar-10-batches-py')
+  os.makedirs(out, exist_ok=True)
+  files = {}
+  names = ['data_batch_%d' % i for i in range(1, 6)] + ['test_batch']
+  for i, name in enumerate(names):
+    data, labels = make_arrays(per_file, seed * 100 + i)
+    d = {b'batch_label': b'batch', b'labels': [int(x) for x in labels],
+         b'data': data, b'filenames': [b'f%d.png' % j for j in range(per_file)]}
+    with open(os.path.join(out, name), 'wb') as f:
+      pickle.dump(d, f, protocol=2)
+    files[name] = (data, labels)
+  with open(os.path.join(out, 'batches.meta'), 'wb') as f:
+    pickle.dump({b'label_names': [c.encode() for c in CLASSES],
+                 b'num_cases_per_batch': per_file, b'num_vis': 3072}, f,
+                protocol=2)
+  return files
+
+
+@pytest.fixture
+def bin_dir(tmp_path):
+  """A data_dir holding a tiny binary data set (5 x 100 train, 100 test)."""
+  write_bin(str(tmp_path))
+  return str(tmp_path)
+
+
+@pytest.fixture(scope='session')
+def shared_bin_dir(tmp_path_factory):
+  """A session-wide tiny binary data set (5 x 200 train, 200 test)."""
+  d = str(tmp_path_factory.mktemp('cifar_small'))
+  write_bin(d, per_file=200)
+  return d
+
+
+@pytest.fixture(scope='session')
+def real_data_dir(tmp_path_factory):
+  """The real data set from ../shared/cifar10, extracted once; skips if absent."""
+  if not os.path.isfile(SHARED_ARCHIVE):
+    pytest.skip('real data set not found at %s' % SHARED_ARCHIVE)
+  import cifar10_input
+  d = str(tmp_path_factory.mktemp('cifar_real'))
+  cifar10_input.maybe_download_and_extract(d, SHARED_ARCHIVE)
+  return d
