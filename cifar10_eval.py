@@ -1,0 +1,177 @@
+"""Evaluates CIFAR-10 convnet checkpoints with the moving-average weights.
+
+    python3 cifar10_eval.py --run_once
+    python3 cifar10_eval.py            # evaluate each new checkpoint as it appears
+
+Prints `<datetime>: precision @ 1 = 0.NNN` and per-class precision and
+recall; writes 'Precision @ 1' and a confusion-matrix image to eval_dir at the
+checkpoint's global step, for TensorBoard. --raw_weights evaluates the
+trained weights instead of their moving averages (the tutorial's exercise).
+"""
+
+import os
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import cifar10_input
+import convnet
+import train_lib
+
+EVAL_BATCH_SIZE = 500
+CELL_PIXELS = 16  # side of a confusion-matrix cell in the image summary
+
+
+def build_parser():
+  """The tutorial's evaluation flags and defaults, plus the toolkit's own."""
+  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--eval_dir', default='/tmp/cifar10_eval',
+                 help='where event logs are written (default %(default)s)')
+  p.add_argument('--eval_data', default='test', choices=['test', 'train_eval'],
+                 help="'test' or 'train_eval' (the training images, "
+                 "uncropped by distortions) (default %(default)s)")
+  p.add_argument('--checkpoint_dir', default='/tmp/cifar10_train',
+                 help='where cifar10_train.py writes checkpoints (default '
+                 '%(default)s)')
+  p.add_argument('--eval_interval_secs', type=train_lib.positive_float,
+                 default=300, help='how often to look for a new checkpoint '
+                 '(default %(default)s)')
+  p.add_argument('--num_examples', type=train_lib.positive_int, default=10000,
+                 help='number of examples to run (default %(default)s)')
+  train_lib.add_bool(p, 'run_once', False, 'evaluate the newest checkpoint '
+                     'once and exit')
+  p.add_argument('--data_dir', default='/tmp/cifar10_data',
+                 help='where the data set is, or is fetched to (default '
+                 '%(default)s)')
+  p.add_argument('--data_source', default=None,
+                 help='URL or local path of cifar-10-binary.tar.gz (default '
+                 '$%s, else the official URL)' % cifar10_input.DATA_SOURCE_ENV)
+  train_lib.add_bool(p, 'raw_weights', False, 'evaluate the raw weights, not '
+                     'their moving averages')
+  return p
+
+
+class Evaluator:
+  """Restores checkpoints into one model and counts top-1 hits."""
+
+  def __init__(self, data_dir, eval_data, num_examples, raw_weights=False):
+    self.model = convnet.ConvNet()
+    self.state = convnet.TrainState(self.model)
+    self.ckpt = tf.train.Checkpoint(model=self.model, state=self.state)
+    self.dataset = cifar10_input.inputs(eval_data == 'test', data_dir,
+                                        EVAL_BATCH_SIZE)
+    self.num_examples = num_examples
+    self.raw_weights = raw_weights
+
+  @tf.function
+  def _predict(self, images):
+    logits, _ = convnet.inference(self.model, images)
+    return tf.argmax(logits, axis=1, output_type=tf.int32)
+
+  def restore(self, path):
+    """Loads a checkpoint; moving averages into the model unless raw_weights.
+
+    Returns:
+      The checkpoint's global step.
+    """
+    train_lib.restore(self.ckpt, path)
+    if not self.raw_weights:
+      convnet.use_moving_averages(self.model, self.state)
+    return int(self.state.global_step)
+
+  def evaluate(self):
+    """Runs num_examples examples (at most the set's size) once each.
+
+    Returns:
+      (precision @ 1, confusion matrix int [10, 10]: rows true, columns
+      predicted, examples counted).
+    """
+    confusion = np.zeros((convnet.NUM_CLASSES, convnet.NUM_CLASSES), np.int64)
+    seen = 0
+    for images, labels in self.dataset:
+      take = min(self.num_examples - seen, int(labels.shape[0]))
+      predictions = self._predict(images[:take]).numpy()
+      np.add.at(confusion, (labels.numpy()[:take], predictions), 1)
+      seen += take
+      if seen >= self.num_examples:
+        break
+    return np.trace(confusion) / max(seen, 1), confusion, seen
+
+
+def confusion_image(confusion):
+  """A confusion matrix as an RGB image: rows normalised, dark = frequent.
+
+  Returns:
+    float32 [1, 10 * CELL_PIXELS, 10 * CELL_PIXELS, 3] in [0, 1].
+  """
+  rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+  shade = 1.0 - rows                                 # white (0) to dark (1)
+  rgb = np.stack([shade, shade, 0.6 + 0.4 * shade], axis=-1)
+  big = np.kron(rgb, np.ones((CELL_PIXELS, CELL_PIXELS, 1)))
+  big[::CELL_PIXELS, :, :] = 0.8                     # grid lines
+  big[:, ::CELL_PIXELS, :] = 0.8
+  return big[None].astype(np.float32)
+
+
+def report(precision, confusion, seen, step, path, writer):
+  """Prints the tutorial's line and per-class figures; writes summaries."""
+  print('%s: precision @ 1 = %.3f' % (train_lib.now(), precision), flush=True)
+  hits = np.diag(confusion)
+  predicted = confusion.sum(axis=0)
+  actual = confusion.sum(axis=1)
+  print('  checkpoint %s (step %d), %d examples' % (path, step, seen))
+  print('  %-12s %9s %9s' % ('class', 'precision', 'recall'))
+  for i, name in enumerate(cifar10_input.CLASS_NAMES):
+    print('  %-12s %9.3f %9.3f' % (name, hits[i] / max(predicted[i], 1),
+                                   hits[i] / max(actual[i], 1)))
+  sys.stdout.flush()
+  with writer.as_default():
+    tf.summary.scalar('Precision @ 1', precision, step=step)
+    tf.summary.image(
+        'confusion_matrix', confusion_image(confusion), step=step,
+        description='rows: true class, columns: predicted class, both in the '
+        'order ' + ', '.join(cifar10_input.CLASS_NAMES) + '; darker = more '
+        'of the row\'s examples')
+  writer.flush()
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
+  evaluator = Evaluator(args.data_dir, args.eval_data, args.num_examples,
+                        args.raw_weights)
+  writer = tf.summary.create_file_writer(args.eval_dir)
+  done = None
+  waiting_said = False
+  try:
+    while True:
+      path = tf.train.latest_checkpoint(args.checkpoint_dir)
+      if path is None and args.run_once:
+        raise train_lib.UsageError('no checkpoint in %s' % args.checkpoint_dir)
+      if path is None and not waiting_said:
+        print('No checkpoint in %s yet; waiting for one' % args.checkpoint_dir,
+              flush=True)
+        waiting_said = True
+      if path is not None and path != done:
+        try:
+          step = evaluator.restore(path)
+        except train_lib.UsageError:
+          if args.run_once or os.path.exists(path + '.index'):
+            raise
+          continue  # deleted by the trainer's max_to_keep: take the newer one
+        report(*evaluator.evaluate(), step, path, writer)
+        done = path
+      if args.run_once:
+        return 0
+      time.sleep(args.eval_interval_secs)
+  except KeyboardInterrupt:
+    print('%s: stopped' % train_lib.now())
+    return 0
+
+
+if __name__ == '__main__':
+  sys.exit(train_lib.run_main(main))

@@ -1,0 +1,383 @@
+"""Tests of convnet.py, cifar10_train.py and cifar10_eval.py on small data."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator as ea
+
+import cifar10_eval
+import cifar10_input
+import cifar10_train
+import convnet
+import train_lib
+from conftest import ROOT
+
+
+def _batch(n=32, seed=0):
+  """Noise images with a class-dependent brightness in one channel."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 10, n)
+  images = rng.normal(size=(n, 24, 24, 3))
+  for i, label in enumerate(labels):
+    images[i, :, :, label % 3] += (label - 4.5) / 3
+  return tf.constant(images, tf.float32), tf.constant(labels, tf.int32)
+
+
+def _train_args(data_dir, train_dir, *extra):
+  return ['--data_dir', data_dir, '--train_dir', train_dir, '--batch_size',
+          '32', '--seed', '3', '--log_frequency', '1'] + list(extra)
+
+
+def _params(path):
+  """name -> raw weights and name -> moving averages stored in a checkpoint."""
+  reader = tf.train.load_checkpoint(path)
+  raw, avg = {}, {}
+  for key in reader.get_variable_to_shape_map():
+    if key.startswith('model/params/') and key.endswith('VARIABLE_VALUE'):
+      raw[key.split('/')[2]] = reader.get_tensor(key)
+    if key.startswith('state/averages/') and key.endswith('VARIABLE_VALUE'):
+      avg[key.split('/')[2]] = reader.get_tensor(key)
+  return raw, avg
+
+
+def _tags(logdir):
+  acc = ea.EventAccumulator(logdir, size_guidance={ea.TENSORS: 0})
+  acc.Reload()
+  return acc, set(acc.Tags()['tensors'])
+
+
+# --- the model --------------------------------------------------------------
+
+def test_parameter_count():
+  model = convnet.ConvNet()
+  assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == \
+      1068298
+  assert len(model.trainable_variables) == 10
+
+
+def test_initialisation_follows_reference():
+  model = convnet.ConvNet(seed=4)
+  for layer, (shape, stddev, _, bias) in convnet.LAYERS.items():
+    w = model.params[layer + '/weights'].numpy()
+    b = model.params[layer + '/biases'].numpy()
+    assert list(w.shape) == shape
+    assert np.abs(w).max() <= 2 * stddev + 1e-7          # truncated at 2 sd
+    assert abs(w.std() - 0.88 * stddev) < 0.1 * stddev   # sd of the truncation
+    assert (b == bias).all()
+
+
+def test_loss_terms():
+  model = convnet.ConvNet()
+  images, labels = _batch()
+  logits, acts = convnet.inference(model, images)
+  assert logits.shape == (32, 10)
+  assert list(acts) == list(convnet.LAYERS)
+  losses = convnet.loss(model, logits, labels)
+  assert set(losses) == {'cross_entropy', 'local3/weight_loss',
+                         'local4/weight_loss', 'total_loss'}
+  w3 = model.params['local3/weights'].numpy().astype(np.float64)
+  np.testing.assert_allclose(losses['local3/weight_loss'],
+                             0.004 * (w3 ** 2).sum() / 2, rtol=1e-5)
+  np.testing.assert_allclose(
+      losses['total_loss'],
+      sum(v for k, v in losses.items() if k != 'total_loss'), rtol=1e-6)
+  assert int(convnet.evaluation(logits, labels)) == int(
+      (np.argmax(logits, 1) == labels.numpy()).sum())
+
+
+def test_learning_rate_schedule():
+  decay_steps = int(50000 / 128 * 350)
+  assert decay_steps == 136718
+  lr = lambda s: float(convnet.learning_rate(s, 128))
+  assert lr(0) == pytest.approx(0.1)
+  assert lr(decay_steps - 1) == pytest.approx(0.1)
+  assert lr(decay_steps) == pytest.approx(0.01)
+  assert lr(2 * decay_steps) == pytest.approx(0.001)
+  # epochs are counted at 50,000 images whatever the global batch
+  assert float(convnet.learning_rate(int(50000 / 256 * 350), 256)) == \
+      pytest.approx(0.01)
+
+
+def test_loss_falls_and_moving_averages_follow_the_formula():
+  model = convnet.ConvNet(seed=1)
+  state = convnet.TrainState(model)
+  images, labels = _batch(64)
+  step = tf.function(lambda: convnet.training(model, state, images, labels,
+                                              64))
+  losses, ce = [], []
+  for _ in range(40):
+    before = {k: v.numpy() for k, v in state.averages.items()}
+    out = step()
+    losses.append(float(out['total_loss']))
+    ce.append(float(out['cross_entropy']))
+    s = int(state.global_step)
+    decay = min(0.9999, (1.0 + s) / (10.0 + s))
+    for k, v in model.params.items():
+      np.testing.assert_allclose(
+          state.averages[k].numpy(),
+          decay * before[k] + (1 - decay) * v.numpy(), rtol=1e-5, atol=1e-7)
+  assert int(state.global_step) == 40
+  assert ce[-1] < 0.7 * ce[0] and losses[-1] < losses[0]
+  # the loss averages are zero-debiased averages with decay 0.9
+  avg = convnet.loss_averages(state)['total_loss']
+  assert min(losses[-15:]) < float(avg) < max(losses[-15:])
+
+
+def test_mixed_precision_keeps_float32_variables():
+  # float16 is emulated on CPUs, hence the tiny batch
+  model = convnet.ConvNet(seed=1)
+  state = convnet.TrainState(model, use_fp16=True)
+  images, labels = _batch(8)
+  logits16, _ = convnet.inference(model, images, tf.float16)
+  logits32, _ = convnet.inference(model, images)
+  np.testing.assert_allclose(logits16, logits32, atol=5e-2)
+  before = model.params['local3/weights'].numpy()
+  step = tf.function(lambda: convnet.training(model, state, images, labels, 8))
+  losses = [float(step()['total_loss']) for _ in range(6)]
+  assert all(v.dtype == tf.float32 for v in model.trainable_variables)
+  assert np.isfinite(losses).all() and losses[-1] < losses[0]
+  assert not np.array_equal(model.params['local3/weights'].numpy(), before)
+  assert 1.0 <= float(state.loss_scale) <= convnet.INITIAL_LOSS_SCALE
+
+
+def test_mixed_precision_skips_overflowing_steps():
+  model = convnet.ConvNet(seed=1)
+  state = convnet.TrainState(model, use_fp16=True)
+  state.loss_scale.assign(1e30)  # float16 gradients overflow at this scale
+  before = model.params['conv1/weights'].numpy()
+  images, labels = _batch(16)
+  convnet.training(model, state, images, labels, 16)
+  np.testing.assert_array_equal(model.params['conv1/weights'].numpy(), before)
+  assert float(state.loss_scale) == pytest.approx(5e29)
+
+
+# --- cifar10_train.py -------------------------------------------------------
+
+def test_train_writes_checkpoints_and_summaries(shared_bin_dir, tmp_path,
+                                                capsys):
+  train_dir = str(tmp_path / 'train')
+  assert cifar10_train.main(_train_args(
+      shared_bin_dir, train_dir, '--max_steps', '4', '--summary_steps',
+      '2')) == 0
+  out = capsys.readouterr().out
+  import re
+  lines = re.findall(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), '
+                     r'loss = \d+\.\d\d \(\d+\.\d examples/sec; '
+                     r'\d+\.\d{3} sec/batch\)$', out, re.M)
+  assert lines == ['1', '2', '3', '4']
+  assert tf.train.latest_checkpoint(train_dir).endswith('ckpt-4')
+  acc, tags = _tags(train_dir)
+  want = {'learning_rate', 'total_loss', 'total_loss (raw)', 'cross_entropy',
+          'cross_entropy (raw)', 'local3/weight_loss (raw)', 'images',
+          'conv1/activations', 'conv1/sparsity', 'local4/sparsity',
+          'conv1/weights', 'conv1/weights/gradients',
+          'softmax_linear/biases/gradients', 'graph'}
+  assert want <= tags
+  assert [e.step for e in acc.Tensors('total_loss (raw)')] == [1, 2, 4]
+  lr = tf.make_ndarray(acc.Tensors('learning_rate')[0].tensor_proto)
+  assert float(lr) == pytest.approx(0.1)
+
+
+def test_stop_and_resume_equals_uninterrupted_run(shared_bin_dir, tmp_path):
+  a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+  assert cifar10_train.main(_train_args(shared_bin_dir, a,
+                                        '--max_steps', '6')) == 0
+  assert cifar10_train.main(_train_args(shared_bin_dir, b,
+                                        '--max_steps', '3')) == 0
+  # the resumed run keeps the checkpoint's seed, whatever --seed says
+  assert cifar10_train.main(_train_args(shared_bin_dir, b, '--max_steps', '6',
+                                        '--seed', '99')) == 0
+  ra, aa = _params(tf.train.latest_checkpoint(a))
+  rb, ab = _params(tf.train.latest_checkpoint(b))
+  assert tf.train.latest_checkpoint(b).endswith('ckpt-6')
+  for k in ra:
+    np.testing.assert_allclose(ra[k], rb[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(aa[k], ab[k], rtol=1e-5, atol=1e-6)
+
+
+def test_fresh_sets_the_old_run_aside(shared_bin_dir, tmp_path):
+  d = str(tmp_path / 't')
+  cifar10_train.main(_train_args(shared_bin_dir, d, '--max_steps', '2'))
+  cifar10_train.main(_train_args(shared_bin_dir, d, '--max_steps', '1',
+                                 '--fresh'))
+  assert tf.train.latest_checkpoint(d).endswith('ckpt-1')
+  old = [e for e in os.listdir(d) if e.startswith('previous-')]
+  assert len(old) == 1
+  assert tf.train.latest_checkpoint(os.path.join(d, old[0])).endswith('ckpt-2')
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    shared_bin_dir, tmp_path, monkeypatch, capsys):
+  d = str(tmp_path / 't')
+  assert cifar10_train.main(_train_args(shared_bin_dir, d,
+                                        '--max_steps', '2')) == 0
+  monkeypatch.setattr(convnet, 'INITIAL_LEARNING_RATE', 1e9)
+  status = train_lib.run_main(cifar10_train.main, _train_args(
+      shared_bin_dir, d, '--max_steps', '50', '--save_checkpoint_secs',
+      '0.001'))
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1
+  assert len(err) == 1 and re_search(r'error: loss is (nan|inf) at step \d+',
+                                     err[0])
+  # checkpoints made before the NaN are fine; none holds a NaN
+  for path in tf.train.get_checkpoint_state(d).all_model_checkpoint_paths:
+    raw, _ = _params(path)
+    assert all(np.isfinite(v).all() for v in raw.values())
+
+
+def re_search(pattern, text):
+  import re
+  return re.search(pattern, text)
+
+
+@pytest.mark.parametrize('flag,value', [('--batch_size', '0'),
+                                        ('--max_steps', '0'),
+                                        ('--log_frequency', '-3'),
+                                        ('--batch_size', 'many')])
+def test_bad_flags_one_line_error(flag, value, capsys):
+  with pytest.raises(SystemExit) as e:
+    cifar10_train.build_parser().parse_args([flag, value])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and flag in err[0]
+
+
+def test_help_describes_each_flag(capsys):
+  with pytest.raises(SystemExit):
+    cifar10_train.build_parser().parse_args(['-h'])
+  out = capsys.readouterr().out
+  for flag in ('--train_dir', '--max_steps', '--log_frequency', '--batch_size',
+               '--data_dir', '--use_fp16', '--log_device_placement', '--seed',
+               '--fresh', '--data_source'):
+    assert flag in out
+
+
+def test_missing_data_one_line_error(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv(cifar10_input.DATA_SOURCE_ENV, str(tmp_path / 'none.tgz'))
+  status = train_lib.run_main(cifar10_train.main, [
+      '--data_dir', str(tmp_path / 'data'), '--train_dir', str(tmp_path / 't')])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1 and 'data_source' in err[0]
+
+
+def _start(args):
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  return subprocess.Popen([sys.executable] + args, cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def _wait_for(proc, pattern, timeout=120):
+  import re
+  deadline = time.time() + timeout
+  lines = []
+  while time.time() < deadline:
+    line = proc.stdout.readline()
+    if not line:
+      break
+    lines.append(line)
+    if re.search(pattern, line):
+      return lines
+  proc.kill()
+  raise AssertionError('no %r in output:\n%s' % (pattern, ''.join(lines)))
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_before_exiting(shared_bin_dir, tmp_path,
+                                                  sig):
+  d = str(tmp_path / 't')
+  proc = _start(['cifar10_train.py'] + _train_args(shared_bin_dir, d))
+  try:
+    _wait_for(proc, r'step 5, loss')
+    proc.send_signal(sig)
+    rest, _ = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 128 + sig, rest
+  step = int(tf.train.latest_checkpoint(d).rsplit('-', 1)[1])
+  assert step >= 5
+  assert 'saved checkpoint' in rest
+
+
+# --- cifar10_eval.py --------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def trained(shared_bin_dir, tmp_path_factory):
+  d = str(tmp_path_factory.mktemp('trained'))
+  cifar10_train.main(_train_args(shared_bin_dir, d, '--max_steps', '5'))
+  return d
+
+
+def test_eval_restores_the_moving_averages(shared_bin_dir, trained):
+  path = tf.train.latest_checkpoint(trained)
+  raw, avg = _params(path)
+  ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
+  assert ev.restore(path) == 5
+  for k, v in ev.model.params.items():
+    np.testing.assert_array_equal(v.numpy(), avg[k.replace('/', '.S')])
+  assert any(not np.array_equal(raw[k], avg[k]) for k in raw)
+  ev_raw = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000,
+                                  raw_weights=True)
+  ev_raw.restore(path)
+  for k, v in ev_raw.model.params.items():
+    np.testing.assert_array_equal(v.numpy(), raw[k.replace('/', '.S')])
+
+
+def test_eval_counts_each_example_once(shared_bin_dir, trained):
+  ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
+  ev.restore(tf.train.latest_checkpoint(trained))
+  precision, confusion, seen = ev.evaluate()
+  assert seen == 200 and confusion.sum() == 200
+  assert confusion.sum(axis=1).tolist() == [20] * 10
+  assert precision == np.trace(confusion) / 200
+  ev = cifar10_eval.Evaluator(shared_bin_dir, 'train_eval', 777)
+  ev.restore(tf.train.latest_checkpoint(trained))
+  assert ev.evaluate()[2] == 777
+
+
+def test_eval_run_once_writes_summaries(shared_bin_dir, trained, tmp_path,
+                                        capsys):
+  e = str(tmp_path / 'eval')
+  assert cifar10_eval.main(['--checkpoint_dir', trained, '--eval_dir', e,
+                            '--data_dir', shared_bin_dir, '--run_once']) == 0
+  out = capsys.readouterr().out
+  assert re_search(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: precision @ 1 = '
+                   r'0\.\d{3}$', out.splitlines()[0])
+  assert 'airplane' in out and 'truck' in out
+  acc, tags = _tags(e)
+  assert {'Precision @ 1', 'confusion_matrix'} <= tags
+  assert acc.Tensors('Precision @ 1')[0].step == 5
+
+
+def test_eval_without_checkpoint(tmp_path, shared_bin_dir, capsys):
+  status = train_lib.run_main(cifar10_eval.main, [
+      '--checkpoint_dir', str(tmp_path / 'none'), '--eval_dir',
+      str(tmp_path / 'e'), '--data_dir', shared_bin_dir, '--run_once'])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1 and 'no checkpoint in' in err[0]
+
+
+def test_eval_waits_for_new_checkpoints_and_stops_on_ctrl_c(shared_bin_dir,
+                                                            tmp_path):
+  t, e = str(tmp_path / 't'), str(tmp_path / 'e')
+  proc = _start(['cifar10_eval.py', '--checkpoint_dir', t, '--eval_dir', e,
+                 '--data_dir', shared_bin_dir, '--eval_interval_secs', '0.5'])
+  try:
+    _wait_for(proc, 'waiting for one')
+    cifar10_train.main(_train_args(shared_bin_dir, t, '--max_steps', '2'))
+    _wait_for(proc, r'precision @ 1 = ')
+    cifar10_train.main(_train_args(shared_bin_dir, t, '--max_steps', '3'))
+    _wait_for(proc, r'checkpoint .*ckpt-3 \(step 3\)')
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 0 and 'stopped' in rest
+  acc, _ = _tags(e)
+  assert [ev.step for ev in acc.Tensors('Precision @ 1')] == [2, 3]
