@@ -1,0 +1,78 @@
+"""Restores the newest fully connected checkpoint and reports its test accuracy.
+
+    python3 restore_model.py [--train_dir tf_logs] [--hidden1 120]
+
+Looks through the time-stamped run folders that run_fc_model.py writes under
+train_dir, restores the newest checkpoint, and prints `Current step: N` (the
+global step it was saved at) and `Test accuracy A`, which equals what
+run_fc_model.py printed for that checkpoint.
+"""
+
+import os
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import sys
+
+import tensorflow as tf
+
+import run_fc_model
+import train_lib
+import two_layer_fc
+
+
+def build_parser():
+  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--train_dir', default='tf_logs',
+                 help='the folder run_fc_model.py logged into (default '
+                 '%(default)s)')
+  p.add_argument('--hidden1', type=train_lib.positive_int, default=120,
+                 help='units in the hidden layer of the saved model (default '
+                 '%(default)s)')
+  p.add_argument('--data_dir', default='/tmp/cifar10_data',
+                 help='where the data set is (default %(default)s)')
+  p.add_argument('--data_source', default=None,
+                 help='URL or local path of cifar-10-binary.tar.gz to fetch '
+                 'when data_dir has no data set')
+  return p
+
+
+def newest_checkpoint(train_dir):
+  """The newest checkpoint of any run folder under train_dir, or None."""
+  found = []
+  if os.path.isdir(train_dir):
+    for run in os.listdir(train_dir):
+      path = tf.train.latest_checkpoint(os.path.join(train_dir, run))
+      if path:
+        found.append((os.path.getmtime(path + '.index'), path))
+  return max(found)[1] if found else None
+
+
+def check_fits(path, hidden1):
+  """A clear error when the checkpoint was trained with another hidden1."""
+  shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  key = [k for k in shapes if k.startswith('model/params/layer1.Sweights/')]
+  if key and shapes[key[0]][1] != hidden1:
+    raise train_lib.UsageError(
+        'checkpoint %s has %d hidden units, not --hidden1 %d; pass --hidden1 '
+        '%d' % (path, shapes[key[0]][1], hidden1, shapes[key[0]][1]))
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  path = newest_checkpoint(args.train_dir)
+  if path is None:
+    raise train_lib.UsageError('no checkpoint under %s (run run_fc_model.py '
+                               'first)' % args.train_dir)
+  check_fits(path, args.hidden1)
+  model = two_layer_fc.TwoLayerFC(args.hidden1)
+  state = two_layer_fc.TrainState()
+  train_lib.restore(tf.train.Checkpoint(model=model, state=state), path)
+  data = run_fc_model.load(args)
+  print('Restored %s' % path)
+  print('Current step: %d' % int(state.global_step))
+  print('Test accuracy {:g}'.format(run_fc_model.test_accuracy(model, data)))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(train_lib.run_main(main))

@@ -1,0 +1,141 @@
+"""Trains, checkpoints and tests the two-layer fully connected network.
+
+    python3 run_fc_model.py --data_source ../shared/cifar10/cifar-10-binary.tar.gz
+
+Prints the parameters; every 100 steps `Step N, training accuracy A`; saves a
+checkpoint every 1000 steps and at the end (`Saved checkpoint`); then
+`Test accuracy A` and `Total time: Ts`. Each run logs into its own
+time-stamped folder under train_dir (event files for TensorBoard: loss,
+accuracy, logits histogram, the graph; and the checkpoints), which
+restore_model.py reads.
+"""
+
+import os
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import sys
+import time
+
+import tensorflow as tf
+
+import cifar10_input
+import data_helpers
+import train_lib
+import two_layer_fc
+
+SUMMARY_STEPS = 100      # print and write summaries every this many steps
+CHECKPOINT_STEPS = 1000  # save a checkpoint every this many steps
+
+
+def build_parser():
+  """The blog's flags and defaults, plus data_dir, data_source and seed."""
+  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--learning_rate', type=train_lib.positive_float,
+                 default=0.001, help='learning rate (default %(default)s)')
+  p.add_argument('--max_steps', type=train_lib.positive_int, default=2000,
+                 help='number of training steps (default %(default)s)')
+  p.add_argument('--hidden1', type=train_lib.positive_int, default=120,
+                 help='units in the hidden layer (default %(default)s)')
+  p.add_argument('--batch_size', type=train_lib.positive_int, default=400,
+                 help='images per batch (default %(default)s)')
+  p.add_argument('--train_dir', default='tf_logs',
+                 help='each run logs into a time-stamped folder under it '
+                 '(default %(default)s)')
+  p.add_argument('--reg_constant', type=train_lib.non_negative_float,
+                 default=0.1, help='regularization constant (default '
+                 '%(default)s)')
+  p.add_argument('--data_dir', default='/tmp/cifar10_data',
+                 help='folder holding cifar-10-batches-py or '
+                 'cifar-10-batches-bin, or where the binary version is '
+                 'fetched to (default %(default)s)')
+  p.add_argument('--data_source', default=None,
+                 help='URL or local path of cifar-10-binary.tar.gz to fetch '
+                 'when data_dir has no data set (default $%s, else the '
+                 'official URL)' % cifar10_input.DATA_SOURCE_ENV)
+  p.add_argument('--seed', type=train_lib.non_negative_int, default=None,
+                 help='seed of the initial weights and batch order (default: '
+                 'random)')
+  return p
+
+
+def load(args):
+  """The data set as load_data returns it; fetched if data_dir has none."""
+  try:
+    data_helpers.find_format(args.data_dir)
+  except cifar10_input.DataSetError:
+    cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
+  return data_helpers.load_data(args.data_dir)
+
+
+def test_accuracy(model, data):
+  """Accuracy of model on the whole test set (float)."""
+  logits = two_layer_fc.inference(model, tf.constant(data['images_test']))
+  return float(two_layer_fc.evaluation(logits, data['labels_test']))
+
+
+def make_run_dir(train_dir):
+  """train_dir/<YYYYmmdd-HHMMSS>[-N]/, new for each run."""
+  base = os.path.join(train_dir, time.strftime('%Y%m%d-%H%M%S'))
+  path, n = base, 1
+  while os.path.exists(path):
+    path, n = '%s-%d' % (base, n), n + 1
+  os.makedirs(path)
+  return path
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  begin = time.time()
+  print('Parameters:')
+  for key, value in sorted(vars(args).items()):
+    print('%s = %s' % (key, value))
+  data = load(args)
+  if args.batch_size > len(data['labels_train']):
+    raise train_lib.UsageError('--batch_size %d exceeds the %d training images'
+                               % (args.batch_size, len(data['labels_train'])))
+  run_dir = make_run_dir(args.train_dir)
+  print('Logging to %s' % run_dir)
+  seed = args.seed if args.seed is not None else int(time.time()) % (2**31)
+  model = two_layer_fc.TwoLayerFC(args.hidden1, seed=seed)
+  state = two_layer_fc.TrainState()
+  _, manager = train_lib.checkpoint_manager(run_dir, model=model, state=state)
+  writer = tf.summary.create_file_writer(run_dir)
+
+  @tf.function
+  def train_step(images, labels):
+    total, logits = two_layer_fc.training(model, state, images, labels,
+                                          args.learning_rate,
+                                          args.reg_constant)
+    return total, two_layer_fc.evaluation(logits, labels)
+
+  batches = data_helpers.gen_batch(
+      (data['images_train'], data['labels_train']), args.batch_size,
+      args.max_steps, seed=seed)
+  with train_lib.GracefulStop() as stop, writer.as_default():
+    for i, (images, labels) in enumerate(batches):
+      if i == 0:
+        total, accuracy = train_lib.write_graph(train_step, (images, labels))
+      else:
+        total, accuracy = train_step(images, labels)
+      if i % SUMMARY_STEPS == 0:
+        print('Step {:d}, training accuracy {:g}'.format(i, float(accuracy)))
+        train_lib.write_scalars({'loss': total, 'train_accuracy': accuracy}, i)
+        tf.summary.histogram('logits', two_layer_fc.inference(model, images),
+                             step=i)
+      if not tf.math.is_finite(total):
+        raise train_lib.NanLossError('loss is %s at step %d' % (float(total), i))
+      if (i + 1) % CHECKPOINT_STEPS == 0 or stop.requested:
+        manager.save(checkpoint_number=int(state.global_step))
+        print('Saved checkpoint')
+      if stop.requested:
+        return stop.exit_status
+    if int(state.global_step) % CHECKPOINT_STEPS:
+      manager.save(checkpoint_number=int(state.global_step))
+      print('Saved checkpoint')
+  print('Test accuracy {:g}'.format(test_accuracy(model, data)))
+  print('Total time: {:5.2f}s'.format(time.time() - begin))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(train_lib.run_main(main))
