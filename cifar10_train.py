@@ -165,16 +165,17 @@ def train(args, strategy=None, is_chief=True, worker_dir=None):
   latest = tf.train.latest_checkpoint(args.train_dir)
   if latest:
     train_lib.restore(ckpt, latest)
-    if args.seed is not None and int(state.seed) != args.seed:
+    if args.seed is not None and int(state.seed.numpy()) != args.seed:
       print('Note: resuming a run made with seed %d; --seed %d is ignored' %
-            (int(state.seed), args.seed))
-    print('Resuming from %s at step %d' % (latest, int(state.global_step)))
-  start = int(state.global_step)
+            (int(state.seed.numpy()), args.seed))
+    print('Resuming from %s at step %d' % (latest,
+                                          int(state.global_step.numpy())))
+  start = int(state.global_step.numpy())
   if start >= args.max_steps:
     print('Step %d already reached max_steps %d; nothing to do' %
           (start, args.max_steps))
     return 0
-  seed = int(state.seed)
+  seed = int(state.seed.numpy())
 
   dataset = strategy.distribute_datasets_from_function(
       lambda ctx: cifar10_input.distorted_inputs(

@@ -11,6 +11,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so that the tests run real two-replica training;
+# this must happen before TensorFlow initialises its devices.
+LOGICAL_CPUS = 2
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices('CPU')[0],
+    [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS)
+
 SHARED_ARCHIVE = os.path.join(ROOT, '..', 'shared', 'cifar10',
                               'cifar-10-binary.tar.gz')
 CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',

@@ -1,0 +1,124 @@
+"""Trains the CIFAR-10 convnet on several GPUs, or several machines.
+
+    python3 cifar10_multi_gpu_train.py --num_gpus 2
+    python3 cifar10_multi_gpu_train.py --logical_devices 2   # 2 replicas, 1 device
+    TF_CONFIG='{...}' python3 cifar10_multi_gpu_train.py --strategy multi_worker
+
+As in the tutorial each replica takes a full batch_size, so a step consumes
+batch_size x replicas examples; gradients are summed over replicas from
+per-replica losses scaled by 1/replicas (the update equals one device's on the
+combined batch) and applied once; examples/sec counts all replicas. The loop,
+checkpoints, summaries, resume, NaN stop and Ctrl-C handling are
+cifar10_train.py's own (cifar10_train.train), so either script resumes the
+other's runs and cifar10_eval.py evaluates both.
+
+--strategy multi_worker uses tf.distribute.MultiWorkerMirroredStrategy, set
+up from the standard TF_CONFIG variable; only the chief writes summaries and
+the canonical checkpoints into train_dir (which the workers share).
+"""
+
+import os
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import json
+import shutil
+import sys
+import tempfile
+
+import tensorflow as tf
+
+import cifar10_train
+import train_lib
+
+GPU_MEMORY_PER_LOGICAL_DEVICE_MB = 8192
+
+
+def build_parser():
+  p = cifar10_train.build_parser(__doc__)
+  p.add_argument('--num_gpus', type=train_lib.positive_int, default=1,
+                 help='how many GPUs to use (default %(default)s); with fewer '
+                 'present, a warning, and it runs on those there are')
+  p.add_argument('--logical_devices', type=train_lib.non_negative_int,
+                 default=0, help='split one device (the first GPU, else the '
+                 'CPU) into this many logical devices and train a replica on '
+                 'each: multi-replica training without several GPUs (default '
+                 '0: off)')
+  p.add_argument('--strategy', default='mirrored',
+                 choices=['mirrored', 'multi_worker'],
+                 help="'mirrored': one machine; 'multi_worker': "
+                 'MultiWorkerMirroredStrategy from $TF_CONFIG (default '
+                 '%(default)s)')
+  return p
+
+
+def split_device(device_type, count):
+  """Splits the first physical device of a type into count logical devices.
+
+  Returns:
+    The names of the logical devices.
+  """
+  physical = tf.config.list_physical_devices(device_type)[0]
+  config = [tf.config.LogicalDeviceConfiguration(
+      memory_limit=GPU_MEMORY_PER_LOGICAL_DEVICE_MB if device_type == 'GPU'
+      else None) for _ in range(count)]
+  current = tf.config.get_logical_device_configuration(physical)
+  if current is None or len(current) != count:
+    try:
+      tf.config.set_logical_device_configuration(physical, config)
+    except RuntimeError as e:
+      raise train_lib.UsageError('--logical_devices %d: %s' % (count, e))
+  return [d.name for d in tf.config.list_logical_devices(device_type)][:count]
+
+
+def mirrored_devices(num_gpus, logical_devices):
+  """The devices of the replicas on this machine, with the tutorial's warning."""
+  gpus = tf.config.list_physical_devices('GPU')
+  if logical_devices:
+    return split_device('GPU' if gpus else 'CPU', logical_devices)
+  if len(gpus) < num_gpus:
+    print('WARNING: --num_gpus %d but %d GPU(s) found; running on %s' %
+          (num_gpus, len(gpus), '%d GPU(s)' % len(gpus) if gpus else 'the CPU'),
+          file=sys.stderr, flush=True)
+  if not gpus:
+    return ['/cpu:0']
+  return ['/gpu:%d' % i for i in range(min(num_gpus, len(gpus)))]
+
+
+def worker_role():
+  """(is_chief, task id) from $TF_CONFIG, as MultiWorkerMirroredStrategy sees it."""
+  try:
+    config = json.loads(os.environ.get('TF_CONFIG', ''))
+    task = config['task']
+    cluster = config['cluster']
+  except (ValueError, KeyError, TypeError):
+    raise train_lib.UsageError('--strategy multi_worker needs TF_CONFIG, a JSON '
+                               'object with "cluster" and "task"')
+  is_chief = task['type'] == 'chief' or (
+      task['type'] == 'worker' and task['index'] == 0 and 'chief' not in cluster)
+  return is_chief, '%s-%d' % (task['type'], task['index'])
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  worker_dir = None
+  if args.strategy == 'multi_worker':
+    is_chief, task = worker_role()
+    if args.logical_devices:
+      split_device('GPU' if tf.config.list_physical_devices('GPU') else 'CPU',
+                   args.logical_devices)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    if not is_chief:
+      worker_dir = tempfile.mkdtemp(prefix='cifar10-%s-' % task)
+  else:
+    is_chief = True
+    strategy = tf.distribute.MirroredStrategy(
+        mirrored_devices(args.num_gpus, args.logical_devices))
+  try:
+    return cifar10_train.train(args, strategy, is_chief, worker_dir)
+  finally:
+    if worker_dir:
+      shutil.rmtree(worker_dir, ignore_errors=True)
+
+
+if __name__ == '__main__':
+  sys.exit(train_lib.run_main(main))

@@ -1,0 +1,152 @@
+"""Tests of multi-replica training: cifar10_multi_gpu_train.py on logical CPUs."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+import cifar10_eval
+import cifar10_multi_gpu_train
+import cifar10_train
+import convnet
+from conftest import ROOT
+from test_convnet import _batch, _params, _train_args
+
+
+def _all_values(model, state):
+  out = {}
+  for k, v in list(model.params.items()) + [
+      ('avg/' + k, a) for k, a in state.averages.items()]:
+    for i, local in enumerate(v.values if hasattr(v, 'values') else [v]):
+      out['%s@%d' % (k, i)] = local.numpy()
+  return out
+
+
+def test_two_replicas_of_64_equal_one_device_of_128():
+  images, labels = _batch(128, seed=3)
+  single = convnet.ConvNet(seed=5)
+  single_state = convnet.TrainState(single)
+  convnet.training(single, single_state, images, labels, 128)
+
+  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  with strategy.scope():
+    model = convnet.ConvNet(seed=5)
+    state = convnet.TrainState(model)
+  halves = strategy.experimental_distribute_values_from_function(
+      lambda ctx: (images[ctx.replica_id_in_sync_group * 64:][:64],
+                   labels[ctx.replica_id_in_sync_group * 64:][:64]))
+
+  @tf.function
+  def step(batch):
+    return strategy.run(lambda x, y: convnet.training(model, state, x, y, 128),
+                        args=batch)
+
+  out = step(halves)
+  want = _all_values(single, single_state)
+  got = _all_values(model, state)
+  assert len(got) == 2 * len(want)  # a copy on each replica
+  for key, value in got.items():
+    np.testing.assert_allclose(value, want[key.split('@')[0] + '@0'],
+                               rtol=1e-5, atol=1e-6)
+  # the reported loss is that of the combined batch before the update
+  fresh = convnet.ConvNet(seed=5)
+  total = strategy.experimental_local_results(out['total_loss'])[0]
+  np.testing.assert_allclose(total, convnet.loss(
+      fresh, convnet.inference(fresh, images)[0], labels)['total_loss'],
+                             rtol=1e-5)
+  assert int(state.global_step.numpy()) == 1
+
+
+def test_script_equals_single_device_and_resumes_across(shared_bin_dir,
+                                                        tmp_path, capsys):
+  multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
+  common = ['--max_steps', '3', '--batch_size']
+  assert cifar10_multi_gpu_train.main(
+      _train_args(shared_bin_dir, multi) + common + ['16', '--logical_devices',
+                                                     '2']) == 0
+  out = capsys.readouterr().out
+  assert '2 replica(s) x batch 16' in out
+  assert cifar10_train.main(_train_args(shared_bin_dir, single) + common +
+                            ['32']) == 0
+  rm, am = _params(tf.train.latest_checkpoint(multi))
+  rs, as_ = _params(tf.train.latest_checkpoint(single))
+  for k in rm:
+    np.testing.assert_allclose(rm[k], rs[k], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(am[k], as_[k], rtol=1e-4, atol=1e-5)
+  # each script resumes the other's run
+  assert cifar10_train.main(_train_args(shared_bin_dir, multi) +
+                            ['--max_steps', '4', '--batch_size', '32']) == 0
+  assert cifar10_multi_gpu_train.main(
+      _train_args(shared_bin_dir, single) + ['--max_steps', '4',
+                                             '--batch_size', '16',
+                                             '--logical_devices', '2']) == 0
+  assert 'Resuming from' in capsys.readouterr().out
+  assert tf.train.latest_checkpoint(single).endswith('ckpt-4')
+  assert tf.train.latest_checkpoint(multi).endswith('ckpt-4')
+  ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
+  assert ev.restore(tf.train.latest_checkpoint(multi)) == 4
+
+
+def test_fewer_gpus_than_asked_warns_and_runs(shared_bin_dir, tmp_path,
+                                              capsys):
+  d = str(tmp_path / 't')
+  assert cifar10_multi_gpu_train.main(
+      _train_args(shared_bin_dir, d) + ['--max_steps', '1', '--num_gpus',
+                                        '4']) == 0
+  captured = capsys.readouterr()
+  assert 'WARNING: --num_gpus 4 but 0 GPU(s) found; running on the CPU' in \
+      captured.err
+  assert '1 replica(s)' in captured.out
+
+
+def _free_ports(n):
+  socks = [socket.socket() for _ in range(n)]
+  for s in socks:
+    s.bind(('127.0.0.1', 0))
+  ports = [s.getsockname()[1] for s in socks]
+  for s in socks:
+    s.close()
+  return ports
+
+
+def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
+  d = str(tmp_path / 'train')
+  ports = _free_ports(2)
+  cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
+  procs = []
+  try:
+    for i in range(2):
+      env = dict(os.environ, TF_CONFIG=json.dumps(
+          {'cluster': cluster, 'task': {'type': 'worker', 'index': i}}))
+      procs.append(subprocess.Popen(
+          [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
+           'multi_worker'] + _train_args(shared_bin_dir, d) +
+          ['--max_steps', '4', '--batch_size', '16'],
+          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+          text=True))
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out
+    assert '2 replica(s) x batch 16' in out and 'step 4, loss' in out
+  assert 'saved checkpoint' in outs[0] and 'saved checkpoint' not in outs[1]
+  assert sorted(f for f in os.listdir(d) if f.startswith('ckpt-')) == [
+      'ckpt-4.data-00000-of-00001', 'ckpt-4.index']
+  ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
+  assert ev.restore(tf.train.latest_checkpoint(d)) == 4
+  precision, _, seen = ev.evaluate()
+  assert seen == 200 and 0 <= precision <= 1
+
+
+def test_multi_worker_needs_tf_config(monkeypatch, capsys):
+  import train_lib
+  monkeypatch.delenv('TF_CONFIG', raising=False)
+  assert train_lib.run_main(cifar10_multi_gpu_train.main,
+                            ['--strategy', 'multi_worker']) == 1
+  assert 'needs TF_CONFIG' in capsys.readouterr().err
