@@ -147,8 +147,8 @@ def main(argv=None):
   writer = tf.summary.create_file_writer(args.eval_dir)
   done = None
   waiting_said = False
-  try:
-    while True:
+  with train_lib.GracefulStop('finishing the evaluation in hand') as stop:
+    while not stop.requested:
       path = tf.train.latest_checkpoint(args.checkpoint_dir)
       if path is None and args.run_once:
         raise train_lib.UsageError('no checkpoint in %s' % args.checkpoint_dir)
@@ -167,10 +167,9 @@ def main(argv=None):
         done = path
       if args.run_once:
         return 0
-      time.sleep(args.eval_interval_secs)
-  except KeyboardInterrupt:
-    print('%s: stopped' % train_lib.now())
-    return 0
+      stop.sleep(args.eval_interval_secs)
+  print('%s: stopped' % train_lib.now())
+  return 0
 
 
 if __name__ == '__main__':

@@ -56,6 +56,9 @@ def build_parser(description=__doc__):
                  'official URL)' % cifar10_input.DATA_SOURCE_ENV)
   train_lib.add_bool(p, 'use_fp16', False, 'mixed precision: float16 '
                      'compute, float32 variables, dynamic loss scaling')
+  train_lib.add_bool(p, 'use_bf16', None, 'mixed precision: bfloat16 compute, '
+                     'float32 variables', 'on for a CPU with native bfloat16 '
+                     '(AMX or AVX512-BF16) and no GPU, else off')
   train_lib.add_bool(p, 'log_device_placement', False,
                      'log where each operation runs')
   p.add_argument('--seed', type=train_lib.non_negative_int, default=None,
@@ -73,6 +76,29 @@ def build_parser(description=__doc__):
   train_lib.add_bool(p, 'jit_compile', False,
                      'compile the training step with XLA (one replica only)')
   return p
+
+
+def native_bf16_cpu():
+  """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = f.read()
+  except OSError:
+    return False
+  return ' amx_bf16' in flags or ' avx512_bf16' in flags
+
+
+def compute_dtype(args):
+  """float16 with --use_fp16; bfloat16 with --use_bf16 (or by default on a
+  CPU with native bfloat16 and no GPU); else float32."""
+  if args.use_fp16 and args.use_bf16:
+    raise train_lib.UsageError('--use_fp16 and --use_bf16 exclude each other')
+  if args.use_fp16:
+    return tf.float16
+  bf16 = args.use_bf16
+  if bf16 is None:
+    bf16 = native_bf16_cpu() and not tf.config.list_physical_devices('GPU')
+  return tf.bfloat16 if bf16 else tf.float32
 
 
 def set_aside(train_dir):
@@ -97,10 +123,9 @@ def write_summaries(out, model, state, step, steps_per_sec):
   for name in state.loss_averages:
     tf.summary.scalar(name + ' (raw)', out[name], step=step)
     tf.summary.scalar(name, averages[name], step=step)
-  for layer, act in out['activations'].items():
-    tf.summary.histogram(layer + '/activations', act, step=step)
-    tf.summary.scalar(layer + '/sparsity', tf.math.zero_fraction(act),
-                      step=step)
+  train_lib.write_histograms(out['activations'], step, '/activations')
+  train_lib.write_scalars({layer + '/sparsity': tf.math.zero_fraction(act)
+                           for layer, act in out['activations'].items()}, step)
   train_lib.write_histograms(model.params, step)
   train_lib.write_histograms(out['gradients'], step, '/gradients')
   cifar10_input.image_summary(out['images'], step)
@@ -158,7 +183,7 @@ def train(args, strategy=None, is_chief=True, worker_dir=None):
       np.random.randint(0, 2**31 - 1))
   with strategy.scope():
     model = convnet.ConvNet(seed)
-    state = convnet.TrainState(model, seed, args.use_fp16)
+    state = convnet.TrainState(model, seed, compute_dtype(args))
   ckpt_dir = args.train_dir if is_chief else worker_dir
   ckpt, manager = train_lib.checkpoint_manager(ckpt_dir, model=model,
                                                state=state)
@@ -185,11 +210,15 @@ def train(args, strategy=None, is_chief=True, worker_dir=None):
                                args.jit_compile)
   writer = (tf.summary.create_file_writer(args.train_dir) if is_chief
             else tf.summary.create_noop_writer())
-  print('Training from step %d to %d: %d replica(s) x batch %d, seed %d' %
-        (start, args.max_steps, replicas, args.batch_size, seed), flush=True)
+  summarize = tf.function(lambda out, step, rate: write_summaries(
+      out, model, state, step, rate))
+  print('Training from step %d to %d: %d replica(s) x batch %d, %s compute, '
+        'seed %d' % (start, args.max_steps, replicas, args.batch_size,
+                     state.compute_dtype.name, seed), flush=True)
 
   step = start
   last_save = last_log = time.time()
+  last_summary = (start, time.time())
   last_log_step = start
   with train_lib.GracefulStop() as stop, writer.as_default():
     while step < args.max_steps and not stop.requested:
@@ -213,9 +242,9 @@ def train(args, strategy=None, is_chief=True, worker_dir=None):
                steps * global_batch / duration, duration / steps), flush=True)
         last_log, last_log_step = time.time(), step
       if with_aux:
-        write_summaries(out, model, state, step,
-                        (step - start) / max(time.time() - last_save, 1e-9)
-                        if step > start + 1 else 0.0)
+        rate = (step - last_summary[0]) / (time.time() - last_summary[1])
+        summarize(out, tf.constant(step, tf.int64), tf.constant(rate))
+        last_summary = (step, time.time())
       if time.time() - last_save >= args.save_checkpoint_secs:
         manager.save(checkpoint_number=step)
         last_save = time.time()

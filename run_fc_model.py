@@ -120,8 +120,8 @@ def main(argv=None):
       if i % SUMMARY_STEPS == 0:
         print('Step {:d}, training accuracy {:g}'.format(i, float(accuracy)))
         train_lib.write_scalars({'loss': total, 'train_accuracy': accuracy}, i)
-        tf.summary.histogram('logits', two_layer_fc.inference(model, images),
-                             step=i)
+        train_lib.write_histograms(
+            {'logits': two_layer_fc.inference(model, images)}, i)
       if not tf.math.is_finite(total):
         raise train_lib.NanLossError('loss is %s at step %d' % (float(total), i))
       if (i + 1) % CHECKPOINT_STEPS == 0 or stop.requested:

@@ -18,13 +18,16 @@ import datetime
 import os
 import signal
 import sys
+import time
 
 import tensorflow as tf
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from cifar10_input import DataSetError
 
 CHECKPOINT_PREFIX = 'ckpt'
 MAX_CHECKPOINTS_TO_KEEP = 5
+HISTOGRAM_BUCKETS = 30  # as tf.summary.histogram
 
 
 class UsageError(Exception):
@@ -71,10 +74,11 @@ def str2bool(text):
   raise argparse.ArgumentTypeError('%r is not a boolean' % text)
 
 
-def add_bool(parser, name, default, help_text):
+def add_bool(parser, name, default, help_text, default_text=None):
   """A boolean flag: --name, --name=False, --noname."""
   parser.add_argument('--' + name, nargs='?', const=True, default=default,
-                      type=str2bool, help=help_text + ' (default %s)' % default)
+                      type=str2bool, help=help_text + ' (default %s)' % (
+                          default_text or default))
   parser.add_argument('--no' + name, dest=name, action='store_false',
                       help=argparse.SUPPRESS)
 
@@ -135,8 +139,9 @@ class GracefulStop:
   after each step. A second signal interrupts at once.
   """
 
-  def __init__(self):
+  def __init__(self, action='saving a checkpoint before exiting'):
     self.signum = None
+    self.action = action
     self._old = {}
 
   @property
@@ -147,8 +152,8 @@ class GracefulStop:
     if self.signum is not None:  # second signal: give up on saving
       raise KeyboardInterrupt
     self.signum = signum
-    print('%s: caught %s; saving a checkpoint before exiting' %
-          (now(), signal.Signals(signum).name), flush=True)
+    print('%s: caught %s; %s' % (now(), signal.Signals(signum).name,
+                                 self.action), flush=True)
 
   def __enter__(self):
     for s in (signal.SIGINT, signal.SIGTERM):
@@ -159,6 +164,12 @@ class GracefulStop:
     for s, h in self._old.items():
       signal.signal(s, h)
     return False
+
+  def sleep(self, seconds):
+    """Sleeps up to seconds, waking early when a stop is requested."""
+    end = time.time() + seconds
+    while not self.requested and time.time() < end:
+      time.sleep(min(0.1, max(end - time.time(), 0)))
 
   @property
   def exit_status(self):
@@ -171,10 +182,35 @@ def write_scalars(values, step):
     tf.summary.scalar(name, value, step=step)
 
 
+def histogram_buckets(values, buckets=HISTOGRAM_BUCKETS):
+  """The [buckets, 3] (left edge, right edge, count) of tf.summary.histogram.
+
+  The same buckets (equal widths from min to max, the maximum in the last),
+  counted with tf.histogram_fixed_width: tf.summary.histogram builds a float64
+  one-hot of size values x buckets (1.1 GB for conv1's activations of a
+  batch), which made summary steps take a second and most of the memory.
+  """
+  x = tf.reshape(tf.cast(values, tf.float32), [-1])
+  lo, hi = tf.reduce_min(x), tf.reduce_max(x)
+  lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
+  if hi > lo:
+    counts = tf.histogram_fixed_width(x, tf.stack([lo, hi]), nbins=buckets)
+    edges = tf.concat([tf.linspace(lo64, hi64, buckets + 1)[:-1], [hi64]], 0)
+    left, right = edges[:-1], edges[1:]
+  else:  # a single value: everything in the last bucket, as TensorBoard does
+    counts = tf.one_hot(buckets - 1, buckets, on_value=tf.size(x),
+                        dtype=tf.int32)
+    left = right = tf.fill([buckets], hi64)
+  return tf.stack([left, right, tf.cast(counts, tf.float64)], axis=1)
+
+
 def write_histograms(values, step, suffix=''):
   """Writes name -> tensor histograms to the default summary writer."""
   for name, value in values.items():
-    tf.summary.histogram(name + suffix, value, step=step)
+    tag = name + suffix
+    tf.summary.write(
+        tag, histogram_buckets(value), step=step,
+        metadata=histogram_metadata.create_summary_metadata(tag, ''))
 
 
 def write_graph(fn, args, step=0):

@@ -31,7 +31,8 @@ def _batch(n=32, seed=0):
 
 def _train_args(data_dir, train_dir, *extra):
   return ['--data_dir', data_dir, '--train_dir', train_dir, '--batch_size',
-          '32', '--seed', '3', '--log_frequency', '1'] + list(extra)
+          '32', '--seed', '3', '--log_frequency', '1', '--use_bf16=False'
+          ] + list(extra)
 
 
 def _params(path):
@@ -132,7 +133,7 @@ def test_loss_falls_and_moving_averages_follow_the_formula():
 def test_mixed_precision_keeps_float32_variables():
   # float16 is emulated on CPUs, hence the tiny batch
   model = convnet.ConvNet(seed=1)
-  state = convnet.TrainState(model, use_fp16=True)
+  state = convnet.TrainState(model, compute_dtype=tf.float16)
   images, labels = _batch(8)
   logits16, _ = convnet.inference(model, images, tf.float16)
   logits32, _ = convnet.inference(model, images)
@@ -146,9 +147,54 @@ def test_mixed_precision_keeps_float32_variables():
   assert 1.0 <= float(state.loss_scale) <= convnet.INITIAL_LOSS_SCALE
 
 
+def test_bfloat16_training_keeps_float32_variables():
+  model = convnet.ConvNet(seed=1)
+  state = convnet.TrainState(model, compute_dtype=tf.bfloat16)
+  images, labels = _batch(64)
+  step = tf.function(lambda: convnet.training(model, state, images, labels,
+                                              64))
+  ce = [float(step()['cross_entropy']) for _ in range(40)]
+  assert all(v.dtype == tf.float32 for v in model.trainable_variables)
+  assert ce[-1] < 0.7 * ce[0]
+  assert float(state.loss_scale) == 1.0 and not state.loss_scaling
+
+
+def test_fast_lrn_equals_tensorflow_lrn():
+  x = tf.random.stateless_normal([16, 12, 12, 64], [1, 2]) * 4
+  g = tf.random.stateless_normal([16, 12, 12, 64], [3, 4])
+
+  def value_and_grad(fn):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = fn(x)
+      total = tf.reduce_sum(y * g)
+    return y, tape.gradient(total, x)
+
+  y, dx = value_and_grad(convnet.local_response_normalization)
+  y_ref, dx_ref = value_and_grad(
+      lambda v: tf.nn.local_response_normalization(v, **convnet.LRN))
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-5)
+  # the edge channels see a truncated window, as in TensorFlow's op
+  assert np.abs(dx[..., 0] - dx_ref[..., 0]).max() < 1e-5
+
+
+def test_precision_flags(monkeypatch):
+  parse = cifar10_train.build_parser().parse_args
+  assert cifar10_train.compute_dtype(parse(['--use_fp16'])) == tf.float16
+  assert cifar10_train.compute_dtype(parse(['--use_bf16'])) == tf.bfloat16
+  assert cifar10_train.compute_dtype(parse(['--use_bf16=False'])) == tf.float32
+  monkeypatch.setattr(cifar10_train, 'native_bf16_cpu', lambda: True)
+  assert cifar10_train.compute_dtype(parse([])) == tf.bfloat16
+  monkeypatch.setattr(cifar10_train, 'native_bf16_cpu', lambda: False)
+  assert cifar10_train.compute_dtype(parse([])) == tf.float32
+  with pytest.raises(train_lib.UsageError, match='exclude each other'):
+    cifar10_train.compute_dtype(parse(['--use_fp16', '--use_bf16']))
+
+
 def test_mixed_precision_skips_overflowing_steps():
   model = convnet.ConvNet(seed=1)
-  state = convnet.TrainState(model, use_fp16=True)
+  state = convnet.TrainState(model, compute_dtype=tf.float16)
   state.loss_scale.assign(1e30)  # float16 gradients overflow at this scale
   before = model.params['conv1/weights'].numpy()
   images, labels = _batch(16)
@@ -158,6 +204,18 @@ def test_mixed_precision_skips_overflowing_steps():
 
 
 # --- cifar10_train.py -------------------------------------------------------
+
+@pytest.mark.parametrize('values', [
+    np.random.default_rng(0).normal(size=(64, 5, 7)),
+    np.arange(1000.0) ** 2, np.full((10,), 3.5), np.array([0.0, 1.0])])
+def test_histogram_buckets_equal_tensorboard(values):
+  from tensorboard.plugins.histogram import summary_v2
+  ours = train_lib.histogram_buckets(tf.constant(values, tf.float32)).numpy()
+  ref = summary_v2._buckets(tf.constant(values, tf.float32),
+                            bucket_count=30).numpy()
+  np.testing.assert_allclose(ours[:, :2], ref[:, :2], rtol=1e-6)
+  np.testing.assert_array_equal(ours[:, 2], ref[:, 2])
+
 
 def test_train_writes_checkpoints_and_summaries(shared_bin_dir, tmp_path,
                                                 capsys):

@@ -1,0 +1,54 @@
+"""Test accuracy of run_fc_model.py with its defaults over several seeds.
+
+    python3 benchmarks/fc_accuracy.py [--seeds 1 2 3] [--data_dir /tmp/cifar10_data]
+
+Runs run_fc_model.py once per seed (a child process each, default flags but
+--seed and a temporary train_dir) and prints each run's test accuracy and
+total time, then the mean and range of the accuracy, the wall time, and the
+peak resident memory of the runs.
+"""
+
+import argparse
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
+  p.add_argument('--data_dir', default='/tmp/cifar10_data')
+  p.add_argument('--extra', nargs=argparse.REMAINDER, default=[],
+                 help='further flags for run_fc_model.py')
+  args = p.parse_args(argv)
+  accuracies, began = [], time.time()
+  for seed in args.seeds:
+    with tempfile.TemporaryDirectory() as train_dir:
+      t = time.time()
+      out = subprocess.run(
+          [sys.executable, os.path.join(ROOT, 'run_fc_model.py'), '--seed',
+           str(seed), '--data_dir', args.data_dir, '--train_dir', train_dir]
+          + args.extra, check=True, capture_output=True, text=True).stdout
+    acc = float(re.search(r'^Test accuracy ([\d.]+)$', out, re.M).group(1))
+    total = re.search(r'^Total time: +([\d.]+)s$', out, re.M).group(1)
+    accuracies.append(acc)
+    print('seed %d: test accuracy %.4f, total time %ss (wall %.1fs)' %
+          (seed, acc, total, time.time() - t), flush=True)
+  peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+  print('test accuracy over %d seeds: mean %.4f, range %.4f-%.4f' %
+        (len(accuracies), statistics.mean(accuracies), min(accuracies),
+         max(accuracies)))
+  print('wall time %.1fs for %d runs; peak RSS of a run %.0f MB' %
+        (time.time() - began, len(accuracies), peak))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,50 @@
+"""The benchmark scripts run and print well-formed figures (no timing checks)."""
+
+import json
+import re
+import subprocess
+import sys
+
+from conftest import ROOT, write_py
+
+NUMBER = r'(\d+(?:\.\d+)?)'
+
+
+def test_benchmark_quick(shared_bin_dir, tmp_path):
+  out_json = str(tmp_path / 'bench.json')
+  out = subprocess.run(
+      [sys.executable, 'benchmarks/benchmark.py', '--quick', '--data_dir',
+       shared_bin_dir, '--json', out_json], cwd=ROOT, check=True,
+      capture_output=True, text=True, timeout=600).stdout
+  for label in ('input pipeline alone', 'convnet training step, float32',
+                'float32 with XLA', 'Keras model.fit, same network',
+                'evaluation', 'fully connected training',
+                'peak RSS of cifar10_train.py', 'best training',
+                'input pipeline / best training'):
+    assert re.search(r'^ *%s.* %s$' % (re.escape(label), NUMBER), out, re.M), \
+        label + ' missing in:\n' + out
+  results = json.load(open(out_json))
+  fig = results['figures']
+  for key in ('pipeline', 'train', 'train_xla', 'keras', 'eval',
+              'fc_steps_per_sec'):
+    assert fig[key]['median'] > 0 and len(fig[key]['repeats']) == 3
+  assert 100 < fig['peak_train_rss_mb'] < 100000
+  best = results['ratios']['best_train']
+  assert results['ratios']['best_train_over_keras'] == \
+      fig[best]['median'] / fig['keras']['median']
+  assert results['machine']['cores'] >= 1
+
+
+def test_fc_accuracy_benchmark(tmp_path):
+  write_py(str(tmp_path), per_file=100)
+  out = subprocess.run(
+      [sys.executable, 'benchmarks/fc_accuracy.py', '--seeds', '1', '2',
+       '--data_dir', str(tmp_path), '--extra', '--max_steps', '20',
+       '--batch_size', '50'], cwd=ROOT, check=True, capture_output=True,
+      text=True, timeout=600).stdout
+  assert len(re.findall(r'^seed \d: test accuracy 0\.\d{4}, total time '
+                        r'[\d.]+s \(wall [\d.]+s\)$', out, re.M)) == 2
+  assert re.search(r'^test accuracy over 2 seeds: mean 0\.\d{4}, range '
+                   r'0\.\d{4}-0\.\d{4}$', out, re.M)
+  assert re.search(r'^wall time [\d.]+s for 2 runs; peak RSS of a run \d+ MB$',
+                   out, re.M)
