@@ -44,12 +44,7 @@ def build_parser():
                  help='number of examples to run (default %(default)s)')
   train_lib.add_bool(p, 'run_once', False, 'evaluate the newest checkpoint '
                      'once and exit')
-  p.add_argument('--data_dir', default='/tmp/cifar10_data',
-                 help='where the data set is, or is fetched to (default '
-                 '%(default)s)')
-  p.add_argument('--data_source', default=None,
-                 help='URL or local path of cifar-10-binary.tar.gz (default '
-                 '$%s, else the official URL)' % cifar10_input.DATA_SOURCE_ENV)
+  train_lib.add_data_flags(p)
   train_lib.add_bool(p, 'raw_weights', False, 'evaluate the raw weights, not '
                      'their moving averages')
   return p

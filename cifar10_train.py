@@ -47,13 +47,7 @@ def build_parser(description=__doc__):
                  '%(default)s)')
   p.add_argument('--batch_size', type=train_lib.positive_int, default=128,
                  help='images per batch, per replica (default %(default)s)')
-  p.add_argument('--data_dir', default='/tmp/cifar10_data',
-                 help='where the data set is, or is fetched to (default '
-                 '%(default)s)')
-  p.add_argument('--data_source', default=None,
-                 help='URL or local path of cifar-10-binary.tar.gz to fetch '
-                 'when data_dir has no data set (default $%s, else the '
-                 'official URL)' % cifar10_input.DATA_SOURCE_ENV)
+  train_lib.add_data_flags(p)
   train_lib.add_bool(p, 'use_fp16', False, 'mixed precision: float16 '
                      'compute, float32 variables, dynamic loss scaling')
   train_lib.add_bool(p, 'use_bf16', None, 'mixed precision: bfloat16 compute, '

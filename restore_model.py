@@ -28,11 +28,7 @@ def build_parser():
   p.add_argument('--hidden1', type=train_lib.positive_int, default=120,
                  help='units in the hidden layer of the saved model (default '
                  '%(default)s)')
-  p.add_argument('--data_dir', default='/tmp/cifar10_data',
-                 help='where the data set is (default %(default)s)')
-  p.add_argument('--data_source', default=None,
-                 help='URL or local path of cifar-10-binary.tar.gz to fetch '
-                 'when data_dir has no data set')
+  train_lib.add_data_flags(p)
   return p
 
 

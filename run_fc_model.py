@@ -44,14 +44,9 @@ def build_parser():
   p.add_argument('--reg_constant', type=train_lib.non_negative_float,
                  default=0.1, help='regularization constant (default '
                  '%(default)s)')
-  p.add_argument('--data_dir', default='/tmp/cifar10_data',
-                 help='folder holding cifar-10-batches-py or '
-                 'cifar-10-batches-bin, or where the binary version is '
-                 'fetched to (default %(default)s)')
-  p.add_argument('--data_source', default=None,
-                 help='URL or local path of cifar-10-binary.tar.gz to fetch '
-                 'when data_dir has no data set (default $%s, else the '
-                 'official URL)' % cifar10_input.DATA_SOURCE_ENV)
+  train_lib.add_data_flags(p, 'folder holding cifar-10-batches-py or '
+                           'cifar-10-batches-bin, or where the binary '
+                           'version is fetched to')
   p.add_argument('--seed', type=train_lib.non_negative_int, default=None,
                  help='seed of the initial weights and batch order (default: '
                  'random)')

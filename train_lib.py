@@ -23,7 +23,7 @@ import time
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-from cifar10_input import DataSetError
+from cifar10_input import DATA_SOURCE_ENV, DataSetError
 
 CHECKPOINT_PREFIX = 'ckpt'
 MAX_CHECKPOINTS_TO_KEEP = 5
@@ -81,6 +81,16 @@ def add_bool(parser, name, default, help_text, default_text=None):
                           default_text or default))
   parser.add_argument('--no' + name, dest=name, action='store_false',
                       help=argparse.SUPPRESS)
+
+
+def add_data_flags(parser, what='where the data set is, or is fetched to'):
+  """--data_dir and --data_source, the same in every script."""
+  parser.add_argument('--data_dir', default='/tmp/cifar10_data',
+                      help=what + ' (default %(default)s)')
+  parser.add_argument('--data_source', default=None,
+                      help='URL or local path of cifar-10-binary.tar.gz to '
+                      'fetch when data_dir has no data set (default $%s, else '
+                      'the official URL)' % DATA_SOURCE_ENV)
 
 
 def run_main(main, argv=None):
