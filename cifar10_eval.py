@@ -23,7 +23,7 @@ import convnet
 import train_lib
 
 EVAL_BATCH_SIZE = 500
-CELL_PIXELS = 16  # side of a confusion-matrix cell in the image summary
+CELL_PIXELS = 32  # side of a confusion-matrix cell in the image summary
 
 
 def build_parser():
