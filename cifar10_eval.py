@@ -13,7 +13,6 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf

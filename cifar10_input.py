@@ -60,8 +60,8 @@ DATA_SOURCE_ENV = 'CIFAR10_DATA_SOURCE'
 # Training distortions (REFERENCE.md): random crop, flip, brightness, contrast.
 MAX_BRIGHTNESS_DELTA = 63.0
 CONTRAST_RANGE = (0.2, 1.8)
-# The tutorial's shuffling queue held 40% of an epoch; we shuffle whole epochs.
-MIN_FRACTION_OF_EXAMPLES_IN_QUEUE = 0.4
+# The tutorial's shuffling queue held 40% of an epoch (20,000 images); here
+# each epoch is a permutation of all of it (training_index_batches).
 
 
 class DataSetError(Exception):

@@ -1,6 +1,5 @@
 """Tests of data_helpers: both official formats, normalisation, batching."""
 
-import os
 import pickle
 
 import numpy as np
