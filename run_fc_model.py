@@ -101,7 +101,11 @@ def main(argv=None):
     total, logits = two_layer_fc.training(model, state, images, labels,
                                           args.learning_rate,
                                           args.reg_constant)
-    return total, two_layer_fc.evaluation(logits, labels)
+    return total, two_layer_fc.evaluation(logits, labels), logits
+
+  def save():
+    manager.save(checkpoint_number=int(state.global_step))
+    print('Saved checkpoint')
 
   batches = data_helpers.gen_batch(
       (data['images_train'], data['labels_train']), args.batch_size,
@@ -109,24 +113,22 @@ def main(argv=None):
   with train_lib.GracefulStop() as stop, writer.as_default():
     for i, (images, labels) in enumerate(batches):
       if i == 0:
-        total, accuracy = train_lib.write_graph(train_step, (images, labels))
+        total, accuracy, logits = train_lib.write_graph(train_step,
+                                                        (images, labels))
       else:
-        total, accuracy = train_step(images, labels)
+        total, accuracy, logits = train_step(images, labels)
       if i % SUMMARY_STEPS == 0:
         print('Step {:d}, training accuracy {:g}'.format(i, float(accuracy)))
         train_lib.write_scalars({'loss': total, 'train_accuracy': accuracy}, i)
-        train_lib.write_histograms(
-            {'logits': two_layer_fc.inference(model, images)}, i)
+        train_lib.write_histograms({'logits': logits}, i)
       if not tf.math.is_finite(total):
         raise train_lib.NanLossError('loss is %s at step %d' % (float(total), i))
       if (i + 1) % CHECKPOINT_STEPS == 0 or stop.requested:
-        manager.save(checkpoint_number=int(state.global_step))
-        print('Saved checkpoint')
+        save()
       if stop.requested:
         return stop.exit_status
     if int(state.global_step) % CHECKPOINT_STEPS:
-      manager.save(checkpoint_number=int(state.global_step))
-      print('Saved checkpoint')
+      save()
   print('Test accuracy {:g}'.format(test_accuracy(model, data)))
   print('Total time: {:5.2f}s'.format(time.time() - begin))
   return 0
