@@ -12,6 +12,8 @@ trained weights instead of their moving averages (the tutorial's exercise).
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+
 import sys
 
 import numpy as np

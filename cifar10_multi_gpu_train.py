@@ -20,6 +20,8 @@ the canonical checkpoints into train_dir (which the workers share).
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+
 import json
 import shutil
 import sys

@@ -17,8 +17,12 @@ cifar10_multi_gpu_train.py.
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import functools
+import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+
+import argparse
+import contextlib
 import shutil
+import signal
 import sys
 import time
 
@@ -29,12 +33,18 @@ import cifar10_input
 import convnet
 import train_lib
 
+# Loop shape, chosen by measurement on a CPU and by reasoning for a GPU
+# (README, "Speed"): see benchmarks/benchmark.py.
+DEFAULT_STEPS_PER_LOOP = 100
+AUTO_DATA_ON_CPU = True
+AUTO_DATA_TEXT = 'on a GPU, and on a CPU'
+
 
 def build_parser(description=__doc__):
   """The tutorial's training flags and defaults, plus the toolkit's own."""
   p = train_lib.ArgumentParser(
       description=description.split('\n')[0],
-      formatter_class=lambda prog: train_lib.argparse.HelpFormatter(
+      formatter_class=lambda prog: argparse.HelpFormatter(
           prog, max_help_position=34))
   p.add_argument('--train_dir', default='/tmp/cifar10_train',
                  help='where checkpoints and event logs are written and '
@@ -55,7 +65,7 @@ def build_parser(description=__doc__):
                      '(AMX or AVX512-BF16) and no GPU, else off')
   train_lib.add_bool(p, 'log_device_placement', False,
                      'log where each operation runs')
-  p.add_argument('--seed', type=train_lib.non_negative_int, default=None,
+  p.add_argument('--seed', type=train_lib.seed_int, default=None,
                  help='seed of the initial weights, input order and '
                  'distortions (default: random; a resumed run keeps its own)')
   train_lib.add_bool(p, 'fresh', False, 'start afresh: move the checkpoints '
@@ -69,7 +79,25 @@ def build_parser(description=__doc__):
                  '%(default)s)')
   train_lib.add_bool(p, 'jit_compile', False,
                      'compile the training step with XLA (one replica only)')
+  p.add_argument('--steps_per_loop', type=train_lib.bounded_int(1, 100000),
+                 default=DEFAULT_STEPS_PER_LOOP,
+                 help='training steps run by one call into the graph; the '
+                 'host checks the loss, logs, saves and handles signals '
+                 'between calls (default %(default)s)')
+  p.add_argument('--data_on_device', default='auto',
+                 choices=['auto', 'true', 'false'],
+                 help="keep the training set on the compute device and make "
+                 "each batch inside the training graph ('true'), or feed it "
+                 "with tf.data ('false'); the batches are the same either "
+                 "way. 'auto': %s (default %%(default)s)" % AUTO_DATA_TEXT)
   return p
+
+
+def data_on_device(args):
+  """Whether the training set lives on the device (--data_on_device)."""
+  if args.data_on_device == 'auto':
+    return bool(tf.config.list_physical_devices('GPU')) or AUTO_DATA_ON_CPU
+  return args.data_on_device == 'true'
 
 
 def native_bf16_cpu():
@@ -99,7 +127,8 @@ def set_aside(train_dir):
   """Moves a previous run's files to train_dir/previous-<time>/ (--fresh)."""
   if not os.path.isdir(train_dir):
     return
-  entries = [e for e in os.listdir(train_dir) if not e.startswith('previous-')]
+  entries = [e for e in os.listdir(train_dir)
+             if not e.startswith('previous-') and e != train_lib.LOCK_FILE]
   if not entries:
     return
   dest = os.path.join(train_dir, time.strftime('previous-%Y%m%d-%H%M%S'))
@@ -130,37 +159,152 @@ def _first_replica(strategy, structure):
       lambda v: strategy.experimental_local_results(v)[0], structure)
 
 
-def make_train_step(strategy, model, state, global_batch, jit_compile=False):
-  """tf.function(iterator, with_aux) running convnet.training on each replica."""
-  replica_fn = functools.partial(convnet.training, model, state,
-                                 global_batch_size=global_batch)
+class DatasetFeed:
+  """Batches from a distributed tf.data iterator (the --data_on_device=false
+  path), with the interface of cifar10_input.DeviceInput."""
+
+  def start(self, step):
+    return ()
+
+  def next_batch(self, cache, step, iterator):
+    return cache, next(iterator)
+
+  def replica_batch(self, batch):
+    return batch
+
+
+def make_train_loop(strategy, model, state, global_batch, feed,
+                    jit_compile=False):
+  """The training functions: many steps per call, or one with summaries.
+
+  Returns:
+    train_loop(iterator, num_steps, flags) -> (losses float32 [num_steps],
+      flags): num_steps steps of convnet.training in one graph loop;
+    aux_step(iterator, flags) -> (outputs of one step with activations and
+      gradients, for the summaries, flags).
+    flags is float32 [3] (SIGINT caught, SIGTERM caught, save wanted) of this
+    worker (see loop_flags); what returns is its sum over all replicas and
+    workers, so that every worker stops, or saves, after the same step.
+    iterator is the distributed tf.data iterator, or None with the data set
+    on the device (feed is then a cifar10_input.DeviceInput).
+  """
+  def replica_step(batch, with_aux):
+    images, labels = feed.replica_batch(batch)
+    return convnet.training(model, state, images, labels, global_batch,
+                            with_aux)
   if jit_compile:
-    replica_fn = tf.function(replica_fn, jit_compile=True)
+    replica_step = tf.function(replica_step, jit_compile=True)
+
+  def step(iterator, cache, with_aux):
+    cache, batch = feed.next_batch(cache, state.global_step, iterator)
+    out = strategy.run(replica_step, args=(batch, with_aux))
+    return cache, _first_replica(strategy, out)
+
+  def agree(flags):
+    # (tf.identity: a copy on the replica's device, which all_reduce needs)
+    agreed = strategy.run(lambda f: tf.distribute.get_replica_context(
+        ).all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(f)),
+                          args=(flags,))
+    return _first_replica(strategy, agreed)
 
   @tf.function
-  def train_step(iterator, with_aux):
-    images, labels = next(iterator)
-    out = strategy.run(replica_fn, args=(images, labels),
-                       kwargs={'with_aux': with_aux})
-    return _first_replica(strategy, out)
+  def train_loop(iterator, num_steps, flags):
+    cache = feed.start(state.global_step)
+    losses = tf.TensorArray(tf.float32, size=num_steps)
+    for i in tf.range(num_steps):
+      cache, out = step(iterator, cache, False)
+      losses = losses.write(i, out['total_loss'])
+    return losses.stack(), agree(flags)
 
-  return train_step
+  @tf.function
+  def aux_step(iterator, flags):
+    _, out = step(iterator, feed.start(state.global_step), True)
+    return out, agree(flags)
+
+  return train_loop, aux_step
 
 
-def train(args, strategy=None, is_chief=True, worker_dir=None):
+class StepClock:
+  """Console lines in the tutorial's format for the steps of each loop.
+
+  The steps of a loop share its duration evenly, so a line's examples/sec is
+  the average since the previous line whatever steps_per_loop is.
+  """
+
+  def __init__(self, step, global_batch, log_frequency):
+    self.global_batch, self.log_frequency = global_batch, log_frequency
+    self.last_step, self.last_time = step, time.time()
+    self.loop_start = self.last_time
+
+  def start_loop(self):
+    self.loop_start = time.time()
+
+  def log(self, first_step, losses):
+    """Prints the lines of steps first_step + 1 ... first_step + len(losses)."""
+    end = time.time()
+    per_step = (end - self.loop_start) / len(losses)
+    for i, loss in enumerate(losses):
+      step = first_step + i + 1
+      if step % self.log_frequency:
+        continue
+      at = self.loop_start + (i + 1) * per_step
+      duration = max(at - self.last_time, 1e-9)
+      steps = step - self.last_step
+      print('%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)' %
+            (train_lib.now(), step, loss, steps * self.global_batch / duration,
+             duration / steps))
+      self.last_step, self.last_time = step, at
+    sys.stdout.flush()
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def loop_flags(signum, save):
+  """This worker's float32 [3] for the training functions: signal, save.
+
+  (float32: MirroredStrategy cannot all-reduce an int32 tensor.)"""
+  return tf.constant([float(signum == s) for s in STOP_SIGNALS] +
+                     [float(save)], tf.float32)
+
+
+def read_flags(flags):
+  """(signal number or 0, save wanted) from the summed flags of all workers."""
+  flags = flags.numpy()
+  signum = next((int(s) for s, n in zip(STOP_SIGNALS[::-1], flags[1::-1])
+                 if n), 0)
+  return signum, bool(flags[-1])
+
+
+def check_finite(losses, first_step, train_dir):
+  """Raises NanLossError naming the first step whose loss is not finite."""
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if bad.size:
+    raise train_lib.NanLossError(
+        'loss is %s at step %d; stopped without saving, the last good '
+        'checkpoint is %s' % (losses[bad[0]], first_step + bad[0] + 1,
+                              tf.train.latest_checkpoint(train_dir)))
+
+
+def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
   """The training loop shared by cifar10_train.py and the multi-GPU script.
 
   Args:
     args: parsed flags (build_parser()).
     strategy: a tf.distribute strategy (default: the default strategy).
-    is_chief: this worker writes the summaries and the canonical checkpoints.
+    is_chief: this worker writes the summaries and the canonical checkpoints
+      (and holds train_dir's lock).
     worker_dir: where a non-chief worker writes its own (discarded) ones.
+    stats: optional dict, filled with 'steps' and 'seconds' of the loop after
+      its first call (for benchmarks).
 
   Returns:
-    Exit status: 0, or 128 + signal number when stopped by a signal.
+    Exit status: 0, or 128 + signal number when stopped by a signal (on any
+    worker).
 
   Raises:
     train_lib.NanLossError: the loss became NaN or infinite.
+    train_lib.UsageError: a folder, checkpoint or flag problem.
   """
   strategy = strategy or tf.distribute.get_strategy()
   replicas = strategy.num_replicas_in_sync
@@ -169,26 +313,35 @@ def train(args, strategy=None, is_chief=True, worker_dir=None):
     raise train_lib.UsageError('--jit_compile needs a single replica, got %d'
                                % replicas)
   tf.debugging.set_log_device_placement(args.log_device_placement)
-  cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
-  if args.fresh and is_chief:
-    set_aside(args.train_dir)
+  if is_chief:
+    train_lib.prepare_dir(args.train_dir, '--train_dir')
+  with contextlib.ExitStack() as held:
+    if is_chief:
+      held.enter_context(train_lib.TrainDirLock(args.train_dir))
+    cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
+    if args.fresh and is_chief:
+      set_aside(args.train_dir)
+    return _train(args, strategy, is_chief, worker_dir, stats or {})
 
+
+def _train(args, strategy, is_chief, worker_dir, stats):
+  replicas = strategy.num_replicas_in_sync
+  global_batch = args.batch_size * replicas
   seed = args.seed if args.seed is not None else int(
       np.random.randint(0, 2**31 - 1))
   with strategy.scope():
     model = convnet.ConvNet(seed)
     state = convnet.TrainState(model, seed, compute_dtype(args))
-  ckpt_dir = args.train_dir if is_chief else worker_dir
-  ckpt, manager = train_lib.checkpoint_manager(ckpt_dir, model=model,
-                                               state=state)
-  latest = tf.train.latest_checkpoint(args.train_dir)
+  ckpt = tf.train.Checkpoint(model=model, state=state)
+  latest = train_lib.resume(ckpt, args.train_dir, repair=is_chief)
   if latest:
-    train_lib.restore(ckpt, latest)
     if args.seed is not None and int(state.seed.numpy()) != args.seed:
       print('Note: resuming a run made with seed %d; --seed %d is ignored' %
             (int(state.seed.numpy()), args.seed))
     print('Resuming from %s at step %d' % (latest,
                                           int(state.global_step.numpy())))
+  _, manager = train_lib.checkpoint_manager(
+      args.train_dir if is_chief else worker_dir, model=model, state=state)
   start = int(state.global_step.numpy())
   if start >= args.max_steps:
     print('Step %d already reached max_steps %d; nothing to do' %
@@ -196,58 +349,76 @@ def train(args, strategy=None, is_chief=True, worker_dir=None):
     return 0
   seed = int(state.seed.numpy())
 
-  dataset = strategy.distribute_datasets_from_function(
-      lambda ctx: cifar10_input.distorted_inputs(
-          args.data_dir, args.batch_size, seed, start, ctx))
-  iterator = iter(dataset)
-  train_step = make_train_step(strategy, model, state, global_batch,
-                               args.jit_compile)
-  writer = (tf.summary.create_file_writer(args.train_dir) if is_chief
+  on_device = data_on_device(args)
+  if on_device:
+    feed, iterator = cifar10_input.DeviceInput(
+        args.data_dir, args.batch_size, seed, strategy), None
+  else:
+    feed = DatasetFeed()
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda ctx: cifar10_input.distorted_inputs(
+            args.data_dir, args.batch_size, seed, start, ctx)))
+  train_loop, aux_step = make_train_loop(strategy, model, state, global_batch,
+                                         feed, args.jit_compile)
+  writer = (train_lib.summary_writer(args.train_dir) if is_chief
             else tf.summary.create_noop_writer())
   summarize = tf.function(lambda out, step, rate: write_summaries(
       out, model, state, step, rate))
   print('Training from step %d to %d: %d replica(s) x batch %d, %s compute, '
-        'seed %d' % (start, args.max_steps, replicas, args.batch_size,
-                     state.compute_dtype.name, seed), flush=True)
+        'seed %d, %d steps per loop, data %s' % (
+            start, args.max_steps, replicas, args.batch_size,
+            state.compute_dtype.name, seed, args.steps_per_loop,
+            'on the device' if on_device else 'from tf.data'), flush=True)
 
   step = start
-  last_save = last_log = time.time()
+  clock = StepClock(start, global_batch, args.log_frequency)
+  last_save = time.time()
   last_summary = (start, time.time())
-  last_log_step = start
   with train_lib.GracefulStop() as stop, writer.as_default():
-    while step < args.max_steps and not stop.requested:
+    while step < args.max_steps:
+      flags = loop_flags(stop.signum, time.time() - last_save >=
+                         args.save_checkpoint_secs)
       with_aux = step == start or (step + 1) % args.summary_steps == 0
-      if step == start and is_chief:
-        out = train_lib.write_graph(train_step, (iterator, with_aux), step)
+      clock.start_loop()
+      if with_aux:
+        call = (train_lib.write_graph if step == start and is_chief
+                else lambda fn, a: fn(*a))
+        out, flags = call(aux_step, (iterator, flags))
+        losses = np.array([float(out['total_loss'])])
       else:
-        out = train_step(iterator, with_aux)
-      loss_value = float(out['total_loss'])
-      step += 1
-      if not np.isfinite(loss_value):
-        raise train_lib.NanLossError(
-            'loss is %s at step %d; stopped without saving, the last good '
-            'checkpoint is %s' % (loss_value, step,
-                                  tf.train.latest_checkpoint(args.train_dir)))
-      if step % args.log_frequency == 0:
-        duration = time.time() - last_log
-        steps = step - last_log_step
-        print('%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)' %
-              (train_lib.now(), step, loss_value,
-               steps * global_batch / duration, duration / steps), flush=True)
-        last_log, last_log_step = time.time(), step
+        to_aux = args.summary_steps - 1 - step % args.summary_steps
+        n = min(args.steps_per_loop, args.max_steps - step, to_aux)
+        losses, flags = train_loop(iterator, tf.constant(n), flags)
+        losses = losses.numpy()
+      check_finite(losses, step, args.train_dir)
+      clock.log(step, losses)
+      step += len(losses)
       if with_aux:
         rate = (step - last_summary[0]) / (time.time() - last_summary[1])
         summarize(out, tf.constant(step, tf.int64), tf.constant(rate))
         last_summary = (step, time.time())
-      if time.time() - last_save >= args.save_checkpoint_secs:
-        manager.save(checkpoint_number=step)
+      if step == start + 1:
+        last_save = time.time()  # the first call traced: not a reason to save
+        stats['began'] = (step, time.time())
+      signum, save_now = read_flags(flags)
+      if signum:
+        if not stop.requested:
+          print('%s: another worker was stopped by %s; saving and stopping' %
+                (train_lib.now(), signal.Signals(signum).name), flush=True)
+        break
+      if save_now and step < args.max_steps:
+        train_lib.save_checkpoint(manager, step)
         last_save = time.time()
-    path = manager.save(checkpoint_number=step)
+    if 'began' in stats:
+      stats['steps'] = step - stats['began'][0]
+      stats['seconds'] = time.time() - stats['began'][1]
+    path = train_lib.save_checkpoint(manager, step)
     writer.flush()
   if is_chief:
     print('%s: saved checkpoint %s at step %d' % (train_lib.now(), path, step),
           flush=True)
-  return stop.exit_status
+  signum = signum or stop.signum
+  return 128 + signum if signum else 0
 
 
 def main(argv=None):

@@ -11,6 +11,8 @@ run_fc_model.py printed for that checkpoint.
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+
 import sys
 
 import tensorflow as tf

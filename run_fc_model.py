@@ -13,6 +13,8 @@ restore_model.py reads.
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+
 import sys
 import time
 

@@ -1,6 +1,6 @@
 """What every script of the toolkit shares.
 
-  ArgumentParser, positive_int, ...   flags whose bad values get a one-line error
+  ArgumentParser, positive_int, ...   (from cli.py) one-line flag errors
   run_main(main)                      one-line errors and exit codes for scripts
   checkpoint_manager(...)             the one checkpoint convention of both models
   GracefulStop                        Ctrl-C / SIGTERM: finish the step, save, exit
@@ -13,17 +13,25 @@ data files first and then replaces the 'checkpoint' index file atomically, so
 a reader (or a crash) never sees a half-written checkpoint.
 """
 
-import argparse
 import datetime
+import fcntl
 import os
+import re
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 import time
 
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-from cifar10_input import DATA_SOURCE_ENV, DataSetError
+from cifar10_input import DataSetError
+# The flag helpers live in cli.py (no TensorFlow); scripts use them from here.
+from cli import (ArgumentParser, add_bool, add_data_flags, bounded_int,  # noqa: F401
+                 non_negative_float, non_negative_int, positive_float,
+                 positive_int, seed_int, str2bool)
 
 CHECKPOINT_PREFIX = 'ckpt'
 MAX_CHECKPOINTS_TO_KEEP = 5
@@ -34,69 +42,19 @@ class UsageError(Exception):
   """A flag value or a request that cannot be carried out."""
 
 
+class WrongModelError(UsageError):
+  """A checkpoint of the other model."""
+
+
 class NanLossError(Exception):
   """The loss became NaN or infinite."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-  """argparse whose errors are one line: 'prog: error: ...', exit status 2."""
-
-  def error(self, message):
-    self.exit(2, '%s: error: %s\n' % (self.prog, message))
-
-
-def _typed(cast, ok, what):
-  def parse(text):
-    try:
-      value = cast(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError('%r is not %s' % (text, what))
-    if not ok(value):
-      raise argparse.ArgumentTypeError('must be %s, got %s' % (what, text))
-    return value
-  return parse
-
-
-positive_int = _typed(int, lambda v: v > 0, 'a positive integer')
-non_negative_int = _typed(int, lambda v: v >= 0, 'a non-negative integer')
-positive_float = _typed(float, lambda v: v > 0 and v < float('inf'),
-                        'a positive number')
-non_negative_float = _typed(float, lambda v: 0 <= v < float('inf'),
-                            'a non-negative number')
-
-
-def str2bool(text):
-  """Parses True/False flags the way the tutorial's tf.app.flags did."""
-  if text.lower() in ('1', 'true', 'yes', 't', 'y'):
-    return True
-  if text.lower() in ('0', 'false', 'no', 'f', 'n'):
-    return False
-  raise argparse.ArgumentTypeError('%r is not a boolean' % text)
-
-
-def add_bool(parser, name, default, help_text, default_text=None):
-  """A boolean flag: --name, --name=False, --noname."""
-  parser.add_argument('--' + name, nargs='?', const=True, default=default,
-                      type=str2bool, help=help_text + ' (default %s)' % (
-                          default_text or default))
-  parser.add_argument('--no' + name, dest=name, action='store_false',
-                      help=argparse.SUPPRESS)
-
-
-def add_data_flags(parser, what='where the data set is, or is fetched to'):
-  """--data_dir and --data_source, the same in every script."""
-  parser.add_argument('--data_dir', default='/tmp/cifar10_data',
-                      help=what + ' (default %(default)s)')
-  parser.add_argument('--data_source', default=None,
-                      help='URL or local path of cifar-10-binary.tar.gz to '
-                      'fetch when data_dir has no data set (default $%s, else '
-                      'the official URL)' % DATA_SOURCE_ENV)
 
 
 def run_main(main, argv=None):
   """Runs main(argv); expected failures become one line on stderr.
 
-  Exit status: 0 done, 1 a data, checkpoint or usage problem or a NaN loss,
+  Exit status: 0 done, 1 a data, checkpoint or usage problem, a NaN loss or
+  a file system error (full disk, read-only folder: one line naming the file),
   130 / 143 stopped by Ctrl-C / SIGTERM (after saving).
   """
   prog = os.path.basename(sys.argv[0])
@@ -104,6 +62,12 @@ def run_main(main, argv=None):
     return main(argv)
   except (DataSetError, UsageError, NanLossError, ValueError) as e:
     sys.stderr.write('%s: error: %s\n' % (prog, e))
+    return 1
+  except OSError as e:
+    sys.stderr.write('%s: error: %s\n' % (prog, e))
+    return 1
+  except tf.errors.OpError as e:
+    sys.stderr.write('%s: error: %s\n' % (prog, _first_line(e.message)))
     return 1
   except KeyboardInterrupt:
     sys.stderr.write('%s: interrupted\n' % prog)
@@ -133,13 +97,322 @@ def checkpoint_manager(directory, max_to_keep=MAX_CHECKPOINTS_TO_KEEP,
   return ckpt, manager
 
 
+# --------------------------------------------------------------------------
+# Finding, checking and repairing checkpoints
+# --------------------------------------------------------------------------
+
+INDEX_FILE = 'checkpoint'          # TensorFlow's list of a folder's checkpoints
+LOCK_FILE = '.lock'                # held by the trainer writing a train_dir
+# What distinguishes the two models' checkpoints (a variable of each).
+MODEL_KINDS = {'conv1/weights': 'convnet', 'layer1/weights': 'fully connected'}
+_CKPT_RE = re.compile(r'^%s-(\d+)\.index$' % CHECKPOINT_PREFIX)
+
+
+def _first_line(e):
+  text = str(e).strip()
+  return text.splitlines()[0] if text else type(e).__name__
+
+
+def _listed_checkpoints(directory):
+  """Steps listed in directory's 'checkpoint' index file, and a problem.
+
+  Returns:
+    (set of steps, None) or (empty set, one-line description of why the
+    index file could not be read); a missing index file is no problem.
+  """
+  path = os.path.join(directory, INDEX_FILE)
+  if not os.path.exists(path):
+    return set(), None
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except Exception as e:  # garbage: UnicodeDecodeError, ParseError, ...
+    return set(), 'index file %s is unreadable (%s)' % (path, _first_line(e))
+  if state is None:
+    return set(), 'index file %s is unreadable' % path
+  steps = set()
+  for p in list(state.all_model_checkpoint_paths) + [
+      state.model_checkpoint_path]:
+    m = _CKPT_RE.match(os.path.basename(p) + '.index')
+    if m:
+      steps.add(int(m.group(1)))
+  return steps, None
+
+
+def checkpoint_candidates(directory):
+  """Every checkpoint a folder holds or lists, newest first.
+
+  The files are the truth and the index file a hint: a checkpoint whose
+  ckpt-N.index is on disk counts even if the index does not list it (a crash
+  between writing it and registering it), and one the index lists whose files
+  are gone is reported rather than silently skipped.
+
+  Returns:
+    (list of (step, path), index problem or None).
+  """
+  listed, problem = _listed_checkpoints(directory)
+  on_disk = set()
+  if os.path.isdir(directory):
+    for name in os.listdir(directory):
+      m = _CKPT_RE.match(name)
+      if m:
+        on_disk.add(int(m.group(1)))
+  steps = sorted(listed | on_disk, reverse=True)
+  return [(s, os.path.join(directory, '%s-%d' % (CHECKPOINT_PREFIX, s)))
+          for s in steps], problem
+
+
+def checkpoint_problem(path):
+  """Why the checkpoint at path cannot be read, or None if all of it reads.
+
+  Reads every tensor, so a missing, truncated or corrupted (checksum) index or
+  data file is found.
+  """
+  if not os.path.exists(path + '.index'):
+    return '%s.index is missing' % os.path.basename(path)
+  try:
+    reader = tf.train.load_checkpoint(path)
+    for key in reader.get_variable_to_shape_map():
+      reader.get_tensor(key)
+  except Exception as e:  # IndexError, DataLossError, NotFoundError, ...
+    return _first_line(e)
+  return None
+
+
+def checkpoint_kind(path):
+  """'convnet', 'fully connected' or None: which model a checkpoint holds."""
+  try:
+    keys = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  except Exception:  # unreadable: no kind
+    return None
+  for name, kind in MODEL_KINDS.items():
+    if any(k.startswith('model/params/%s/' % name.replace('/', '.S'))
+           for k in keys):
+      return kind
+  return None
+
+
+def _model_kind(ckpt):
+  params = getattr(getattr(ckpt, 'model', None), 'params', {})
+  return next((MODEL_KINDS[k] for k in params if k in MODEL_KINDS), None)
+
+
 def restore(ckpt, path, what='checkpoint'):
-  """Restores path into ckpt; a checkpoint that does not fit is a UsageError."""
+  """Restores path into ckpt.
+
+  Raises:
+    UsageError: the checkpoint holds another model, or does not fit this one
+      (another shape), or cannot be read; one line naming the file.
+  """
   try:
     ckpt.restore(path).expect_partial().assert_existing_objects_matched()
-  except (ValueError, AssertionError, tf.errors.OpError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e)
-    raise UsageError('%s %s does not fit this model (%s)' % (what, path, first))
+  except Exception as e:  # AssertionError, ValueError, OpError, IndexError
+    want, have = _model_kind(ckpt), checkpoint_kind(path)
+    if want and have and want != have:
+      raise WrongModelError('%s %s is a %s checkpoint, not a %s one' %
+                       (what, path, have, want))
+    problem = checkpoint_problem(path)
+    if problem:
+      raise UsageError('%s %s cannot be read (%s)' % (what, path, problem))
+    raise UsageError('%s %s does not fit this model (%s)' %
+                     (what, path, _first_line(e)))
+
+
+def cleanup_interrupted_saves(directory):
+  """Removes what an interrupted save leaves (ckpt-N_temp/ folders, temporary
+  index files); says so in one line. Returns the names removed."""
+  if not os.path.isdir(directory):
+    return []
+  debris = [n for n in os.listdir(directory)
+            if (n.startswith(CHECKPOINT_PREFIX + '-') and n.endswith('_temp'))
+            or n.startswith(INDEX_FILE + '.tmp') or '.tempstate' in n]
+  for name in debris:
+    path = os.path.join(directory, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      os.remove(path)
+  if debris:
+    print('Removed the leftovers of an interrupted save in %s: %s' %
+          (directory, ', '.join(sorted(debris))), flush=True)
+  return debris
+
+
+def _write_index(directory, steps):
+  """Atomically writes directory's index file listing steps (oldest first)."""
+  names = ['%s-%d' % (CHECKPOINT_PREFIX, s) for s in sorted(steps)]
+  text = 'model_checkpoint_path: "%s"\n' % names[-1] + ''.join(
+      'all_model_checkpoint_paths: "%s"\n' % n for n in names)
+  tmp = os.path.join(directory, INDEX_FILE + '.tmp-toolkit')
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, os.path.join(directory, INDEX_FILE))
+
+
+def _set_aside_unreadable(directory, paths):
+  dest = os.path.join(directory, time.strftime('unreadable-%Y%m%d-%H%M%S'))
+  os.makedirs(dest, exist_ok=True)
+  for path in paths:
+    base = os.path.basename(path)
+    for name in os.listdir(directory):
+      if name == base + '.index' or name.startswith(base + '.data-'):
+        shutil.move(os.path.join(directory, name), dest)
+  return dest
+
+
+def resume(ckpt, directory, repair=False, skip=()):
+  """Restores the newest checkpoint of directory that reads, walking back.
+
+  Each checkpoint skipped on the way is named in one line with the reason.
+  A checkpoint of another model stops the walk at once (UsageError). With
+  repair (the trainer, which holds the folder's lock): leftovers of
+  interrupted saves are removed, unreadable checkpoints are moved to
+  directory/unreadable-<time>/ (never deleted), and the index file is
+  rewritten to list exactly the readable checkpoints on disk, so that the
+  CheckpointManager keeps (and in time rotates out) only good ones.
+
+  Args:
+    ckpt: the tf.train.Checkpoint to restore into.
+    directory: the checkpoint folder.
+    repair: clean up and rewrite the folder (see above).
+    skip: paths not to try (e.g. ones already reported).
+
+  Returns:
+    The path restored, or None when the folder holds no checkpoint.
+
+  Raises:
+    UsageError: checkpoints exist but none reads (nothing is changed), or
+      one holds another model.
+  """
+  if repair:
+    cleanup_interrupted_saves(directory)
+  candidates, index_problem = checkpoint_candidates(directory)
+  if index_problem:
+    print('Note: %s; using the checkpoint files in the folder' % index_problem,
+          flush=True)
+  restored, bad, reasons = None, [], []
+  for step, path in candidates:
+    if path in skip:
+      continue
+    try:
+      restore(ckpt, path)
+    except WrongModelError:
+      raise
+    except UsageError as e:
+      reason = checkpoint_problem(path) or str(e)
+      print('Skipping checkpoint %s: %s' % (path, reason), flush=True)
+      bad.append(path)
+      reasons.append('%s: %s' % (os.path.basename(path), reason))
+      continue
+    restored = path
+    break
+  if restored is None:
+    if candidates:
+      raise UsageError('no checkpoint in %s can be read (%s); nothing was '
+                       'changed' % (directory, '; '.join(reasons)))
+    if repair and index_problem:
+      os.remove(os.path.join(directory, INDEX_FILE))
+    return None
+  if repair:
+    step = int(restored.rsplit('-', 1)[1])
+    good = [step]
+    for s, path in candidates:
+      problem = checkpoint_problem(path) if s < step else None
+      if problem:
+        print('Skipping checkpoint %s: %s' % (path, problem), flush=True)
+        bad.append(path)
+      elif s < step:
+        good.append(s)
+    if bad:
+      print('Moved the unreadable checkpoint(s) to %s' %
+            _set_aside_unreadable(directory, bad), flush=True)
+    listed, _ = _listed_checkpoints(directory)
+    if index_problem or bad or set(good) != listed:
+      _write_index(directory, good)
+  return restored
+
+
+def save_checkpoint(manager, step):
+  """manager.save(step); a failure (e.g. a full disk) removes what it half
+  wrote and becomes one UsageError naming the folder and the last good one."""
+  try:
+    return manager.save(checkpoint_number=step)
+  except (tf.errors.OpError, OSError) as e:
+    directory = manager.directory
+    base = '%s-%d' % (CHECKPOINT_PREFIX, step)
+    cleanup_interrupted_saves(directory)
+    if os.path.join(directory, base) not in manager.checkpoints:
+      for name in os.listdir(directory):
+        if name.startswith(base + '.'):
+          os.remove(os.path.join(directory, name))
+    raise UsageError('cannot save checkpoint %s in %s (%s); the last good '
+                     'checkpoint is %s' % (base, directory, _first_line(e),
+                                           manager.latest_checkpoint))
+
+
+def prepare_dir(path, flag):
+  """Creates the folder a flag names, checking that it can be written.
+
+  Raises:
+    UsageError: it is a file, or cannot be created or written.
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UsageError('%s %s is a file, not a folder' % (flag, path))
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe-')
+    probe.close()
+  except OSError as e:
+    raise UsageError('%s %s cannot be written (%s)' % (
+        flag, path, e.strerror or _first_line(e)))
+
+
+def summary_writer(logdir, flag='--train_dir'):
+  """tf.summary.create_file_writer, with one-line errors naming the flag."""
+  try:
+    return tf.summary.create_file_writer(logdir)
+  except tf.errors.OpError as e:
+    raise UsageError('%s %s: cannot write event files (%s)' % (
+        flag, logdir, _first_line(e)))
+
+
+class TrainDirLock:
+  """An exclusive lock on a train_dir, held while a trainer runs.
+
+  flock on train_dir/.lock: the kernel releases it on any exit, kill -9
+  included, so a lock left by a crash is never an obstacle. The file holds the
+  holder's pid, host and start time, for the error a second trainer gets.
+  The file itself is left in place (removing it would race a new holder).
+  """
+
+  def __init__(self, train_dir):
+    self.path = os.path.join(train_dir, LOCK_FILE)
+    self.train_dir = train_dir
+    self._fd = None
+
+  def __enter__(self):
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      holder = os.read(fd, 1000).decode('utf-8', 'replace').strip()
+      os.close(fd)
+      raise UsageError('--train_dir %s is in use by %s; stop that run or use '
+                       'another --train_dir' % (self.train_dir,
+                                                holder or 'another trainer'))
+    os.ftruncate(fd, 0)
+    os.write(fd, ('%s (pid %d on %s, since %s)\n' % (
+        os.path.basename(sys.argv[0]) or 'python', os.getpid(),
+        socket.gethostname(), time.strftime('%Y-%m-%d %H:%M:%S'))).encode())
+    self._fd = fd
+    return self
+
+  def __exit__(self, *exc):
+    if self._fd is not None:
+      os.close(self._fd)  # releases the flock
+      self._fd = None
+    return False
 
 
 class GracefulStop:
