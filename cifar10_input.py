@@ -472,13 +472,13 @@ class DeviceInput:
   steps is one graph with no tf.data in it.
 
   The permutations cost an argsort of 50,000 keys each (5 ms on a CPU), so
-  they are not recomputed per step: start() computes those of the step's
-  epoch and the next (a batch may straddle the two), and next_batch()
-  carries them from step to step, recomputing when the epoch changes.
+  they are not recomputed per step or per call: the permutations of the
+  current epoch and the next (a batch may straddle the two) are kept in
+  variables beside the records and recomputed, inside the graph, only when a
+  step enters a new epoch.
 
   Use, in cross-replica context inside a tf.function:
-    cache = feed.start(step)
-    cache, batch = feed.next_batch(cache, step)      # then, on each replica:
+    batch = feed.next_batch(step)                    # then, on each replica:
     images, labels = feed.replica_batch(batch)
   """
 
@@ -511,26 +511,35 @@ class DeviceInput:
     # broadcasts variables' initial values with collectives that take no uint8.
     self.records = strategy.experimental_distribute_values_from_function(
         lambda ctx: tf.identity(records))
+    # The permutation cache (plain variables: only the host-side step reads
+    # them, before the batch is sent to the replicas).
+    self._epoch = tf.Variable(tf.constant(-1, tf.int64), trainable=False,
+                              name='cached_epoch')
+    self._perms = tf.Variable(tf.zeros([2 * self.num_examples], tf.int32),
+                              trainable=False, name='cached_permutations')
 
-  def start(self, step):
-    """(epoch, permutations of that epoch and the next) for a global step."""
-    epoch = tf.cast(step, tf.int64) * self.global_batch // self.num_examples
-    return epoch, tf.concat([
+  def _permutations(self, epoch):
+    return tf.concat([
         epoch_permutation(self.num_examples, self.seed, epoch),
         epoch_permutation(self.num_examples, self.seed, epoch + 1)], 0)
 
-  def next_batch(self, cache, step, iterator=None):
-    """The global batch of a step: (cache, (records, example indices, step)).
+  def next_batch(self, step, iterator=None):
+    """The global batch of a step: (records, example indices, step).
 
     iterator is unused (the tf.data feed's next_batch takes one)."""
     step = tf.cast(step, tf.int64)
     first = step * self.global_batch
-    epoch, perms = cache
-    epoch, perms = tf.cond(first // self.num_examples == epoch,
-                           lambda: (epoch, perms), lambda: self.start(step))
-    offset = first - epoch * self.num_examples
-    return (epoch, perms), (self.records,
-                            perms[offset:offset + self.global_batch], step)
+    epoch = first // self.num_examples
+
+    def refresh():
+      self._perms.assign(self._permutations(epoch))
+      self._epoch.assign(epoch)
+      return tf.constant(True)
+    with tf.control_dependencies([tf.cond(
+        tf.equal(self._epoch, epoch), lambda: tf.constant(False), refresh)]):
+      offset = first - epoch * self.num_examples
+      indices = self._perms[offset:offset + self.global_batch]
+    return self.records, indices, step
 
   def replica_batch(self, batch):
     """This replica's (images float32, labels int32), in replica context."""

@@ -163,11 +163,8 @@ class DatasetFeed:
   """Batches from a distributed tf.data iterator (the --data_on_device=false
   path), with the interface of cifar10_input.DeviceInput."""
 
-  def start(self, step):
-    return ()
-
-  def next_batch(self, cache, step, iterator):
-    return cache, next(iterator)
+  def next_batch(self, step, iterator):
+    return next(iterator)
 
   def replica_batch(self, batch):
     return batch
@@ -195,10 +192,10 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   if jit_compile:
     replica_step = tf.function(replica_step, jit_compile=True)
 
-  def step(iterator, cache, with_aux):
-    cache, batch = feed.next_batch(cache, state.global_step, iterator)
+  def step(iterator, with_aux):
+    batch = feed.next_batch(state.global_step, iterator)
     out = strategy.run(replica_step, args=(batch, with_aux))
-    return cache, _first_replica(strategy, out)
+    return _first_replica(strategy, out)
 
   def agree(flags):
     # (tf.identity: a copy on the replica's device, which all_reduce needs)
@@ -209,16 +206,15 @@ def make_train_loop(strategy, model, state, global_batch, feed,
 
   @tf.function
   def train_loop(iterator, num_steps, flags):
-    cache = feed.start(state.global_step)
     losses = tf.TensorArray(tf.float32, size=num_steps)
     for i in tf.range(num_steps):
-      cache, out = step(iterator, cache, False)
+      out = step(iterator, False)
       losses = losses.write(i, out['total_loss'])
     return losses.stack(), agree(flags)
 
   @tf.function
   def aux_step(iterator, flags):
-    _, out = step(iterator, feed.start(state.global_step), True)
+    out = step(iterator, True)
     return out, agree(flags)
 
   return train_loop, aux_step
@@ -296,7 +292,7 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
       (and holds train_dir's lock).
     worker_dir: where a non-chief worker writes its own (discarded) ones.
     stats: optional dict, filled with 'steps' and 'seconds' of the loop after
-      its first call (for benchmarks).
+      its first multi-step call (for benchmarks: tracing excluded).
 
   Returns:
     Exit status: 0, or 128 + signal number when stopped by a signal (on any
@@ -321,7 +317,8 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
     cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
     if args.fresh and is_chief:
       set_aside(args.train_dir)
-    return _train(args, strategy, is_chief, worker_dir, stats or {})
+    return _train(args, strategy, is_chief, worker_dir,
+                  {} if stats is None else stats)
 
 
 def _train(args, strategy, is_chief, worker_dir, stats):
@@ -399,6 +396,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
         last_summary = (step, time.time())
       if step == start + 1:
         last_save = time.time()  # the first call traced: not a reason to save
+      if not with_aux and 'began' not in stats:  # both functions now traced
         stats['began'] = (step, time.time())
       signum, save_now = read_flags(flags)
       if signum:
@@ -414,9 +412,9 @@ def _train(args, strategy, is_chief, worker_dir, stats):
       stats['seconds'] = time.time() - stats['began'][1]
     path = train_lib.save_checkpoint(manager, step)
     writer.flush()
-  if is_chief:
-    print('%s: saved checkpoint %s at step %d' % (train_lib.now(), path, step),
-          flush=True)
+  print('%s: saved checkpoint %s at step %d' % (
+      train_lib.now(), path if is_chief else 'of this worker', step),
+        flush=True)
   signum = signum or stop.signum
   return 128 + signum if signum else 0
 

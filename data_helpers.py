@@ -34,12 +34,40 @@ def _str_keys(d):
           for k, v in d.items()}
 
 
+# What the official pickles hold besides dicts, lists, strings, bytes and
+# numbers: NumPy arrays, rebuilt through NumPy's own functions and dtypes.
+SAFE_GLOBALS = frozenset([
+    ('numpy.core.multiarray', '_reconstruct'),
+    ('numpy._core.multiarray', '_reconstruct'),
+    ('numpy', 'ndarray'),
+    ('numpy', 'dtype'),
+])
+
+
+class RefusedGlobal(Exception):
+  """A pickle asked for a class or function outside SAFE_GLOBALS."""
+
+
+class _SafeUnpickler(pickle.Unpickler):
+  """Admits only SAFE_GLOBALS: a crafted file cannot run code."""
+
+  def find_class(self, module, name):
+    if (module, name) in SAFE_GLOBALS:
+      return super().find_class(module, name)
+    raise RefusedGlobal('%s.%s' % (module, name))
+
+
 def _unpickle(path):
   try:
     with open(path, 'rb') as f:
-      d = pickle.load(f, encoding='bytes')  # Python 2 pickles, any key type
+      # Python 2 pickles, any key type
+      d = _SafeUnpickler(f, encoding='bytes').load()
   except FileNotFoundError:
     raise DataSetError('%s: missing' % path)
+  except RefusedGlobal as e:
+    raise DataSetError('%s: refused, it asks for %s, which no CIFAR-10 file '
+                       'holds (only dicts, lists, strings, numbers and NumPy '
+                       'arrays are loaded)' % (path, e))
   except Exception as e:  # pickle raises many types on corrupt input
     raise DataSetError('%s: not a readable pickle (%s)' % (path, e))
   if not isinstance(d, dict):

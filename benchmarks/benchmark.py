@@ -5,20 +5,32 @@
 Prints a table and writes it as JSON (--json, default
 benchmarks/results/benchmark-<date>.json):
   - the distorted training input pipeline alone, examples/sec;
-  - the convnet training step of cifar10_train.py (its make_train_step fed by
-    its own input pipeline) at batch 128, with XLA off and on, and with
-    use_bf16 where the CPU has native bfloat16 or a GPU is present, and
-    use_fp16 where a GPU is present;
+  - convnet training at batch 128 through cifar10_train.make_train_loop (the
+    loop cifar10_train.py runs, the host reading the losses after each call):
+    the default configuration (steps_per_loop 100, data on the device, the
+    precision cifar10_train picks), and each choice changed alone: one step
+    per call, tf.data input, float32, XLA; and the previous default (one
+    step per call from tf.data);
+  - host overhead per step at batch 2: a cifar10_train.train run (its real
+    loop: console lines, NaN checks, signal and save checks; summaries and
+    checkpoints set beyond the run) minus the same step function run N times
+    in one tf.function on a batch already in memory; at the default
+    steps_per_loop and at 1;
+  - the same convnet written as a skilled user would in Keras (tf.keras
+    layers, SGD 0.1, model.fit on the same tf.data input): float32, and
+    mixed_bfloat16 (where the CPU has native bfloat16, or a GPU is present;
+    LRN in float32, as TensorFlow has no bfloat16 LRN kernel on CPUs) with
+    steps_per_execution 1 and 20; the ratio is the toolkit's default over the
+    best of them;
   - evaluation (cifar10_eval.Evaluator), examples/sec;
   - the fully connected model's training, steps/sec;
-  - the same convnet written as a user would in Keras (tf.keras layers,
-    model.compile with SGD 0.1, model.fit on the same tf.data input),
-    examples/sec, and the ratio of the toolkit's best training figure to it;
   - peak resident memory of a cifar10_train.py run (a child process).
-Warm-up is excluded; each figure is the median of several timed repeats.
+Warm-up (tracing) is excluded; each figure is the median of several timed
+repeats.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -46,10 +58,13 @@ import two_layer_fc  # noqa: E402
 
 BATCH_SIZE = 128
 # (repeats, steps per repeat, warm-up steps) per mode
-PLAN = {'full': dict(repeats=5, steps=60, warmup=15, fc_steps=200,
-                     memory_steps=400, eval_examples=10000),
-        'quick': dict(repeats=3, steps=15, warmup=5, fc_steps=60,
-                      memory_steps=60, eval_examples=2000)}
+PLAN = {'full': dict(repeats=5, steps=100, warmup=20, fc_steps=200,
+                     memory_steps=400, eval_examples=10000, keras_rounds=2,
+                     overhead_steps=4000, overhead_steps_1=1500),
+        'quick': dict(repeats=3, steps=20, warmup=5, fc_steps=60,
+                      memory_steps=60, eval_examples=2000, keras_rounds=1,
+                      overhead_steps=600, overhead_steps_1=200)}
+OVERHEAD_BATCH = 2
 
 
 def timed_repeats(run, repeats, warmup):
@@ -79,19 +94,79 @@ def bench_pipeline(data_dir, plan):
               n * BATCH_SIZE)
 
 
-def bench_train(data_dir, plan, jit_compile=False, dtype=tf.float32):
+def _feed(data_dir, batch_size, on_device, strategy):
+  """(feed, iterator) as cifar10_train.train makes them, seed 1."""
+  if on_device:
+    return cifar10_input.DeviceInput(data_dir, batch_size, 1, strategy), None
+  return cifar10_train.DatasetFeed(), iter(
+      strategy.distribute_datasets_from_function(
+          lambda ctx: cifar10_input.distorted_inputs(data_dir, batch_size, 1,
+                                                     0, ctx)))
+
+
+def bench_train(data_dir, plan, dtype, on_device=True,
+                steps_per_loop=cifar10_train.DEFAULT_STEPS_PER_LOOP,
+                jit_compile=False):
+  """Examples/sec of cifar10_train's loop at batch 128 (losses read back)."""
   strategy = tf.distribute.get_strategy()
   model = convnet.ConvNet(1)
   state = convnet.TrainState(model, compute_dtype=dtype)
-  step = cifar10_train.make_train_step(strategy, model, state, BATCH_SIZE,
-                                       jit_compile)
-  it = iter(cifar10_input.distorted_inputs(data_dir, BATCH_SIZE, seed=1))
+  feed, iterator = _feed(data_dir, BATCH_SIZE, on_device, strategy)
+  train_loop, _ = cifar10_train.make_train_loop(strategy, model, state,
+                                                BATCH_SIZE, feed, jit_compile)
+  flags = cifar10_train.loop_flags(0, False)
 
   def run(steps=plan['steps']):
-    for _ in range(steps):
-      float(step(it, False)['total_loss'])  # the loop's per-step NaN check
+    done = 0
+    while done < steps:
+      n = min(steps_per_loop, steps - done)
+      losses, _ = train_loop(iterator, tf.constant(n), flags)
+      losses.numpy()  # the loop's NaN check reads them
+      done += n
+  run(min(steps_per_loop, plan['warmup']))  # traces both loop lengths
   return rate(timed_repeats(run, plan['repeats'], plan['warmup']),
               plan['steps'] * BATCH_SIZE)
+
+
+def bench_overhead(data_dir, plan, steps_per_loop, steps):
+  """Host overhead per step (ms) at batch 2: cifar10_train.train's real loop
+  minus the step function run in one tf.function on an in-memory batch."""
+  real = []
+  for _ in range(plan['repeats']):
+    with tempfile.TemporaryDirectory() as train_dir:
+      args = cifar10_train.build_parser().parse_args([
+          '--train_dir', train_dir, '--data_dir', data_dir, '--batch_size',
+          str(OVERHEAD_BATCH), '--max_steps', str(steps), '--seed', '1',
+          '--steps_per_loop', str(steps_per_loop), '--summary_steps',
+          str(10**9), '--save_checkpoint_secs', str(10**9)])
+      stats = {}
+      with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
+        cifar10_train.train(args, stats=stats)
+      real.append(stats['seconds'] / stats['steps'])
+  model = convnet.ConvNet(1)
+  state = convnet.TrainState(model, compute_dtype=cifar10_train.compute_dtype(
+      args))
+  strategy = tf.distribute.get_strategy()
+  feed, _ = _feed(data_dir, OVERHEAD_BATCH, True, strategy)
+  images, labels = feed.replica_batch(feed.next_batch(0))
+
+  @tf.function
+  def steps_in_one_call(n):
+    for _ in tf.range(n):
+      strategy.run(convnet.training, args=(model, state, images, labels,
+                                           OVERHEAD_BATCH))
+  n = stats['steps']
+  steps_in_one_call(tf.constant(n))  # trace
+  ref = []
+  for _ in range(plan['repeats']):
+    t = time.perf_counter()
+    steps_in_one_call(tf.constant(n))
+    float(state.global_step)
+    ref.append((time.perf_counter() - t) / n)
+  return {'median': 1000 * (statistics.median(real) - statistics.median(ref)),
+          'loop_ms_per_step': [1000 * r for r in real],
+          'one_call_ms_per_step': [1000 * r for r in ref],
+          'steps_per_loop': steps_per_loop, 'steps': n}
 
 
 def bench_eval(data_dir, plan):
@@ -117,22 +192,27 @@ def bench_fc(data_dir, plan):
               plan['fc_steps'])
 
 
-def keras_convnet():
-  """The tutorial's network as a user would write it in Keras."""
+def keras_convnet(steps_per_execution=1):
+  """The tutorial's network as a skilled user would write it in Keras (under
+  whatever mixed-precision policy is set)."""
   k = tf.keras
+
+  def lrn(x):  # TensorFlow has no bfloat16 LRN kernel on CPUs: float32
+    y = tf.nn.local_response_normalization(
+        tf.cast(x, tf.float32), depth_radius=4, bias=1.0, alpha=0.001 / 9.0,
+        beta=0.75)
+    return tf.cast(y, x.dtype)
   init = lambda sd: k.initializers.TruncatedNormal(stddev=sd)
-  lrn = lambda: k.layers.Lambda(lambda x: tf.nn.local_response_normalization(
-      x, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75))
   model = k.Sequential([
       k.Input((24, 24, 3)),
       k.layers.Conv2D(64, 5, padding='same', activation='relu',
                       kernel_initializer=init(5e-2)),
       k.layers.MaxPooling2D(3, 2, padding='same'),
-      lrn(),
+      k.layers.Lambda(lrn),
       k.layers.Conv2D(64, 5, padding='same', activation='relu',
                       kernel_initializer=init(5e-2),
                       bias_initializer=k.initializers.Constant(0.1)),
-      lrn(),
+      k.layers.Lambda(lrn),
       k.layers.MaxPooling2D(3, 2, padding='same'),
       k.layers.Flatten(),
       k.layers.Dense(384, activation='relu', kernel_initializer=init(0.04),
@@ -141,17 +221,19 @@ def keras_convnet():
       k.layers.Dense(192, activation='relu', kernel_initializer=init(0.04),
                      bias_initializer=k.initializers.Constant(0.1),
                      kernel_regularizer=k.regularizers.l2(0.002)),
-      k.layers.Dense(10, kernel_initializer=init(1 / 192.0)),
+      k.layers.Dense(10, kernel_initializer=init(1 / 192.0),
+                     dtype='float32'),  # logits in float32 for the loss
   ])
   model.compile(optimizer=k.optimizers.SGD(0.1),
                 loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=['accuracy'])
+                metrics=['accuracy'], steps_per_execution=steps_per_execution)
   return model
 
 
-def bench_keras(data_dir, plan):
-  model = keras_convnet()
-  ds = cifar10_input.distorted_inputs(data_dir, BATCH_SIZE, seed=1)
+def bench_keras(data_dir, plan, policy='float32', steps_per_execution=1):
+  """Keras model.fit examples/sec, median over epochs of keras_rounds fresh
+  models (Keras on 2 cores varies from run to run)."""
+  tf.keras.mixed_precision.set_global_policy(policy)
 
   class Clock(tf.keras.callbacks.Callback):
     def __init__(self):
@@ -165,9 +247,15 @@ def bench_keras(data_dir, plan):
       self.times.append(time.perf_counter() - self.start)
 
   clock = Clock()
-  model.fit(ds, steps_per_epoch=plan['warmup'], epochs=1, verbose=0)
-  model.fit(ds, steps_per_epoch=plan['steps'], epochs=plan['repeats'],
-            verbose=0, callbacks=[clock])
+  try:
+    for _ in range(plan['keras_rounds']):
+      model = keras_convnet(steps_per_execution)
+      ds = cifar10_input.distorted_inputs(data_dir, BATCH_SIZE, seed=1)
+      model.fit(ds, steps_per_epoch=plan['warmup'], epochs=1, verbose=0)
+      model.fit(ds, steps_per_epoch=plan['steps'], epochs=plan['repeats'],
+                verbose=0, callbacks=[clock])
+  finally:
+    tf.keras.mixed_precision.set_global_policy('float32')
   return rate(clock.times, plan['steps'] * BATCH_SIZE)
 
 
@@ -213,27 +301,47 @@ def main(argv=None):
   fig = results['figures'] = {}
   fig['peak_train_rss_mb'] = bench_memory(args.data_dir, plan)
   fig['pipeline'] = bench_pipeline(args.data_dir, plan)
-  fig['train'] = bench_train(args.data_dir, plan)
-  fig['train_xla'] = bench_train(args.data_dir, plan, jit_compile=True)
-  if gpu or cifar10_train.native_bf16_cpu():
-    fig['train_bf16'] = bench_train(args.data_dir, plan, dtype=tf.bfloat16)
+  default = cifar10_train.compute_dtype(
+      cifar10_train.build_parser().parse_args([]))
+  n = cifar10_train.DEFAULT_STEPS_PER_LOOP
+  on = cifar10_train.data_on_device(
+      cifar10_train.build_parser().parse_args([]))
+  fig['train_default'] = bench_train(args.data_dir, plan, default, on, n)
+  fig['train_loop1'] = bench_train(args.data_dir, plan, default, on, 1)
+  fig['train_tfdata' if on else 'train_device'] = bench_train(
+      args.data_dir, plan, default, not on, n)
+  fig['train_previous'] = bench_train(args.data_dir, plan, default, False, 1)
+  if default != tf.float32:
+    fig['train'] = bench_train(args.data_dir, plan, tf.float32, on, n)
+  fig['train_xla'] = bench_train(args.data_dir, plan, tf.float32, on, n,
+                                 jit_compile=True)
   if gpu:
-    fig['train_fp16'] = bench_train(args.data_dir, plan, dtype=tf.float16)
-    fig['train_xla_fp16'] = bench_train(args.data_dir, plan, True,
-                                        tf.float16)
+    fig['train_fp16'] = bench_train(args.data_dir, plan, tf.float16, on, n)
+  fig['overhead_ms'] = bench_overhead(args.data_dir, plan, n,
+                                      plan['overhead_steps'])
+  fig['overhead_ms_loop1'] = bench_overhead(args.data_dir, plan, 1,
+                                            plan['overhead_steps_1'])
   fig['keras'] = bench_keras(args.data_dir, plan)
+  if gpu or cifar10_train.native_bf16_cpu():
+    fig['keras_bf16'] = bench_keras(args.data_dir, plan, 'mixed_bfloat16')
+    fig['keras_bf16_spe20'] = bench_keras(args.data_dir, plan,
+                                          'mixed_bfloat16', 20)
   fig['eval'] = bench_eval(args.data_dir, plan)
   fig['fc_steps_per_sec'] = bench_fc(args.data_dir, plan)
 
+  keras_keys = [k for k in fig if k.startswith('keras')]
+  best_keras = max(keras_keys, key=lambda k: fig[k]['median'])
   train_keys = [k for k in fig if k.startswith('train')]
   best = max(train_keys, key=lambda k: fig[k]['median'])
   ratios = results['ratios'] = {
+      'best_keras': best_keras,
+      'default_over_best_keras': fig['train_default']['median'] /
+                                 fig[best_keras]['median'],
+      'default_over_previous_default': fig['train_default']['median'] /
+                                       fig['train_previous']['median'],
       'best_train': best,
-      'best_train_over_keras': fig[best]['median'] / fig['keras']['median'],
-      'float32_train_over_keras': fig['train']['median'] /
-                                  fig['keras']['median'],
-      'pipeline_over_best_train': fig['pipeline']['median'] /
-                                  fig[best]['median']}
+      'pipeline_over_default_train': fig['pipeline']['median'] /
+                                     fig['train_default']['median']}
   results['seconds'] = time.time() - began
 
   m = results['machine']
@@ -242,29 +350,47 @@ def main(argv=None):
             results['date'], m['cpu'], m['cores'],
             ', ' + ', '.join(m['gpus']) if m['gpus'] else ', no GPU',
             m['tensorflow'], results['mode'], BATCH_SIZE))
-  print('%-44s %14s' % ('measurement', 'median'))
-  labels = {'pipeline': 'input pipeline alone (examples/sec)',
-            'train': 'convnet training step, float32 (examples/sec)',
-            'train_xla': '  float32 with XLA (examples/sec)',
-            'train_bf16': '  use_bf16 (examples/sec)',
-            'train_fp16': '  use_fp16 (examples/sec)',
-            'train_xla_fp16': '  use_fp16 with XLA (examples/sec)',
-            'keras': 'Keras model.fit, same network (examples/sec)',
-            'eval': 'evaluation (examples/sec)',
-            'fc_steps_per_sec': 'fully connected training (steps/sec)'}
+  print('%-58s %12s' % ('measurement', 'median'))
+  data = 'data on device' if on else 'tf.data'
+  labels = {
+      'pipeline': 'input pipeline alone (examples/sec)',
+      'train_default': 'training, default: %s, %s, %d steps/call '
+                       '(examples/sec)' % (default.name, data, n),
+      'train_loop1': '  default but 1 step per call (examples/sec)',
+      'train_tfdata': '  default but tf.data input (examples/sec)',
+      'train_device': '  default but data on device (examples/sec)',
+      'train': '  default but float32 (examples/sec)',
+      'train_xla': '  float32 with XLA (examples/sec)',
+      'train_fp16': '  use_fp16 (examples/sec)',
+      'train_previous': '  previous default: tf.data, 1 step/call '
+                        '(examples/sec)',
+      'keras': 'Keras model.fit, float32 (examples/sec)',
+      'keras_bf16': 'Keras, mixed_bfloat16 (examples/sec)',
+      'keras_bf16_spe20': 'Keras, mixed_bfloat16, steps_per_execution 20 '
+                          '(examples/sec)',
+      'eval': 'evaluation (examples/sec)',
+      'fc_steps_per_sec': 'fully connected training (steps/sec)'}
   for key, label in labels.items():
     if key in fig:
-      print('%-44s %14.1f' % (label, fig[key]['median']))
+      print('%-58s %12.1f' % (label, fig[key]['median']))
+  for key, what in (('overhead_ms', '%d steps/call' % n),
+                    ('overhead_ms_loop1', '1 step/call')):
+    o = fig[key]
+    print('%-58s %12.3f' % ('host overhead per step, batch %d, %s (ms)' % (
+        OVERHEAD_BATCH, what), o['median']))
+    print('%-58s %12s' % ('  (loop %.3f ms - one call %.3f ms a step)' % (
+        statistics.median(o['loop_ms_per_step']),
+        statistics.median(o['one_call_ms_per_step'])), ''))
   if not gpu:
-    print('%-44s %14s' % ('  with use_fp16', 'n/a (no GPU)'))
-  print('%-44s %14.0f' % ('peak RSS of cifar10_train.py (MB)',
+    print('%-58s %12s' % ('  with use_fp16', 'n/a (no GPU)'))
+  print('%-58s %12.0f' % ('peak RSS of cifar10_train.py (MB)',
                           fig['peak_train_rss_mb']))
-  print('%-44s %14.2f' % ('best training (%s) / Keras' % best,
-                          ratios['best_train_over_keras']))
-  print('%-44s %14.2f' % ('float32 training / Keras',
-                          ratios['float32_train_over_keras']))
-  print('%-44s %14.2f' % ('input pipeline / best training',
-                          ratios['pipeline_over_best_train']))
+  print('%-58s %12.2f' % ('default training / best Keras (%s)' % best_keras,
+                          ratios['default_over_best_keras']))
+  print('%-58s %12.2f' % ('default training / previous default',
+                          ratios['default_over_previous_default']))
+  print('%-58s %12.2f' % ('input pipeline / default training',
+                          ratios['pipeline_over_default_train']))
   print('(%.0f s in all)' % results['seconds'])
 
   path = args.json or os.path.join(

@@ -135,7 +135,7 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out
     assert '2 replica(s) x batch 16' in out and 'step 4, loss' in out
-  assert 'saved checkpoint' in outs[0] and 'saved checkpoint' not in outs[1]
+  assert 'saved checkpoint /' in outs[0] and 'of this worker at step 4' in outs[1]
   assert sorted(f for f in os.listdir(d) if f.startswith('ckpt-')) == [
       'ckpt-4.data-00000-of-00001', 'ckpt-4.index']
   ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)

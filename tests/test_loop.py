@@ -1,0 +1,163 @@
+"""The training loop's shape changes nothing: --steps_per_loop and
+--data_on_device give the same batches, weights, logs and stops."""
+
+import re
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cifar10_input
+import cifar10_multi_gpu_train
+import cifar10_train
+import convnet
+import train_lib
+from test_convnet import _start, _train_args, _wait_for
+
+LOG_LINE = (r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = '
+            r'\d+\.\d\d \(\d+\.\d examples/sec; \d+\.\d{3} sec/batch\)$')
+
+
+def _state(path):
+  """Every variable a checkpoint holds: weights, averages, loss averages,
+  global step, seed."""
+  reader = tf.train.load_checkpoint(path)
+  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+          if k.endswith('VARIABLE_VALUE')}
+
+
+def _assert_same_state(a, b, atol=1e-6):
+  sa, sb = _state(a), _state(b)
+  assert sa.keys() == sb.keys() and len(sa) == 29  # 10 + 10 + 5 + 4
+  for k in sa:
+    np.testing.assert_allclose(sa[k], sb[k], rtol=1e-5, atol=atol, err_msg=k)
+
+
+def _strategy(replicas):
+  if replicas == 1:
+    return tf.distribute.get_strategy()
+  return tf.distribute.MirroredStrategy(
+      cifar10_multi_gpu_train.split_device('CPU', replicas))
+
+
+@pytest.mark.parametrize('replicas', [1, 2])
+@pytest.mark.parametrize('seed', [1, 9])
+def test_device_batches_equal_tf_data_batches(shared_bin_dir, replicas, seed):
+  # 1,000 training examples, global batch 96: step 10 straddles epochs 0 and 1
+  batch, start = 96 // replicas, 8
+  strategy = _strategy(replicas)
+  feed = cifar10_input.DeviceInput(shared_bin_dir, batch, seed, strategy)
+  dataset = iter(strategy.distribute_datasets_from_function(
+      lambda ctx: cifar10_input.distorted_inputs(shared_bin_dir, batch, seed,
+                                                 start, ctx)))
+
+  @tf.function
+  def device_batch(step):
+    return strategy.run(feed.replica_batch, args=(feed.next_batch(step),))
+
+  for step in range(start, start + 6):
+    want = next(dataset)
+    got = device_batch(tf.constant(step, tf.int64))
+    for part in range(2):  # images, labels
+      w = strategy.experimental_local_results(want[part])
+      g = strategy.experimental_local_results(got[part])
+      assert len(w) == len(g) == replicas
+      for r in range(replicas):
+        np.testing.assert_array_equal(w[r].numpy(), g[r].numpy(),
+                                      err_msg='step %d replica %d' % (step, r))
+
+
+def _run(data_dir, train_dir, steps, per_loop, on_device, *extra):
+  return cifar10_train.main(_train_args(data_dir, train_dir) + [
+      '--max_steps', str(steps), '--steps_per_loop', str(per_loop),
+      '--data_on_device', on_device, '--log_frequency', '3'] + list(extra))
+
+
+@pytest.mark.parametrize('on_device', ['true', 'false'])
+def test_steps_per_loop_changes_nothing(shared_bin_dir, tmp_path, capsys,
+                                        on_device):
+  one, seven = str(tmp_path / 'one'), str(tmp_path / 'seven')
+  assert _run(shared_bin_dir, one, 21, 1, on_device) == 0
+  logged_one = re.findall(LOG_LINE, capsys.readouterr().out, re.M)
+  assert _run(shared_bin_dir, seven, 21, 7, on_device) == 0
+  logged_seven = re.findall(LOG_LINE, capsys.readouterr().out, re.M)
+  assert logged_one == logged_seven == [str(s) for s in range(3, 22, 3)]
+  _assert_same_state(tf.train.latest_checkpoint(one),
+                     tf.train.latest_checkpoint(seven))
+
+
+def test_data_on_device_changes_nothing(shared_bin_dir, tmp_path):
+  a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+  assert _run(shared_bin_dir, a, 21, 7, 'true') == 0
+  assert _run(shared_bin_dir, b, 21, 7, 'false') == 0
+  # The batches are bit-identical (test above); inside one graph with the
+  # model, the distortions' arithmetic is scheduled and fused differently, so
+  # after 21 steps weights of ~0.05 differ by float32 round-off (< 1e-5).
+  _assert_same_state(tf.train.latest_checkpoint(a),
+                     tf.train.latest_checkpoint(b), atol=2e-5)
+
+
+@pytest.mark.parametrize('on_device', ['true', 'false'])
+def test_two_replicas_steps_per_loop_changes_nothing(shared_bin_dir, tmp_path,
+                                                     on_device):
+  dirs = []
+  for per_loop in (1, 7):
+    d = str(tmp_path / str(per_loop))
+    assert cifar10_multi_gpu_train.main(_train_args(shared_bin_dir, d) + [
+        '--max_steps', '21', '--steps_per_loop', str(per_loop),
+        '--data_on_device', on_device, '--batch_size', '16',
+        '--logical_devices', '2']) == 0
+    dirs.append(d)
+  _assert_same_state(*[tf.train.latest_checkpoint(d) for d in dirs])
+
+
+def test_stop_and_resume_with_long_loops(shared_bin_dir, tmp_path):
+  whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
+  assert _run(shared_bin_dir, whole, 21, 7, 'true') == 0
+  assert _run(shared_bin_dir, parts, 10, 7, 'true') == 0
+  assert _run(shared_bin_dir, parts, 21, 7, 'true') == 0
+  _assert_same_state(tf.train.latest_checkpoint(whole),
+                     tf.train.latest_checkpoint(parts))
+
+
+def test_summaries_land_at_the_same_steps(shared_bin_dir, tmp_path):
+  from test_convnet import _tags
+  d = str(tmp_path / 't')
+  assert _run(shared_bin_dir, d, 12, 7, 'true', '--summary_steps', '5') == 0
+  acc, _ = _tags(d)
+  assert [e.step for e in acc.Tensors('total_loss (raw)')] == [1, 5, 10]
+
+
+def test_nan_inside_a_loop_names_its_step_and_saves_nothing(
+    shared_bin_dir, tmp_path, monkeypatch, capsys):
+  d = str(tmp_path / 't')
+  assert _run(shared_bin_dir, d, 2, 7, 'true') == 0
+  monkeypatch.setattr(convnet, 'INITIAL_LEARNING_RATE', 1e9)
+  status = train_lib.run_main(cifar10_train.main, _train_args(
+      shared_bin_dir, d) + ['--max_steps', '60', '--steps_per_loop', '20',
+                            '--save_checkpoint_secs', '0.001'])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1, err
+  m = re.search(r'error: loss is (nan|inf) at step (\d+); stopped without '
+                r'saving, the last good checkpoint is .*ckpt-2$', err[0])
+  assert m and 3 <= int(m.group(2)) <= 60
+  assert tf.train.latest_checkpoint(d).endswith('ckpt-2')
+
+
+def test_signal_mid_loop_saves_at_the_end_of_the_loop(shared_bin_dir,
+                                                      tmp_path):
+  d = str(tmp_path / 't')
+  proc = _start(['cifar10_train.py'] + _train_args(shared_bin_dir, d) + [
+      '--steps_per_loop', '20', '--log_frequency', '20'])
+  try:
+    _wait_for(proc, r'step 40, loss')
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, rest
+  step = int(tf.train.latest_checkpoint(d).rsplit('-', 1)[1])
+  # loops run steps 2-21, 22-41, ... (step 1 and every 100th write summaries)
+  assert step > 40 and (step - 1) % 20 == 0 or step % 100 == 0, step
+  assert 'saved checkpoint' in rest
