@@ -75,6 +75,10 @@ class Evaluator:
       The checkpoint's global step.
     """
     train_lib.restore(self.ckpt, path)
+    return self.after_restore()
+
+  def after_restore(self):
+    """Moving averages into the model (unless raw_weights); the step."""
     if not self.raw_weights:
       convnet.use_moving_averages(self.model, self.state)
     return int(self.state.global_step)
@@ -135,30 +139,51 @@ def report(precision, confusion, seen, step, path, writer):
   writer.flush()
 
 
+def newest_readable(evaluator, checkpoint_dir, done, reported):
+  """Restores the newest checkpoint that reads and is not yet evaluated.
+
+  Walks back past damaged checkpoints, naming each once (reported), and
+  changes nothing in checkpoint_dir: repairs are the trainer's.
+
+  Returns:
+    (path, step), or (None, None) when there is nothing new to evaluate.
+  """
+  path = train_lib.resume(evaluator.ckpt, checkpoint_dir, skip=reported,
+                          quiet=reported)
+  if path is None or path == done:
+    return None, None
+  return path, evaluator.after_restore()
+
+
 def main(argv=None):
   args = build_parser().parse_args(argv)
+  train_lib.prepare_dir(args.eval_dir, '--eval_dir')
   cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
   evaluator = Evaluator(args.data_dir, args.eval_data, args.num_examples,
                         args.raw_weights)
-  writer = tf.summary.create_file_writer(args.eval_dir)
+  writer = train_lib.summary_writer(args.eval_dir, '--eval_dir')
   done = None
+  reported = set()  # damaged checkpoints already named
   waiting_said = False
   with train_lib.GracefulStop('finishing the evaluation in hand') as stop:
     while not stop.requested:
-      path = tf.train.latest_checkpoint(args.checkpoint_dir)
-      if path is None and args.run_once:
+      try:
+        path, step = newest_readable(evaluator, args.checkpoint_dir, done,
+                                     reported)
+      except train_lib.WrongModelError:
+        raise
+      except train_lib.UsageError as e:
+        if args.run_once:
+          raise
+        print('%s; waiting for a readable one' % e, flush=True)
+        path = None
+      if path is None and done is None and args.run_once:
         raise train_lib.UsageError('no checkpoint in %s' % args.checkpoint_dir)
-      if path is None and not waiting_said:
+      if path is None and done is None and not waiting_said:
         print('No checkpoint in %s yet; waiting for one' % args.checkpoint_dir,
               flush=True)
         waiting_said = True
-      if path is not None and path != done:
-        try:
-          step = evaluator.restore(path)
-        except train_lib.UsageError:
-          if args.run_once or os.path.exists(path + '.index'):
-            raise
-          continue  # deleted by the trainer's max_to_keep: take the newer one
+      if path is not None:
         report(*evaluator.evaluate(), step, path, writer)
         done = path
       if args.run_once:

@@ -33,6 +33,19 @@ import cifar10_train
 import train_lib
 
 GPU_MEMORY_PER_LOGICAL_DEVICE_MB = 8192
+MAX_LOGICAL_DEVICES = 64  # any flag value above this is refused at once
+
+
+def max_logical_devices(device_type):
+  """How many logical devices one device may be split into here.
+
+  A CPU: its cores (at least 2, so that two replicas can be tried anywhere):
+  more replicas than cores only queue for them. A GPU: as many 8 GB slices
+  as 80 GB (the largest common card) holds, 10.
+  """
+  if device_type == 'GPU':
+    return 80 * 1024 // GPU_MEMORY_PER_LOGICAL_DEVICE_MB
+  return max(2, os.cpu_count() or 1)
 
 
 def build_parser():
@@ -40,7 +53,8 @@ def build_parser():
   p.add_argument('--num_gpus', type=train_lib.positive_int, default=1,
                  help='how many GPUs to use (default %(default)s); with fewer '
                  'present, a warning, and it runs on those there are')
-  p.add_argument('--logical_devices', type=train_lib.non_negative_int,
+  p.add_argument('--logical_devices',
+                 type=train_lib.bounded_int(0, MAX_LOGICAL_DEVICES),
                  default=0, help='split one device (the first GPU, else the '
                  'CPU) into this many logical devices and train a replica on '
                  'each: multi-replica training without several GPUs (default '
@@ -59,6 +73,12 @@ def split_device(device_type, count):
   Returns:
     The names of the logical devices.
   """
+  bound = max_logical_devices(device_type)
+  if count > bound:
+    raise train_lib.UsageError(
+        '--logical_devices %d: at most %d on this machine (%s)' % (
+            count, bound, 'GPU: 8 GB each' if device_type == 'GPU' else
+            '%d CPU cores' % (os.cpu_count() or 1)))
   physical = tf.config.list_physical_devices(device_type)[0]
   config = [tf.config.LogicalDeviceConfiguration(
       memory_limit=GPU_MEMORY_PER_LOGICAL_DEVICE_MB if device_type == 'GPU'

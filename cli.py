@@ -12,6 +12,7 @@ importing TensorFlow takes ends with `<script>: interrupted` and exit status
 
 import argparse
 import os
+import signal
 import sys
 
 DATA_SOURCE_ENV = 'CIFAR10_DATA_SOURCE'
@@ -84,9 +85,28 @@ def prog():
   return os.path.basename(sys.argv[0])
 
 
+_interrupted = []
+
+
+def interrupted():
+  """Whether Ctrl-C was pressed while the script started (importing
+  TensorFlow swallows the KeyboardInterrupt, so it is also recorded here)."""
+  return bool(_interrupted)
+
+
+def _on_sigint(signum, frame):
+  _interrupted.append(signum)
+  raise KeyboardInterrupt
+
+
 def quiet_interrupt():
-  """A Ctrl-C that escapes everything (e.g. while importing TensorFlow) prints
-  one line and exits 130 instead of a traceback."""
+  """A Ctrl-C during start-up ends the script with one line, status 130.
+
+  The SIGINT handler records it (see interrupted(), which run_main checks
+  once the imports are done) and raises KeyboardInterrupt; one that escapes
+  everything prints one line instead of a traceback.
+  """
+  signal.signal(signal.SIGINT, _on_sigint)
   previous = sys.excepthook
 
   def hook(kind, value, tb):

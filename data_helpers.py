@@ -35,8 +35,11 @@ def _str_keys(d):
 
 
 # What the official pickles hold besides dicts, lists, strings, bytes and
-# numbers: NumPy arrays, rebuilt through NumPy's own functions and dtypes.
+# numbers: NumPy arrays, rebuilt through NumPy's own functions and dtypes;
+# and _codecs.encode, through which Python 3 writes bytes in protocol 2 (it
+# turns a string into bytes and runs nothing else).
 SAFE_GLOBALS = frozenset([
+    ('_codecs', 'encode'),
     ('numpy.core.multiarray', '_reconstruct'),
     ('numpy._core.multiarray', '_reconstruct'),
     ('numpy', 'ndarray'),

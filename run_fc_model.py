@@ -27,6 +27,7 @@ import two_layer_fc
 
 SUMMARY_STEPS = 100      # print and write summaries every this many steps
 CHECKPOINT_STEPS = 1000  # save a checkpoint every this many steps
+MAX_HIDDEN1 = 65536      # 3072 x 65536 float32 weights: 805 MB
 
 
 def build_parser():
@@ -36,7 +37,8 @@ def build_parser():
                  default=0.001, help='learning rate (default %(default)s)')
   p.add_argument('--max_steps', type=train_lib.positive_int, default=2000,
                  help='number of training steps (default %(default)s)')
-  p.add_argument('--hidden1', type=train_lib.positive_int, default=120,
+  p.add_argument('--hidden1', type=train_lib.bounded_int(1, MAX_HIDDEN1),
+                 default=120,
                  help='units in the hidden layer (default %(default)s)')
   p.add_argument('--batch_size', type=train_lib.positive_int, default=400,
                  help='images per batch (default %(default)s)')
@@ -49,7 +51,7 @@ def build_parser():
   train_lib.add_data_flags(p, 'folder holding cifar-10-batches-py or '
                            'cifar-10-batches-bin, or where the binary '
                            'version is fetched to')
-  p.add_argument('--seed', type=train_lib.non_negative_int, default=None,
+  p.add_argument('--seed', type=train_lib.seed_int, default=None,
                  help='seed of the initial weights and batch order (default: '
                  'random)')
   return p
@@ -86,6 +88,7 @@ def main(argv=None):
   print('Parameters:')
   for key, value in sorted(vars(args).items()):
     print('%s = %s' % (key, value))
+  train_lib.prepare_dir(args.train_dir, '--train_dir')
   data = load(args)
   if args.batch_size > len(data['labels_train']):
     raise train_lib.UsageError('--batch_size %d exceeds the %d training images'

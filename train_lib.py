@@ -27,6 +27,7 @@ import time
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
+import cli
 from cifar10_input import DataSetError
 # The flag helpers live in cli.py (no TensorFlow); scripts use them from here.
 from cli import (ArgumentParser, add_bool, add_data_flags, bounded_int,  # noqa: F401
@@ -58,6 +59,9 @@ def run_main(main, argv=None):
   130 / 143 stopped by Ctrl-C / SIGTERM (after saving).
   """
   prog = os.path.basename(sys.argv[0])
+  if cli.interrupted():  # Ctrl-C while TensorFlow loaded, which swallows it
+    sys.stderr.write('%s: interrupted\n' % prog)
+    return 130
   try:
     return main(argv)
   except (DataSetError, UsageError, NanLossError, ValueError) as e:
@@ -67,7 +71,7 @@ def run_main(main, argv=None):
     sys.stderr.write('%s: error: %s\n' % (prog, e))
     return 1
   except tf.errors.OpError as e:
-    sys.stderr.write('%s: error: %s\n' % (prog, _first_line(e.message)))
+    sys.stderr.write('%s: error: %s\n' % (prog, _first_line(e)))
     return 1
   except KeyboardInterrupt:
     sys.stderr.write('%s: interrupted\n' % prog)
@@ -109,8 +113,12 @@ _CKPT_RE = re.compile(r'^%s-(\d+)\.index$' % CHECKPOINT_PREFIX)
 
 
 def _first_line(e):
-  text = str(e).strip()
-  return text.splitlines()[0] if text else type(e).__name__
+  """The first line of an error's message, without TensorFlow's op prefix
+  ('{{function_node ...}} ') and suffix (' [Op:SaveV2]')."""
+  text = getattr(e, 'message', None) or str(e)
+  text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', text).strip()
+  text = re.sub(r'\s*\[Op:\w+\]$', '', text.splitlines()[0] if text else '')
+  return text or type(e).__name__
 
 
 def _listed_checkpoints(directory):
@@ -238,10 +246,20 @@ def cleanup_interrupted_saves(directory):
 
 
 def _write_index(directory, steps):
-  """Atomically writes directory's index file listing steps (oldest first)."""
+  """Atomically writes directory's index file listing steps (oldest first).
+
+  With each checkpoint's time (its index file's mtime): CheckpointManager
+  takes an entry without one for a checkpoint preserved for ever, and would
+  neither list nor rotate it out.
+  """
   names = ['%s-%d' % (CHECKPOINT_PREFIX, s) for s in sorted(steps)]
-  text = 'model_checkpoint_path: "%s"\n' % names[-1] + ''.join(
-      'all_model_checkpoint_paths: "%s"\n' % n for n in names)
+  times = [os.path.getmtime(os.path.join(directory, n + '.index'))
+           for n in names]
+  text = ('model_checkpoint_path: "%s"\n' % names[-1] +
+          ''.join('all_model_checkpoint_paths: "%s"\n' % n for n in names) +
+          ''.join('all_model_checkpoint_timestamps: %.6f\n' % t
+                  for t in times) +
+          'last_preserved_timestamp: %.6f\n' % (min(times) - 1))
   tmp = os.path.join(directory, INDEX_FILE + '.tmp-toolkit')
   with open(tmp, 'w') as f:
     f.write(text)
@@ -261,7 +279,7 @@ def _set_aside_unreadable(directory, paths):
   return dest
 
 
-def resume(ckpt, directory, repair=False, skip=()):
+def resume(ckpt, directory, repair=False, skip=None, quiet=()):
   """Restores the newest checkpoint of directory that reads, walking back.
 
   Each checkpoint skipped on the way is named in one line with the reason.
@@ -276,7 +294,9 @@ def resume(ckpt, directory, repair=False, skip=()):
     ckpt: the tf.train.Checkpoint to restore into.
     directory: the checkpoint folder.
     repair: clean up and rewrite the folder (see above).
-    skip: paths not to try (e.g. ones already reported).
+    skip: optional set: paths not to try; the ones found unreadable are
+      added to it (the evaluator names each damaged checkpoint once).
+    quiet: paths whose index-file note is not repeated (see skip).
 
   Returns:
     The path restored, or None when the folder holds no checkpoint.
@@ -288,12 +308,14 @@ def resume(ckpt, directory, repair=False, skip=()):
   if repair:
     cleanup_interrupted_saves(directory)
   candidates, index_problem = checkpoint_candidates(directory)
-  if index_problem:
+  if index_problem and INDEX_FILE not in quiet:
     print('Note: %s; using the checkpoint files in the folder' % index_problem,
           flush=True)
+    if skip is not None:
+      skip.add(INDEX_FILE)
   restored, bad, reasons = None, [], []
   for step, path in candidates:
-    if path in skip:
+    if skip is not None and path in skip:
       continue
     try:
       restore(ckpt, path)
@@ -302,13 +324,15 @@ def resume(ckpt, directory, repair=False, skip=()):
     except UsageError as e:
       reason = checkpoint_problem(path) or str(e)
       print('Skipping checkpoint %s: %s' % (path, reason), flush=True)
+      if skip is not None:
+        skip.add(path)
       bad.append(path)
       reasons.append('%s: %s' % (os.path.basename(path), reason))
       continue
     restored = path
     break
   if restored is None:
-    if candidates:
+    if candidates and not (skip and all(p in skip for _, p in candidates)):
       raise UsageError('no checkpoint in %s can be read (%s); nothing was '
                        'changed' % (directory, '; '.join(reasons)))
     if repair and index_problem:
@@ -346,9 +370,10 @@ def save_checkpoint(manager, step):
       for name in os.listdir(directory):
         if name.startswith(base + '.'):
           os.remove(os.path.join(directory, name))
-    raise UsageError('cannot save checkpoint %s in %s (%s); the last good '
-                     'checkpoint is %s' % (base, directory, _first_line(e),
-                                           manager.latest_checkpoint))
+    raise UsageError('cannot save checkpoint %s in %s (%s); %s' % (
+        base, directory, _first_line(e),
+        'the last good checkpoint is %s' % manager.latest_checkpoint
+        if manager.latest_checkpoint else 'there is no earlier checkpoint'))
 
 
 def prepare_dir(path, flag):
