@@ -16,22 +16,33 @@ def test_benchmark_quick(shared_bin_dir, tmp_path):
       [sys.executable, 'benchmarks/benchmark.py', '--quick', '--data_dir',
        shared_bin_dir, '--json', out_json], cwd=ROOT, check=True,
       capture_output=True, text=True, timeout=600).stdout
-  for label in ('input pipeline alone', 'convnet training step, float32',
-                'float32 with XLA', 'Keras model.fit, same network',
-                'evaluation', 'fully connected training',
-                'peak RSS of cifar10_train.py', 'best training',
-                'input pipeline / best training'):
+  for label in ('input pipeline alone', 'training, default: ',
+                'default but 1 step per call', 'default but tf.data input',
+                'float32 with XLA', 'previous default: tf.data, 1 step/call',
+                'Keras model.fit, float32', 'evaluation',
+                'fully connected training', 'peak RSS of cifar10_train.py',
+                'host overhead per step, batch 2, 100 steps/call',
+                'host overhead per step, batch 2, 1 step/call',
+                'default training / best Keras',
+                'default training / previous default',
+                'input pipeline / default training'):
     assert re.search(r'^ *%s.* %s$' % (re.escape(label), NUMBER), out, re.M), \
         label + ' missing in:\n' + out
   results = json.load(open(out_json))
   fig = results['figures']
-  for key in ('pipeline', 'train', 'train_xla', 'keras', 'eval',
-              'fc_steps_per_sec'):
+  for key in ('pipeline', 'train_default', 'train_loop1', 'train_previous',
+              'train_xla', 'keras', 'eval', 'fc_steps_per_sec'):
     assert fig[key]['median'] > 0 and len(fig[key]['repeats']) == 3
+  for key in ('overhead_ms', 'overhead_ms_loop1'):
+    assert len(fig[key]['loop_ms_per_step']) == 3
   assert 100 < fig['peak_train_rss_mb'] < 100000
-  best = results['ratios']['best_train']
-  assert results['ratios']['best_train_over_keras'] == \
-      fig[best]['median'] / fig['keras']['median']
+  ratios = results['ratios']
+  best_keras = ratios['best_keras']
+  assert best_keras.startswith('keras') and all(
+      fig[k]['median'] <= fig[best_keras]['median'] for k in fig
+      if k.startswith('keras'))
+  assert ratios['default_over_best_keras'] == \
+      fig['train_default']['median'] / fig[best_keras]['median']
   assert results['machine']['cores'] >= 1
 
 
