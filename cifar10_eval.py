@@ -24,7 +24,6 @@ import convnet
 import train_lib
 
 EVAL_BATCH_SIZE = 500
-CELL_PIXELS = 32  # side of a confusion-matrix cell in the image summary
 
 
 def build_parser():
@@ -102,19 +101,54 @@ class Evaluator:
     return np.trace(confusion) / max(seen, 1), confusion, seen
 
 
-def confusion_image(confusion):
-  """A confusion matrix as an RGB image: rows normalised, dark = frequent.
+def confusion_image(confusion, step, precision):
+  """The confusion matrix as a labelled picture (matplotlib, loaded here only).
+
+  Rows are the true classes, columns the predicted ones, both named; each cell
+  shows its count, shaded by its share of the row (the colour bar gives the
+  scale); the title gives the step and the precision.
 
   Returns:
-    float32 [1, 10 * CELL_PIXELS, 10 * CELL_PIXELS, 3] in [0, 1].
+    uint8 [1, height, width, 4] (RGBA), for tf.summary.image.
   """
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import figure as mfigure
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  names = cifar10_input.CLASS_NAMES
   rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-  shade = 1.0 - rows                                 # white (0) to dark (1)
-  rgb = np.stack([shade, shade, 0.6 + 0.4 * shade], axis=-1)
-  big = np.kron(rgb, np.ones((CELL_PIXELS, CELL_PIXELS, 1)))
-  big[::CELL_PIXELS, :, :] = 0.8                     # grid lines
-  big[:, ::CELL_PIXELS, :] = 0.8
-  return big[None].astype(np.float32)
+  fig = mfigure.Figure(figsize=(7.2, 6.2), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  shown = ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
+  ax.set_xticks(range(len(names)), names, rotation=45, ha='right')
+  ax.set_yticks(range(len(names)), names)
+  ax.set_xlabel('predicted class')
+  ax.set_ylabel('true class')
+  ax.set_title('Confusion matrix at step %d: precision @ 1 = %.3f (%d '
+               'examples)' % (step, precision, confusion.sum()), fontsize=10)
+  for i in range(len(names)):
+    for j in range(len(names)):
+      ax.text(j, i, str(confusion[i, j]), ha='center', va='center',
+              fontsize=7, color='white' if rows[i, j] > 0.5 else 'black')
+  fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04,
+               label="share of the row's examples")
+  fig.tight_layout()
+  fig.canvas.draw()
+  return np.asarray(fig.canvas.buffer_rgba())[None]
+
+
+def confusion_markdown(confusion):
+  """The confusion matrix as a Markdown table (TensorBoard's Text tab)."""
+  names = cifar10_input.CLASS_NAMES
+  lines = ['| true \\ predicted | ' + ' | '.join(names) + ' | recall |',
+           '|---' * (len(names) + 2) + '|']
+  for i, name in enumerate(names):
+    total = max(confusion[i].sum(), 1)
+    lines.append('| **%s** | %s | %.3f |' % (
+        name, ' | '.join(str(c) for c in confusion[i]),
+        confusion[i, i] / total))
+  return '\n'.join(lines)
 
 
 def report(precision, confusion, seen, step, path, writer):
@@ -132,10 +166,12 @@ def report(precision, confusion, seen, step, path, writer):
   with writer.as_default():
     tf.summary.scalar('Precision @ 1', precision, step=step)
     tf.summary.image(
-        'confusion_matrix', confusion_image(confusion), step=step,
-        description='rows: true class, columns: predicted class, both in the '
-        'order ' + ', '.join(cifar10_input.CLASS_NAMES) + '; darker = more '
-        'of the row\'s examples')
+        'confusion_matrix', confusion_image(confusion, step, precision),
+        step=step, description='rows: true class, columns: predicted class; '
+        'each cell its count, shaded by its share of the row')
+    tf.summary.text('confusion_matrix', confusion_markdown(confusion),
+                    step=step, description='rows: true class, columns: '
+                    'predicted class')
   writer.flush()
 
 

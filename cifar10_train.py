@@ -186,23 +186,27 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     on the device (feed is then a cifar10_input.DeviceInput).
   """
   def replica_step(batch, with_aux):
-    images, labels = feed.replica_batch(batch)
-    return convnet.training(model, state, images, labels, global_batch,
-                            with_aux)
+    with tf.name_scope('replica_input'):
+      images, labels = feed.replica_batch(batch)
+    with tf.name_scope('train_step'):
+      return convnet.training(model, state, images, labels, global_batch,
+                              with_aux)
   if jit_compile:
     replica_step = tf.function(replica_step, jit_compile=True)
 
   def step(iterator, with_aux):
-    batch = feed.next_batch(state.global_step, iterator)
+    with tf.name_scope('input'):
+      batch = feed.next_batch(state.global_step, iterator)
     out = strategy.run(replica_step, args=(batch, with_aux))
     return _first_replica(strategy, out)
 
   def agree(flags):
     # (tf.identity: a copy on the replica's device, which all_reduce needs)
-    agreed = strategy.run(lambda f: tf.distribute.get_replica_context(
-        ).all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(f)),
-                          args=(flags,))
-    return _first_replica(strategy, agreed)
+    with tf.name_scope('stop_and_save_flags'):
+      agreed = strategy.run(lambda f: tf.distribute.get_replica_context(
+          ).all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(f)),
+                            args=(flags,))
+      return _first_replica(strategy, agreed)
 
   @tf.function
   def train_loop(iterator, num_steps, flags):
@@ -215,6 +219,8 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   @tf.function
   def aux_step(iterator, flags):
     out = step(iterator, True)
+    with tf.name_scope('outputs'):
+      out = tf.nest.map_structure(tf.identity, out)
     return out, agree(flags)
 
   return train_loop, aux_step

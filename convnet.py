@@ -143,31 +143,37 @@ def inference(model, images, compute_dtype=tf.float32):
     logits: float32 [batch, 10];
     activations: ordered dict layer name -> activations after its ReLU.
   """
-  p = {k: tf.cast(v, compute_dtype) for k, v in model.params.items()}
+  with tf.name_scope('params'):  # the weights in the compute dtype
+    p = {k: tf.cast(v, compute_dtype) for k, v in model.params.items()}
   acts = collections.OrderedDict()
   x = tf.cast(images, compute_dtype)
 
   def conv(x, layer):
-    y = tf.nn.conv2d(x, p[layer + '/weights'], 1, 'SAME')
-    acts[layer] = tf.nn.relu(y + p[layer + '/biases'])
+    with tf.name_scope(layer):
+      y = tf.nn.conv2d(x, p[layer + '/weights'], 1, 'SAME')
+      acts[layer] = tf.nn.relu(y + p[layer + '/biases'])
     return acts[layer]
 
-  def pool(x):
-    return tf.nn.max_pool2d(x, 3, 2, 'SAME')
+  def pool(x, name):
+    with tf.name_scope(name):
+      return tf.nn.max_pool2d(x, 3, 2, 'SAME')
 
-  def norm(x):
-    # float32 for the normalization's power, whatever the compute dtype
-    y = local_response_normalization(tf.cast(x, tf.float32))
-    return tf.cast(y, compute_dtype)
+  def norm(x, name):
+    with tf.name_scope(name):
+      # float32 for the normalization's power, whatever the compute dtype
+      y = local_response_normalization(tf.cast(x, tf.float32))
+      return tf.cast(y, compute_dtype)
 
   def local(x, layer, relu=True):
-    y = tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases']
-    acts[layer] = tf.nn.relu(y) if relu else y
+    with tf.name_scope(layer):
+      y = tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases']
+      acts[layer] = tf.nn.relu(y) if relu else y
     return acts[layer]
 
-  x = norm(pool(conv(x, 'conv1')))                 # conv1, pool1, norm1
-  x = pool(norm(conv(x, 'conv2')))                 # conv2, norm2, pool2
-  x = tf.reshape(x, [tf.shape(x)[0], LAYERS['local3'][0][0]])
+  x = norm(pool(conv(x, 'conv1'), 'pool1'), 'norm1')
+  x = pool(norm(conv(x, 'conv2'), 'norm2'), 'pool2')
+  with tf.name_scope('local3'):
+    x = tf.reshape(x, [tf.shape(x)[0], LAYERS['local3'][0][0]])
   x = local(local(x, 'local3'), 'local4')
   logits = local(x, 'softmax_linear', relu=False)
   return tf.cast(logits, tf.float32), acts
@@ -186,14 +192,16 @@ def loss(model, logits, labels):
     a weight decay, and 'total_loss', their sum (all float32 scalars).
   """
   losses = collections.OrderedDict()
-  losses['cross_entropy'] = tf.reduce_mean(
-      tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=tf.cast(labels, tf.int32), logits=logits))
-  for layer, (_, _, wd, _) in LAYERS.items():
-    if wd:
-      losses[layer + '/weight_loss'] = wd * tf.nn.l2_loss(
-          model.params[layer + '/weights'])
-  losses['total_loss'] = tf.add_n(list(losses.values()))
+  with tf.name_scope('cross_entropy'):
+    losses['cross_entropy'] = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.int32), logits=logits))
+  with tf.name_scope('weight_decay'):
+    for layer, (_, _, wd, _) in LAYERS.items():
+      if wd:
+        losses[layer + '/weight_loss'] = wd * tf.nn.l2_loss(
+            model.params[layer + '/weights'])
+  losses['total_loss'] = tf.add_n(list(losses.values()), name='total_loss')
   return losses
 
 
@@ -291,34 +299,44 @@ def training(model, state, images, labels, global_batch_size,
   variables = list(model.params.values())
   with tf.GradientTape() as tape:
     logits, acts = inference(model, images, state.compute_dtype)
-    losses = loss(model, logits, labels)
-    scaled = losses['total_loss'] / replicas * state.loss_scale
-  grads = tape.gradient(scaled, variables)
-  grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-  grads = [g / state.loss_scale for g in grads]
-  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-  if state.loss_scaling:
-    grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-    grow = tf.logical_and(finite,
-                          state.good_steps + 1 >= LOSS_SCALE_GROWTH_STEPS)
-    state.loss_scale.assign(tf.where(
-        finite, tf.where(grow, state.loss_scale * 2, state.loss_scale),
-        tf.maximum(state.loss_scale / 2, 1.0)))
-    state.good_steps.assign(tf.where(finite & ~grow, state.good_steps + 1, 0))
-  lr = learning_rate(state.global_step, global_batch_size)
-  for v, g in zip(variables, grads):
-    v.assign_sub(lr * g)
-  step = state.global_step.assign_add(1)
-  decay = moving_average_decay(step)
-  for name, v in model.params.items():
-    avg = state.averages[name]
-    avg.assign_sub((1.0 - decay) * (avg - v))
-  losses = collections.OrderedDict(
-      zip(losses, ctx.all_reduce(tf.distribute.ReduceOp.MEAN,
-                                 list(losses.values()))))
-  for name, value in losses.items():
-    avg = state.loss_averages[name]
-    avg.assign(LOSS_AVERAGE_DECAY * avg + (1 - LOSS_AVERAGE_DECAY) * value)
+    with tf.name_scope('loss'):
+      losses = loss(model, logits, labels)
+      scaled = losses['total_loss'] / replicas
+      if state.loss_scaling:
+        scaled *= state.loss_scale
+  with tf.name_scope('gradients'):
+    grads = tape.gradient(scaled, variables)
+    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+  if state.loss_scaling:  # (float32 and bfloat16: no scale, no check)
+    with tf.name_scope('loss_scaling'):
+      grads = [g / state.loss_scale for g in grads]
+      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                              for g in grads])
+      grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+      grow = tf.logical_and(finite,
+                            state.good_steps + 1 >= LOSS_SCALE_GROWTH_STEPS)
+      state.loss_scale.assign(tf.where(
+          finite, tf.where(grow, state.loss_scale * 2, state.loss_scale),
+          tf.maximum(state.loss_scale / 2, 1.0)))
+      state.good_steps.assign(tf.where(finite & ~grow, state.good_steps + 1,
+                                       0))
+  with tf.name_scope('sgd'):
+    lr = learning_rate(state.global_step, global_batch_size)
+    for v, g in zip(variables, grads):
+      v.assign_sub(lr * g)
+    step = state.global_step.assign_add(1)
+  with tf.name_scope('moving_averages'):
+    decay = moving_average_decay(step)
+    for name, v in model.params.items():
+      avg = state.averages[name]
+      avg.assign_sub((1.0 - decay) * (avg - v))
+  with tf.name_scope('loss_averages'):
+    losses = collections.OrderedDict(
+        zip(losses, ctx.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                   list(losses.values()))))
+    for name, value in losses.items():
+      avg = state.loss_averages[name]
+      avg.assign(LOSS_AVERAGE_DECAY * avg + (1 - LOSS_AVERAGE_DECAY) * value)
   out = dict(losses, learning_rate=lr)
   if with_aux:
     out['activations'] = acts

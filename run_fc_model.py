@@ -103,10 +103,13 @@ def main(argv=None):
 
   @tf.function
   def train_step(images, labels):
-    total, logits = two_layer_fc.training(model, state, images, labels,
-                                          args.learning_rate,
-                                          args.reg_constant)
-    return total, two_layer_fc.evaluation(logits, labels), logits
+    with tf.name_scope('train_step'):
+      total, logits = two_layer_fc.training(model, state, images, labels,
+                                            args.learning_rate,
+                                            args.reg_constant)
+    with tf.name_scope('accuracy'):
+      accuracy = two_layer_fc.evaluation(logits, labels)
+    return total, accuracy, logits
 
   def save():
     manager.save(checkpoint_number=int(state.global_step))

@@ -77,9 +77,11 @@ def inference(model, images):
     float32 logits [batch, 10].
   """
   p = model.params
-  hidden = tf.nn.relu(tf.matmul(images, p['layer1/weights']) +
-                      p['layer1/biases'])
-  return tf.matmul(hidden, p['layer2/weights']) + p['layer2/biases']
+  with tf.name_scope('hidden1'):
+    hidden = tf.nn.relu(tf.matmul(images, p['layer1/weights']) +
+                        p['layer1/biases'])
+  with tf.name_scope('softmax_linear'):
+    return tf.matmul(hidden, p['layer2/weights']) + p['layer2/biases']
 
 
 def regularization(model, reg_constant):
@@ -100,10 +102,13 @@ def loss(model, logits, labels, reg_constant):
   Returns:
     float32 scalar total loss.
   """
-  cross_entropy = tf.reduce_mean(
-      tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=tf.cast(labels, tf.int32), logits=logits))
-  return cross_entropy + regularization(model, reg_constant)
+  with tf.name_scope('loss'):
+    with tf.name_scope('cross_entropy'):
+      cross_entropy = tf.reduce_mean(
+          tf.nn.sparse_softmax_cross_entropy_with_logits(
+              labels=tf.cast(labels, tf.int32), logits=logits))
+    with tf.name_scope('regularization'):
+      return cross_entropy + regularization(model, reg_constant)
 
 
 def training(model, state, images, labels, learning_rate, reg_constant):
@@ -123,9 +128,12 @@ def training(model, state, images, labels, learning_rate, reg_constant):
     logits = inference(model, images)
     total = loss(model, logits, labels, reg_constant)
   variables = list(model.params.values())
-  for v, g in zip(variables, tape.gradient(total, variables)):
-    v.assign_sub(learning_rate * g)
-  state.global_step.assign_add(1)
+  with tf.name_scope('gradients'):
+    grads = tape.gradient(total, variables)
+  with tf.name_scope('sgd'):
+    for v, g in zip(variables, grads):
+      v.assign_sub(learning_rate * g)
+    state.global_step.assign_add(1)
   return total, logits
 
 

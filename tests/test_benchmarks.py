@@ -23,6 +23,7 @@ def test_benchmark_quick(shared_bin_dir, tmp_path):
                 'fully connected training', 'peak RSS of cifar10_train.py',
                 'host overhead per step, batch 2, 100 steps/call',
                 'host overhead per step, batch 2, 1 step/call',
+                'batches made in the graph, per step',
                 'default training / best Keras',
                 'default training / previous default',
                 'input pipeline / default training'):
