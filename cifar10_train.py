@@ -38,6 +38,11 @@ import train_lib
 DEFAULT_STEPS_PER_LOOP = 100
 AUTO_DATA_ON_CPU = True
 AUTO_DATA_TEXT = 'on a GPU, and on a CPU'
+# The scalars the HParams dashboard shows beside each run's flags: (tag, sub-
+# folder of the run, name). The evaluator's precision joins them when it writes
+# into <train_dir>/eval (cifar10_eval.py --eval_dir <train_dir>/eval).
+HPARAMS_METRICS = [('total_loss', '', 'training loss (averaged)'),
+                   ('Precision @ 1', 'eval', 'precision @ 1 (eval)')]
 
 
 def build_parser(description=__doc__):
@@ -84,6 +89,7 @@ def build_parser(description=__doc__):
                  help='training steps run by one call into the graph; the '
                  'host checks the loss, logs, saves and handles signals '
                  'between calls (default %(default)s)')
+  train_lib.add_profile_flag(p)
   p.add_argument('--data_on_device', default='auto',
                  choices=['auto', 'true', 'false'],
                  help="keep the training set on the compute device and make "
@@ -367,6 +373,11 @@ def _train(args, strategy, is_chief, worker_dir, stats):
             else tf.summary.create_noop_writer())
   summarize = tf.function(lambda out, step, rate: write_summaries(
       out, model, state, step, rate))
+  profile = train_lib.Profile(args.profile_steps if is_chief else None,
+                              args.train_dir)
+  if is_chief:
+    with writer.as_default():
+      train_lib.write_hparams(args, HPARAMS_METRICS)
   print('Training from step %d to %d: %d replica(s) x batch %d, %s compute, '
         'seed %d, %d steps per loop, data %s' % (
             start, args.max_steps, replicas, args.batch_size,
@@ -376,8 +387,10 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   step = start
   clock = StepClock(start, global_batch, args.log_frequency)
   last_save = time.time()
+  said = (start, time.time())  # the last progress line
   last_summary = (start, time.time())
-  with train_lib.GracefulStop() as stop, writer.as_default():
+  with train_lib.GracefulStop() as stop, writer.as_default(), profile:
+    profile.at(step)
     while step < args.max_steps:
       flags = loop_flags(stop.signum, time.time() - last_save >=
                          args.save_checkpoint_secs)
@@ -390,12 +403,14 @@ def _train(args, strategy, is_chief, worker_dir, stats):
         losses = np.array([float(out['total_loss'])])
       else:
         to_aux = args.summary_steps - 1 - step % args.summary_steps
-        n = min(args.steps_per_loop, args.max_steps - step, to_aux)
+        n = min(args.steps_per_loop, args.max_steps - step, to_aux,
+                (profile.until(step) or args.max_steps) - step)
         losses, flags = train_loop(iterator, tf.constant(n), flags)
         losses = losses.numpy()
       check_finite(losses, step, args.train_dir)
       clock.log(step, losses)
       step += len(losses)
+      profile.at(step)
       if with_aux:
         rate = (step - last_summary[0]) / (time.time() - last_summary[1])
         summarize(out, tf.constant(step, tf.int64), tf.constant(rate))
@@ -413,9 +428,14 @@ def _train(args, strategy, is_chief, worker_dir, stats):
       if save_now and step < args.max_steps:
         train_lib.save_checkpoint(manager, step)
         last_save = time.time()
+        print(train_lib.progress_line(
+            step, args.max_steps, (step - said[0]) * global_batch /
+            (time.time() - said[1]), global_batch), flush=True)
+        said = (step, time.time())
     if 'began' in stats:
       stats['steps'] = step - stats['began'][0]
       stats['seconds'] = time.time() - stats['began'][1]
+    profile.stop()
     path = train_lib.save_checkpoint(manager, step)
     writer.flush()
   print('%s: saved checkpoint %s at step %d' % (

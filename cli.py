@@ -53,6 +53,28 @@ non_negative_float = _typed(float, lambda v: 0 <= v < float('inf'),
 seed_int = bounded_int(0, MAX_SEED)
 
 
+def step_range(text):
+  """'A,B' -> (A, B), 0 <= A < B: the steps of a profile."""
+  try:
+    a, b = (int(x) for x in text.split(','))
+  except ValueError:
+    raise argparse.ArgumentTypeError('%r is not two steps A,B' % text)
+  if not 0 <= a < b:
+    raise argparse.ArgumentTypeError('must be A,B with 0 <= A < B, got %s'
+                                     % text)
+  return a, b
+
+
+def add_profile_flag(parser):
+  """--profile_steps A,B: a TensorFlow profiler trace of steps A+1 to B."""
+  parser.add_argument('--profile_steps', type=step_range, default=None,
+                      metavar='A,B',
+                      help='record a profiler trace of the steps after step A '
+                      'up to step B into train_dir, for TensorBoard\'s '
+                      'Profile tab (needs tensorboard-plugin-profile to view; '
+                      'default: none)')
+
+
 def str2bool(text):
   """Parses True/False flags the way the tutorial's tf.app.flags did."""
   if text.lower() in ('1', 'true', 'yes', 't', 'y'):

@@ -11,6 +11,8 @@ Functions and classes, in the order training chains them:
       descent, loss averages, variable moving averages; strategy-ready.
   correct = evaluation(logits, labels)    top-1 correct count
   use_moving_averages(model, state)       load the averaged weights to evaluate
+  Classifier(model).serve(uint8 images)   probabilities and class names (the
+      serving function of an exported model; cifar10_export.py)
 
 Architecture, initialisation, weight decays and schedule are those of
 ../shared/REFERENCE.md: conv1 -> pool1 -> norm1 -> conv2 -> norm2 -> pool2 ->
@@ -369,3 +371,28 @@ def use_moving_averages(model, state):
   """Loads the variables' moving averages into the model (for evaluation)."""
   for name, v in model.params.items():
     v.assign(state.averages[name])
+
+
+class Classifier(tf.Module):
+  """The trained model as a function of images: what export and classify use.
+
+  serve(images uint8 [N, 32, 32, 3]) -> {'probabilities': float32 [N, 10],
+  'classes': int32 [N], 'class_names': string [N]}: the evaluator's central
+  24x24 crop and standardization, inference, softmax. Saved as a SavedModel
+  with serve as its serving signature.
+  """
+
+  def __init__(self, model, name='cifar10_classifier'):
+    super().__init__(name=name)
+    self.model = model
+    self.class_names = tf.constant(cifar10_input.CLASS_NAMES)
+
+  @tf.function(input_signature=[tf.TensorSpec(
+      [None, cifar10_input.ORIGINAL_SIZE, cifar10_input.ORIGINAL_SIZE,
+       cifar10_input.NUM_CHANNELS], tf.uint8, name='images')])
+  def serve(self, images):
+    logits, _ = inference(self.model,
+                          cifar10_input.central_crop_and_standardize(images))
+    classes = tf.argmax(logits, axis=1, output_type=tf.int32)
+    return {'probabilities': tf.nn.softmax(logits), 'classes': classes,
+            'class_names': tf.gather(self.class_names, classes)}

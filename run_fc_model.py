@@ -2,12 +2,13 @@
 
     python3 run_fc_model.py --data_source ../shared/cifar10/cifar-10-binary.tar.gz
 
-Prints the parameters; every 100 steps `Step N, training accuracy A`; saves a
-checkpoint every 1000 steps and at the end (`Saved checkpoint`); then
-`Test accuracy A` and `Total time: Ts`. Each run logs into its own
-time-stamped folder under train_dir (event files for TensorBoard: loss,
-accuracy, logits histogram, the graph; and the checkpoints), which
-restore_model.py reads.
+Prints the parameters (data_source: the source that would be fetched from);
+every 100 steps `Step N, training accuracy A`; saves a checkpoint every 1000
+steps and at the end (`Saved checkpoint <path>`); then `Test accuracy A` and
+`Total time: Ts`. Each run logs into its own time-stamped folder under
+train_dir (event files for TensorBoard: loss, accuracy, logits histogram, the
+test accuracy, the graph, the flags for the HParams dashboard; and the
+checkpoints), which restore_model.py reads.
 """
 
 import os
@@ -28,6 +29,10 @@ import two_layer_fc
 SUMMARY_STEPS = 100      # print and write summaries every this many steps
 CHECKPOINT_STEPS = 1000  # save a checkpoint every this many steps
 MAX_HIDDEN1 = 65536      # 3072 x 65536 float32 weights: 805 MB
+# The scalars the HParams dashboard shows beside each run's flags.
+HPARAMS_METRICS = [('test_accuracy', '', 'test accuracy'),
+                   ('train_accuracy', '', 'training accuracy'),
+                   ('loss', '', 'training loss')]
 
 
 def build_parser():
@@ -54,6 +59,7 @@ def build_parser():
   p.add_argument('--seed', type=train_lib.seed_int, default=None,
                  help='seed of the initial weights and batch order (default: '
                  'random)')
+  train_lib.add_profile_flag(p)
   return p
 
 
@@ -85,6 +91,8 @@ def make_run_dir(train_dir):
 def main(argv=None):
   args = build_parser().parse_args(argv)
   begin = time.time()
+  # the source that would be used to fetch the data set, not just the flag
+  args.data_source = cifar10_input.resolve_source(args.data_source)
   print('Parameters:')
   for key, value in sorted(vars(args).items()):
     print('%s = %s' % (key, value))
@@ -112,14 +120,17 @@ def main(argv=None):
     return total, accuracy, logits
 
   def save():
-    manager.save(checkpoint_number=int(state.global_step))
-    print('Saved checkpoint')
+    print('Saved checkpoint %s' % train_lib.save_checkpoint(
+        manager, int(state.global_step)))
 
   batches = data_helpers.gen_batch(
       (data['images_train'], data['labels_train']), args.batch_size,
       args.max_steps, seed=seed)
-  with train_lib.GracefulStop() as stop, writer.as_default():
+  profile = train_lib.Profile(args.profile_steps, run_dir)
+  with train_lib.GracefulStop() as stop, writer.as_default(), profile:
+    train_lib.write_hparams(args, HPARAMS_METRICS)
     for i, (images, labels) in enumerate(batches):
+      profile.at(i)
       if i == 0:
         total, accuracy, logits = train_lib.write_graph(train_step,
                                                         (images, labels))
@@ -137,7 +148,11 @@ def main(argv=None):
         return stop.exit_status
     if int(state.global_step) % CHECKPOINT_STEPS:
       save()
-  print('Test accuracy {:g}'.format(test_accuracy(model, data)))
+    profile.stop()
+    accuracy = test_accuracy(model, data)
+    tf.summary.scalar('test_accuracy', accuracy,
+                      step=int(state.global_step))
+  print('Test accuracy {:g}'.format(accuracy))
   print('Total time: {:5.2f}s'.format(time.time() - begin))
   return 0
 

@@ -30,7 +30,8 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 import cli
 from cifar10_input import DataSetError
 # The flag helpers live in cli.py (no TensorFlow); scripts use them from here.
-from cli import (ArgumentParser, add_bool, add_data_flags, bounded_int,  # noqa: F401
+from cli import (ArgumentParser, add_bool, add_data_flags,  # noqa: F401
+                 add_profile_flag, bounded_int,
                  non_negative_float, non_negative_int, positive_float,
                  positive_int, seed_int, str2bool)
 
@@ -482,6 +483,76 @@ class GracefulStop:
   @property
   def exit_status(self):
     return 128 + self.signum if self.signum else 0
+
+
+def write_hparams(args, metrics):
+  """Writes the run's flags to TensorBoard's HParams dashboard.
+
+  Args:
+    args: the parsed flags (every flag is a hyperparameter column).
+    metrics: list of (tag, group, display name): the scalars to show beside
+      them; group is the sub-folder of the run that holds the tag ('' for the
+      run itself).
+  """
+  from tensorboard.plugins.hparams import api as hp
+  values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+            for k, v in sorted(vars(args).items())}
+  hp.hparams_config(
+      hparams=[hp.HParam(k) for k in values],
+      metrics=[hp.Metric(tag, group=group or None, display_name=name)
+               for tag, group, name in metrics])
+  hp.hparams(values)
+
+
+class Profile:
+  """--profile_steps A,B: a profiler trace from step A to step B.
+
+  Call at(step) between steps; it starts the trace at A and stops it at B.
+  until(step) is the next step at which a loop must pause for it. As a
+  context manager, it stops a trace in progress on leaving.
+  """
+
+  def __init__(self, steps, logdir):
+    self.steps, self.logdir, self.active = steps, logdir, False
+
+  def until(self, step):
+    for s in self.steps or ():
+      if s > step:
+        return s
+    return None
+
+  def at(self, step):
+    if not self.steps:
+      return
+    if step == self.steps[0] and not self.active:
+      tf.profiler.experimental.start(self.logdir)
+      self.active = True
+      print('Profiling steps %d to %d into %s' % (
+          self.steps[0] + 1, self.steps[1], self.logdir), flush=True)
+    elif step >= self.steps[1] and self.active:
+      self.stop()
+
+  def stop(self):
+    if self.active:
+      tf.profiler.experimental.stop()
+      self.active = False
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):  # a trace in progress is saved, whatever happened
+    self.stop()
+    return False
+
+
+def progress_line(step, max_steps, examples_per_sec, examples_per_step):
+  """'N of M steps (P%), about T to go at the current speed'."""
+  left = (max_steps - step) * examples_per_step / max(examples_per_sec, 1e-9)
+  hours, rest = divmod(int(left), 3600)
+  return '%s: step %d of %d (%.1f%%), about %s to go at %.0f examples/sec' % (
+      now(), step, max_steps, 100.0 * step / max_steps,
+      '%d h %02d min' % (hours, rest // 60) if hours else
+      '%d min %02d s' % divmod(rest, 60), examples_per_sec)
 
 
 def write_scalars(values, step):

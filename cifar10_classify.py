@@ -1,0 +1,102 @@
+"""Classifies image files with a convnet checkpoint or an exported model.
+
+    python3 cifar10_classify.py cat.png ship.jpg                      # newest checkpoint in /tmp/cifar10_train
+    python3 cifar10_classify.py cat.png --model /tmp/cifar10_model    # a cifar10_export.py SavedModel
+
+Prints one line per file: `<file>: <class> <probability>, ...` with the
+top_k classes. Images must be 32x32 RGB (PNG, JPEG, BMP or GIF), as CIFAR-10's
+are; --resize scales other sizes to 32x32 first. A missing, unreadable,
+non-image or wrong-size file is a one-line error naming it (exit status 1),
+before anything is classified.
+"""
+
+import os
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+import cifar10_input
+import train_lib
+
+SIZE = cifar10_input.ORIGINAL_SIZE
+
+
+def build_parser():
+  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('images', nargs='+', help='image files (PNG, JPEG, ...)')
+  p.add_argument('--checkpoint_dir', default='/tmp/cifar10_train',
+                 help='classify with the newest checkpoint here, its '
+                 'moving-average weights (default %(default)s)')
+  p.add_argument('--model', default=None,
+                 help='classify with this exported SavedModel instead '
+                 '(cifar10_export.py)')
+  p.add_argument('--top_k', type=train_lib.bounded_int(1, 10), default=3,
+                 help='classes to print per image (default %(default)s)')
+  train_lib.add_bool(p, 'resize', False, 'scale images of another size to '
+                     '32x32 (bilinear) instead of refusing them')
+  return p
+
+
+def read_image(path, resize=False):
+  """uint8 [32, 32, 3] from an image file.
+
+  Raises:
+    train_lib.UsageError: missing, unreadable, not an image, or not 32x32
+      (unless resize).
+  """
+  if not os.path.isfile(path):
+    raise train_lib.UsageError('%s: no such file' % path)
+  try:
+    data = tf.io.read_file(path)
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  except tf.errors.InvalidArgumentError:
+    raise train_lib.UsageError('%s: not a PNG, JPEG, BMP or GIF image' % path)
+  except tf.errors.OpError as e:
+    raise train_lib.UsageError('%s: cannot be read (%s)' % (
+        path, e.message.strip().splitlines()[0]))
+  height, width = int(image.shape[0]), int(image.shape[1])
+  if (height, width) != (SIZE, SIZE):
+    if not resize:
+      raise train_lib.UsageError(
+          '%s: %dx%d pixels, the model takes %dx%d images (CIFAR-10\'s); '
+          'pass --resize to scale it' % (path, width, height, SIZE, SIZE))
+    image = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(
+        image, [SIZE, SIZE], antialias=True), 0, 255)), tf.uint8)
+  return image.numpy()
+
+
+def load_serving(args):
+  """The serving function: of --model, or of the newest checkpoint."""
+  if args.model:
+    if not os.path.isdir(args.model):
+      raise train_lib.UsageError('--model %s: no such folder' % args.model)
+    try:
+      return tf.saved_model.load(args.model).signatures['serving_default']
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
+      raise train_lib.UsageError('--model %s is not a model exported by '
+                                 'cifar10_export.py (%s)' % (
+                                     args.model, str(e).splitlines()[0]))
+  import cifar10_export
+  classifier, _, _ = cifar10_export.restore_classifier(args.checkpoint_dir)
+  return lambda images: classifier.serve(images)
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  images = np.stack([read_image(p, args.resize) for p in args.images])
+  serve = load_serving(args)
+  probabilities = serve(images=tf.constant(images))['probabilities'].numpy()
+  for path, probs in zip(args.images, probabilities):
+    top = np.argsort(-probs)[:args.top_k]
+    print('%s: %s' % (path, ', '.join('%s %.3f' % (
+        cifar10_input.CLASS_NAMES[i], probs[i]) for i in top)))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(train_lib.run_main(main))

@@ -1,0 +1,92 @@
+"""Exports a convnet checkpoint as a SavedModel that classifies images.
+
+    python3 cifar10_export.py --checkpoint_dir /tmp/cifar10_train --export_dir /tmp/cifar10_model
+
+Restores the newest readable checkpoint of checkpoint_dir (walking back past
+damaged ones, as the evaluator does) with its moving-average weights (the
+ones cifar10_eval.py evaluates; --raw_weights for the trained ones) and saves
+convnet.Classifier: its serving signature takes uint8 images [N, 32, 32, 3]
+and returns 'probabilities' [N, 10], 'classes' [N] and 'class_names' [N].
+The SavedModel is written to a temporary folder beside export_dir and renamed
+into place when complete; an existing export_dir is never overwritten.
+
+    loaded = tf.saved_model.load('/tmp/cifar10_model')
+    out = loaded.signatures['serving_default'](images=uint8_images)
+"""
+
+import os
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+
+import shutil
+import sys
+import tempfile
+
+import tensorflow as tf
+
+import convnet
+import train_lib
+
+
+def build_parser():
+  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--checkpoint_dir', default='/tmp/cifar10_train',
+                 help='where cifar10_train.py writes checkpoints (default '
+                 '%(default)s)')
+  p.add_argument('--export_dir', default='/tmp/cifar10_model',
+                 help='the SavedModel folder to create (default %(default)s)')
+  train_lib.add_bool(p, 'raw_weights', False, 'export the raw weights, not '
+                     'their moving averages')
+  return p
+
+
+def restore_classifier(checkpoint_dir, raw_weights=False):
+  """A convnet.Classifier with the newest readable checkpoint's weights.
+
+  Returns:
+    (classifier, checkpoint path, global step).
+
+  Raises:
+    train_lib.UsageError: no checkpoint, or none that reads.
+  """
+  model = convnet.ConvNet()
+  state = convnet.TrainState(model)
+  path = train_lib.resume(tf.train.Checkpoint(model=model, state=state),
+                          checkpoint_dir)
+  if path is None:
+    raise train_lib.UsageError('no checkpoint in %s' % checkpoint_dir)
+  if not raw_weights:
+    convnet.use_moving_averages(model, state)
+  return convnet.Classifier(model), path, int(state.global_step)
+
+
+def export(classifier, export_dir):
+  """Saves classifier as a SavedModel at export_dir, atomically."""
+  if os.path.exists(export_dir):
+    raise train_lib.UsageError('--export_dir %s exists; remove it or choose '
+                               'another' % export_dir)
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  train_lib.prepare_dir(parent, '--export_dir')
+  tmp = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  try:
+    tf.saved_model.save(classifier, tmp,
+                        signatures={'serving_default': classifier.serve})
+    os.rename(tmp, export_dir)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  classifier, path, step = restore_classifier(args.checkpoint_dir,
+                                              args.raw_weights)
+  export(classifier, args.export_dir)
+  print('Exported %s (step %d, %s weights) to %s' % (
+      path, step, 'raw' if args.raw_weights else 'moving-average',
+      args.export_dir))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(train_lib.run_main(main))
