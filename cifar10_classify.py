@@ -17,17 +17,12 @@ import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 
 import sys
 
-import numpy as np
-import tensorflow as tf
 
-import cifar10_input
-import train_lib
-
-SIZE = cifar10_input.ORIGINAL_SIZE
+SIZE = 32  # cifar10_input.ORIGINAL_SIZE (checked there by a test)
 
 
 def build_parser():
-  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
+  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('images', nargs='+', help='image files (PNG, JPEG, ...)')
   p.add_argument('--checkpoint_dir', default='/tmp/cifar10_train',
                  help='classify with the newest checkpoint here, its '
@@ -35,11 +30,20 @@ def build_parser():
   p.add_argument('--model', default=None,
                  help='classify with this exported SavedModel instead '
                  '(cifar10_export.py)')
-  p.add_argument('--top_k', type=train_lib.bounded_int(1, 10), default=3,
+  p.add_argument('--top_k', type=cli.bounded_int(1, 10), default=3,
                  help='classes to print per image (default %(default)s)')
-  train_lib.add_bool(p, 'resize', False, 'scale images of another size to '
+  cli.add_bool(p, 'resize', False, 'scale images of another size to '
                      '32x32 (bilinear) instead of refusing them')
   return p
+
+
+if __name__ == '__main__':
+  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+
+import numpy as np
+import tensorflow as tf
+import cifar10_input
+import train_lib
 
 
 def read_image(path, resize=False):

@@ -16,19 +16,13 @@ import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 
 import sys
 
-import numpy as np
-import tensorflow as tf
-
-import cifar10_input
-import convnet
-import train_lib
 
 EVAL_BATCH_SIZE = 500
 
 
 def build_parser():
   """The tutorial's evaluation flags and defaults, plus the toolkit's own."""
-  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
+  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--eval_dir', default='/tmp/cifar10_eval',
                  help='where event logs are written (default %(default)s)')
   p.add_argument('--eval_data', default='test', choices=['test', 'train_eval'],
@@ -37,17 +31,27 @@ def build_parser():
   p.add_argument('--checkpoint_dir', default='/tmp/cifar10_train',
                  help='where cifar10_train.py writes checkpoints (default '
                  '%(default)s)')
-  p.add_argument('--eval_interval_secs', type=train_lib.positive_float,
+  p.add_argument('--eval_interval_secs', type=cli.positive_float,
                  default=300, help='how often to look for a new checkpoint '
                  '(default %(default)s)')
-  p.add_argument('--num_examples', type=train_lib.positive_int, default=10000,
+  p.add_argument('--num_examples', type=cli.positive_int, default=10000,
                  help='number of examples to run (default %(default)s)')
-  train_lib.add_bool(p, 'run_once', False, 'evaluate the newest checkpoint '
+  cli.add_bool(p, 'run_once', False, 'evaluate the newest checkpoint '
                      'once and exit')
-  train_lib.add_data_flags(p)
-  train_lib.add_bool(p, 'raw_weights', False, 'evaluate the raw weights, not '
+  cli.add_data_flags(p)
+  cli.add_bool(p, 'raw_weights', False, 'evaluate the raw weights, not '
                      'their moving averages')
   return p
+
+
+if __name__ == '__main__':
+  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+
+import numpy as np
+import tensorflow as tf
+import cifar10_input
+import convnet
+import train_lib
 
 
 class Evaluator:

@@ -23,22 +23,25 @@ import shutil
 import sys
 import tempfile
 
-import tensorflow as tf
-
-import convnet
-import train_lib
-
 
 def build_parser():
-  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
+  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--checkpoint_dir', default='/tmp/cifar10_train',
                  help='where cifar10_train.py writes checkpoints (default '
                  '%(default)s)')
   p.add_argument('--export_dir', default='/tmp/cifar10_model',
                  help='the SavedModel folder to create (default %(default)s)')
-  train_lib.add_bool(p, 'raw_weights', False, 'export the raw weights, not '
+  cli.add_bool(p, 'raw_weights', False, 'export the raw weights, not '
                      'their moving averages')
   return p
+
+
+if __name__ == '__main__':
+  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+
+import tensorflow as tf
+import convnet
+import train_lib
 
 
 def restore_classifier(checkpoint_dir, raw_weights=False):

@@ -27,10 +27,6 @@ import shutil
 import sys
 import tempfile
 
-import tensorflow as tf
-
-import cifar10_train
-import train_lib
 
 GPU_MEMORY_PER_LOGICAL_DEVICE_MB = 8192
 MAX_LOGICAL_DEVICES = 64  # any flag value above this is refused at once
@@ -49,12 +45,12 @@ def max_logical_devices(device_type):
 
 
 def build_parser():
-  p = cifar10_train.build_parser(__doc__)
-  p.add_argument('--num_gpus', type=train_lib.positive_int, default=1,
+  p = cli.convnet_train_parser(__doc__)
+  p.add_argument('--num_gpus', type=cli.positive_int, default=1,
                  help='how many GPUs to use (default %(default)s); with fewer '
                  'present, a warning, and it runs on those there are')
   p.add_argument('--logical_devices',
-                 type=train_lib.bounded_int(0, MAX_LOGICAL_DEVICES),
+                 type=cli.bounded_int(0, MAX_LOGICAL_DEVICES),
                  default=0, help='split one device (the first GPU, else the '
                  'CPU) into this many logical devices and train a replica on '
                  'each: multi-replica training without several GPUs (default '
@@ -65,6 +61,14 @@ def build_parser():
                  'MultiWorkerMirroredStrategy from $TF_CONFIG (default '
                  '%(default)s)')
   return p
+
+
+if __name__ == '__main__':
+  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+
+import tensorflow as tf
+import cifar10_train
+import train_lib
 
 
 def split_device(device_type, count):

@@ -26,77 +26,27 @@ import signal
 import sys
 import time
 
-import numpy as np
-import tensorflow as tf
 
-import cifar10_input
-import convnet
-import train_lib
-
-# Loop shape, chosen by measurement on a CPU and by reasoning for a GPU
-# (README, "Speed"): see benchmarks/benchmark.py.
-DEFAULT_STEPS_PER_LOOP = 100
-AUTO_DATA_ON_CPU = True
-AUTO_DATA_TEXT = 'on a GPU, and on a CPU'
-# The scalars the HParams dashboard shows beside each run's flags: (tag, sub-
-# folder of the run, name). The evaluator's precision joins them when it writes
-# into <train_dir>/eval (cifar10_eval.py --eval_dir <train_dir>/eval).
-HPARAMS_METRICS = [('total_loss', '', 'training loss (averaged)'),
-                   ('Precision @ 1', 'eval', 'precision @ 1 (eval)')]
+# The flags and the loop-shape defaults live in cli.py (no TensorFlow), shared
+# with cifar10_multi_gpu_train.py.
+DEFAULT_STEPS_PER_LOOP = cli.DEFAULT_STEPS_PER_LOOP
+AUTO_DATA_ON_CPU = cli.AUTO_DATA_ON_CPU
+HPARAMS_METRICS = cli.HPARAMS_METRICS
 
 
 def build_parser(description=__doc__):
   """The tutorial's training flags and defaults, plus the toolkit's own."""
-  p = train_lib.ArgumentParser(
-      description=description.split('\n')[0],
-      formatter_class=lambda prog: argparse.HelpFormatter(
-          prog, max_help_position=34))
-  p.add_argument('--train_dir', default='/tmp/cifar10_train',
-                 help='where checkpoints and event logs are written and '
-                 'resumed from (default %(default)s)')
-  p.add_argument('--max_steps', type=train_lib.positive_int, default=1000000,
-                 help='global step at which training stops (default '
-                 '%(default)s)')
-  p.add_argument('--log_frequency', type=train_lib.positive_int, default=10,
-                 help='print a progress line every this many steps (default '
-                 '%(default)s)')
-  p.add_argument('--batch_size', type=train_lib.positive_int, default=128,
-                 help='images per batch, per replica (default %(default)s)')
-  train_lib.add_data_flags(p)
-  train_lib.add_bool(p, 'use_fp16', False, 'mixed precision: float16 '
-                     'compute, float32 variables, dynamic loss scaling')
-  train_lib.add_bool(p, 'use_bf16', None, 'mixed precision: bfloat16 compute, '
-                     'float32 variables', 'on for a CPU with native bfloat16 '
-                     '(AMX or AVX512-BF16) and no GPU, else off')
-  train_lib.add_bool(p, 'log_device_placement', False,
-                     'log where each operation runs')
-  p.add_argument('--seed', type=train_lib.seed_int, default=None,
-                 help='seed of the initial weights, input order and '
-                 'distortions (default: random; a resumed run keeps its own)')
-  train_lib.add_bool(p, 'fresh', False, 'start afresh: move the checkpoints '
-                     'and logs in train_dir to train_dir/previous-<time>/ '
-                     'instead of resuming')
-  p.add_argument('--save_checkpoint_secs', type=train_lib.positive_float,
-                 default=180, help='seconds between checkpoints (default '
-                 '%(default)s)')
-  p.add_argument('--summary_steps', type=train_lib.positive_int, default=100,
-                 help='write summaries every this many steps (default '
-                 '%(default)s)')
-  train_lib.add_bool(p, 'jit_compile', False,
-                     'compile the training step with XLA (one replica only)')
-  p.add_argument('--steps_per_loop', type=train_lib.bounded_int(1, 100000),
-                 default=DEFAULT_STEPS_PER_LOOP,
-                 help='training steps run by one call into the graph; the '
-                 'host checks the loss, logs, saves and handles signals '
-                 'between calls (default %(default)s)')
-  train_lib.add_profile_flag(p)
-  p.add_argument('--data_on_device', default='auto',
-                 choices=['auto', 'true', 'false'],
-                 help="keep the training set on the compute device and make "
-                 "each batch inside the training graph ('true'), or feed it "
-                 "with tf.data ('false'); the batches are the same either "
-                 "way. 'auto': %s (default %%(default)s)" % AUTO_DATA_TEXT)
-  return p
+  return cli.convnet_train_parser(description)
+
+
+if __name__ == '__main__':
+  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+
+import numpy as np
+import tensorflow as tf
+import cifar10_input
+import convnet
+import train_lib
 
 
 def data_on_device(args):

@@ -11,9 +11,12 @@ importing TensorFlow takes ends with `<script>: interrupted` and exit status
 """
 
 import argparse
+import atexit
 import os
+import re
 import signal
 import sys
+import threading
 
 DATA_SOURCE_ENV = 'CIFAR10_DATA_SOURCE'
 MAX_SEED = 2**31 - 1
@@ -103,6 +106,155 @@ def add_data_flags(parser, what='where the data set is, or is fetched to'):
                       'the official URL)' % DATA_SOURCE_ENV)
 
 
+# Loop shape, chosen by measurement on a CPU and by reasoning for a GPU
+# (README, "Performance"): see benchmarks/benchmark.py.
+DEFAULT_STEPS_PER_LOOP = 100
+AUTO_DATA_ON_CPU = True
+AUTO_DATA_TEXT = 'on a GPU, and on a CPU'
+# The scalars the HParams dashboard shows beside each run's flags: (tag, sub-
+# folder of the run, name). The evaluator's precision joins them when it writes
+# into <train_dir>/eval (cifar10_eval.py --eval_dir <train_dir>/eval).
+HPARAMS_METRICS = [('total_loss', '', 'training loss (averaged)'),
+                   ('Precision @ 1', 'eval', 'precision @ 1 (eval)')]
+
+
+def convnet_train_parser(description):
+  """The tutorial's training flags and defaults, plus the toolkit's own."""
+  p = ArgumentParser(
+      description=description.split('\n')[0],
+      formatter_class=lambda prog: argparse.HelpFormatter(
+          prog, max_help_position=34))
+  p.add_argument('--train_dir', default='/tmp/cifar10_train',
+                 help='where checkpoints and event logs are written and '
+                 'resumed from (default %(default)s)')
+  p.add_argument('--max_steps', type=positive_int, default=1000000,
+                 help='global step at which training stops (default '
+                 '%(default)s)')
+  p.add_argument('--log_frequency', type=positive_int, default=10,
+                 help='print a progress line every this many steps (default '
+                 '%(default)s)')
+  p.add_argument('--batch_size', type=positive_int, default=128,
+                 help='images per batch, per replica (default %(default)s)')
+  add_data_flags(p)
+  add_bool(p, 'use_fp16', False, 'mixed precision: float16 '
+                     'compute, float32 variables, dynamic loss scaling')
+  add_bool(p, 'use_bf16', None, 'mixed precision: bfloat16 compute, '
+                     'float32 variables', 'on for a CPU with native bfloat16 '
+                     '(AMX or AVX512-BF16) and no GPU, else off')
+  add_bool(p, 'log_device_placement', False,
+                     'log where each operation runs')
+  p.add_argument('--seed', type=seed_int, default=None,
+                 help='seed of the initial weights, input order and '
+                 'distortions (default: random; a resumed run keeps its own)')
+  add_bool(p, 'fresh', False, 'start afresh: move the checkpoints '
+                     'and logs in train_dir to train_dir/previous-<time>/ '
+                     'instead of resuming')
+  p.add_argument('--save_checkpoint_secs', type=positive_float,
+                 default=180, help='seconds between checkpoints (default '
+                 '%(default)s)')
+  p.add_argument('--summary_steps', type=positive_int, default=100,
+                 help='write summaries every this many steps (default '
+                 '%(default)s)')
+  add_bool(p, 'jit_compile', False,
+                     'compile the training step with XLA (one replica only)')
+  p.add_argument('--steps_per_loop', type=bounded_int(1, 100000),
+                 default=DEFAULT_STEPS_PER_LOOP,
+                 help='training steps run by one call into the graph; the '
+                 'host checks the loss, logs, saves and handles signals '
+                 'between calls (default %(default)s)')
+  add_profile_flag(p)
+  p.add_argument('--data_on_device', default='auto',
+                 choices=['auto', 'true', 'false'],
+                 help="keep the training set on the compute device and make "
+                 "each batch inside the training graph ('true'), or feed it "
+                 "with tf.data ('false'); the batches are the same either "
+                 "way. 'auto': %s (default %%(default)s)" % AUTO_DATA_TEXT)
+  return p
+
+
+def parse_early(build_parser):
+  """Parses sys.argv with a script's parser before TensorFlow is imported, so
+  that -h and flag errors answer at once (main() parses again: cheap), then
+  filters TensorFlow's start-up noise from stderr (filter_startup_noise)."""
+  build_parser().parse_args(sys.argv[1:])
+  filter_startup_noise()
+
+
+# Lines TensorFlow 2.21 writes to stderr at every start on a machine without
+# a GPU (C++ logging, which TF_CPP_MIN_LOG_LEVEL no longer reaches before
+# absl::InitializeLog), matched whole. Each says nothing wrong: no GPU found
+# where none is, CPU features, a oneDNN fallback for uint8.
+NOISE = [re.compile(p) for p in (
+    r'WARNING: All log messages before absl::InitializeLog\(\) is called '
+    r'are written to STDERR',
+    r'I0000 [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\. .*',
+    r'I0000 [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on '
+    r'your machine, GPU will not be used\.',
+    r'I0000 [\d:. ]+\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is '
+    r'optimized to use available CPU instructions in performance-critical '
+    r'operations\.',
+    r'To enable the following instructions: [A-Z0-9_ ]+, in other operations, '
+    r'rebuild TensorFlow with the appropriate compiler flags\.',
+    r'E0000 [\d:. ]+\d+ util\.cc:\d+\] oneDNN supports DT_UINT8 only on '
+    r'platforms with AVX-512\. Falling back to the default Eigen-based '
+    r'implementation if present\.',
+)]
+# Only where no NVIDIA driver is installed: then a failed cuInit is expected.
+NO_DRIVER_NOISE = re.compile(
+    r'E0000 [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*')
+_stderr = []
+
+
+def is_noise(line, driver=None):
+  """Whether a stderr line is one of TensorFlow's benign start-up lines."""
+  if driver is None:
+    driver = os.path.exists('/proc/driver/nvidia/version')
+  return (any(p.fullmatch(line) for p in NOISE) or
+          (not driver and NO_DRIVER_NOISE.fullmatch(line) is not None))
+
+
+def filter_startup_noise():
+  """Routes file descriptor 2 through a thread that drops the NOISE lines.
+
+  Everything else (Python's own stderr included) passes through unchanged and
+  in order. TF_CPP_MIN_LOG_LEVEL=0 (asking for TensorFlow's info lines)
+  turns the filter off. At exit, whatever is pending is written out.
+  """
+  if _stderr or os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '0':
+    return
+  driver = os.path.exists('/proc/driver/nvidia/version')
+  real = os.dup(2)
+  read_end, write_end = os.pipe()
+  sys.stderr.flush()
+  os.dup2(write_end, 2)
+  os.close(write_end)
+
+  def pump():
+    with os.fdopen(read_end, 'rb') as pipe:
+      for raw in pipe:
+        if not is_noise(raw.decode('utf-8', 'replace').rstrip('\n'), driver):
+          os.write(real, raw)
+
+  thread = threading.Thread(target=pump, daemon=True)
+  thread.start()
+  _stderr.extend([real, thread])
+  atexit.register(restore_stderr)
+
+
+def restore_stderr():
+  """Stops the filter: fd 2 is the real stderr again, pending lines written."""
+  if not _stderr:
+    return
+  real, thread = _stderr
+  try:
+    sys.stderr.flush()
+  except (OSError, ValueError):
+    pass
+  os.dup2(real, 2)  # closes the pipe's last write end: the pump sees EOF
+  thread.join(timeout=5)
+  del _stderr[:]
+
+
 def prog():
   return os.path.basename(sys.argv[0])
 
@@ -133,6 +285,7 @@ def quiet_interrupt():
 
   def hook(kind, value, tb):
     if issubclass(kind, KeyboardInterrupt):
+      restore_stderr()
       sys.stderr.write('%s: interrupted\n' % prog())
       sys.stderr.flush()
       os._exit(130)

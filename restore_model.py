@@ -15,23 +15,26 @@ import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 
 import sys
 
-import tensorflow as tf
-
-import run_fc_model
-import train_lib
-import two_layer_fc
-
 
 def build_parser():
-  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
+  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--train_dir', default='tf_logs',
                  help='the folder run_fc_model.py logged into (default '
                  '%(default)s)')
-  p.add_argument('--hidden1', type=train_lib.positive_int, default=120,
+  p.add_argument('--hidden1', type=cli.positive_int, default=120,
                  help='units in the hidden layer of the saved model (default '
                  '%(default)s)')
-  train_lib.add_data_flags(p)
+  cli.add_data_flags(p)
   return p
+
+
+if __name__ == '__main__':
+  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+
+import tensorflow as tf
+import run_fc_model
+import train_lib
+import two_layer_fc
 
 
 def newest_checkpoint(train_dir):

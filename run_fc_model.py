@@ -19,12 +19,6 @@ import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 import sys
 import time
 
-import tensorflow as tf
-
-import cifar10_input
-import data_helpers
-import train_lib
-import two_layer_fc
 
 SUMMARY_STEPS = 100      # print and write summaries every this many steps
 CHECKPOINT_STEPS = 1000  # save a checkpoint every this many steps
@@ -37,30 +31,40 @@ HPARAMS_METRICS = [('test_accuracy', '', 'test accuracy'),
 
 def build_parser():
   """The blog's flags and defaults, plus data_dir, data_source and seed."""
-  p = train_lib.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--learning_rate', type=train_lib.positive_float,
+  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--learning_rate', type=cli.positive_float,
                  default=0.001, help='learning rate (default %(default)s)')
-  p.add_argument('--max_steps', type=train_lib.positive_int, default=2000,
+  p.add_argument('--max_steps', type=cli.positive_int, default=2000,
                  help='number of training steps (default %(default)s)')
-  p.add_argument('--hidden1', type=train_lib.bounded_int(1, MAX_HIDDEN1),
+  p.add_argument('--hidden1', type=cli.bounded_int(1, MAX_HIDDEN1),
                  default=120,
                  help='units in the hidden layer (default %(default)s)')
-  p.add_argument('--batch_size', type=train_lib.positive_int, default=400,
+  p.add_argument('--batch_size', type=cli.positive_int, default=400,
                  help='images per batch (default %(default)s)')
   p.add_argument('--train_dir', default='tf_logs',
                  help='each run logs into a time-stamped folder under it '
                  '(default %(default)s)')
-  p.add_argument('--reg_constant', type=train_lib.non_negative_float,
+  p.add_argument('--reg_constant', type=cli.non_negative_float,
                  default=0.1, help='regularization constant (default '
                  '%(default)s)')
-  train_lib.add_data_flags(p, 'folder holding cifar-10-batches-py or '
+  cli.add_data_flags(p, 'folder holding cifar-10-batches-py or '
                            'cifar-10-batches-bin, or where the binary '
                            'version is fetched to')
-  p.add_argument('--seed', type=train_lib.seed_int, default=None,
+  p.add_argument('--seed', type=cli.seed_int, default=None,
                  help='seed of the initial weights and batch order (default: '
                  'random)')
-  train_lib.add_profile_flag(p)
+  cli.add_profile_flag(p)
   return p
+
+
+if __name__ == '__main__':
+  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+
+import tensorflow as tf
+import cifar10_input
+import data_helpers
+import train_lib
+import two_layer_fc
 
 
 def load(args):

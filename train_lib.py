@@ -592,12 +592,15 @@ def write_histograms(values, step, suffix=''):
         metadata=histogram_metadata.create_summary_metadata(tag, ''))
 
 
-def write_graph(fn, args, step=0):
-  """Traces one call of the tf.function fn(*args) and writes its graph.
+def write_graph(fn, args):
+  """Calls the tf.function fn(*args) and writes its graph (the Graphs tab).
+
+  The graph of fn's own concrete function, not a trace of whatever ran:
+  a trace window also records functions TensorFlow instantiates meanwhile
+  (its own summary-writing function, the first time in a process).
 
   Returns fn's result.
   """
-  tf.summary.trace_on(graph=True, profiler=False)
   result = fn(*args)
-  tf.summary.trace_export(name='graph', step=step)
+  tf.summary.graph(fn.get_concrete_function(*args).graph)
   return result

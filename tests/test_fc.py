@@ -110,7 +110,8 @@ def test_event_files_hold_the_expected_tags(py_dir, tmp_path):
   acc = ea.EventAccumulator(run_dir, size_guidance={ea.TENSORS: 0})
   acc.Reload()
   tags = set(acc.Tags()['tensors'])
-  assert {'loss', 'train_accuracy', 'logits', 'graph'} <= tags
+  assert {'loss', 'train_accuracy', 'logits', 'test_accuracy'} <= tags
+  assert len(acc.Graph().node) > 20  # the Graphs tab's graph
   assert [e.step for e in acc.Tensors('loss')] == [0, 100, 200]
 
 

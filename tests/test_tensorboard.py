@@ -1,0 +1,330 @@
+"""What TensorBoard shows and what a trained model is used for: readable
+graphs, the labelled confusion matrix, HParams, profiles, export and classify,
+a quiet and quick start."""
+
+import collections
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator as ea
+
+import cifar10_classify
+import cifar10_eval
+import cifar10_export
+import cifar10_input
+import cifar10_train
+import cli
+import run_fc_model
+import train_lib
+from conftest import ROOT
+from test_convnet import _train_args
+
+LAYERS = ['conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
+          'local4', 'softmax_linear']
+
+
+def _accumulator(logdir):
+  acc = ea.EventAccumulator(logdir, size_guidance={ea.TENSORS: 0})
+  acc.Reload()
+  return acc
+
+
+def _graph(logdir):
+  """The GraphDef TensorBoard's Graphs tab draws."""
+  acc = ea.EventAccumulator(logdir, size_guidance={ea.GRAPH: 1})
+  acc.Reload()
+  return acc.Graph()
+
+
+def _top_level(graph):
+  """Top-level names, split into scopes (groups of nodes) and single nodes."""
+  counts = collections.Counter(n.name.split('/')[0] for n in graph.node)
+  scopes = {k for k, v in counts.items()
+            if any(n.name.startswith(k + '/') for n in graph.node)}
+  return scopes, set(counts) - scopes
+
+
+@pytest.fixture(scope='module')
+def trained(shared_bin_dir, tmp_path_factory):
+  d = str(tmp_path_factory.mktemp('tb_train'))
+  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
+      '--max_steps', '4', '--save_checkpoint_secs', '0.000001']) == 0
+  return d
+
+
+def test_convnet_graph_has_the_layers_as_named_scopes(trained):
+  graph = _graph(trained)
+  names = {n.name for n in graph.node}
+  for layer in LAYERS:
+    assert any(n.startswith('train_step/%s/' % layer) for n in names), layer
+  for group in ('train_step/loss/cross_entropy', 'train_step/loss/weight_decay',
+                'train_step/gradients', 'train_step/sgd',
+                'train_step/moving_averages', 'train_step/loss_averages',
+                'input', 'replica_input', 'stop_and_save_flags'):
+    assert any(n.startswith(group + '/') for n in names), group
+  scopes, singles = _top_level(graph)
+  # Before the scopes: 673 nodes under 396 top-level names. Now 672 nodes
+  # under 30: six scopes, and the function's input (flags), outputs (22
+  # Identity nodes, one series in TensorBoard) and a NoOp.
+  assert scopes == {'train_step', 'replica_input', 'input', 'gradient_tape',
+                    'outputs', 'stop_and_save_flags'}, scopes
+  ops = {n.name: n.op for n in graph.node}
+  assert {ops[s] for s in singles} <= {'_Arg', 'Placeholder', 'Identity',
+                                       '_Retval', 'NoOp'}
+
+
+def test_fc_graph_has_the_layers_as_named_scopes(shared_bin_dir, tmp_path):
+  assert run_fc_model.main(['--data_dir', shared_bin_dir, '--train_dir',
+                            str(tmp_path), '--max_steps', '2',
+                            '--batch_size', '50']) == 0
+  run = os.path.join(str(tmp_path), os.listdir(str(tmp_path))[0])
+  graph = _graph(run)
+  names = {n.name for n in graph.node}
+  for group in ('train_step/hidden1', 'train_step/softmax_linear',
+                'train_step/loss/cross_entropy',
+                'train_step/loss/regularization', 'train_step/sgd',
+                'accuracy'):
+    assert any(n.startswith(group + '/') for n in names), group
+  scopes, singles = _top_level(graph)
+  assert scopes == {'train_step', 'gradient_tape', 'accuracy'}
+  ops = {n.name: n.op for n in graph.node}
+  assert {ops[s] for s in singles} <= {'_Arg', 'Placeholder', 'Identity',
+                                       '_Retval', 'NoOp'}
+
+
+def test_confusion_matrix_is_labelled_and_in_the_text_tab(
+    shared_bin_dir, trained, tmp_path):
+  e = str(tmp_path / 'eval')
+  assert cifar10_eval.main(['--checkpoint_dir', trained, '--eval_dir', e,
+                            '--data_dir', shared_bin_dir, '--run_once']) == 0
+  acc = _accumulator(e)
+  image, text = None, None
+  for event in acc.Tensors('confusion_matrix'):
+    values = event.tensor_proto.string_val
+    if len(values) == 3:
+      image = tf.io.decode_png(values[2]).numpy()
+    else:
+      text = values[0].decode()
+  assert image.shape[0] > 400 and image.shape[1] > 400   # a real figure
+  assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50
+  rows = [l for l in text.splitlines() if l.startswith('| **')]
+  assert [re.match(r'\| \*\*(\w+)\*\*', r).group(1) for r in rows] == \
+      list(cifar10_input.CLASS_NAMES)
+  counts = [[int(c) for c in r.split('|')[2:12]] for r in rows]
+  assert np.sum(counts) == 200 and np.sum(counts, axis=1).tolist() == [20] * 10
+
+
+def test_confusion_image_shows_the_numbers(tmp_path):
+  confusion = np.diag(np.arange(10) + 90)
+  confusion[3, 5] = 7
+  a = cifar10_eval.confusion_image(confusion, 1234, 0.987)
+  b = cifar10_eval.confusion_image(confusion * 0 + np.diag([100] * 10), 1234,
+                                   0.987)
+  assert a.dtype == np.uint8 and a.shape[-1] == 4
+  assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def _plugin_tags(logdir, plugin):
+  acc = _accumulator(logdir)
+  return [t for t in acc.Tags()['tensors']
+          if acc.SummaryMetadata(t).plugin_data.plugin_name == plugin]
+
+
+def test_both_models_write_hparams(trained, shared_bin_dir, tmp_path):
+  from tensorboard.plugins.hparams import plugin_data_pb2
+  acc = _accumulator(trained)
+  assert set(_plugin_tags(trained, 'hparams')) >= {
+      '_hparams_/experiment', '_hparams_/session_start_info'}
+  start = plugin_data_pb2.HParamsPluginData.FromString(acc.SummaryMetadata(
+      '_hparams_/session_start_info').plugin_data.content).session_start_info
+  assert start.hparams['batch_size'].number_value == 32
+  assert start.hparams['steps_per_loop'].number_value == 100
+  experiment = plugin_data_pb2.HParamsPluginData.FromString(
+      acc.SummaryMetadata('_hparams_/experiment').plugin_data.content
+  ).experiment
+  assert {m.name.tag for m in experiment.metric_infos} == {
+      'total_loss', 'Precision @ 1'}
+  assert run_fc_model.main(['--data_dir', shared_bin_dir, '--train_dir',
+                            str(tmp_path), '--max_steps', '2',
+                            '--batch_size', '50']) == 0
+  run = os.path.join(str(tmp_path), os.listdir(str(tmp_path))[0])
+  assert '_hparams_/session_start_info' in _plugin_tags(run, 'hparams')
+  fc = _accumulator(run)
+  test_accuracy = fc.Tensors('test_accuracy')
+  assert [e.step for e in test_accuracy] == [2]
+
+
+def test_fc_prints_the_effective_source_and_saved_paths(
+    shared_bin_dir, tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv(cifar10_input.DATA_SOURCE_ENV, '/some/archive.tar.gz')
+  assert run_fc_model.main(['--data_dir', shared_bin_dir, '--train_dir',
+                            str(tmp_path), '--max_steps', '2',
+                            '--batch_size', '50']) == 0
+  out = capsys.readouterr().out
+  assert 'data_source = /some/archive.tar.gz\n' in out
+  run = os.path.join(str(tmp_path), os.listdir(str(tmp_path))[0])
+  assert 'Saved checkpoint %s\n' % os.path.join(run, 'ckpt-2') in out
+
+
+def test_profile_steps_write_a_trace(shared_bin_dir, tmp_path, capsys):
+  d = str(tmp_path / 't')
+  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
+      '--max_steps', '6', '--profile_steps', '2,4']) == 0
+  assert 'Profiling steps 3 to 4 into %s' % d in capsys.readouterr().out
+  traces = [f for _, _, fs in os.walk(os.path.join(d, 'plugins', 'profile'))
+            for f in fs if f.endswith('.xplane.pb')]
+  assert len(traces) == 1
+
+
+@pytest.mark.parametrize('value', ['4,2', '3', 'a,b', '-1,2'])
+def test_bad_profile_steps(value, capsys):
+  with pytest.raises(SystemExit):
+    cifar10_train.build_parser().parse_args(['--profile_steps', value])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and '--profile_steps' in err[0]
+
+
+def test_progress_line_with_each_checkpoint(shared_bin_dir, tmp_path, capsys):
+  d = str(tmp_path / 't')
+  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
+      '--max_steps', '40', '--steps_per_loop', '10',
+      '--save_checkpoint_secs', '0.000001']) == 0
+  lines = re.findall(r': step (\d+) of 40 \((\d+\.\d)%\), about \d+ min \d\d '
+                     r's to go at \d+ examples/sec$',
+                     capsys.readouterr().out, re.M)
+  assert lines and all(float(p) == pytest.approx(100 * int(s) / 40, abs=0.05)
+                       for s, p in lines)
+
+
+# --- export and classify ----------------------------------------------------
+
+def _test_images(data_dir):
+  raw = np.fromfile(os.path.join(data_dir, cifar10_input.BATCHES_DIR,
+                                 cifar10_input.TEST_FILE), np.uint8)
+  raw = raw.reshape(-1, cifar10_input.RECORD_BYTES)
+  images = raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), raw[:, 0].astype(np.int32)
+
+
+def _evaluator_predictions(data_dir, checkpoint_dir):
+  ev = cifar10_eval.Evaluator(data_dir, 'test', 10000)
+  ev.restore(tf.train.latest_checkpoint(checkpoint_dir))
+  precision, _, _ = ev.evaluate()
+  images, _ = _test_images(data_dir)
+  crops = cifar10_input.central_crop_and_standardize(images)
+  return precision, ev._predict(crops).numpy()
+
+
+def test_exported_model_predicts_as_the_evaluator(shared_bin_dir, trained,
+                                                  tmp_path, capsys):
+  export_dir = str(tmp_path / 'model')
+  assert cifar10_export.main(['--checkpoint_dir', trained, '--export_dir',
+                              export_dir]) == 0
+  assert 'Exported %s (step 4, moving-average weights)' % os.path.join(
+      trained, 'ckpt-4') in capsys.readouterr().out
+  serve = tf.saved_model.load(export_dir).signatures['serving_default']
+  images, labels = _test_images(shared_bin_dir)
+  out = serve(images=tf.constant(images))
+  precision, predicted = _evaluator_predictions(shared_bin_dir, trained)
+  np.testing.assert_array_equal(out['classes'].numpy(), predicted)
+  assert np.mean(out['classes'].numpy() == labels) == precision
+  np.testing.assert_allclose(out['probabilities'].numpy().sum(axis=1), 1,
+                             rtol=1e-5)
+  assert out['class_names'].numpy()[0].decode() == \
+      cifar10_input.CLASS_NAMES[predicted[0]]
+  # never over an existing export
+  status = train_lib.run_main(cifar10_export.main, [
+      '--checkpoint_dir', trained, '--export_dir', export_dir])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1 and 'exists' in err[0]
+
+
+@pytest.mark.parametrize('source', ['checkpoint', 'model'])
+def test_classify_png_as_the_evaluator_does(shared_bin_dir, trained, tmp_path,
+                                            capsys, source):
+  images, _ = _test_images(shared_bin_dir)
+  _, predicted = _evaluator_predictions(shared_bin_dir, trained)
+  paths = []
+  for i in range(3):
+    paths.append(str(tmp_path / ('image%d.png' % i)))
+    tf.io.write_file(paths[-1], tf.io.encode_png(images[i]))
+  where = ['--checkpoint_dir', trained]
+  if source == 'model':
+    where = ['--model', str(tmp_path / 'model')]
+    cifar10_export.main(['--checkpoint_dir', trained, '--export_dir',
+                         where[1]])
+  capsys.readouterr()
+  assert cifar10_classify.main(paths + where + ['--top_k', '2']) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  for i, line in enumerate(out):
+    m = re.match(r'^(.*): (\w+) (0\.\d{3}|1\.000), (\w+) (0\.\d{3})$', line)
+    assert m and m.group(1) == paths[i], line
+    assert m.group(2) == cifar10_input.CLASS_NAMES[predicted[i]]
+
+
+def test_classify_bad_files_one_line(trained, tmp_path, capsys):
+  assert cifar10_classify.SIZE == cifar10_input.ORIGINAL_SIZE
+  text = tmp_path / 'text.png'
+  text.write_text('not an image')
+  big = str(tmp_path / 'big.png')
+  tf.io.write_file(big, tf.io.encode_png(np.zeros((40, 30, 3), np.uint8)))
+  for path, what in ((str(tmp_path / 'none.png'), 'no such file'),
+                     (str(text), 'not a PNG, JPEG'),
+                     (big, '30x40 pixels, the model takes 32x32')):
+    status = train_lib.run_main(cifar10_classify.main,
+                                [path, '--checkpoint_dir', trained])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and path in err[0] and what in err[0]
+  assert cifar10_classify.main([big, '--resize', '--checkpoint_dir',
+                                trained]) == 0
+
+
+# --- a quiet, quick start ---------------------------------------------------
+
+SCRIPTS = ['cifar10_train.py', 'cifar10_multi_gpu_train.py', 'cifar10_eval.py',
+           'run_fc_model.py', 'restore_model.py', 'cifar10_export.py',
+           'cifar10_classify.py']
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_help_and_flag_errors_do_not_load_tensorflow(script):
+  for args, status in ((['-h'], 0), (['--no_such_flag'], 2)):
+    p = subprocess.run([sys.executable, '-X', 'importtime', script] + args,
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == status
+    assert not re.search(r'\| tensorflow$', p.stderr, re.M)
+    errors = [l for l in p.stderr.splitlines() if not l.startswith('import ')]
+    assert len(errors) == status // 2  # one line for a flag error
+
+
+def test_a_run_prints_no_tensorflow_noise(shared_bin_dir, tmp_path):
+  p = subprocess.run(
+      [sys.executable, 'cifar10_train.py'] + _train_args(
+          shared_bin_dir, str(tmp_path / 't')) + ['--max_steps', '2'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  assert p.returncode == 0 and p.stderr == '', p.stderr
+  assert 'saved checkpoint' in p.stdout
+
+
+def test_noise_filter_keeps_real_errors():
+  noise = ('WARNING: All log messages before absl::InitializeLog() is called '
+           'are written to STDERR')
+  assert cli.is_noise(noise)
+  assert cli.is_noise('E0000 00:00:1795653020.702221    7690 cuda_platform.'
+                      'cc:52] failed call to cuInit: INTERNAL: CUDA error: '
+                      'Failed call to cuInit: UNKNOWN ERROR (303)',
+                      driver=False)
+  assert not cli.is_noise('E0000 00:00:1795653020.702221    7690 cuda_platform'
+                          '.cc:52] failed call to cuInit: INTERNAL: CUDA '
+                          'error: Failed call to cuInit: UNKNOWN ERROR (303)',
+                          driver=True)
+  for real in ('E0000 00:00:1.0 1 util.cc:131] out of memory', 'Traceback '
+               '(most recent call last):', 'cifar10_train.py: error: x',
+               noise + ' and more', 'I0000 00:00:1.0 1 port.cc:153] other'):
+    assert not cli.is_noise(real), real
