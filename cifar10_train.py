@@ -19,7 +19,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 
-import argparse
 import contextlib
 import shutil
 import signal
@@ -266,7 +265,6 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
   """
   strategy = strategy or tf.distribute.get_strategy()
   replicas = strategy.num_replicas_in_sync
-  global_batch = args.batch_size * replicas
   if args.jit_compile and replicas > 1:
     raise train_lib.UsageError('--jit_compile needs a single replica, got %d'
                                % replicas)
@@ -321,8 +319,10 @@ def _train(args, strategy, is_chief, worker_dir, stats):
                                          feed, args.jit_compile)
   writer = (train_lib.summary_writer(args.train_dir) if is_chief
             else tf.summary.create_noop_writer())
-  summarize = tf.function(lambda out, step, rate: write_summaries(
-      out, model, state, step, rate))
+  @tf.function
+  def summarize(out, step, rate):
+    write_summaries(out, model, state, step, rate)
+
   profile = train_lib.Profile(args.profile_steps if is_chief else None,
                               args.train_dir)
   if is_chief:

@@ -1,6 +1,5 @@
 """What every script of the toolkit shares.
 
-  ArgumentParser, positive_int, ...   (from cli.py) one-line flag errors
   run_main(main)                      one-line errors and exit codes for scripts
   checkpoint_manager(...)             the one checkpoint convention of both models
   GracefulStop                        Ctrl-C / SIGTERM: finish the step, save, exit
@@ -29,11 +28,6 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 import cli
 from cifar10_input import DataSetError
-# The flag helpers live in cli.py (no TensorFlow); scripts use them from here.
-from cli import (ArgumentParser, add_bool, add_data_flags,  # noqa: F401
-                 add_profile_flag, bounded_int,
-                 non_negative_float, non_negative_int, positive_float,
-                 positive_int, seed_int, str2bool)
 
 CHECKPOINT_PREFIX = 'ckpt'
 MAX_CHECKPOINTS_TO_KEEP = 5
@@ -572,14 +566,17 @@ def histogram_buckets(values, buckets=HISTOGRAM_BUCKETS):
   x = tf.reshape(tf.cast(values, tf.float32), [-1])
   lo, hi = tf.reduce_min(x), tf.reduce_max(x)
   lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
-  if hi > lo:
-    counts = tf.histogram_fixed_width(x, tf.stack([lo, hi]), nbins=buckets)
-    edges = tf.concat([tf.linspace(lo64, hi64, buckets + 1)[:-1], [hi64]], 0)
-    left, right = edges[:-1], edges[1:]
-  else:  # a single value: everything in the last bucket, as TensorBoard does
-    counts = tf.one_hot(buckets - 1, buckets, on_value=tf.size(x),
-                        dtype=tf.int32)
-    left = right = tf.fill([buckets], hi64)
+  # No Python branch on tensors (this runs inside tf.function, with or
+  # without AutoGraph): a single value goes wholly into the last bucket, as
+  # TensorBoard does, and its edges all equal that value.
+  single = hi <= lo
+  counts = tf.where(
+      single, tf.one_hot(buckets - 1, buckets, on_value=tf.size(x),
+                         dtype=tf.int32),
+      tf.histogram_fixed_width(x, tf.stack([lo, tf.where(single, lo + 1, hi)]),
+                               nbins=buckets))
+  edges = tf.concat([tf.linspace(lo64, hi64, buckets + 1)[:-1], [hi64]], 0)
+  left, right = edges[:-1], edges[1:]
   return tf.stack([left, right, tf.cast(counts, tf.float64)], axis=1)
 
 

@@ -50,11 +50,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # noqa: E402
 
 import cifar10_eval  # noqa: E402
+import cli  # noqa: E402
 import cifar10_input  # noqa: E402
 import cifar10_train  # noqa: E402
 import convnet  # noqa: E402
 import data_helpers  # noqa: E402
-import train_lib  # noqa: E402
 import two_layer_fc  # noqa: E402
 
 BATCH_SIZE = 128
@@ -309,7 +309,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--quick', action='store_true',
                  help='fewer, shorter repeats (under two minutes on 2 cores)')
-  train_lib.add_data_flags(p)
+  cli.add_data_flags(p)
   p.add_argument('--json', default=None, help='where to write the results')
   args = p.parse_args(argv)
   plan = PLAN['quick' if args.quick else 'full']

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -21,7 +20,7 @@ import cifar10_train
 import data_helpers
 import run_fc_model
 import train_lib
-from conftest import ROOT, write_bin, write_py
+from conftest import ROOT, write_py
 from test_convnet import _start, _train_args, _wait_for
 from test_multi_gpu import _free_ports
 
@@ -351,7 +350,6 @@ def test_read_only_train_dir_and_data_dir(shared_bin_dir, tmp_path):
       'echo "== $?"; {py} cifar10_train.py --train_dir {tmp}/t2 '
       '--data_dir {ro}/data --data_source {tmp}/none.tar.gz; echo "== $?"'
       .format(ro=ro, py=py, data=shared_bin_dir, tmp=tmp_path))
-  first, second = p.stdout.split('== ')[:2], None
   errs = p.stderr.split('\n')
   lines = [l for l in errs if ': error: ' in l]
   assert 'Traceback' not in p.stderr, p.stderr
