@@ -136,28 +136,18 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   checks, one call per steps_per_loop steps; summaries and checkpoints set
   beyond the run) minus the same training loop run as one call of all the
   steps (batches made on the device from the records in memory, as in the
-  real loop): what is left is the host's work. Also timed: the training step
-  alone on one fixed batch, so that the cost of making the batches inside the
-  graph is shown too (device work, not host overhead).
+  real loop): what is left is the host's work. Each repeat times a real run
+  and then its reference, and the figure is the median of those paired
+  differences (these machines drift by more than the overhead between
+  measurements a minute apart). Also timed: the training step alone on one
+  fixed batch, so that the cost of making the batches inside the graph is
+  shown too (device work, not host overhead).
   """
-  real = []
-  for _ in range(plan['repeats']):
-    with tempfile.TemporaryDirectory() as train_dir:
-      args = cifar10_train.build_parser().parse_args([
-          '--train_dir', train_dir, '--data_dir', data_dir, '--batch_size',
-          str(OVERHEAD_BATCH), '--max_steps', str(steps), '--seed', '1',
-          '--steps_per_loop', str(steps_per_loop), '--data_on_device',
-          'true', '--summary_steps', str(10**9), '--save_checkpoint_secs',
-          str(10**9)])
-      stats = {}
-      with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
-        cifar10_train.train(args, stats=stats)
-      real.append(stats['seconds'] / stats['steps'])
-  n = stats['steps']
   strategy = tf.distribute.get_strategy()
+  parser = cifar10_train.build_parser()
   model = convnet.ConvNet(1)
   state = convnet.TrainState(model, compute_dtype=cifar10_train.compute_dtype(
-      args))
+      parser.parse_args([])))
   feed, _ = _feed(data_dir, OVERHEAD_BATCH, True, strategy)
   train_loop, _ = cifar10_train.make_train_loop(strategy, model, state,
                                                 OVERHEAD_BATCH, feed)
@@ -171,22 +161,38 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
                                            OVERHEAD_BATCH))
     return state.global_step.read_value()
 
-  def per_step(call):
-    call()  # trace
-    times = []
-    for _ in range(plan['repeats']):
-      t = time.perf_counter()
-      call()
-      times.append((time.perf_counter() - t) / n)
-    return times
-  one_call = per_step(
-      lambda: train_loop(None, tf.constant(n), flags)[0].numpy())
-  fixed = per_step(lambda: fixed_batch(tf.constant(n)).numpy())
+  def per_step(call, n):
+    t = time.perf_counter()
+    call(tf.constant(n))
+    return (time.perf_counter() - t) / n
+
+  one_call = lambda n: train_loop(None, n, flags)[0].numpy()
+  fixed = lambda n: fixed_batch(n).numpy()
+  real, ref, fix = [], [], []
+  for repeat in range(plan['repeats']):
+    with tempfile.TemporaryDirectory() as train_dir:
+      args = parser.parse_args([
+          '--train_dir', train_dir, '--data_dir', data_dir, '--batch_size',
+          str(OVERHEAD_BATCH), '--max_steps', str(steps), '--seed', '1',
+          '--steps_per_loop', str(steps_per_loop), '--data_on_device',
+          'true', '--summary_steps', str(10**9), '--save_checkpoint_secs',
+          str(10**9)])
+      stats = {}
+      with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
+        cifar10_train.train(args, stats=stats)
+    n = stats['steps']
+    if not repeat:  # trace the references
+      one_call(tf.constant(n))
+      fixed(tf.constant(n))
+    real.append(stats['seconds'] / n)
+    ref.append(per_step(one_call, n))
+    fix.append(per_step(fixed, n))
   ms = lambda xs: [1000 * x for x in xs]
-  return {'median': 1000 * (statistics.median(real) -
-                            statistics.median(one_call)),
-          'loop_ms_per_step': ms(real), 'one_call_ms_per_step': ms(one_call),
-          'fixed_batch_ms_per_step': ms(fixed),
+  return {'median': statistics.median(ms([a - b for a, b in zip(real, ref)])),
+          'loop_ms_per_step': ms(real), 'one_call_ms_per_step': ms(ref),
+          'fixed_batch_ms_per_step': ms(fix),
+          'batches_in_graph_ms': statistics.median(
+              ms([a - b for a, b in zip(ref, fix)])),
           'steps_per_loop': steps_per_loop, 'steps': n}
 
 
@@ -399,13 +405,16 @@ def main(argv=None):
     o = fig[key]
     print('%-58s %12.3f' % ('host overhead per step, batch %d, %s (ms)' % (
         OVERHEAD_BATCH, what), o['median']))
-    print('%-58s %12s' % ('  (loop %.3f ms - all steps in one call %.3f ms)' % (
-        statistics.median(o['loop_ms_per_step']),
-        statistics.median(o['one_call_ms_per_step'])), ''))
-  o = fig['overhead_ms']
+    print('%-58s %12s' % ('  (paired: loop %.3f ms - all in one call %.3f ms)'
+                          % (statistics.median(o['loop_ms_per_step']),
+                             statistics.median(o['one_call_ms_per_step'])),
+                          ''))
+  derived = fig['overhead_ms_loop1']['median'] / n
+  results['ratios']['overhead_ms_derived'] = derived
+  print('%-58s %12.3f' % ('  derived: the 1 step/call overhead / %d (ms)' % n,
+                          derived))
   print('%-58s %12.3f' % ('  batches made in the graph, per step (ms)',
-                          statistics.median(o['one_call_ms_per_step']) -
-                          statistics.median(o['fixed_batch_ms_per_step'])))
+                          fig['overhead_ms']['batches_in_graph_ms']))
   if not gpu:
     print('%-58s %12s' % ('  with use_fp16', 'n/a (no GPU)'))
   print('%-58s %12.0f' % ('peak RSS of cifar10_train.py (MB)',
