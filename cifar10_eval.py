@@ -188,8 +188,7 @@ def newest_readable(evaluator, checkpoint_dir, done, reported):
   Returns:
     (path, step), or (None, None) when there is nothing new to evaluate.
   """
-  path = train_lib.resume(evaluator.ckpt, checkpoint_dir, skip=reported,
-                          quiet=reported)
+  path = train_lib.resume(evaluator.ckpt, checkpoint_dir, skip=reported)
   if path is None or path == done:
     return None, None
   return path, evaluator.after_restore()

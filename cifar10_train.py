@@ -319,6 +319,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
                                          feed, args.jit_compile)
   writer = (train_lib.summary_writer(args.train_dir) if is_chief
             else tf.summary.create_noop_writer())
+
   @tf.function
   def summarize(out, step, rate):
     write_summaries(out, model, state, step, rate)

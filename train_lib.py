@@ -42,6 +42,14 @@ class WrongModelError(UsageError):
   """A checkpoint of the other model."""
 
 
+class UnreadableCheckpointError(UsageError):
+  """A checkpoint whose files cannot be read; reason says why."""
+
+  def __init__(self, message, reason):
+    super().__init__(message)
+    self.reason = reason
+
+
 class NanLossError(Exception):
   """The loss became NaN or infinite."""
 
@@ -215,7 +223,8 @@ def restore(ckpt, path, what='checkpoint'):
                        (what, path, have, want))
     problem = checkpoint_problem(path)
     if problem:
-      raise UsageError('%s %s cannot be read (%s)' % (what, path, problem))
+      raise UnreadableCheckpointError(
+          '%s %s cannot be read (%s)' % (what, path, problem), problem)
     raise UsageError('%s %s does not fit this model (%s)' %
                      (what, path, _first_line(e)))
 
@@ -274,7 +283,7 @@ def _set_aside_unreadable(directory, paths):
   return dest
 
 
-def resume(ckpt, directory, repair=False, skip=None, quiet=()):
+def resume(ckpt, directory, repair=False, skip=None):
   """Restores the newest checkpoint of directory that reads, walking back.
 
   Each checkpoint skipped on the way is named in one line with the reason.
@@ -289,9 +298,9 @@ def resume(ckpt, directory, repair=False, skip=None, quiet=()):
     ckpt: the tf.train.Checkpoint to restore into.
     directory: the checkpoint folder.
     repair: clean up and rewrite the folder (see above).
-    skip: optional set: paths not to try; the ones found unreadable are
-      added to it (the evaluator names each damaged checkpoint once).
-    quiet: paths whose index-file note is not repeated (see skip).
+    skip: optional set: paths not to try; the ones found unreadable, and
+      INDEX_FILE once its problem is said, are added to it (the evaluator
+      names each damaged checkpoint, and a damaged index, once).
 
   Returns:
     The path restored, or None when the folder holds no checkpoint.
@@ -303,7 +312,7 @@ def resume(ckpt, directory, repair=False, skip=None, quiet=()):
   if repair:
     cleanup_interrupted_saves(directory)
   candidates, index_problem = checkpoint_candidates(directory)
-  if index_problem and INDEX_FILE not in quiet:
+  if index_problem and INDEX_FILE not in (skip or ()):
     print('Note: %s; using the checkpoint files in the folder' % index_problem,
           flush=True)
     if skip is not None:
@@ -316,8 +325,8 @@ def resume(ckpt, directory, repair=False, skip=None, quiet=()):
       restore(ckpt, path)
     except WrongModelError:
       raise
-    except UsageError as e:
-      reason = checkpoint_problem(path) or str(e)
+    except UsageError as e:  # unreadable, or of another shape
+      reason = getattr(e, 'reason', None) or str(e)
       print('Skipping checkpoint %s: %s' % (path, reason), flush=True)
       if skip is not None:
         skip.add(path)
