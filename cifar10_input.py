@@ -318,10 +318,12 @@ def distort_images(images, seed, draws_for=None, offset=0):
   d = distortion_draws(seed, n if draws_for is None else draws_for)
   d = {k: v[offset:offset + n] for k, v in d.items()}
   window = tf.range(IMAGE_SIZE)
+  # the crop's columns, read right to left in a flipped image (the flip is
+  # part of the gather: no second pass)
+  columns = tf.where(d['flip'][:, :, 0, 0], IMAGE_SIZE - 1 - window, window)
   x = tf.gather(images, d['offsets'][:, :1] + window, axis=1, batch_dims=1)
-  x = tf.gather(x, d['offsets'][:, 1:] + window, axis=2, batch_dims=1)
+  x = tf.gather(x, d['offsets'][:, 1:] + columns, axis=2, batch_dims=1)
   x = tf.cast(x, tf.float32)
-  x = tf.where(d['flip'], tf.reverse(x, axis=[2]), x)
   x += d['brightness']
   factor = d['contrast']
   channel_mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
@@ -541,16 +543,26 @@ class DeviceInput:
       indices = self._perms[offset:offset + self.global_batch]
     return self.records, indices, step
 
-  def replica_batch(self, batch):
-    """This replica's (images float32, labels int32), in replica context."""
+  def replica_batch(self, batch, pieces=1):
+    """This replica's (images float32, labels int32), in replica context.
+
+    pieces: make the batch as this many independent slices, joined (the
+    same values; with single-threaded kernels the slices are made side by
+    side, see convnet.sharded_inference)."""
     records, indices, step = batch
     ctx = tf.distribute.get_replica_context()
     lo = ctx.replica_id_in_sync_group * self.batch_size
-    images, labels = decode_records(tf.gather(
-        records, indices[lo:lo + self.batch_size]))
-    images = distort_images(images, tf.stack([self.seed, step]),
-                            self.global_batch, lo)
-    return images, labels
+    size = self.batch_size // pieces
+    parts = []
+    for k in range(pieces):
+      start = lo + k * size
+      images, labels = decode_records(tf.gather(
+          records, indices[start:start + size]))
+      parts.append((distort_images(images, tf.stack([self.seed, step]),
+                                   self.global_batch, start), labels))
+    if pieces == 1:
+      return parts[0]
+    return tuple(tf.concat(p, 0) for p in zip(*parts))
 
 
 def inputs(eval_data, data_dir, batch_size, drop_remainder=False):
