@@ -126,6 +126,9 @@ def worker_role():
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
+  if args.shards == 'auto':  # replicas split the work already
+    args.shards = 1
+  cifar10_train.set_threads(args.shards)
   worker_dir = None
   if args.strategy == 'multi_worker':
     is_chief, task = worker_role()

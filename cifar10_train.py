@@ -55,6 +55,46 @@ def data_on_device(args):
   return args.data_on_device == 'true'
 
 
+def num_shards(args, replicas=1):
+  """The slices each replica's batch is computed in (--shards).
+
+  'auto': 1 on a GPU or with several replicas (they already split the work);
+  on a CPU with one replica, the largest count up to the cores the process
+  may use that divides the batch into slices of at least
+  cli.MIN_SHARD_EXAMPLES examples (measured on 2 cores: see README).
+  """
+  if args.shards == 'auto':
+    if replicas > 1 or tf.config.list_physical_devices('GPU'):
+      return 1
+    return max(n for n in range(1, len(os.sched_getaffinity(0)) + 1)
+               if args.batch_size % n == 0 and
+               (n == 1 or args.batch_size // n >= cli.MIN_SHARD_EXAMPLES))
+  if args.batch_size % args.shards:
+    raise train_lib.UsageError('--shards %d does not divide --batch_size %d'
+                               % (args.shards, args.batch_size))
+  return args.shards
+
+
+def set_threads(shards):
+  """TensorFlow's thread pools for `shards` slices side by side on a CPU.
+
+  Each kernel gets cores // shards threads (one, on 2 cores) and as many
+  kernels run at once as there are slices: one slice's kernels on each core,
+  instead of every kernel split over all the cores, which leaves them idle in
+  turn (the convnet's kernels are small). Nothing is changed for one slice,
+  on a GPU, or once TensorFlow has started running (a test calling main()
+  twice): the pools only set the speed, never the results.
+  """
+  if shards > 1 and not tf.config.list_physical_devices('GPU'):
+    cores = len(os.sched_getaffinity(0))
+    try:
+      tf.config.threading.set_intra_op_parallelism_threads(
+          max(1, cores // shards))
+      tf.config.threading.set_inter_op_parallelism_threads(max(2, shards))
+    except RuntimeError:  # already running: keep its pools
+      pass
+
+
 def native_bf16_cpu():
   """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16)."""
   try:
@@ -121,13 +161,15 @@ class DatasetFeed:
   def next_batch(self, step, iterator):
     return next(iterator)
 
-  def replica_batch(self, batch):
+  def replica_batch(self, batch, pieces=1):
     return batch
 
 
 def make_train_loop(strategy, model, state, global_batch, feed,
-                    jit_compile=False):
+                    jit_compile=False, shards=1):
   """The training functions: many steps per call, or one with summaries.
+
+  shards: slices each replica's batch is made and computed in (num_shards).
 
   Returns:
     train_loop(iterator, num_steps, flags) -> (losses float32 [num_steps],
@@ -142,10 +184,10 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   """
   def replica_step(batch, with_aux):
     with tf.name_scope('replica_input'):
-      images, labels = feed.replica_batch(batch)
+      images, labels = feed.replica_batch(batch, shards)
     with tf.name_scope('train_step'):
       return convnet.training(model, state, images, labels, global_batch,
-                              with_aux)
+                              with_aux, shards)
   if jit_compile:
     replica_step = tf.function(replica_step, jit_compile=True)
 
@@ -315,8 +357,9 @@ def _train(args, strategy, is_chief, worker_dir, stats):
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: cifar10_input.distorted_inputs(
             args.data_dir, args.batch_size, seed, start, ctx)))
+  shards = num_shards(args, replicas)
   train_loop, aux_step = make_train_loop(strategy, model, state, global_batch,
-                                         feed, args.jit_compile)
+                                         feed, args.jit_compile, shards)
   writer = (train_lib.summary_writer(args.train_dir) if is_chief
             else tf.summary.create_noop_writer())
 
@@ -329,9 +372,10 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   if is_chief:
     with writer.as_default():
       train_lib.write_hparams(args, HPARAMS_METRICS)
-  print('Training from step %d to %d: %d replica(s) x batch %d, %s compute, '
-        'seed %d, %d steps per loop, data %s' % (
+  print('Training from step %d to %d: %d replica(s) x batch %d%s, %s '
+        'compute, seed %d, %d steps per loop, data %s' % (
             start, args.max_steps, replicas, args.batch_size,
+            ' in %d slices' % shards if shards > 1 else '',
             state.compute_dtype.name, seed, args.steps_per_loop,
             'on the device' if on_device else 'from tf.data'), flush=True)
 
@@ -398,6 +442,8 @@ def _train(args, strategy, is_chief, worker_dir, stats):
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
+  args.shards = num_shards(args)
+  set_threads(args.shards)
   return train(args)
 
 

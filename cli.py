@@ -56,6 +56,12 @@ non_negative_float = _typed(float, lambda v: 0 <= v < float('inf'),
 seed_int = bounded_int(0, MAX_SEED)
 
 
+def auto_or_positive_int(text):
+  """'auto', or a positive integer."""
+  return text if text == 'auto' else _typed(
+      int, lambda v: 0 < v <= 1024, "'auto' or an integer from 1 to 1024")(text)
+
+
 def step_range(text):
   """'A,B' -> (A, B), 0 <= A < B: the steps of a profile."""
   try:
@@ -111,6 +117,7 @@ def add_data_flags(parser, what='where the data set is, or is fetched to'):
 DEFAULT_STEPS_PER_LOOP = 100
 AUTO_DATA_ON_CPU = True
 AUTO_DATA_TEXT = 'on a GPU, and on a CPU'
+MIN_SHARD_EXAMPLES = 32  # --shards auto: the smallest slice
 # The scalars the HParams dashboard shows beside each run's flags: (tag, sub-
 # folder of the run, name). The evaluator's precision joins them when it writes
 # into <train_dir>/eval (cifar10_eval.py --eval_dir <train_dir>/eval).
@@ -169,6 +176,13 @@ def convnet_train_parser(description):
                  "each batch inside the training graph ('true'), or feed it "
                  "with tf.data ('false'); the batches are the same either "
                  "way. 'auto': %s (default %%(default)s)" % AUTO_DATA_TEXT)
+  p.add_argument('--shards', type=auto_or_positive_int, default='auto',
+                 help="compute each replica's batch as this many slices side "
+                 "by side, each kernel on one core's share of the threads "
+                 "(the same step: one gradient over the batch). 'auto': on a "
+                 "CPU with one replica, as many as the cores, each slice at "
+                 "least %d examples; else 1 (default %%(default)s)"
+                 % MIN_SHARD_EXAMPLES)
   return p
 
 
