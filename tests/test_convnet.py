@@ -179,6 +179,95 @@ def test_fast_lrn_equals_tensorflow_lrn():
   assert np.abs(dx[..., 0] - dx_ref[..., 0]).max() < 1e-5
 
 
+def test_fast_lrn_with_bias_and_relu_folded_in():
+  x = tf.random.stateless_normal([16, 12, 12, 64], [1, 2]) * 4
+  b = tf.random.stateless_normal([64], [5, 6])
+  g = tf.random.stateless_normal([16, 12, 12, 64], [3, 4])
+
+  def value_and_grads(fn):
+    with tf.GradientTape() as tape:
+      tape.watch([x, b])
+      y = fn(x, b)
+      total = tf.reduce_sum(y * g)
+    return [y] + tape.gradient(total, [x, b])
+
+  got = value_and_grads(convnet.local_response_normalization)
+  want = value_and_grads(lambda v, c: tf.nn.local_response_normalization(
+      tf.nn.relu(v + c), **convnet.LRN))
+  assert np.mean(got[1] == 0) > 0.3  # the ReLU's zeros reach the gradient
+  for a, w, what in zip(got, want, ('value', 'x gradient', 'bias gradient')):
+    np.testing.assert_allclose(a, w, rtol=1e-4, atol=2e-4, err_msg=what)
+
+
+def test_fast_lrn_in_bfloat16_is_the_float32_function_rounded():
+  x = tf.random.stateless_normal([8, 12, 12, 64], [5, 6]) * 4
+  y16 = convnet.local_response_normalization(tf.cast(x, tf.bfloat16))
+  assert y16.dtype == tf.bfloat16
+  ref = tf.nn.local_response_normalization(
+      tf.cast(tf.cast(x, tf.bfloat16), tf.float32), **convnet.LRN)
+  np.testing.assert_allclose(tf.cast(y16, tf.float32), ref, rtol=8e-3,
+                             atol=1e-6)
+
+
+def _tutorial_inference(model, images):
+  """The tutorial's forward pass written plainly with TensorFlow's own ops:
+  ReLU before pooling, tf.nn.local_response_normalization."""
+  p = model.params
+  lrn = lambda x: tf.nn.local_response_normalization(x, **convnet.LRN)
+  pool = lambda x: tf.nn.max_pool2d(x, 3, 2, 'SAME')
+  conv = lambda x, l: tf.nn.relu(tf.nn.conv2d(x, p[l + '/weights'], 1, 'SAME')
+                                 + p[l + '/biases'])
+  x = lrn(pool(conv(images, 'conv1')))
+  x = pool(lrn(conv(x, 'conv2')))
+  x = tf.reshape(x, [x.shape[0], -1])
+  for layer in ('local3', 'local4'):
+    x = tf.nn.relu(tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases'])
+  return tf.matmul(x, p['softmax_linear/weights']) + p['softmax_linear/biases']
+
+
+@pytest.mark.parametrize('shards', [1, 2, 4])
+def test_inference_is_the_tutorial_network(shards):
+  # Pooling before conv1's bias and ReLU, the fast LRN and slicing the batch
+  # change neither the logits nor the gradients.
+  model = convnet.ConvNet(seed=2)
+  images, _ = _batch(16, seed=3)
+
+  def logits_and_grads(fn):
+    with tf.GradientTape() as tape:
+      logits = fn(model, images)
+      total = tf.reduce_sum(logits * tf.range(1.0, 11.0))
+    return logits, tape.gradient(total, list(model.params.values()))
+
+  got, got_grads = logits_and_grads(
+      lambda m, x: convnet.sharded_inference(m, x, tf.float32, shards)[0])
+  want, want_grads = logits_and_grads(_tutorial_inference)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  for name, g, w in zip(model.params, got_grads, want_grads):
+    np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-5, err_msg=name)
+  acts = convnet.sharded_inference(model, images, tf.float32, shards)[1]
+  assert acts['conv1'].shape == [16, 24, 24, 64]  # for the summaries
+
+
+def test_num_shards(monkeypatch):
+  parse = cifar10_train.build_parser().parse_args
+  monkeypatch.setattr(cifar10_train.tf.config, 'list_physical_devices',
+                      lambda kind=None: [])
+  for cores, batch, want in ((2, 128, 2), (2, 32, 1), (8, 128, 4), (1, 128, 1),
+                             (3, 128, 2)):
+    monkeypatch.setattr(cifar10_train.os, 'sched_getaffinity',
+                        lambda pid, n=cores: set(range(n)))
+    args = parse(['--batch_size', str(batch)])
+    assert cifar10_train.num_shards(args) == want, (cores, batch)
+    assert cifar10_train.num_shards(args, replicas=2) == 1
+  assert cifar10_train.num_shards(parse(['--shards', '4'])) == 4
+  with pytest.raises(train_lib.UsageError,
+                     match='--shards 3 does not divide --batch_size 128'):
+    cifar10_train.num_shards(parse(['--shards', '3']))
+  monkeypatch.setattr(cifar10_train.tf.config, 'list_physical_devices',
+                      lambda kind=None: ['a GPU'])
+  assert cifar10_train.num_shards(parse([])) == 1
+
+
 def test_precision_flags(monkeypatch):
   parse = cifar10_train.build_parser().parse_args
   assert cifar10_train.compute_dtype(parse(['--use_fp16'])) == tf.float16
@@ -298,7 +387,9 @@ def re_search(pattern, text):
 @pytest.mark.parametrize('flag,value', [('--batch_size', '0'),
                                         ('--max_steps', '0'),
                                         ('--log_frequency', '-3'),
-                                        ('--batch_size', 'many')])
+                                        ('--batch_size', 'many'),
+                                        ('--shards', '0'),
+                                        ('--shards', 'many')])
 def test_bad_flags_one_line_error(flag, value, capsys):
   with pytest.raises(SystemExit) as e:
     cifar10_train.build_parser().parse_args([flag, value])

@@ -41,9 +41,10 @@ def _strategy(replicas):
       cifar10_multi_gpu_train.split_device('CPU', replicas))
 
 
-@pytest.mark.parametrize('replicas', [1, 2])
+@pytest.mark.parametrize('replicas,pieces', [(1, 1), (2, 1), (1, 3), (2, 2)])
 @pytest.mark.parametrize('seed', [1, 9])
-def test_device_batches_equal_tf_data_batches(shared_bin_dir, replicas, seed):
+def test_device_batches_equal_tf_data_batches(shared_bin_dir, replicas, seed,
+                                              pieces):
   # 1,000 training examples, global batch 96: step 10 straddles epochs 0 and 1
   batch, start = 96 // replicas, 8
   strategy = _strategy(replicas)
@@ -54,7 +55,8 @@ def test_device_batches_equal_tf_data_batches(shared_bin_dir, replicas, seed):
 
   @tf.function
   def device_batch(step):
-    return strategy.run(feed.replica_batch, args=(feed.next_batch(step),))
+    return strategy.run(feed.replica_batch,
+                        args=(feed.next_batch(step), pieces))
 
   for step in range(start, start + 6):
     want = next(dataset)
@@ -111,6 +113,38 @@ def test_two_replicas_steps_per_loop_changes_nothing(shared_bin_dir, tmp_path,
         '--logical_devices', '2']) == 0
     dirs.append(d)
   _assert_same_state(*[tf.train.latest_checkpoint(d) for d in dirs])
+
+
+def test_shards_change_nothing(shared_bin_dir, tmp_path, capsys):
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  assert _run(shared_bin_dir, one, 5, 3, 'true', '--shards', '1') == 0
+  assert 'in 2 slices' not in capsys.readouterr().out
+  assert _run(shared_bin_dir, two, 5, 3, 'true', '--shards', '2') == 0
+  assert 'batch 32 in 2 slices' in capsys.readouterr().out
+  # the same step, summed in another order: equal to round-off
+  _assert_same_state(tf.train.latest_checkpoint(one),
+                     tf.train.latest_checkpoint(two))
+
+
+def test_shards_with_two_replicas(shared_bin_dir, tmp_path):
+  dirs = []
+  for shards in ('1', '2'):
+    d = str(tmp_path / shards)
+    assert cifar10_multi_gpu_train.main(_train_args(shared_bin_dir, d) + [
+        '--max_steps', '5', '--steps_per_loop', '3', '--batch_size', '16',
+        '--logical_devices', '2', '--shards', shards]) == 0
+    dirs.append(d)
+  _assert_same_state(*[tf.train.latest_checkpoint(d) for d in dirs])
+
+
+def test_shards_that_do_not_divide_the_batch(shared_bin_dir, tmp_path,
+                                             capsys):
+  d = str(tmp_path / 't')
+  status = train_lib.run_main(cifar10_train.main, _train_args(
+      shared_bin_dir, d) + ['--max_steps', '2', '--shards', '3'])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status != 0 and len(err) == 1, err
+  assert '--shards 3 does not divide --batch_size 32' in err[0]
 
 
 def test_stop_and_resume_with_long_loops(shared_bin_dir, tmp_path):
