@@ -8,9 +8,11 @@ benchmarks/results/benchmark-<date>.json):
   - convnet training at batch 128 through cifar10_train.make_train_loop (the
     loop cifar10_train.py runs, the host reading the losses after each call):
     the default configuration (steps_per_loop 100, data on the device, the
-    precision cifar10_train picks), and each choice changed alone: one step
-    per call, tf.data input, float32, XLA; and the previous default (one
-    step per call from tf.data);
+    precision and the slices (--shards) cifar10_train picks, with the thread
+    pools it sets), and each choice changed alone: one step per call,
+    tf.data input, float32, one slice with TensorFlow's default threads; XLA
+    (float32, one slice); and the earlier defaults (one step per call from
+    tf.data, one slice);
   - host overhead per step at batch 2: a cifar10_train.train run (its real
     loop: console lines, NaN checks, signal and save checks; summaries and
     checkpoints set beyond the run) minus the same steps run in one call of
@@ -27,7 +29,8 @@ benchmarks/results/benchmark-<date>.json):
   - the fully connected model's training, steps/sec;
   - peak resident memory of a cifar10_train.py run (a child process).
 Warm-up (tracing) is excluded; each figure is the median of several timed
-repeats.
+repeats. TensorFlow's thread pools are set once per process, so the figures
+are measured by two child processes run one after the other (see measure()).
 """
 
 import argparse
@@ -66,6 +69,7 @@ PLAN = {'full': dict(repeats=5, steps=100, warmup=20, fc_steps=200,
                       memory_steps=60, eval_examples=2000, keras_rounds=1,
                       overhead_steps=600, overhead_steps_1=200)}
 OVERHEAD_BATCH = 2
+PHASES = ('sliced', 'default')
 
 
 def timed_repeats(run, repeats, warmup):
@@ -107,14 +111,15 @@ def _feed(data_dir, batch_size, on_device, strategy):
 
 def bench_train(data_dir, plan, dtype, on_device=True,
                 steps_per_loop=cifar10_train.DEFAULT_STEPS_PER_LOOP,
-                jit_compile=False):
+                jit_compile=False, shards=1):
   """Examples/sec of cifar10_train's loop at batch 128 (losses read back)."""
   strategy = tf.distribute.get_strategy()
   model = convnet.ConvNet(1)
   state = convnet.TrainState(model, compute_dtype=dtype)
   feed, iterator = _feed(data_dir, BATCH_SIZE, on_device, strategy)
   train_loop, _ = cifar10_train.make_train_loop(strategy, model, state,
-                                                BATCH_SIZE, feed, jit_compile)
+                                                BATCH_SIZE, feed, jit_compile,
+                                                shards)
   flags = cifar10_train.loop_flags(0, False)
 
   def run(steps=plan['steps']):
@@ -311,14 +316,72 @@ def machine():
           'tensorflow': tf.__version__, 'python': platform.python_version()}
 
 
+def measure(phase, data_dir, plan):
+  """The figures of one phase, measured in this process.
+
+  'sliced': TensorFlow's thread pools as cifar10_train.py sets them for its
+  defaults (set_threads: one thread per kernel and one slice per core on a
+  CPU), and the toolkit's training rows. 'default': TensorFlow's default
+  thread pools, which Keras, the evaluator and a one-slice run use: Keras,
+  the one-slice and earlier-default rows, host overhead (batch 2 is one
+  slice), evaluation, the fully connected model, the input pipeline.
+  """
+  defaults = cifar10_train.build_parser().parse_args([])
+  dtype = cifar10_train.compute_dtype(defaults)
+  n = cifar10_train.DEFAULT_STEPS_PER_LOOP
+  on = cifar10_train.data_on_device(defaults)
+  shards = cifar10_train.num_shards(defaults)
+  gpu = bool(tf.config.list_physical_devices('GPU'))
+  fig = {}
+  if phase == 'sliced':
+    cifar10_train.set_threads(shards)
+    fig['train_default'] = bench_train(data_dir, plan, dtype, on, n,
+                                       shards=shards)
+    fig['train_loop1'] = bench_train(data_dir, plan, dtype, on, 1,
+                                     shards=shards)
+    fig['train_tfdata' if on else 'train_device'] = bench_train(
+        data_dir, plan, dtype, not on, n, shards=shards)
+    if dtype != tf.float32:
+      fig['train'] = bench_train(data_dir, plan, tf.float32, on, n,
+                                 shards=shards)
+    if gpu:
+      fig['train_fp16'] = bench_train(data_dir, plan, tf.float16, on, n,
+                                      shards=shards)
+    return fig
+  if shards > 1:
+    fig['train_one_slice'] = bench_train(data_dir, plan, dtype, on, n)
+  fig['train_previous'] = bench_train(data_dir, plan, dtype, False, 1)
+  fig['train_xla'] = bench_train(data_dir, plan, tf.float32, on, n,
+                                 jit_compile=True)
+  fig['overhead_ms'] = bench_overhead(data_dir, plan, n,
+                                      plan['overhead_steps'])
+  fig['overhead_ms_loop1'] = bench_overhead(data_dir, plan, 1,
+                                            plan['overhead_steps_1'])
+  fig['keras'] = bench_keras(data_dir, plan)
+  if gpu or cifar10_train.native_bf16_cpu():
+    fig['keras_bf16'] = bench_keras(data_dir, plan, 'mixed_bfloat16')
+    fig['keras_bf16_spe20'] = bench_keras(data_dir, plan, 'mixed_bfloat16',
+                                          20)
+  fig['eval'] = bench_eval(data_dir, plan)
+  fig['fc_steps_per_sec'] = bench_fc(data_dir, plan)
+  fig['pipeline'] = bench_pipeline(data_dir, plan)
+  fig['shards'] = shards
+  return fig
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--quick', action='store_true',
-                 help='fewer, shorter repeats (under two minutes on 2 cores)')
+                 help='fewer, shorter repeats (about 3 minutes on 2 cores)')
   cli.add_data_flags(p)
   p.add_argument('--json', default=None, help='where to write the results')
+  p.add_argument('--phase', choices=PHASES, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   plan = PLAN['quick' if args.quick else 'full']
+  if args.phase:  # a child: one phase's figures, as JSON, to --json
+    with open(args.json, 'w') as f:
+      json.dump(measure(args.phase, args.data_dir, plan), f)
+    return 0
   cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
   gpu = bool(tf.config.list_physical_devices('GPU'))
   began = time.time()
@@ -327,34 +390,21 @@ def main(argv=None):
              'mode': 'quick' if args.quick else 'full', 'plan': plan}
   fig = results['figures'] = {}
   fig['peak_train_rss_mb'] = bench_memory(args.data_dir, plan)
-  fig['pipeline'] = bench_pipeline(args.data_dir, plan)
+  # Thread pools are set once per process: each phase runs in a child.
+  with tempfile.TemporaryDirectory() as tmp:
+    for phase in PHASES:
+      out = os.path.join(tmp, phase + '.json')
+      subprocess.run([sys.executable, os.path.abspath(__file__), '--phase',
+                      phase, '--json', out, '--data_dir', args.data_dir] +
+                     (['--quick'] if args.quick else []), check=True)
+      with open(out) as f:
+        fig.update(json.load(f))
+  shards = fig.pop('shards')
   default = cifar10_train.compute_dtype(
       cifar10_train.build_parser().parse_args([]))
   n = cifar10_train.DEFAULT_STEPS_PER_LOOP
   on = cifar10_train.data_on_device(
       cifar10_train.build_parser().parse_args([]))
-  fig['train_default'] = bench_train(args.data_dir, plan, default, on, n)
-  fig['train_loop1'] = bench_train(args.data_dir, plan, default, on, 1)
-  fig['train_tfdata' if on else 'train_device'] = bench_train(
-      args.data_dir, plan, default, not on, n)
-  fig['train_previous'] = bench_train(args.data_dir, plan, default, False, 1)
-  if default != tf.float32:
-    fig['train'] = bench_train(args.data_dir, plan, tf.float32, on, n)
-  fig['train_xla'] = bench_train(args.data_dir, plan, tf.float32, on, n,
-                                 jit_compile=True)
-  if gpu:
-    fig['train_fp16'] = bench_train(args.data_dir, plan, tf.float16, on, n)
-  fig['overhead_ms'] = bench_overhead(args.data_dir, plan, n,
-                                      plan['overhead_steps'])
-  fig['overhead_ms_loop1'] = bench_overhead(args.data_dir, plan, 1,
-                                            plan['overhead_steps_1'])
-  fig['keras'] = bench_keras(args.data_dir, plan)
-  if gpu or cifar10_train.native_bf16_cpu():
-    fig['keras_bf16'] = bench_keras(args.data_dir, plan, 'mixed_bfloat16')
-    fig['keras_bf16_spe20'] = bench_keras(args.data_dir, plan,
-                                          'mixed_bfloat16', 20)
-  fig['eval'] = bench_eval(args.data_dir, plan)
-  fig['fc_steps_per_sec'] = bench_fc(args.data_dir, plan)
 
   keras_keys = [k for k in fig if k.startswith('keras')]
   best_keras = max(keras_keys, key=lambda k: fig[k]['median'])
@@ -366,6 +416,9 @@ def main(argv=None):
                                  fig[best_keras]['median'],
       'default_over_previous_default': fig['train_default']['median'] /
                                        fig['train_previous']['median'],
+      'default_over_one_slice': fig['train_default']['median'] /
+                                fig.get('train_one_slice',
+                                        fig['train_default'])['median'],
       'best_train': best,
       'pipeline_over_default_train': fig['pipeline']['median'] /
                                      fig['train_default']['median']}
@@ -381,15 +434,18 @@ def main(argv=None):
   data = 'data on device' if on else 'tf.data'
   labels = {
       'pipeline': 'input pipeline alone (examples/sec)',
-      'train_default': 'training, default: %s, %s, %d steps/call '
-                       '(examples/sec)' % (default.name, data, n),
+      'train_default': 'training, default: %s, %s, %d steps/call, %d '
+                       'slice(s) (examples/sec)' % (default.name, data, n,
+                                                    shards),
       'train_loop1': '  default but 1 step per call (examples/sec)',
       'train_tfdata': '  default but tf.data input (examples/sec)',
       'train_device': '  default but data on device (examples/sec)',
       'train': '  default but float32 (examples/sec)',
       'train_xla': '  float32 with XLA (examples/sec)',
       'train_fp16': '  use_fp16 (examples/sec)',
-      'train_previous': '  previous default: tf.data, 1 step/call '
+      'train_one_slice': '  default but 1 slice, default threads '
+                         '(examples/sec)',
+      'train_previous': '  earlier defaults: tf.data, 1 step/call, 1 slice '
                         '(examples/sec)',
       'keras': 'Keras model.fit, float32 (examples/sec)',
       'keras_bf16': 'Keras, mixed_bfloat16 (examples/sec)',
@@ -421,8 +477,10 @@ def main(argv=None):
                           fig['peak_train_rss_mb']))
   print('%-58s %12.2f' % ('default training / best Keras (%s)' % best_keras,
                           ratios['default_over_best_keras']))
-  print('%-58s %12.2f' % ('default training / previous default',
+  print('%-58s %12.2f' % ('default training / earlier defaults',
                           ratios['default_over_previous_default']))
+  print('%-58s %12.2f' % ('default training / the same in 1 slice',
+                          ratios['default_over_one_slice']))
   print('%-58s %12.2f' % ('input pipeline / default training',
                           ratios['pipeline_over_default_train']))
   print('(%.0f s in all)' % results['seconds'])
