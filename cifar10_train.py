@@ -55,6 +55,13 @@ def data_on_device(args):
   return args.data_on_device == 'true'
 
 
+def usable_cores():
+  """The cores this process may run on."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def num_shards(args, replicas=1):
   """The slices each replica's batch is computed in (--shards).
 
@@ -66,7 +73,7 @@ def num_shards(args, replicas=1):
   if args.shards == 'auto':
     if replicas > 1 or tf.config.list_physical_devices('GPU'):
       return 1
-    return max(n for n in range(1, len(os.sched_getaffinity(0)) + 1)
+    return max(n for n in range(1, usable_cores() + 1)
                if args.batch_size % n == 0 and
                (n == 1 or args.batch_size // n >= cli.MIN_SHARD_EXAMPLES))
   if args.batch_size % args.shards:
@@ -86,7 +93,7 @@ def set_threads(shards):
   twice): the pools only set the speed, never the results.
   """
   if shards > 1 and not tf.config.list_physical_devices('GPU'):
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     try:
       tf.config.threading.set_intra_op_parallelism_threads(
           max(1, cores // shards))

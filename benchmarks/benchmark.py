@@ -399,7 +399,7 @@ def main(argv=None):
                      (['--quick'] if args.quick else []), check=True)
       with open(out) as f:
         fig.update(json.load(f))
-  shards = fig.pop('shards')
+  shards = results['shards'] = fig.pop('shards')
   default = cifar10_train.compute_dtype(
       cifar10_train.build_parser().parse_args([]))
   n = cifar10_train.DEFAULT_STEPS_PER_LOOP

@@ -18,19 +18,24 @@ def test_benchmark_quick(shared_bin_dir, tmp_path):
       capture_output=True, text=True, timeout=600).stdout
   for label in ('input pipeline alone', 'training, default: ',
                 'default but 1 step per call', 'default but tf.data input',
-                'float32 with XLA', 'previous default: tf.data, 1 step/call',
+                'float32 with XLA', 'earlier defaults: tf.data, 1 step/call',
                 'Keras model.fit, float32', 'evaluation',
                 'fully connected training', 'peak RSS of cifar10_train.py',
                 'host overhead per step, batch 2, 100 steps/call',
                 'host overhead per step, batch 2, 1 step/call',
                 'batches made in the graph, per step',
                 'default training / best Keras',
-                'default training / previous default',
+                'default training / earlier defaults',
+                'default training / the same in 1 slice',
                 'input pipeline / default training'):
     assert re.search(r'^ *%s.* %s$' % (re.escape(label), NUMBER), out, re.M), \
         label + ' missing in:\n' + out
   results = json.load(open(out_json))
   fig = results['figures']
+  if results['shards'] > 1:
+    assert re.search(r'^ *default but 1 slice, default threads.* %s$' % NUMBER,
+                     out, re.M), out
+    assert fig['train_one_slice']['median'] > 0
   for key in ('pipeline', 'train_default', 'train_loop1', 'train_previous',
               'train_xla', 'keras', 'eval', 'fc_steps_per_sec'):
     assert fig[key]['median'] > 0 and len(fig[key]['repeats']) == 3
