@@ -124,14 +124,27 @@ def worker_role():
   return is_chief, '%s-%d' % (task['type'], task['index'])
 
 
+def planned_replicas(args):
+  """The replicas of the run, known before TensorFlow starts (for --shards
+  auto): this machine's devices times the workers in $TF_CONFIG's cluster
+  (read after worker_role() has checked it). On a GPU --shards auto is 1
+  whatever this says."""
+  local = args.logical_devices or 1
+  if args.strategy != 'multi_worker':
+    return local
+  cluster = json.loads(os.environ['TF_CONFIG'])['cluster']
+  return local * sum(len(cluster.get(k, [])) for k in ('chief', 'worker'))
+
+
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  if args.shards == 'auto':  # replicas split the work already
-    args.shards = 1
-  cifar10_train.set_threads(args.shards)
   worker_dir = None
   if args.strategy == 'multi_worker':
     is_chief, task = worker_role()
+  # before anything starts TensorFlow's runtime (its thread pools)
+  args.shards = cifar10_train.num_shards(args, planned_replicas(args))
+  cifar10_train.set_threads(args.shards)
+  if args.strategy == 'multi_worker':
     if args.logical_devices:
       split_device('GPU' if tf.config.list_physical_devices('GPU') else 'CPU',
                    args.logical_devices)

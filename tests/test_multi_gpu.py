@@ -150,3 +150,26 @@ def test_multi_worker_needs_tf_config(monkeypatch, capsys):
   assert train_lib.run_main(cifar10_multi_gpu_train.main,
                             ['--strategy', 'multi_worker']) == 1
   assert 'needs TF_CONFIG' in capsys.readouterr().err
+
+
+def test_planned_replicas_set_shards_auto(monkeypatch):
+  # --shards auto sees the run's replicas before TensorFlow starts: one
+  # device alone gets the single-device rule, several devices or workers 1.
+  parse = cifar10_multi_gpu_train.build_parser().parse_args
+  planned = cifar10_multi_gpu_train.planned_replicas
+  assert planned(parse([])) == 1
+  assert planned(parse(['--logical_devices', '2'])) == 2
+  monkeypatch.setenv('TF_CONFIG', json.dumps({
+      'cluster': {'chief': ['a:1'], 'worker': ['b:1', 'c:1']},
+      'task': {'type': 'worker', 'index': 0}}))
+  assert planned(parse(['--strategy', 'multi_worker'])) == 3
+  assert planned(parse(['--strategy', 'multi_worker',
+                        '--logical_devices', '2'])) == 6
+  monkeypatch.setattr(cifar10_train.tf.config, 'list_physical_devices',
+                      lambda kind=None: [])
+  monkeypatch.setattr(cifar10_train.os, 'sched_getaffinity',
+                      lambda pid: {0, 1})
+  assert cifar10_train.num_shards(parse([]), planned(parse([]))) == 2
+  assert cifar10_train.num_shards(
+      parse(['--logical_devices', '2']),
+      planned(parse(['--logical_devices', '2']))) == 1
