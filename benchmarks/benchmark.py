@@ -24,13 +24,18 @@ benchmarks/results/benchmark-<date>.json):
     mixed_bfloat16 (where the CPU has native bfloat16, or a GPU is present;
     LRN in float32, as TensorFlow has no bfloat16 LRN kernel on CPUs) with
     steps_per_execution 1 and 20; the ratio is the toolkit's default over the
-    best of them;
+    best of them. The default training, its one-slice variant and the Keras
+    configurations are timed in turns, round after round, each in a child
+    process of its own kept alive throughout (see paired()), so that their
+    ratios do not carry this machine's drift; the ratio is also printed for
+    each round;
   - evaluation (cifar10_eval.Evaluator), examples/sec;
   - the fully connected model's training, steps/sec;
   - peak resident memory of a cifar10_train.py run (a child process).
 Warm-up (tracing) is excluded; each figure is the median of several timed
-repeats. TensorFlow's thread pools are set once per process, so the figures
-are measured by two child processes run one after the other (see measure()).
+repeats. TensorFlow's thread pools are set once per process, so every figure
+is measured in a child process: the paired ones first, then two processes
+for the rest, one after the other (see measure()).
 """
 
 import argparse
@@ -64,9 +69,11 @@ BATCH_SIZE = 128
 # (repeats, steps per repeat, warm-up steps) per mode
 PLAN = {'full': dict(repeats=5, steps=100, warmup=20, fc_steps=200,
                      memory_steps=400, eval_examples=10000, keras_rounds=2,
+                     turns=7,
                      overhead_steps=4000, overhead_steps_1=1500),
         'quick': dict(repeats=3, steps=20, warmup=5, fc_steps=60,
                       memory_steps=60, eval_examples=2000, keras_rounds=1,
+                      turns=3,
                       overhead_steps=600, overhead_steps_1=200)}
 OVERHEAD_BATCH = 2
 PHASES = ('sliced', 'default')
@@ -109,10 +116,12 @@ def _feed(data_dir, batch_size, on_device, strategy):
                                                      0, ctx)))
 
 
-def bench_train(data_dir, plan, dtype, on_device=True,
-                steps_per_loop=cifar10_train.DEFAULT_STEPS_PER_LOOP,
-                jit_compile=False, shards=1):
-  """Examples/sec of cifar10_train's loop at batch 128 (losses read back)."""
+def train_runner(data_dir, plan, dtype, on_device=True,
+                 steps_per_loop=cifar10_train.DEFAULT_STEPS_PER_LOOP,
+                 jit_compile=False, shards=1):
+  """run(steps) training the convnet through cifar10_train's loop at batch
+  128 (losses read back after each call, as the loop's NaN check does),
+  both loop lengths traced."""
   strategy = tf.distribute.get_strategy()
   model = convnet.ConvNet(1)
   state = convnet.TrainState(model, compute_dtype=dtype)
@@ -127,9 +136,15 @@ def bench_train(data_dir, plan, dtype, on_device=True,
     while done < steps:
       n = min(steps_per_loop, steps - done)
       losses, _ = train_loop(iterator, tf.constant(n), flags)
-      losses.numpy()  # the loop's NaN check reads them
+      losses.numpy()
       done += n
-  run(min(steps_per_loop, plan['warmup']))  # traces both loop lengths
+  run(min(steps_per_loop, plan['warmup']))
+  return run
+
+
+def bench_train(data_dir, plan, *args, **kwargs):
+  """Examples/sec of cifar10_train's loop at batch 128 (see train_runner)."""
+  run = train_runner(data_dir, plan, *args, **kwargs)
   return rate(timed_repeats(run, plan['repeats'], plan['warmup']),
               plan['steps'] * BATCH_SIZE)
 
@@ -262,33 +277,139 @@ def keras_convnet(steps_per_execution=1):
   return model
 
 
-def bench_keras(data_dir, plan, policy='float32', steps_per_execution=1):
-  """Keras model.fit examples/sec, median over epochs of keras_rounds fresh
-  models (Keras on 2 cores varies from run to run)."""
+KERAS = {'keras': ('float32', 1), 'keras_bf16': ('mixed_bfloat16', 1),
+         'keras_bf16_spe20': ('mixed_bfloat16', 20)}
+
+
+def paired_keys():
+  """The configurations timed in turns: the toolkit's default training and
+  the Keras ones (mixed_bfloat16 where the CPU has native bfloat16 or a GPU
+  is present)."""
+  keys = ['train_default', 'keras']
+  if cifar10_train.num_shards(cifar10_train.build_parser().parse_args([])) > 1:
+    keys.insert(1, 'train_one_slice')
+  if tf.config.list_physical_devices('GPU') or cifar10_train.native_bf16_cpu():
+    keys += ['keras_bf16', 'keras_bf16_spe20']
+  return keys
+
+
+def say(word):
+  """A child's reply to the parent, on its own line of stdout."""
+  print('@turn %s' % word, flush=True)
+
+
+def told_to_run():
+  """Blocks until the parent says 'run' (True) or stops the child (False)."""
+  return sys.stdin.readline().strip() == 'run'
+
+
+def serve(key, data_dir, plan):
+  """A child that measures one configuration in turns with others (paired).
+
+  It warms up, says 'ready', then for each 'run' read from stdin trains
+  plan['steps'] steps and says how many seconds they took, until told to
+  stop; idle in between. The toolkit's default runs with the thread pools
+  and slices cifar10_train.py sets; Keras (the tutorial's network written as
+  a skilled user would: tf.keras layers, SGD 0.1, model.fit on the same
+  tf.data input) with TensorFlow's default pools, in one model.fit call of
+  epochs of plan['steps'] steps (the first, which traces, is the warm-up),
+  blocked between epochs by a callback.
+  """
+  if key.startswith('train'):  # default, or in one slice (default pools)
+    defaults = cifar10_train.build_parser().parse_args([])
+    shards = (cifar10_train.num_shards(defaults) if key == 'train_default'
+              else 1)
+    cifar10_train.set_threads(shards)
+    run = train_runner(data_dir, plan, cifar10_train.compute_dtype(defaults),
+                       cifar10_train.data_on_device(defaults),
+                       cifar10_train.DEFAULT_STEPS_PER_LOOP, shards=shards)
+    say('ready')
+    while told_to_run():
+      t = time.perf_counter()
+      run()
+      say(time.perf_counter() - t)
+    return
+  policy, steps_per_execution = KERAS[key]
   tf.keras.mixed_precision.set_global_policy(policy)
 
-  class Clock(tf.keras.callbacks.Callback):
-    def __init__(self):
-      super().__init__()
-      self.times = []
-
+  class Turns(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
       self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-      self.times.append(time.perf_counter() - self.start)
+      took = time.perf_counter() - self.start
+      say(took if epoch else 'ready')
+      if not told_to_run():
+        self.model.stop_training = True
 
-  clock = Clock()
+  model = keras_convnet(steps_per_execution)
+  model.fit(cifar10_input.distorted_inputs(data_dir, BATCH_SIZE, seed=1),
+            steps_per_epoch=plan['steps'], epochs=10**9, verbose=0,
+            callbacks=[Turns()])
+
+
+def heard(key, child):
+  """The next reply of a serving child."""
+  for line in child.stdout:
+    if line.startswith('@turn '):
+      return line.split()[1]
+  raise RuntimeError('benchmark child %s ended (exit status %s)'
+                     % (key, child.wait()))
+
+
+def paired(data_dir, plan, quick):
+  """The default training and the Keras configurations, timed in turns.
+
+  Each configuration runs in a child process of its own (its own thread
+  pools and precision policy), all alive at once and idle but for their
+  turn: each round times plan['steps'] steps of every one, in an order that
+  rotates from round to round, so that this machine's drift (over 10% within
+  minutes) falls on all of them alike. Each Keras configuration has
+  keras_rounds processes (Keras on 2 cores differs from process to process)
+  and its figure is the best of their medians.
+
+  Returns:
+    figures: {key: rate(...) plus 'processes', the medians of its
+      processes}, and rounds: per round, {key: examples/sec}.
+  """
+  children = []
   try:
-    for _ in range(plan['keras_rounds']):
-      model = keras_convnet(steps_per_execution)
-      ds = cifar10_input.distorted_inputs(data_dir, BATCH_SIZE, seed=1)
-      model.fit(ds, steps_per_epoch=plan['warmup'], epochs=1, verbose=0)
-      model.fit(ds, steps_per_epoch=plan['steps'], epochs=plan['repeats'],
-                verbose=0, callbacks=[clock])
+    for key in paired_keys():
+      for _ in range(plan['keras_rounds'] if key in KERAS else 1):
+        child = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), '--serve', key,
+             '--data_dir', data_dir] + (['--quick'] if quick else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        children.append((key, child))
+        heard(key, child)  # warm-ups one at a time
+    times = [[] for _ in children]
+    for r in range(plan['turns']):
+      for i in range(len(children)):
+        i = (i + r) % len(children)
+        key, child = children[i]
+        time.sleep(0.2)  # the one before settles (its input threads)
+        child.stdin.write('run\n')
+        child.stdin.flush()
+        times[i].append(float(heard(key, child)))
   finally:
-    tf.keras.mixed_precision.set_global_policy('float32')
-  return rate(clock.times, plan['steps'] * BATCH_SIZE)
+    for _, child in children:
+      try:
+        child.stdin.close()
+      except OSError:
+        pass
+    for _, child in children:
+      child.wait()
+  examples = plan['steps'] * BATCH_SIZE
+  figures, rounds = {}, [{} for _ in range(plan['turns'])]
+  for (key, _), t in zip(children, times):
+    f = rate(t, examples)
+    for r, x in zip(rounds, f['repeats']):
+      r[key] = max(r.get(key, 0), x)
+    medians = figures.get(key, {}).get('processes', []) + [f['median']]
+    if key in figures and figures[key]['median'] >= f['median']:
+      f = figures[key]
+    figures[key] = dict(f, processes=medians)
+  return figures, rounds
 
 
 def bench_memory(data_dir, plan):
@@ -317,14 +438,15 @@ def machine():
 
 
 def measure(phase, data_dir, plan):
-  """The figures of one phase, measured in this process.
+  """The figures of one phase, measured in this process (after paired()).
 
   'sliced': TensorFlow's thread pools as cifar10_train.py sets them for its
   defaults (set_threads: one thread per kernel and one slice per core on a
-  CPU), and the toolkit's training rows. 'default': TensorFlow's default
-  thread pools, which Keras, the evaluator and a one-slice run use: Keras,
-  the one-slice and earlier-default rows, host overhead (batch 2 is one
-  slice), evaluation, the fully connected model, the input pipeline.
+  CPU), and the toolkit's training rows with one choice changed.
+  'default': TensorFlow's default thread pools, which the evaluator and a
+  one-slice run use: the earlier-default and XLA rows, host overhead (batch
+  2 is one slice), evaluation, the fully connected model, the input
+  pipeline.
   """
   defaults = cifar10_train.build_parser().parse_args([])
   dtype = cifar10_train.compute_dtype(defaults)
@@ -335,8 +457,6 @@ def measure(phase, data_dir, plan):
   fig = {}
   if phase == 'sliced':
     cifar10_train.set_threads(shards)
-    fig['train_default'] = bench_train(data_dir, plan, dtype, on, n,
-                                       shards=shards)
     fig['train_loop1'] = bench_train(data_dir, plan, dtype, on, 1,
                                      shards=shards)
     fig['train_tfdata' if on else 'train_device'] = bench_train(
@@ -348,8 +468,6 @@ def measure(phase, data_dir, plan):
       fig['train_fp16'] = bench_train(data_dir, plan, tf.float16, on, n,
                                       shards=shards)
     return fig
-  if shards > 1:
-    fig['train_one_slice'] = bench_train(data_dir, plan, dtype, on, n)
   fig['train_previous'] = bench_train(data_dir, plan, dtype, False, 1)
   fig['train_xla'] = bench_train(data_dir, plan, tf.float32, on, n,
                                  jit_compile=True)
@@ -357,11 +475,6 @@ def measure(phase, data_dir, plan):
                                       plan['overhead_steps'])
   fig['overhead_ms_loop1'] = bench_overhead(data_dir, plan, 1,
                                             plan['overhead_steps_1'])
-  fig['keras'] = bench_keras(data_dir, plan)
-  if gpu or cifar10_train.native_bf16_cpu():
-    fig['keras_bf16'] = bench_keras(data_dir, plan, 'mixed_bfloat16')
-    fig['keras_bf16_spe20'] = bench_keras(data_dir, plan, 'mixed_bfloat16',
-                                          20)
   fig['eval'] = bench_eval(data_dir, plan)
   fig['fc_steps_per_sec'] = bench_fc(data_dir, plan)
   fig['pipeline'] = bench_pipeline(data_dir, plan)
@@ -376,8 +489,14 @@ def main(argv=None):
   cli.add_data_flags(p)
   p.add_argument('--json', default=None, help='where to write the results')
   p.add_argument('--phase', choices=PHASES, help=argparse.SUPPRESS)
+  p.add_argument('--serve', choices=('train_default', 'train_one_slice') +
+                 tuple(KERAS),
+                 help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   plan = PLAN['quick' if args.quick else 'full']
+  if args.serve:  # a child timing one configuration in turns (paired())
+    serve(args.serve, args.data_dir, plan)
+    return 0
   if args.phase:  # a child: one phase's figures, as JSON, to --json
     with open(args.json, 'w') as f:
       json.dump(measure(args.phase, args.data_dir, plan), f)
@@ -390,6 +509,8 @@ def main(argv=None):
              'mode': 'quick' if args.quick else 'full', 'plan': plan}
   fig = results['figures'] = {}
   fig['peak_train_rss_mb'] = bench_memory(args.data_dir, plan)
+  turns, rounds = paired(args.data_dir, plan, args.quick)
+  fig.update(turns)
   # Thread pools are set once per process: each phase runs in a child.
   with tempfile.TemporaryDirectory() as tmp:
     for phase in PHASES:
@@ -419,6 +540,8 @@ def main(argv=None):
       'default_over_one_slice': fig['train_default']['median'] /
                                 fig.get('train_one_slice',
                                         fig['train_default'])['median'],
+      'default_over_best_keras_by_round': [
+          r['train_default'] / max(r[k] for k in keras_keys) for r in rounds],
       'best_train': best,
       'pipeline_over_default_train': fig['pipeline']['median'] /
                                      fig['train_default']['median']}
@@ -477,6 +600,9 @@ def main(argv=None):
                           fig['peak_train_rss_mb']))
   print('%-58s %12.2f' % ('default training / best Keras (%s)' % best_keras,
                           ratios['default_over_best_keras']))
+  by_round = ratios['default_over_best_keras_by_round']
+  print('%-58s %12s' % ('  in each round: %s' % ' '.join(
+      '%.2f' % x for x in by_round), ''))
   print('%-58s %12.2f' % ('default training / earlier defaults',
                           ratios['default_over_previous_default']))
   print('%-58s %12.2f' % ('default training / the same in 1 slice',
