@@ -155,7 +155,10 @@ def test_bfloat16_training_keeps_float32_variables():
                                               64))
   ce = [float(step()['cross_entropy']) for _ in range(40)]
   assert all(v.dtype == tf.float32 for v in model.trainable_variables)
-  assert ce[-1] < 0.7 * ce[0]
+  # SGD 0.1 on one batch is chaotic (spikes above 8 near step 8; round-off
+  # alone moves the loss at any one later step by +-1): the median of the
+  # last 10 steps (about 1.1 in bfloat16, 1.3-1.4 in float32) is what learns.
+  assert np.median(ce[-10:]) < 0.7 * ce[0]
   assert float(state.loss_scale) == 1.0 and not state.loss_scaling
 
 
