@@ -485,7 +485,7 @@ def measure(phase, data_dir, plan):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--quick', action='store_true',
-                 help='fewer, shorter repeats (about 3 minutes on 2 cores)')
+                 help='fewer, shorter repeats (about 4 minutes on 2 cores)')
   cli.add_data_flags(p)
   p.add_argument('--json', default=None, help='where to write the results')
   p.add_argument('--phase', choices=PHASES, help=argparse.SUPPRESS)
