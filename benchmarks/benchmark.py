@@ -66,15 +66,16 @@ import data_helpers  # noqa: E402
 import two_layer_fc  # noqa: E402
 
 BATCH_SIZE = 128
-# (repeats, steps per repeat, warm-up steps) per mode
-PLAN = {'full': dict(repeats=5, steps=100, warmup=20, fc_steps=200,
-                     memory_steps=400, eval_examples=10000, keras_rounds=2,
-                     turns=7,
-                     overhead_steps=4000, overhead_steps_1=1500),
-        'quick': dict(repeats=3, steps=20, warmup=5, fc_steps=60,
-                      memory_steps=60, eval_examples=2000, keras_rounds=1,
-                      turns=3,
-                      overhead_steps=600, overhead_steps_1=200)}
+# Per mode: timed repeats, steps per repeat, warm-up steps; rounds of the
+# configurations timed in turns, and processes per Keras configuration.
+PLAN = {'full': dict(repeats=5, steps=100, warmup=20, turns=7,
+                     keras_processes=2, fc_steps=200, memory_steps=400,
+                     eval_examples=10000, overhead_steps=4000,
+                     overhead_steps_1=1500),
+        'quick': dict(repeats=3, steps=20, warmup=5, turns=3,
+                      keras_processes=1, fc_steps=60, memory_steps=60,
+                      eval_examples=2000, overhead_steps=600,
+                      overhead_steps_1=200)}
 OVERHEAD_BATCH = 2
 PHASES = ('sliced', 'default')
 
@@ -282,9 +283,9 @@ KERAS = {'keras': ('float32', 1), 'keras_bf16': ('mixed_bfloat16', 1),
 
 
 def paired_keys():
-  """The configurations timed in turns: the toolkit's default training and
-  the Keras ones (mixed_bfloat16 where the CPU has native bfloat16 or a GPU
-  is present)."""
+  """The configurations timed in turns: the toolkit's default training (and
+  the same in one slice, where the default has several), and the Keras ones
+  (mixed_bfloat16 where the CPU has native bfloat16 or a GPU is present)."""
   keys = ['train_default', 'keras']
   if cifar10_train.num_shards(cifar10_train.build_parser().parse_args([])) > 1:
     keys.insert(1, 'train_one_slice')
@@ -365,8 +366,8 @@ def paired(data_dir, plan, quick):
   turn: each round times plan['steps'] steps of every one, in an order that
   rotates from round to round, so that this machine's drift (over 10% within
   minutes) falls on all of them alike. Each Keras configuration has
-  keras_rounds processes (Keras on 2 cores differs from process to process)
-  and its figure is the best of their medians.
+  plan['keras_processes'] processes (Keras on 2 cores differs from process
+  to process) and its figure is the best of their medians.
 
   Returns:
     figures: {key: rate(...) plus 'processes', the medians of its
@@ -375,7 +376,7 @@ def paired(data_dir, plan, quick):
   children = []
   try:
     for key in paired_keys():
-      for _ in range(plan['keras_rounds'] if key in KERAS else 1):
+      for _ in range(plan['keras_processes'] if key in KERAS else 1):
         child = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), '--serve', key,
              '--data_dir', data_dir] + (['--quick'] if quick else []),

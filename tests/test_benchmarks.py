@@ -49,6 +49,11 @@ def test_benchmark_quick(shared_bin_dir, tmp_path):
       if k.startswith('keras'))
   assert ratios['default_over_best_keras'] == \
       fig['train_default']['median'] / fig[best_keras]['median']
+  # timed in turns: a ratio per round, printed
+  by_round = ratios['default_over_best_keras_by_round']
+  assert len(by_round) == 3 and all(x > 0 for x in by_round)
+  assert re.search(r'^  in each round: %s %s %s +$' % ((NUMBER,) * 3), out,
+                   re.M), out
   assert results['machine']['cores'] >= 1
 
 
