@@ -139,12 +139,12 @@ def planned_replicas(args):
 def main(argv=None):
   args = build_parser().parse_args(argv)
   worker_dir = None
-  if args.strategy == 'multi_worker':
-    is_chief, task = worker_role()
+  multi_worker = args.strategy == 'multi_worker'
+  is_chief, task = worker_role() if multi_worker else (True, None)
   # before anything starts TensorFlow's runtime (its thread pools)
   args.shards = cifar10_train.num_shards(args, planned_replicas(args))
   cifar10_train.set_threads(args.shards)
-  if args.strategy == 'multi_worker':
+  if multi_worker:
     if args.logical_devices:
       split_device('GPU' if tf.config.list_physical_devices('GPU') else 'CPU',
                    args.logical_devices)
@@ -152,7 +152,6 @@ def main(argv=None):
     if not is_chief:
       worker_dir = tempfile.mkdtemp(prefix='cifar10-%s-' % task)
   else:
-    is_chief = True
     strategy = tf.distribute.MirroredStrategy(
         mirrored_devices(args.num_gpus, args.logical_devices))
   try:
