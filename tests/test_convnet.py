@@ -124,7 +124,15 @@ def test_loss_falls_and_moving_averages_follow_the_formula():
           state.averages[k].numpy(),
           decay * before[k] + (1 - decay) * v.numpy(), rtol=1e-5, atol=1e-7)
   assert int(state.global_step) == 40
-  assert ce[-1] < 0.7 * ce[0] and losses[-1] < losses[0]
+  # SGD 0.1 on one batch is chaotic after the first steps (a spike above 8
+  # near step 8; round-off alone, which differs between CPUs and between
+  # oneDNN's kernels with and without AMX, moves the loss at any one later
+  # step by +-1: step 40 was 1.65 in float32 on a Xeon with AMX, 1.0-1.5
+  # elsewhere). The median of the last 10 steps is what learns: 1.3-1.4 in
+  # float32, where a network that does not learn stays near ln(10) = 2.3.
+  assert np.median(ce[-10:]) < 0.7 * ce[0]
+  # the total adds weight decay (about 2.4 here, falling slowly)
+  assert np.median(losses[-10:]) < losses[0] - 0.5
   # the loss averages are zero-debiased averages with decay 0.9
   avg = convnet.loss_averages(state)['total_loss']
   assert min(losses[-15:]) < float(avg) < max(losses[-15:])
