@@ -4,9 +4,11 @@
     python3 cifar10_eval.py            # evaluate each new checkpoint as it appears
 
 Prints `<datetime>: precision @ 1 = 0.NNN` and per-class precision and
-recall; writes 'Precision @ 1' and a confusion-matrix image to eval_dir at the
-checkpoint's global step, for TensorBoard. --raw_weights evaluates the
-trained weights instead of their moving averages (the tutorial's exercise).
+recall; writes 'Precision @ 1', a confusion-matrix image and the same matrix
+as a Markdown table to eval_dir at the checkpoint's global step, for
+TensorBoard, with the training run's HParams so that its row shows the
+precision. --raw_weights evaluates the trained weights instead of their
+moving averages (the tutorial's exercise).
 """
 
 import os
@@ -173,7 +175,7 @@ def report(precision, confusion, seen, step, path, writer):
         'confusion_matrix', confusion_image(confusion, step, precision),
         step=step, description='rows: true class, columns: predicted class; '
         'each cell its count, shaded by its share of the row')
-    tf.summary.text('confusion_matrix', confusion_markdown(confusion),
+    tf.summary.text('confusion_matrix_table', confusion_markdown(confusion),
                     step=step, description='rows: true class, columns: '
                     'predicted class')
   writer.flush()
@@ -194,6 +196,25 @@ def newest_readable(evaluator, checkpoint_dir, done, reported):
   return path, evaluator.after_restore()
 
 
+def join_training_row(checkpoint_dir, writer, joined):
+  """Writes the training run's HParams into the evaluation's run.
+
+  The same values and trial id as the run that wrote checkpoint_dir
+  (train_lib.save_run_hparams), so that TensorBoard's HParams tab shows the
+  precision in that run's row, whatever folders the two write to. Writes
+  again only when the run changed (joined: the trial id last written).
+
+  Returns:
+    The trial id written, or `joined`.
+  """
+  trial_id, values = train_lib.load_run_hparams(checkpoint_dir)
+  if trial_id is None or trial_id == joined:
+    return joined
+  with writer.as_default():
+    train_lib.write_hparams(values, cli.HPARAMS_METRICS, trial_id)
+  return trial_id
+
+
 def main(argv=None):
   args = build_parser().parse_args(argv)
   train_lib.prepare_dir(args.eval_dir, '--eval_dir')
@@ -203,8 +224,9 @@ def main(argv=None):
   writer = train_lib.summary_writer(args.eval_dir, '--eval_dir')
   done = None
   reported = set()  # damaged checkpoints already named
+  joined = None  # the trial id of the training run whose HParams row we join
   waiting_said = False
-  with train_lib.GracefulStop('finishing the evaluation in hand') as stop:
+  with train_lib.GracefulStop('stopping') as stop:
     while not stop.requested:
       try:
         path, step = newest_readable(evaluator, args.checkpoint_dir, done,
@@ -218,15 +240,20 @@ def main(argv=None):
         path = None
       if path is None and done is None and args.run_once:
         raise train_lib.UsageError('no checkpoint in %s' % args.checkpoint_dir)
-      if path is None and done is None and not waiting_said:
-        print('No checkpoint in %s yet; waiting for one' % args.checkpoint_dir,
-              flush=True)
-        waiting_said = True
       if path is not None:
+        stop.action = 'finishing the evaluation in hand'
+        joined = join_training_row(args.checkpoint_dir, writer, joined)
         report(*evaluator.evaluate(), step, path, writer)
+        stop.action = 'stopping'
         done = path
+        waiting_said = False
       if args.run_once:
         return 0
+      if not waiting_said:
+        print('%s: waiting for a new checkpoint in %s (looking every %g s)' % (
+            train_lib.now(), args.checkpoint_dir, args.eval_interval_secs),
+              flush=True)
+        waiting_said = True
       stop.sleep(args.eval_interval_secs)
   print('%s: stopped' % train_lib.now())
   return 0

@@ -26,6 +26,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -153,6 +154,9 @@ def check_bin_file(path, exact_size=False):
 
 def _extract(archive, data_dir):
   """Extracts archive's cifar-10-batches-bin into data_dir, all or nothing."""
+  began = time.time()
+  print('Extracting %s into %s (and checking it) ...' % (archive, data_dir),
+        flush=True)
   tmp = tempfile.mkdtemp(prefix='.extract-', dir=data_dir)
   try:
     try:
@@ -172,6 +176,8 @@ def _extract(archive, data_dir):
     except DataSetError as e:
       raise DataSetError('%s: %s' % (archive, str(e).replace(tmp + os.sep, '')))
     os.replace(extracted, os.path.join(data_dir, BATCHES_DIR))
+    print('Extracted %s in %.0f s' % (os.path.join(data_dir, BATCHES_DIR),
+                                      time.time() - began), flush=True)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -180,9 +180,11 @@ def make_train_loop(strategy, model, state, global_batch, feed,
 
   Returns:
     train_loop(iterator, num_steps, flags) -> (losses float32 [num_steps],
-      flags): num_steps steps of convnet.training in one graph loop;
+      times float64 [num_steps], flags): num_steps steps of convnet.training
+      in one graph loop; times[i] is when step i's loss was ready (seconds
+      since the epoch, read inside the graph), for the console's lines;
     aux_step(iterator, flags) -> (outputs of one step with activations and
-      gradients, for the summaries, flags).
+      gradients, for the summaries, its time, flags).
     flags is float32 [3] (SIGINT caught, SIGTERM caught, save wanted) of this
     worker (see loop_flags); what returns is its sum over all replicas and
     workers, so that every worker stops, or saves, after the same step.
@@ -212,55 +214,99 @@ def make_train_loop(strategy, model, state, global_batch, feed,
                             args=(flags,))
       return _first_replica(strategy, agreed)
 
+  def finished(loss):
+    with tf.control_dependencies([loss]):
+      return tf.timestamp(name='step_time')
+
   @tf.function
   def train_loop(iterator, num_steps, flags):
     losses = tf.TensorArray(tf.float32, size=num_steps)
+    times = tf.TensorArray(tf.float64, size=num_steps)
     for i in tf.range(num_steps):
       out = step(iterator, False)
       losses = losses.write(i, out['total_loss'])
-    return losses.stack(), agree(flags)
+      times = times.write(i, finished(out['total_loss']))
+    return losses.stack(), times.stack(), agree(flags)
 
   @tf.function
   def aux_step(iterator, flags):
     out = step(iterator, True)
     with tf.name_scope('outputs'):
       out = tf.nest.map_structure(tf.identity, out)
-    return out, agree(flags)
+    return out, finished(out['total_loss']), agree(flags)
 
   return train_loop, aux_step
 
 
 class StepClock:
-  """Console lines in the tutorial's format for the steps of each loop.
+  """Console lines in the tutorial's format, each with its own step's time.
 
-  The steps of a loop share its duration evenly, so a line's examples/sec is
-  the average since the previous line whatever steps_per_loop is.
+  Every log_frequency-th step gets a line stamped with the time its loss was
+  ready (read inside the graph loop), its examples/sec measured since the
+  previous line. A line whose interval includes start-up (tracing and the
+  first call of a training function) says so instead of passing it off as a
+  slow step. Also keeps the run's totals for the closing line.
   """
 
   def __init__(self, step, global_batch, log_frequency):
     self.global_batch, self.log_frequency = global_batch, log_frequency
     self.last_step, self.last_time = step, time.time()
-    self.loop_start = self.last_time
+    self.first_step, self.began = step, self.last_time
+    self.startup = True  # the interval in progress includes start-up
+    self.warm = None  # (step, time) once both functions have run once
+    self.said = None  # (step, time) of the last progress line
 
-  def start_loop(self):
-    self.loop_start = time.time()
+  def log(self, first_step, losses, times, first_call=False):
+    """Prints the lines of steps first_step + 1 ... first_step + len(losses).
 
-  def log(self, first_step, losses):
-    """Prints the lines of steps first_step + 1 ... first_step + len(losses)."""
-    end = time.time()
-    per_step = (end - self.loop_start) / len(losses)
+    first_call: the call that ran them was a training function's first (it
+    traced and compiled before running).
+    """
+    self.startup = self.startup or first_call
     for i, loss in enumerate(losses):
       step = first_step + i + 1
       if step % self.log_frequency:
         continue
-      at = self.loop_start + (i + 1) * per_step
-      duration = max(at - self.last_time, 1e-9)
+      duration = max(times[i] - self.last_time, 1e-9)
       steps = step - self.last_step
-      print('%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)' %
-            (train_lib.now(), step, loss, steps * self.global_batch / duration,
-             duration / steps))
-      self.last_step, self.last_time = step, at
+      print('%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch%s)' %
+            (train_lib.now(times[i]), step, loss,
+             steps * self.global_batch / duration, duration / steps,
+             '; includes start-up' if self.startup else ''))
+      self.last_step, self.last_time = step, times[i]
+      self.startup = False
     sys.stdout.flush()
+
+  def progress(self, step, max_steps, interval):
+    """A line saying how long the run has to go, when one is due, or None.
+
+    The first comes cli.FIRST_PROGRESS_SECS after start-up (set warm first),
+    then one every `interval` seconds, at the speed since the previous one.
+    """
+    since = self.said or self.warm
+    if since is None or step >= max_steps or step == since[0]:
+      return None
+    due = interval if self.said else min(interval, cli.FIRST_PROGRESS_SECS)
+    if time.time() - since[1] < due:
+      return None
+    self.said = (step, time.time())
+    return train_lib.progress_line(step, max_steps, self.speed(since, step),
+                                   self.global_batch)
+
+  def speed(self, since, step):
+    """Examples/sec from since = (step, time) to step, now."""
+    return (step - since[0]) * self.global_batch / max(
+        time.time() - since[1], 1e-9)
+
+  def summary(self, step):
+    """The closing line: steps run, time taken, average speed."""
+    seconds = time.time() - self.began
+    return '%s: trained %d steps (%d to %d) in %s: %.0f examples/sec%s' % (
+        train_lib.now(), step - self.first_step, self.first_step, step,
+        train_lib.duration_text(seconds),
+        (step - self.first_step) * self.global_batch / max(seconds, 1e-9),
+        ', %.0f after start-up' % self.speed(self.warm, step)
+        if self.warm and step > self.warm[0] else '')
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -377,8 +423,16 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   profile = train_lib.Profile(args.profile_steps if is_chief else None,
                               args.train_dir)
   if is_chief:
+    dtype = state.compute_dtype
+    values = train_lib.hparams_values(
+        args, seed=seed, use_bf16=dtype == tf.bfloat16,
+        use_fp16=dtype == tf.float16, data_on_device=str(on_device).lower(),
+        shards=shards, replicas=replicas,
+        data_source=cifar10_input.resolve_source(args.data_source))
+    trial_id = '%s seed %d' % (os.path.abspath(args.train_dir), seed)
+    train_lib.save_run_hparams(args.train_dir, values, trial_id)
     with writer.as_default():
-      train_lib.write_hparams(args, HPARAMS_METRICS)
+      train_lib.write_hparams(values, HPARAMS_METRICS, trial_id)
   print('Training from step %d to %d: %d replica(s) x batch %d%s, %s '
         'compute, seed %d, %d steps per loop, data %s' % (
             start, args.max_steps, replicas, args.batch_size,
@@ -389,28 +443,29 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   step = start
   clock = StepClock(start, global_batch, args.log_frequency)
   last_save = time.time()
-  said = (start, time.time())  # the last progress line
   last_summary = (start, time.time())
+  looped = False  # train_loop has run (traced) once
   with train_lib.GracefulStop() as stop, writer.as_default(), profile:
     profile.at(step)
     while step < args.max_steps:
       flags = loop_flags(stop.signum, time.time() - last_save >=
                          args.save_checkpoint_secs)
       with_aux = step == start or (step + 1) % args.summary_steps == 0
-      clock.start_loop()
       if with_aux:
         call = (train_lib.write_graph if step == start and is_chief
                 else lambda fn, a: fn(*a))
-        out, flags = call(aux_step, (iterator, flags))
+        out, times, flags = call(aux_step, (iterator, flags))
         losses = np.array([float(out['total_loss'])])
+        times = np.array([float(times)])
       else:
         to_aux = args.summary_steps - 1 - step % args.summary_steps
         n = min(args.steps_per_loop, args.max_steps - step, to_aux,
                 (profile.until(step) or args.max_steps) - step)
-        losses, flags = train_loop(iterator, tf.constant(n), flags)
-        losses = losses.numpy()
+        losses, times, flags = train_loop(iterator, tf.constant(n), flags)
+        losses, times = losses.numpy(), times.numpy()
       check_finite(losses, step, args.train_dir)
-      clock.log(step, losses)
+      clock.log(step, losses, times,
+                first_call=step == start or not (with_aux or looped))
       step += len(losses)
       profile.at(step)
       if with_aux:
@@ -419,8 +474,12 @@ def _train(args, strategy, is_chief, worker_dir, stats):
         last_summary = (step, time.time())
       if step == start + 1:
         last_save = time.time()  # the first call traced: not a reason to save
-      if not with_aux and 'began' not in stats:  # both functions now traced
-        stats['began'] = (step, time.time())
+      if not with_aux and not looped:  # both functions now traced
+        looped = True
+        clock.warm = stats['began'] = (step, time.time())
+      line = clock.progress(step, args.max_steps, args.progress_secs)
+      if line:
+        print(line, flush=True)
       signum, save_now = read_flags(flags)
       if signum:
         if not stop.requested:
@@ -430,10 +489,6 @@ def _train(args, strategy, is_chief, worker_dir, stats):
       if save_now and step < args.max_steps:
         train_lib.save_checkpoint(manager, step)
         last_save = time.time()
-        print(train_lib.progress_line(
-            step, args.max_steps, (step - said[0]) * global_batch /
-            (time.time() - said[1]), global_batch), flush=True)
-        said = (step, time.time())
     if 'began' in stats:
       stats['steps'] = step - stats['began'][0]
       stats['seconds'] = time.time() - stats['began'][1]
@@ -443,6 +498,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   print('%s: saved checkpoint %s at step %d' % (
       train_lib.now(), path if is_chief else 'of this worker', step),
         flush=True)
+  print(clock.summary(step), flush=True)
   signum = signum or stop.signum
   return 128 + signum if signum else 0
 

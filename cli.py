@@ -118,11 +118,14 @@ DEFAULT_STEPS_PER_LOOP = 100
 AUTO_DATA_ON_CPU = True
 AUTO_DATA_TEXT = 'on a GPU, and on a CPU'
 MIN_SHARD_EXAMPLES = 32  # --shards auto: the smallest slice
+FIRST_PROGRESS_SECS = 20  # the first 'how long to go' line, after the start
 # The scalars the HParams dashboard shows beside each run's flags: (tag, sub-
-# folder of the run, name). The evaluator's precision joins them when it writes
-# into <train_dir>/eval (cifar10_eval.py --eval_dir <train_dir>/eval).
+# folder of the run, name). The training run brings its loss and the
+# evaluator, wherever its --eval_dir, the precision of that run's checkpoints:
+# both write the same trial id (train_lib.write_hparams), which makes them one
+# row.
 HPARAMS_METRICS = [('total_loss', '', 'training loss (averaged)'),
-                   ('Precision @ 1', 'eval', 'precision @ 1 (eval)')]
+                   ('Precision @ 1', '', 'precision @ 1 (eval)')]
 
 
 def convnet_train_parser(description):
@@ -159,6 +162,10 @@ def convnet_train_parser(description):
   p.add_argument('--save_checkpoint_secs', type=positive_float,
                  default=180, help='seconds between checkpoints (default '
                  '%(default)s)')
+  p.add_argument('--progress_secs', type=positive_float, default=300,
+                 help='seconds between lines saying how far the run is and '
+                 'how long it has to go; the first comes %d s after the '
+                 'start (default %%(default)s)' % FIRST_PROGRESS_SECS)
   p.add_argument('--summary_steps', type=positive_int, default=100,
                  help='write summaries every this many steps (default '
                  '%(default)s)')

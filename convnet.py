@@ -20,6 +20,7 @@ local3 -> local4 -> softmax_linear, 1,068,298 trainable parameters.
 """
 
 import collections
+import contextlib
 
 import tensorflow as tf
 
@@ -163,7 +164,25 @@ def _bias_relu_lrn(x, bias):
   return y, lambda g: _lrn_backward(x, bias, g, r)
 
 
-def inference(model, images, compute_dtype=tf.float32):
+class _SharedScopes:
+  """Name scopes opened again under the same name, not as 'conv1_1'.
+
+  The slices of sharded_inference each build the layers; with one of these
+  their operations fall into one box per layer in TensorBoard's graph
+  (train_step/conv1 holds every slice's convolution), as the tutorial drew it.
+  """
+
+  def __init__(self):
+    self.full = {}
+
+  @contextlib.contextmanager
+  def __call__(self, name):
+    with tf.name_scope(self.full.get(name, name)) as full:
+      self.full.setdefault(name, full)
+      yield full
+
+
+def inference(model, images, compute_dtype=tf.float32, scope=tf.name_scope):
   """Builds the forward pass.
 
   Args:
@@ -171,34 +190,37 @@ def inference(model, images, compute_dtype=tf.float32):
     images: float [batch, 24, 24, 3] from cifar10_input.
     compute_dtype: tf.float32, or tf.bfloat16 / tf.float16 for mixed
       precision (variables stay float32 and are cast for the computation).
+    scope: opens each layer's name scope (sharded_inference shares them).
 
   Returns:
     logits: float32 [batch, 10];
     activations: ordered dict layer name -> activations after its ReLU.
   """
-  with tf.name_scope('params'):  # the weights in the compute dtype
+  with scope('params'):  # the weights in the compute dtype
     p = {k: tf.cast(v, compute_dtype) for k, v in model.params.items()}
   acts = collections.OrderedDict()
   x = tf.cast(images, compute_dtype)
 
   def conv(x, layer):
     """The convolution, and its layer's bias: added, with the ReLU, by norm."""
-    with tf.name_scope(layer):
+    with scope(layer):
       y = tf.nn.conv2d(x, p[layer + '/weights'], 1, 'SAME')
       b = p[layer + '/biases']
       acts[layer] = tf.nn.relu(y + b)  # for the summaries only
     return y, b
 
   def pool(x, name):
-    with tf.name_scope(name):
+    with scope(name):
       return tf.nn.max_pool2d(x, 3, 2, 'SAME')
 
   def norm(y, b, name):  # local_response_normalization(relu(y + b))
-    with tf.name_scope(name):  # (computed in float32 whatever the dtype)
+    with scope(name):  # (computed in float32 whatever the dtype)
       return local_response_normalization(y, b)
 
   def local(x, layer, relu=True):
-    with tf.name_scope(layer):
+    with scope(layer):
+      if layer == 'local3':  # the pooled maps as one vector per image
+        x = tf.reshape(x, [tf.shape(x)[0], LAYERS['local3'][0][0]])
       y = tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases']
       acts[layer] = tf.nn.relu(y) if relu else y
     return acts[layer]
@@ -211,8 +233,6 @@ def inference(model, images, compute_dtype=tf.float32):
   x = norm(pool(y, 'pool1'), b, 'norm1')
   y, b = conv(x, 'conv2')
   x = pool(norm(y, b, 'norm2'), 'pool2')
-  with tf.name_scope('local3'):
-    x = tf.reshape(x, [tf.shape(x)[0], LAYERS['local3'][0][0]])
   x = local(local(x, 'local3'), 'local4')
   logits = local(x, 'softmax_linear', relu=False)
   return tf.cast(logits, tf.float32), acts
@@ -238,13 +258,14 @@ def sharded_inference(model, images, compute_dtype=tf.float32, shards=1):
   """
   if shards == 1:
     return inference(model, images, compute_dtype)
-  outputs = []
-  for i, part in enumerate(tf.split(images, shards)):
-    with tf.name_scope('shard%d' % i):
-      outputs.append(inference(model, part, compute_dtype))
-  logits = tf.concat([o[0] for o in outputs], 0)
-  acts = collections.OrderedDict(
-      (k, tf.concat([o[1][k] for o in outputs], 0)) for k in outputs[0][1])
+  scope = _SharedScopes()
+  with scope('slices'):
+    parts = tf.split(images, shards)
+  outputs = [inference(model, part, compute_dtype, scope) for part in parts]
+  with scope('slices'):
+    logits = tf.concat([o[0] for o in outputs], 0)
+    acts = collections.OrderedDict(
+        (k, tf.concat([o[1][k] for o in outputs], 0)) for k in outputs[0][1])
   return logits, acts
 
 

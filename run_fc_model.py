@@ -124,17 +124,20 @@ def main(argv=None):
     return total, accuracy, logits
 
   def save():
-    print('Saved checkpoint %s' % train_lib.save_checkpoint(
-        manager, int(state.global_step)))
+    return train_lib.save_checkpoint(manager, int(state.global_step))
 
   batches = data_helpers.gen_batch(
       (data['images_train'], data['labels_train']), args.batch_size,
       args.max_steps, seed=seed)
   profile = train_lib.Profile(args.profile_steps, run_dir)
   with train_lib.GracefulStop() as stop, writer.as_default(), profile:
-    train_lib.write_hparams(args, HPARAMS_METRICS)
+    train_lib.write_hparams(train_lib.hparams_values(args, seed=seed),
+                            HPARAMS_METRICS)
+    saved = None  # the checkpoint saved before this step, said after its line
     for i, (images, labels) in enumerate(batches):
       profile.at(i)
+      if i and i % CHECKPOINT_STEPS == 0:  # the weights of 'Step i' below
+        saved = save()
       if i == 0:
         total, accuracy, logits = train_lib.write_graph(train_step,
                                                         (images, labels))
@@ -144,14 +147,15 @@ def main(argv=None):
         print('Step {:d}, training accuracy {:g}'.format(i, float(accuracy)))
         train_lib.write_scalars({'loss': total, 'train_accuracy': accuracy}, i)
         train_lib.write_histograms({'logits': logits}, i)
+      if saved:
+        print('Saved checkpoint %s' % saved)
+        saved = None
       if not tf.math.is_finite(total):
         raise train_lib.NanLossError('loss is %s at step %d' % (float(total), i))
-      if (i + 1) % CHECKPOINT_STEPS == 0 or stop.requested:
-        save()
       if stop.requested:
+        print('Saved checkpoint %s' % save())
         return stop.exit_status
-    if int(state.global_step) % CHECKPOINT_STEPS:
-      save()
+    print('Saved checkpoint %s' % save())  # the last step's weights
     profile.stop()
     accuracy = test_accuracy(model, data)
     tf.summary.scalar('test_accuracy', accuracy,

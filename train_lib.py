@@ -14,6 +14,7 @@ a reader (or a crash) never sees a half-written checkpoint.
 
 import datetime
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -81,9 +82,10 @@ def run_main(main, argv=None):
     return 130
 
 
-def now():
-  """The tutorial's console timestamp."""
-  return datetime.datetime.now()
+def now(seconds=None):
+  """The tutorial's console timestamp: of `seconds` since the epoch, or now."""
+  return datetime.datetime.fromtimestamp(
+      time.time() if seconds is None else seconds)
 
 
 def checkpoint_manager(directory, max_to_keep=MAX_CHECKPOINTS_TO_KEEP,
@@ -488,23 +490,67 @@ class GracefulStop:
     return 128 + self.signum if self.signum else 0
 
 
-def write_hparams(args, metrics):
-  """Writes the run's flags to TensorBoard's HParams dashboard.
+def hparams_values(args, **effective):
+  """The run's hyperparameters for HParams: every flag, as the run used it.
 
   Args:
-    args: the parsed flags (every flag is a hyperparameter column).
+    args: the parsed flags.
+    **effective: values the run settled on where a flag said 'auto' or was
+      left out (the seed drawn, the precision picked, the data source used).
+
+  Returns:
+    dict flag name -> bool, int, float or str, sorted by name; a flag still
+    unset (one the run did without, e.g. --profile_steps) is 'off'.
+  """
+  values = dict(vars(args), **effective)
+  return {k: 'off' if v is None else
+          v if isinstance(v, (bool, int, float, str)) else str(v)
+          for k, v in sorted(values.items())}
+
+
+def write_hparams(values, metrics, trial_id=None):
+  """Writes a run's hyperparameters to TensorBoard's HParams dashboard.
+
+  Args:
+    values: hparams_values(): a column each.
     metrics: list of (tag, group, display name): the scalars to show beside
       them; group is the sub-folder of the run that holds the tag ('' for the
       run itself).
+    trial_id: the session group: runs written with the same trial_id (a
+      training run and the evaluation of its checkpoints, in whatever
+      folders) make one row, each bringing its own metrics.
   """
   from tensorboard.plugins.hparams import api as hp
-  values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-            for k, v in sorted(vars(args).items())}
   hp.hparams_config(
       hparams=[hp.HParam(k) for k in values],
       metrics=[hp.Metric(tag, group=group or None, display_name=name)
                for tag, group, name in metrics])
-  hp.hparams(values)
+  hp.hparams(values, trial_id=trial_id)
+
+
+HPARAMS_FILE = 'hparams.json'
+
+
+def save_run_hparams(train_dir, values, trial_id):
+  """Keeps a run's HParams in train_dir, for the evaluator to join its row.
+
+  Written whole or not at all (a temporary file renamed into place).
+  """
+  path = os.path.join(train_dir, HPARAMS_FILE)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump({'trial_id': trial_id, 'hparams': values}, f, indent=1)
+  os.replace(tmp, path)
+
+
+def load_run_hparams(train_dir):
+  """(trial_id, values) that save_run_hparams kept, or (None, None)."""
+  try:
+    with open(os.path.join(train_dir, HPARAMS_FILE)) as f:
+      kept = json.load(f)
+    return str(kept['trial_id']), dict(kept['hparams'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None, None
 
 
 class Profile:
@@ -548,14 +594,19 @@ class Profile:
     return False
 
 
+def duration_text(seconds):
+  """'2 h 05 min' or '3 min 07 s'."""
+  hours, rest = divmod(int(seconds), 3600)
+  return ('%d h %02d min' % (hours, rest // 60) if hours else
+          '%d min %02d s' % divmod(rest, 60))
+
+
 def progress_line(step, max_steps, examples_per_sec, examples_per_step):
   """'N of M steps (P%), about T to go at the current speed'."""
   left = (max_steps - step) * examples_per_step / max(examples_per_sec, 1e-9)
-  hours, rest = divmod(int(left), 3600)
   return '%s: step %d of %d (%.1f%%), about %s to go at %.0f examples/sec' % (
-      now(), step, max_steps, 100.0 * step / max_steps,
-      '%d h %02d min' % (hours, rest // 60) if hours else
-      '%d min %02d s' % divmod(rest, 60), examples_per_sec)
+      now(), step, max_steps, 100.0 * step / max_steps, duration_text(left),
+      examples_per_sec)
 
 
 def write_scalars(values, step):

@@ -136,7 +136,7 @@ def train_runner(data_dir, plan, dtype, on_device=True,
     done = 0
     while done < steps:
       n = min(steps_per_loop, steps - done)
-      losses, _ = train_loop(iterator, tf.constant(n), flags)
+      losses, _, _ = train_loop(iterator, tf.constant(n), flags)
       losses.numpy()
       done += n
   run(min(steps_per_loop, plan['warmup']))

@@ -20,8 +20,22 @@ tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices('CPU')[0],
     [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS)
 
-SHARED_ARCHIVE = os.path.join(ROOT, '..', 'shared', 'cifar10',
-                              'cifar-10-binary.tar.gz')
+# Where the tests find the real data set (cifar-10-binary.tar.gz), first found
+# first: the archive that $CIFAR10_DATA_SOURCE names, as the README sets it up
+# (a local path; a URL is not fetched by tests), then this project's machines'
+# copy beside the repository.
+SIBLING_ARCHIVE = os.path.join(ROOT, '..', 'shared', 'cifar10',
+                               'cifar-10-binary.tar.gz')
+
+
+def real_archive():
+  """The path of the real data set's archive, or None where there is none."""
+  for path in (os.environ.get('CIFAR10_DATA_SOURCE'), SIBLING_ARCHIVE):
+    if path and '://' not in path and os.path.isfile(os.path.expanduser(path)):
+      return os.path.expanduser(path)
+  return None
+
+
 CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
            'horse', 'ship', 'truck']
 
@@ -87,10 +101,12 @@ def shared_bin_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def real_data_dir(tmp_path_factory):
-  """The real data set from ../shared/cifar10, extracted once; skips if absent."""
-  if not os.path.isfile(SHARED_ARCHIVE):
-    pytest.skip('real data set not found at %s' % SHARED_ARCHIVE)
+  """The real data set (real_archive()), extracted once; skips if absent."""
+  archive = real_archive()
+  if archive is None:
+    pytest.skip('real data set not found: set CIFAR10_DATA_SOURCE to the '
+                'path of cifar-10-binary.tar.gz')
   import cifar10_input
   d = str(tmp_path_factory.mktemp('cifar_real'))
-  cifar10_input.maybe_download_and_extract(d, SHARED_ARCHIVE)
+  cifar10_input.maybe_download_and_extract(d, archive)
   return d

@@ -3,6 +3,7 @@ graphs, the labelled confusion matrix, HParams, profiles, export and classify,
 a quiet and quick start."""
 
 import collections
+import datetime
 import os
 import re
 import subprocess
@@ -103,13 +104,10 @@ def test_confusion_matrix_is_labelled_and_in_the_text_tab(
   assert cifar10_eval.main(['--checkpoint_dir', trained, '--eval_dir', e,
                             '--data_dir', shared_bin_dir, '--run_once']) == 0
   acc = _accumulator(e)
-  image, text = None, None
-  for event in acc.Tensors('confusion_matrix'):
-    values = event.tensor_proto.string_val
-    if len(values) == 3:
-      image = tf.io.decode_png(values[2]).numpy()
-    else:
-      text = values[0].decode()
+  (event,) = acc.Tensors('confusion_matrix')
+  image = tf.io.decode_png(event.tensor_proto.string_val[2]).numpy()
+  (event,) = acc.Tensors('confusion_matrix_table')  # a tag of its own
+  text = event.tensor_proto.string_val[0].decode()
   assert image.shape[0] > 400 and image.shape[1] > 400   # a real figure
   assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50
   rows = [l for l in text.splitlines() if l.startswith('| **')]
@@ -189,16 +187,44 @@ def test_bad_profile_steps(value, capsys):
   assert len(err) == 1 and '--profile_steps' in err[0]
 
 
-def test_progress_line_with_each_checkpoint(shared_bin_dir, tmp_path, capsys):
+def test_progress_line_at_a_steady_interval(shared_bin_dir, tmp_path, capsys):
   d = str(tmp_path / 't')
   assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
       '--max_steps', '40', '--steps_per_loop', '10',
-      '--save_checkpoint_secs', '0.000001']) == 0
+      '--progress_secs', '0.000001']) == 0
+  out = capsys.readouterr().out
   lines = re.findall(r': step (\d+) of 40 \((\d+\.\d)%\), about \d+ min \d\d '
-                     r's to go at \d+ examples/sec$',
-                     capsys.readouterr().out, re.M)
-  assert lines and all(float(p) == pytest.approx(100 * int(s) / 40, abs=0.05)
-                       for s, p in lines)
+                     r's to go at \d+ examples/sec$', out, re.M)
+  # after each call once both training functions have run once (steps 2-11),
+  # none at the end, none tied to a checkpoint (there is none before the end)
+  assert [s for s, _ in lines] == ['21', '31']
+  assert all(float(p) == pytest.approx(100 * int(s) / 40, abs=0.05)
+             for s, p in lines)
+  assert 'saved checkpoint' not in out.split(': step 31 of 40')[0]
+
+
+def test_console_lines_carry_their_own_step_times(shared_bin_dir, tmp_path,
+                                                   capsys):
+  d = str(tmp_path / 't')
+  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
+      '--max_steps', '24', '--steps_per_loop', '10']) == 0
+  out = capsys.readouterr().out
+  lines = re.findall(r'^(\S+ \S+): step (\d+), loss = [\d.]+ \(([\d.]+) '
+                     r'examples/sec; ([\d.]+) sec/batch(; includes start-up)?\)$',
+                     out, re.M)
+  assert [int(l[1]) for l in lines] == list(range(1, 25))
+  # the first line (step 1: tracing) and the first of train_loop's first
+  # call (step 2) include start-up; no later line does
+  assert [bool(l[4]) for l in lines] == [True, True] + [False] * 22
+  stamps = [datetime.datetime.strptime(l[0], '%Y-%m-%d %H:%M:%S.%f')
+            for l in lines]
+  assert stamps == sorted(stamps)
+  # lines of one call (steps 2-11, 12-21) are stamped each with its step's
+  # own time, not all with the time the call returned
+  assert len(set(stamps[1:11])) == 10 and len(set(stamps[11:21])) == 10
+  summary = re.search(r': trained 24 steps \(0 to 24\) in \d+ min \d\d s: '
+                      r'(\d+) examples/sec, (\d+) after start-up$', out, re.M)
+  assert summary and int(summary.group(2)) >= int(summary.group(1))
 
 
 # --- export and classify ----------------------------------------------------
