@@ -53,6 +53,8 @@ def read_image(path, resize=False):
     train_lib.UsageError: missing, unreadable, not an image, or not 32x32
       (unless resize).
   """
+  if os.path.isdir(path):
+    raise train_lib.UsageError('%s: a folder, not an image file' % path)
   if not os.path.isfile(path):
     raise train_lib.UsageError('%s: no such file' % path)
   try:
@@ -81,7 +83,8 @@ def load_serving(args):
       raise train_lib.UsageError('--model %s: no such folder' % args.model)
     try:
       return tf.saved_model.load(args.model).signatures['serving_default']
-    except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
+    except (OSError, ValueError, KeyError, IndexError,
+            tf.errors.OpError) as e:  # IndexError: a truncated variables file
       raise train_lib.UsageError('--model %s is not a model exported by '
                                  'cifar10_export.py (%s)' % (
                                      args.model, str(e).splitlines()[0]))

@@ -223,7 +223,7 @@ def main(argv=None):
                         args.raw_weights)
   writer = train_lib.summary_writer(args.eval_dir, '--eval_dir')
   done = None
-  reported = set()  # damaged checkpoints already named
+  reported = {}  # damaged checkpoints already named, while they stay so
   joined = None  # the trial id of the training run whose HParams row we join
   waiting_said = False
   with train_lib.GracefulStop('stopping') as stop:

@@ -19,7 +19,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 
+import re
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -64,18 +66,53 @@ def restore_classifier(checkpoint_dir, raw_weights=False):
   return convnet.Classifier(model), path, int(state.global_step)
 
 
+EXPORT_TMP_PREFIX = '.export-'
+
+
+def _remove_stale_exports(parent):
+  """Removes what exports killed outright (kill -9) left in parent: their
+  hidden .export-<pid>-* folders, whose process is gone."""
+  for name in os.listdir(parent):
+    m = re.match(r'^%s(\d+)-' % re.escape(EXPORT_TMP_PREFIX), name)
+    if m and not _alive(int(m.group(1))):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
 def export(classifier, export_dir):
-  """Saves classifier as a SavedModel at export_dir, atomically."""
+  """Saves classifier as a SavedModel at export_dir, atomically.
+
+  Written into a hidden folder beside export_dir, then renamed: a stop by
+  Ctrl-C, SIGTERM or SIGHUP removes it (the status is the signal's), and one
+  killed outright is removed by the next export into the same parent. The
+  model gets the mode any new folder gets (the umask's), so that a serving
+  process of another user can read it.
+  """
   if os.path.exists(export_dir):
     raise train_lib.UsageError('--export_dir %s exists; remove it or choose '
                                'another' % export_dir)
   parent = os.path.dirname(os.path.abspath(export_dir))
   train_lib.prepare_dir(parent, '--export_dir')
-  tmp = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  _remove_stale_exports(parent)
+  tmp = tempfile.mkdtemp(prefix='%s%d-' % (EXPORT_TMP_PREFIX, os.getpid()),
+                         dir=parent)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)
   try:
-    tf.saved_model.save(classifier, tmp,
-                        signatures={'serving_default': classifier.serve})
-    os.rename(tmp, export_dir)
+    with train_lib.signals_raise():
+      tf.saved_model.save(classifier, tmp,
+                          signatures={'serving_default': classifier.serve})
+      os.rename(tmp, export_dir)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -85,6 +122,7 @@ def main(argv=None):
   classifier, path, step = restore_classifier(args.checkpoint_dir,
                                               args.raw_weights)
   export(classifier, args.export_dir)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a late Ctrl-C is not
   print('Exported %s (step %d, %s weights) to %s' % (
       path, step, 'raw' if args.raw_weights else 'moving-average',
       args.export_dir))

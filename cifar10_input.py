@@ -121,15 +121,50 @@ def check_batches_bin(batches_dir, exact_size=False):
     batches_dir: folder holding data_batch_1.bin .. data_batch_5.bin and
       test_batch.bin.
     exact_size: require exactly 10,000 records a file (the official layout);
-      otherwise any whole, non-zero number of records is accepted (small
-      data sets made in the same format, e.g. for tests).
+      otherwise every file whole and none shorter or longer than the others
+      (check_record_counts), which admits small data sets made in the same
+      format, e.g. for tests.
 
   Raises:
     DataSetError: naming the first file that is missing, has a partial
       record or a wrong size, or holds a label byte above 9.
   """
-  for name in TRAIN_FILES + (TEST_FILE,):
-    check_bin_file(os.path.join(batches_dir, name), exact_size)
+  counts = {name: check_bin_file(os.path.join(batches_dir, name), exact_size)
+            for name in TRAIN_FILES + (TEST_FILE,)}
+  check_record_counts(batches_dir, counts, TRAIN_FILES, TEST_FILE)
+
+
+def check_record_counts(folder, counts, train_names, test_name):
+  """Checks that no batch file of a data set is short or long.
+
+  The official layout is exact: five training files and one test file of
+  RECORDS_PER_FILE records each. A file cut at a record boundary, or one
+  holding more, is told from the others: the count most training files hold
+  is the data set's, and a file that differs from it is named. A data set
+  made smaller in the same format (every training file alike, e.g. for
+  tests) is accepted; once the training files hold the official count, the
+  test file must too.
+
+  Args:
+    folder: the data set's folder, for the message.
+    counts: file name -> records it holds.
+    train_names, test_name: the file names of the format.
+
+  Raises:
+    DataSetError: naming the file whose count differs, with both counts.
+  """
+  train = [counts[n] for n in train_names]
+  usual = max(sorted(set(train), reverse=True), key=train.count)
+  for name in train_names:
+    if counts[name] != usual:
+      raise DataSetError(
+          '%s: %d records, where the other training files hold %d (a cut or '
+          'padded file; the official files hold %d each)' % (
+              os.path.join(folder, name), counts[name], usual,
+              RECORDS_PER_FILE))
+  if usual == RECORDS_PER_FILE and counts[test_name] != RECORDS_PER_FILE:
+    raise DataSetError('%s: %d records, expected the official %d' % (
+        os.path.join(folder, test_name), counts[test_name], RECORDS_PER_FILE))
 
 
 def check_bin_file(path, exact_size=False):
@@ -213,6 +248,9 @@ def maybe_download_and_extract(data_dir, url=None):
   if os.path.isdir(batches_dir):
     check_batches_bin(batches_dir)
     return batches_dir
+  if os.path.lexists(batches_dir):
+    raise DataSetError('%s: a file, not the data set\'s folder; move it away '
+                       'and run again to fetch the data set' % batches_dir)
   try:
     os.makedirs(data_dir, exist_ok=True)
   except OSError as e:

@@ -25,7 +25,6 @@ import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 import json
 import shutil
 import sys
-import tempfile
 
 
 GPU_MEMORY_PER_LOGICAL_DEVICE_MB = 8192
@@ -110,18 +109,46 @@ def mirrored_devices(num_gpus, logical_devices):
   return ['/gpu:%d' % i for i in range(min(num_gpus, len(gpus)))]
 
 
-def worker_role():
-  """(is_chief, task id) from $TF_CONFIG, as MultiWorkerMirroredStrategy sees it."""
+def read_tf_config():
+  """$TF_CONFIG, checked: (cluster {type: [host:port, ...]}, task type, index).
+
+  Raises:
+    UsageError: one line saying what is missing or of the wrong type.
+  """
+  need = ('--strategy multi_worker needs TF_CONFIG, a JSON object with '
+          '"cluster" and "task"')
   try:
     config = json.loads(os.environ.get('TF_CONFIG', ''))
-    task = config['task']
-    cluster = config['cluster']
-  except (ValueError, KeyError, TypeError):
-    raise train_lib.UsageError('--strategy multi_worker needs TF_CONFIG, a JSON '
-                               'object with "cluster" and "task"')
-  is_chief = task['type'] == 'chief' or (
-      task['type'] == 'worker' and task['index'] == 0 and 'chief' not in cluster)
-  return is_chief, '%s-%d' % (task['type'], task['index'])
+  except ValueError as e:
+    raise train_lib.UsageError('%s; it is not JSON (%s)' % (need, e))
+  if not isinstance(config, dict) or 'cluster' not in config or \
+      'task' not in config:
+    raise train_lib.UsageError(need)
+  cluster, task = config['cluster'], config['task']
+  if not isinstance(cluster, dict) or not cluster or not all(
+      isinstance(v, list) and v and all(isinstance(a, str) for a in v)
+      for v in cluster.values()):
+    raise train_lib.UsageError(
+        'TF_CONFIG: "cluster" must map each task type to a list of '
+        '"host:port" strings, got %s' % json.dumps(cluster))
+  if not isinstance(task, dict) or not isinstance(task.get('type'), str) or \
+      type(task.get('index')) is not int:
+    raise train_lib.UsageError(
+        'TF_CONFIG: "task" must be {"type": "worker", "index": 0} (the index '
+        'a number), got %s' % json.dumps(task))
+  if not 0 <= task['index'] < len(cluster.get(task['type'], [])):
+    raise train_lib.UsageError(
+        'TF_CONFIG: task %s %d is not in the cluster (%s)' % (
+            task['type'], task['index'], json.dumps(cluster)))
+  return cluster, task['type'], task['index']
+
+
+def worker_role():
+  """(is_chief, task id) from $TF_CONFIG, as MultiWorkerMirroredStrategy sees it."""
+  cluster, kind, index = read_tf_config()
+  is_chief = kind == 'chief' or (
+      kind == 'worker' and index == 0 and 'chief' not in cluster)
+  return is_chief, '%s-%d' % (kind, index)
 
 
 def planned_replicas(args):
@@ -149,8 +176,15 @@ def main(argv=None):
       split_device('GPU' if tf.config.list_physical_devices('GPU') else 'CPU',
                    args.logical_devices)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    if not is_chief:
-      worker_dir = tempfile.mkdtemp(prefix='cifar10-%s-' % task)
+    # TensorFlow's cluster set-up takes over the stop signals: take them
+    # back, recording one that comes before training starts (GracefulStop
+    # then stops at the first chance, on every worker)
+    train_lib.record_stop_signals()
+    if not is_chief:  # its own, inside train_dir: a killed worker's is
+      # removed by its next start, and nothing is written elsewhere
+      worker_dir = os.path.join(args.train_dir, train_lib.WORKER_DIR_PREFIX + task)
+      shutil.rmtree(worker_dir, ignore_errors=True)
+      train_lib.prepare_dir(worker_dir, '--train_dir')
   else:
     strategy = tf.distribute.MirroredStrategy(
         mirrored_devices(args.num_gpus, args.logical_devices))

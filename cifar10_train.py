@@ -6,7 +6,8 @@ Prints `<datetime>: step N, loss = X (Y examples/sec; Z sec/batch)` every
 log_frequency steps; writes summaries every 100 steps and the model graph once
 into train_dir; saves a checkpoint every save_checkpoint_secs and at the end.
 A run resumes from the newest checkpoint in train_dir (--fresh sets old
-checkpoints and logs aside instead); Ctrl-C or SIGTERM saves before exiting;
+checkpoints and logs aside instead); Ctrl-C, SIGTERM or SIGHUP saves before
+exiting;
 a NaN loss stops the run and keeps the last good checkpoint.
 
 The loop (train) runs under any tf.distribute strategy: the default one
@@ -31,6 +32,12 @@ import time
 DEFAULT_STEPS_PER_LOOP = cli.DEFAULT_STEPS_PER_LOOP
 AUTO_DATA_ON_CPU = cli.AUTO_DATA_ON_CPU
 HPARAMS_METRICS = cli.HPARAMS_METRICS
+
+
+# A call into the graph takes at most about this long (fewer steps than
+# --steps_per_loop when steps are slow, e.g. float16 emulated on a CPU), so
+# that a stop signal or a due checkpoint waits no longer.
+CALL_SECS = 10
 
 
 def build_parser(description=__doc__):
@@ -130,7 +137,8 @@ def set_aside(train_dir):
   if not os.path.isdir(train_dir):
     return
   entries = [e for e in os.listdir(train_dir)
-             if not e.startswith('previous-') and e != train_lib.LOCK_FILE]
+             if not e.startswith(('previous-', train_lib.WORKER_DIR_PREFIX))
+             and e != train_lib.LOCK_FILE]
   if not entries:
     return
   dest = os.path.join(train_dir, time.strftime('previous-%Y%m%d-%H%M%S'))
@@ -185,7 +193,7 @@ def make_train_loop(strategy, model, state, global_batch, feed,
       since the epoch, read inside the graph), for the console's lines;
     aux_step(iterator, flags) -> (outputs of one step with activations and
       gradients, for the summaries, its time, flags).
-    flags is float32 [3] (SIGINT caught, SIGTERM caught, save wanted) of this
+    flags is float32 [4] (SIGINT, SIGTERM, SIGHUP caught, save wanted) of this
     worker (see loop_flags); what returns is its sum over all replicas and
     workers, so that every worker stops, or saves, after the same step.
     iterator is the distributed tf.data iterator, or None with the data set
@@ -255,6 +263,7 @@ class StepClock:
     self.startup = True  # the interval in progress includes start-up
     self.warm = None  # (step, time) once both functions have run once
     self.said = None  # (step, time) of the last progress line
+    self.step_secs = None  # a step's seconds, from the last call
 
   def log(self, first_step, losses, times, first_call=False):
     """Prints the lines of steps first_step + 1 ... first_step + len(losses).
@@ -263,6 +272,8 @@ class StepClock:
     traced and compiled before running).
     """
     self.startup = self.startup or first_call
+    if len(times) > 1:  # inside the graph: tracing excluded
+      self.step_secs = (times[-1] - times[0]) / (len(times) - 1)
     for i, loss in enumerate(losses):
       step = first_step + i + 1
       if step % self.log_frequency:
@@ -276,6 +287,13 @@ class StepClock:
       self.last_step, self.last_time = step, times[i]
       self.startup = False
     sys.stdout.flush()
+
+  def steps_within(self, seconds):
+    """How many steps take about `seconds` at the speed of the last call
+    (at least 1; no bound before the speed is known)."""
+    if not self.step_secs:
+      return sys.maxsize
+    return max(1, int(seconds / self.step_secs))
 
   def progress(self, step, max_steps, interval):
     """A line saying how long the run has to go, when one is due, or None.
@@ -309,11 +327,12 @@ class StepClock:
         if self.warm and step > self.warm[0] else '')
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = train_lib.STOP_SIGNALS
 
 
 def loop_flags(signum, save):
-  """This worker's float32 [3] for the training functions: signal, save.
+  """This worker's float32 flags for the training functions: one per stop
+  signal (STOP_SIGNALS), then save wanted.
 
   (float32: MirroredStrategy cannot all-reduce an int32 tensor.)"""
   return tf.constant([float(signum == s) for s in STOP_SIGNALS] +
@@ -323,8 +342,7 @@ def loop_flags(signum, save):
 def read_flags(flags):
   """(signal number or 0, save wanted) from the summed flags of all workers."""
   flags = flags.numpy()
-  signum = next((int(s) for s, n in zip(STOP_SIGNALS[::-1], flags[1::-1])
-                 if n), 0)
+  signum = next((int(s) for s, n in zip(STOP_SIGNALS, flags) if n), 0)
   return signum, bool(flags[-1])
 
 
@@ -425,7 +443,8 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   if is_chief:
     dtype = state.compute_dtype
     values = train_lib.hparams_values(
-        args, seed=seed, use_bf16=dtype == tf.bfloat16,
+        args, ('precision', 'seed', 'batch_size', 'max_steps', 'shards'),
+        precision=dtype.name, seed=seed, use_bf16=dtype == tf.bfloat16,
         use_fp16=dtype == tf.float16, data_on_device=str(on_device).lower(),
         shards=shards, replicas=replicas,
         data_source=cifar10_input.resolve_source(args.data_source))
@@ -460,7 +479,8 @@ def _train(args, strategy, is_chief, worker_dir, stats):
       else:
         to_aux = args.summary_steps - 1 - step % args.summary_steps
         n = min(args.steps_per_loop, args.max_steps - step, to_aux,
-                (profile.until(step) or args.max_steps) - step)
+                (profile.until(step) or args.max_steps) - step,
+                clock.steps_within(CALL_SECS))
         losses, times, flags = train_loop(iterator, tf.constant(n), flags)
         losses, times = losses.numpy(), times.numpy()
       check_finite(losses, step, args.train_dir)

@@ -21,8 +21,9 @@ import pickle
 import numpy as np
 
 from cifar10_input import (BATCHES_DIR, CLASS_NAMES, IMAGE_BYTES, NUM_CLASSES,
-                           RECORD_BYTES, TEST_FILE, TRAIN_FILES, DataSetError,
-                           check_bin_file)
+                           RECORD_BYTES, RECORDS_PER_FILE, TEST_FILE,
+                           TRAIN_FILES, DataSetError, check_bin_file,
+                           check_record_counts)
 
 PY_BATCHES_DIR = 'cifar-10-batches-py'
 PY_TRAIN_FILES = tuple('data_batch_%d' % i for i in range(1, 6))
@@ -47,14 +48,40 @@ SAFE_GLOBALS = frozenset([
 ])
 
 
+# The largest array a pickle may declare: an official batch's data is
+# 10,000 x 3,072 bytes. A pickle that calls numpy.ndarray(shape) itself asks
+# for memory it does not hold; it is refused by size before any is taken.
+MAX_ARRAY_BYTES = 2 * RECORDS_PER_FILE * IMAGE_BYTES
+
+
 class RefusedGlobal(Exception):
   """A pickle asked for a class or function outside SAFE_GLOBALS."""
 
 
+class RefusedSize(Exception):
+  """A pickle declared an array larger than MAX_ARRAY_BYTES."""
+
+
+class _BoundedArray(np.ndarray):
+  """numpy.ndarray as a pickle may call it: no larger than MAX_ARRAY_BYTES."""
+
+  def __new__(cls, shape, dtype=float, *args, **kwargs):
+    size = np.dtype(dtype).itemsize
+    for n in (shape if isinstance(shape, (tuple, list)) else (shape,)):
+      size *= max(int(n), 0)
+    if size > MAX_ARRAY_BYTES:
+      raise RefusedSize('an array of %s (%d bytes)' % (tuple(shape)
+                        if isinstance(shape, (tuple, list)) else shape, size))
+    return np.ndarray(shape, dtype, *args, **kwargs)
+
+
 class _SafeUnpickler(pickle.Unpickler):
-  """Admits only SAFE_GLOBALS: a crafted file cannot run code."""
+  """Admits only SAFE_GLOBALS: a crafted file cannot run code, nor take
+  more memory than an official file needs."""
 
   def find_class(self, module, name):
+    if (module, name) == ('numpy', 'ndarray'):
+      return _BoundedArray
     if (module, name) in SAFE_GLOBALS:
       return super().find_class(module, name)
     raise RefusedGlobal('%s.%s' % (module, name))
@@ -71,6 +98,10 @@ def _unpickle(path):
     raise DataSetError('%s: refused, it asks for %s, which no CIFAR-10 file '
                        'holds (only dicts, lists, strings, numbers and NumPy '
                        'arrays are loaded)' % (path, e))
+  except RefusedSize as e:
+    raise DataSetError('%s: refused, it declares %s, more than a CIFAR-10 '
+                       'file holds (%d bytes of pixels)' % (
+                           path, e, RECORDS_PER_FILE * IMAGE_BYTES))
   except Exception as e:  # pickle raises many types on corrupt input
     raise DataSetError('%s: not a readable pickle (%s)' % (path, e))
   if not isinstance(d, dict):
@@ -86,11 +117,21 @@ def _read_pickle_batch(path):
     if key not in d:
       raise DataSetError("%s: no '%s' entry (keys: %s)" %
                          (path, key, ', '.join(sorted(map(str, d)))))
-  data = np.asarray(d['data'])
+  data = d['data']
+  if not isinstance(data, np.ndarray) or data.ndim != 2 or \
+      data.shape[1] != IMAGE_BYTES or data.dtype != np.uint8:
+    raise DataSetError("%s: 'data' is %s, expected a uint8 array of N x %d" % (
+        path, '%s %s' % (data.dtype, data.shape) if isinstance(
+            data, np.ndarray) else 'a %s' % type(data).__name__, IMAGE_BYTES))
+  data = np.asarray(data)  # a plain ndarray
+  if not isinstance(d['labels'], (list, tuple, np.ndarray)):
+    raise DataSetError("%s: 'labels' is a %s, expected a list of %d integers"
+                       % (path, type(d['labels']).__name__, data.shape[0]))
   labels = np.asarray(d['labels'])
-  if data.ndim != 2 or data.shape[1] != IMAGE_BYTES or data.dtype != np.uint8:
-    raise DataSetError("%s: 'data' is %s %s, expected uint8 N x %d" %
-                       (path, data.dtype, data.shape, IMAGE_BYTES))
+  if labels.dtype.kind not in 'iu':  # floats (NaN among them), bools, None
+    raise DataSetError("%s: 'labels' holds %s values, expected integers 0-9"
+                       % (path, 'mixed' if labels.dtype == object else
+                          labels.dtype.name))
   if labels.shape != (data.shape[0],):
     raise DataSetError("%s: %d labels for %d images" %
                        (path, labels.size, data.shape[0]))
@@ -152,12 +193,14 @@ def find_format(data_dir):
                      (data_dir, PY_BATCHES_DIR, BATCHES_DIR))
 
 
-def _read_set(folder, reader, names):
-  """Reads batch files into one float32 [N, 3072] array, file by file."""
+def _read_set(folder, reader, names, counts):
+  """Reads batch files into one float32 [N, 3072] array, file by file;
+  counts[name] gets the records of each."""
   images, labels = None, []
   row = 0
   for name in names:
     data, lab = reader(os.path.join(folder, name))
+    counts[name] = len(data)
     if images is None:  # size the array from the first file: all are alike
       images = np.empty((len(data) * len(names), IMAGE_BYTES), np.float32)
     if row + len(data) > len(images):
@@ -186,8 +229,10 @@ def load_data(data_dir):
     DataSetError: no data set, or a malformed file (named in the message).
   """
   folder, reader, train_names, test_name = find_format(data_dir)
-  images_train, labels_train = _read_set(folder, reader, train_names)
-  images_test, labels_test = _read_set(folder, reader, (test_name,))
+  counts = {}
+  images_train, labels_train = _read_set(folder, reader, train_names, counts)
+  images_test, labels_test = _read_set(folder, reader, (test_name,), counts)
+  check_record_counts(folder, counts, train_names, test_name)
   mean = images_train.mean(axis=0, dtype=np.float64).astype(np.float32)
   images_train -= mean
   images_test -= mean

@@ -3,7 +3,8 @@
     python3 restore_model.py [--train_dir tf_logs] [--hidden1 120]
 
 Looks through the time-stamped run folders that run_fc_model.py writes under
-train_dir, restores the newest checkpoint, and prints `Current step: N` (the
+train_dir, restores the newest checkpoint that reads (naming any damaged one
+it walks back past), and prints `Current step: N` (the
 global step it was saved at) and `Test accuracy A`, which equals what
 run_fc_model.py printed for that checkpoint.
 """
@@ -37,15 +38,30 @@ import train_lib
 import two_layer_fc
 
 
-def newest_checkpoint(train_dir):
-  """The newest checkpoint of any run folder under train_dir, or None."""
+def checkpoints_newest_first(train_dir):
+  """Every checkpoint of the run folders under train_dir, newest first.
+
+  The files on disk count, not only what each folder's index file lists: a
+  damaged index is named in one line and the folder's files are used.
+  """
   found = []
   if os.path.isdir(train_dir):
-    for run in os.listdir(train_dir):
-      path = tf.train.latest_checkpoint(os.path.join(train_dir, run))
-      if path:
-        found.append((os.path.getmtime(path + '.index'), path))
-  return max(found)[1] if found else None
+    for run in sorted(os.listdir(train_dir)):
+      run_dir = os.path.join(train_dir, run)
+      if not os.path.isdir(run_dir):
+        continue
+      candidates, problem = train_lib.checkpoint_candidates(run_dir)
+      if problem:
+        print('Note: %s; using the checkpoint files in the folder' % problem)
+      found += [(os.path.getmtime(path + '.index'), path)
+                for _, path in candidates if os.path.exists(path + '.index')]
+  return [path for _, path in sorted(found, reverse=True)]
+
+
+def newest_checkpoint(train_dir):
+  """The newest checkpoint of any run folder under train_dir, or None."""
+  paths = checkpoints_newest_first(train_dir)
+  return paths[0] if paths else None
 
 
 def check_fits(path, hidden1):
@@ -60,14 +76,24 @@ def check_fits(path, hidden1):
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  path = newest_checkpoint(args.train_dir)
-  if path is None:
+  paths = checkpoints_newest_first(args.train_dir)
+  if not paths:
     raise train_lib.UsageError('no checkpoint under %s (run run_fc_model.py '
                                'first)' % args.train_dir)
-  check_fits(path, args.hidden1)
   model = two_layer_fc.TwoLayerFC(args.hidden1)
   state = two_layer_fc.TrainState()
-  train_lib.restore(tf.train.Checkpoint(model=model, state=state), path)
+  reasons = []
+  for path in paths:  # walk back past damaged checkpoints, naming each
+    problem = train_lib.checkpoint_problem(path)
+    if problem is None:
+      check_fits(path, args.hidden1)
+      train_lib.restore(tf.train.Checkpoint(model=model, state=state), path)
+      break
+    print('Skipping checkpoint %s: %s' % (path, problem))
+    reasons.append('%s: %s' % (path, problem))
+  else:
+    raise train_lib.UsageError('no checkpoint under %s can be read (%s)' % (
+        args.train_dir, '; '.join(reasons)))
   data = run_fc_model.load(args)
   print('Restored %s' % path)
   print('Current step: %d' % int(state.global_step))

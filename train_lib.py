@@ -12,6 +12,7 @@ data files first and then replaces the 'checkpoint' index file atomically, so
 a reader (or a crash) never sees a half-written checkpoint.
 """
 
+import contextlib
 import datetime
 import fcntl
 import json
@@ -60,9 +61,10 @@ def run_main(main, argv=None):
 
   Exit status: 0 done, 1 a data, checkpoint or usage problem, a NaN loss or
   a file system error (full disk, read-only folder: one line naming the file),
-  130 / 143 stopped by Ctrl-C / SIGTERM (after saving).
+  130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP (after saving).
   """
   prog = os.path.basename(sys.argv[0])
+  sys.stdout = ClosableConsole(sys.stdout)
   if cli.interrupted():  # Ctrl-C while TensorFlow loaded, which swallows it
     sys.stderr.write('%s: interrupted\n' % prog)
     return 130
@@ -80,6 +82,40 @@ def run_main(main, argv=None):
   except KeyboardInterrupt:
     sys.stderr.write('%s: interrupted\n' % prog)
     return 130
+  except Stopped as e:
+    sys.stderr.write('%s: %s; nothing was left half-written\n' % (prog, e))
+    return 128 + e.signum
+
+
+class ClosableConsole:
+  """stdout that a closed reader cannot stop: after a broken pipe (the
+  reader of `... | head` gone, a terminal closed) the lines go nowhere and
+  the run goes on, saving as usual."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def _guard(self, method, *args):
+    try:
+      return getattr(self._stream, method)(*args)
+    except (BrokenPipeError, ValueError):  # EPIPE; or the stream was closed
+      devnull = open(os.devnull, 'w')
+      try:  # what the old stream still buffers goes there too at exit
+        os.dup2(devnull.fileno(), self._stream.fileno())
+      except (OSError, ValueError):
+        pass
+      self._stream = devnull
+      return None
+
+  def write(self, text):
+    self._guard('write', text)
+    return len(text)
+
+  def flush(self):
+    self._guard('flush')
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
 
 
 def now(seconds=None):
@@ -112,6 +148,7 @@ def checkpoint_manager(directory, max_to_keep=MAX_CHECKPOINTS_TO_KEEP,
 
 INDEX_FILE = 'checkpoint'          # TensorFlow's list of a folder's checkpoints
 LOCK_FILE = '.lock'                # held by the trainer writing a train_dir
+WORKER_DIR_PREFIX = '.worker-'     # a non-chief worker's own checkpoints
 # What distinguishes the two models' checkpoints (a variable of each).
 MODEL_KINDS = {'conv1/weights': 'convnet', 'layer1/weights': 'fully connected'}
 _CKPT_RE = re.compile(r'^%s-(\d+)\.index$' % CHECKPOINT_PREFIX)
@@ -129,9 +166,15 @@ def _first_line(e):
 def _listed_checkpoints(directory):
   """Steps listed in directory's 'checkpoint' index file, and a problem.
 
+  Only checkpoints inside directory count: an index that names another
+  folder's (a run folder copied, or its index edited or restored from
+  elsewhere) is a problem, since a CheckpointManager would rotate, that is
+  delete, those files.
+
   Returns:
-    (set of steps, None) or (empty set, one-line description of why the
-    index file could not be read); a missing index file is no problem.
+    (set of steps, None) or (the steps inside directory, one-line
+    description of why the index file cannot be used as it is); a missing
+    index file is no problem.
   """
   path = os.path.join(directory, INDEX_FILE)
   if not os.path.exists(path):
@@ -142,12 +185,20 @@ def _listed_checkpoints(directory):
     return set(), 'index file %s is unreadable (%s)' % (path, _first_line(e))
   if state is None:
     return set(), 'index file %s is unreadable' % path
-  steps = set()
+  steps, outside = set(), []
+  home = os.path.realpath(directory)
   for p in list(state.all_model_checkpoint_paths) + [
       state.model_checkpoint_path]:
+    if os.path.realpath(os.path.dirname(os.path.join(directory, p))) != home:
+      outside.append(p)
+      continue
     m = _CKPT_RE.match(os.path.basename(p) + '.index')
     if m:
       steps.add(int(m.group(1)))
+  if outside:
+    return steps, ('index file %s lists checkpoints outside %s (%s), which '
+                   'this run neither uses nor deletes' % (
+                       path, directory, ', '.join(sorted(set(outside)))))
   return steps, None
 
 
@@ -285,6 +336,21 @@ def _set_aside_unreadable(directory, paths):
   return dest
 
 
+def _fingerprint(path):
+  """Name, size and modification time of each file of a checkpoint (or of
+  one file): what changes when it is repaired, rewritten or replaced."""
+  folder, base = os.path.split(path)
+  out = []
+  try:
+    for name in sorted(os.listdir(folder)):
+      if name == base or name.startswith(base + '.'):
+        st = os.stat(os.path.join(folder, name))
+        out.append((name, st.st_size, st.st_mtime_ns))
+  except OSError:
+    pass
+  return tuple(out)
+
+
 def resume(ckpt, directory, repair=False, skip=None):
   """Restores the newest checkpoint of directory that reads, walking back.
 
@@ -300,9 +366,11 @@ def resume(ckpt, directory, repair=False, skip=None):
     ckpt: the tf.train.Checkpoint to restore into.
     directory: the checkpoint folder.
     repair: clean up and rewrite the folder (see above).
-    skip: optional set: paths not to try; the ones found unreadable, and
-      INDEX_FILE once its problem is said, are added to it (the evaluator
-      names each damaged checkpoint, and a damaged index, once).
+    skip: optional dict path -> fingerprint of its files: the ones found
+      unreadable, and INDEX_FILE once its problem is said, are added to it,
+      and not tried again while their files stay as they were (the
+      evaluator names each damaged checkpoint, and a damaged index, once,
+      and tries it again once it is repaired or rewritten).
 
   Returns:
     The path restored, or None when the folder holds no checkpoint.
@@ -314,14 +382,16 @@ def resume(ckpt, directory, repair=False, skip=None):
   if repair:
     cleanup_interrupted_saves(directory)
   candidates, index_problem = checkpoint_candidates(directory)
-  if index_problem and INDEX_FILE not in (skip or ()):
+  skipped = lambda p: skip is not None and skip.get(p) == _fingerprint(p)
+  index = os.path.join(directory, INDEX_FILE)
+  if index_problem and not skipped(index):
     print('Note: %s; using the checkpoint files in the folder' % index_problem,
           flush=True)
     if skip is not None:
-      skip.add(INDEX_FILE)
+      skip[index] = _fingerprint(index)
   restored, bad, reasons = None, [], []
   for step, path in candidates:
-    if skip is not None and path in skip:
+    if skipped(path):
       continue
     try:
       restore(ckpt, path)
@@ -331,17 +401,17 @@ def resume(ckpt, directory, repair=False, skip=None):
       reason = getattr(e, 'reason', None) or str(e)
       print('Skipping checkpoint %s: %s' % (path, reason), flush=True)
       if skip is not None:
-        skip.add(path)
+        skip[path] = _fingerprint(path)
       bad.append(path)
       reasons.append('%s: %s' % (os.path.basename(path), reason))
       continue
     restored = path
     break
   if restored is None:
-    if candidates and not (skip and all(p in skip for _, p in candidates)):
+    if candidates and not all(skipped(p) for _, p in candidates):
       raise UsageError('no checkpoint in %s can be read (%s); nothing was '
                        'changed' % (directory, '; '.join(reasons)))
-    if repair and index_problem:
+    if repair and index_problem:  # nothing of this folder's to list
       os.remove(os.path.join(directory, INDEX_FILE))
     return None
   if repair:
@@ -386,10 +456,15 @@ def prepare_dir(path, flag):
   """Creates the folder a flag names, checking that it can be written.
 
   Raises:
-    UsageError: it is a file, or cannot be created or written.
+    UsageError: it is a file or a dangling symbolic link, or cannot be
+      created or written.
   """
   if os.path.exists(path) and not os.path.isdir(path):
     raise UsageError('%s %s is a file, not a folder' % (flag, path))
+  if os.path.islink(path) and not os.path.exists(path):
+    raise UsageError('%s %s is a symbolic link that leads nowhere (a loop, or '
+                     'its target %s is missing)' % (flag, path,
+                                                    os.readlink(path)))
   try:
     os.makedirs(path, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe-')
@@ -446,8 +521,47 @@ class TrainDirLock:
     return False
 
 
+# The signals after which training saves before it exits: Ctrl-C, kill's
+# default, and a hang-up (the terminal or SSH session that ran it went away).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+_pending = []  # stop signals received before GracefulStop took over
+
+
+def record_stop_signals():
+  """Until GracefulStop takes over, a stop signal is only recorded, so that
+  one arriving while training starts (a cluster forming, the data loading)
+  stops the run at the first chance instead of being lost."""
+  for s in STOP_SIGNALS:
+    signal.signal(s, lambda signum, frame: _pending.append(signum))
+
+
+class Stopped(Exception):
+  """A stop signal arrived where nothing is to be saved (signals_raise)."""
+
+  def __init__(self, signum):
+    super().__init__('stopped by %s' % signal.Signals(signum).name)
+    self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_raise():
+  """While active, STOP_SIGNALS raise Stopped, so that `finally` clauses
+  clean up (a half-written export is removed) before the exit, whose status
+  run_main makes 128 + the signal's number."""
+  def handle(signum, frame):
+    raise Stopped(signum)
+  old = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
+  try:
+    yield
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)
+
+
 class GracefulStop:
-  """While active, Ctrl-C and SIGTERM only set `signum`; the loop then saves.
+  """While active, STOP_SIGNALS only set `signum`; the loop then saves.
 
   Use as a context manager around a training loop and test `stop.requested`
   after each step. A second signal interrupts at once.
@@ -470,8 +584,10 @@ class GracefulStop:
                                  self.action), flush=True)
 
   def __enter__(self):
-    for s in (signal.SIGINT, signal.SIGTERM):
+    for s in STOP_SIGNALS:
       self._old[s] = signal.signal(s, self._handle)
+    if _pending:  # one that came while the run started
+      self._handle(_pending.pop(), None)
     return self
 
   def __exit__(self, *exc):
@@ -490,22 +606,25 @@ class GracefulStop:
     return 128 + self.signum if self.signum else 0
 
 
-def hparams_values(args, **effective):
+def hparams_values(args, first=(), **effective):
   """The run's hyperparameters for HParams: every flag, as the run used it.
 
   Args:
     args: the parsed flags.
+    first: the names to put first (TensorBoard's table shows the first five
+      until the user ticks more).
     **effective: values the run settled on where a flag said 'auto' or was
       left out (the seed drawn, the precision picked, the data source used).
 
   Returns:
-    dict flag name -> bool, int, float or str, sorted by name; a flag still
-    unset (one the run did without, e.g. --profile_steps) is 'off'.
+    dict flag name -> bool, int, float or str, `first` then by name; a flag
+    still unset (one the run did without, e.g. --profile_steps) is 'off'.
   """
   values = dict(vars(args), **effective)
-  return {k: 'off' if v is None else
-          v if isinstance(v, (bool, int, float, str)) else str(v)
-          for k, v in sorted(values.items())}
+  order = list(first) + sorted(set(values) - set(first))
+  return {k: 'off' if values[k] is None else values[k]
+          if isinstance(values[k], (bool, int, float, str)) else
+          str(values[k]) for k in order}
 
 
 def write_hparams(values, metrics, trial_id=None):

@@ -449,7 +449,8 @@ def _wait_for(proc, pattern, timeout=120):
   raise AssertionError('no %r in output:\n%s' % (pattern, ''.join(lines)))
 
 
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM,
+                                 signal.SIGHUP])
 def test_signal_saves_a_checkpoint_before_exiting(shared_bin_dir, tmp_path,
                                                   sig):
   d = str(tmp_path / 't')
@@ -530,7 +531,7 @@ def test_eval_waits_for_new_checkpoints_and_stops_on_ctrl_c(shared_bin_dir,
   proc = _start(['cifar10_eval.py', '--checkpoint_dir', t, '--eval_dir', e,
                  '--data_dir', shared_bin_dir, '--eval_interval_secs', '0.5'])
   try:
-    _wait_for(proc, 'waiting for one')
+    _wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
     cifar10_train.main(_train_args(shared_bin_dir, t, '--max_steps', '2'))
     _wait_for(proc, r'precision @ 1 = ')
     cifar10_train.main(_train_args(shared_bin_dir, t, '--max_steps', '3'))

@@ -429,3 +429,18 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step(shared_bin_dir,
     assert 'Resuming from %s at step %d' % (
         os.path.join(d, 'ckpt-%d' % saved[0]), saved[0]) in o
   assert tf.train.latest_checkpoint(d).endswith('ckpt-%d' % (saved[0] + 5))
+
+
+def test_closed_console_does_not_stop_training(shared_bin_dir, tmp_path):
+  """`cifar10_train.py ... | head -n 3`: the reader goes, training goes on."""
+  d = str(tmp_path / 't')
+  proc = subprocess.Popen(
+      [sys.executable, 'cifar10_train.py'] + _train_args(
+          shared_bin_dir, d, '--max_steps', '30', '--steps_per_loop', '5'),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  proc.stdout.readline()  # the start line: then the reader is gone
+  proc.stdout.close()
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  assert not err.strip(), err  # no 'Broken pipe', no traceback
+  assert tf.train.latest_checkpoint(d).endswith('ckpt-30')

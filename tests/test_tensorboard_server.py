@@ -229,6 +229,9 @@ def test_hparams_tab_joins_training_and_evaluation(server, runs):
   experiment = server.post('plugin/hparams/experiment', {'experimentName': ''})
   assert {m['name']['tag'] for m in experiment['metricInfos']} == {
       'total_loss', 'Precision @ 1'}
+  # the table shows the first five columns until the user ticks more
+  assert [h['name'] for h in experiment['hparamInfos']][:5] == [
+      'precision', 'seed', 'batch_size', 'max_steps', 'shards']
   groups = server.session_groups()
   assert len(groups) == 1  # one row: the run and the precision of its model
   group, metrics = _hparams_row(groups, ['train/.', 'eval/.'])
@@ -237,6 +240,7 @@ def test_hparams_tab_joins_training_and_evaluation(server, runs):
   hp = group['hparams']
   # the values the run used, not the flags as typed
   assert hp['seed'] == 5 and hp['batch_size'] == 64
+  assert hp['precision'] == runs['dtype']  # as the console said
   assert hp['use_bf16'] == (runs['dtype'] == 'bfloat16')
   assert hp['use_fp16'] is False and hp['data_on_device'] == 'true'
   assert hp['data_source'] == cifar10_input.resolve_source(None)
