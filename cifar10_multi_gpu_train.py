@@ -23,8 +23,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 
 import json
+import re
 import shutil
+import socket
 import sys
+import time
 
 
 GPU_MEMORY_PER_LOGICAL_DEVICE_MB = 8192
@@ -59,6 +62,10 @@ def build_parser():
                  help="'mirrored': one machine; 'multi_worker': "
                  'MultiWorkerMirroredStrategy from $TF_CONFIG (default '
                  '%(default)s)')
+  p.add_argument('--cluster_wait_secs', type=cli.positive_float, default=300,
+                 help="multi_worker: how long to wait for every task of "
+                 "$TF_CONFIG's cluster to answer before giving up, naming "
+                 "the missing ones (default %(default)s)")
   return p
 
 
@@ -151,6 +158,84 @@ def worker_role():
   return is_chief, '%s-%d' % (kind, index)
 
 
+RENDEZVOUS = b'cifar10-toolkit: waiting for the cluster\n'
+HTTP2_PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
+
+
+def _split(address):
+  host, _, port = address.rpartition(':')
+  return host.strip('[]'), int(port)
+
+
+def answers(address):
+  """Whether the task at address is up: waiting for the cluster here (it
+  sends RENDEZVOUS), or already in TensorFlow's set-up (a gRPC server, which
+  answers HTTP/2's preface with a SETTINGS frame). A port held by some other
+  program is neither."""
+  try:
+    with socket.create_connection(_split(address), timeout=2) as s:
+      try:
+        head = s.recv(64)
+      except socket.timeout:  # a server that waits for the client to speak
+        s.sendall(HTTP2_PREFACE)
+        head = s.recv(64)
+  except (OSError, ValueError):
+    return False
+  return head.startswith(RENDEZVOUS) or (
+      len(head) >= 4 and head[3] == 0x04)  # HTTP/2's SETTINGS frame
+
+
+def wait_for_cluster(cluster, kind, index, wait_secs):
+  """Waits, bounded and with stop signals honoured, until every other task
+  of the cluster answers, before TensorFlow's own wait (which has no bound
+  and, holding the interpreter, hears no signal) begins.
+
+  This task answers at its own address meanwhile. A signal ends the wait
+  with train_lib.Stopped (exit 128 + its number, nothing written).
+
+  Raises:
+    UsageError: this task's address is taken by another program, or some
+      task did not answer within wait_secs (named in the message).
+  """
+  others = {'%s %d (%s)' % (k, i, a): a for k, addresses in
+            sorted(cluster.items()) for i, a in enumerate(addresses)
+            if (k, i) != (kind, index)}
+  own = cluster[kind][index]
+  listener = socket.socket(socket.AF_INET6 if ':' in _split(own)[0]
+                           else socket.AF_INET)
+  listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  try:
+    listener.bind(('', _split(own)[1]))
+  except OSError as e:
+    listener.close()
+    raise train_lib.UsageError('TF_CONFIG: this task\'s address %s cannot be '
+                               'used (%s)' % (own, e.strerror or e))
+  listener.listen(16)
+  listener.settimeout(0.1)
+  print('Waiting up to %g s for the cluster: this is %s %d; the others are '
+        '%s' % (wait_secs, kind, index, ', '.join(others)), flush=True)
+  end = time.time() + wait_secs
+  try:
+    with train_lib.signals_raise():
+      while others:
+        try:
+          while True:
+            conn, _ = listener.accept()
+            with conn:
+              conn.sendall(RENDEZVOUS)
+        except (socket.timeout, OSError):
+          pass
+        for name in [n for n, a in others.items() if answers(a)]:
+          del others[name]
+        if others and time.time() > end:
+          raise train_lib.UsageError(
+              'the cluster did not come together within %g s '
+              '(--cluster_wait_secs): no answer from %s' % (
+                  wait_secs, ', '.join(others)))
+  finally:
+    listener.close()
+
+
 def planned_replicas(args):
   """The replicas of the run, known before TensorFlow starts (for --shards
   auto): this machine's devices times the workers in $TF_CONFIG's cluster
@@ -175,6 +260,7 @@ def main(argv=None):
     if args.logical_devices:
       split_device('GPU' if tf.config.list_physical_devices('GPU') else 'CPU',
                    args.logical_devices)
+    wait_for_cluster(*read_tf_config(), args.cluster_wait_secs)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     # TensorFlow's cluster set-up takes over the stop signals: take them
     # back, recording one that comes before training starts (GracefulStop
@@ -182,7 +268,8 @@ def main(argv=None):
     train_lib.record_stop_signals()
     if not is_chief:  # its own, inside train_dir: a killed worker's is
       # removed by its next start, and nothing is written elsewhere
-      worker_dir = os.path.join(args.train_dir, train_lib.WORKER_DIR_PREFIX + task)
+      worker_dir = os.path.join(args.train_dir,
+                                train_lib.WORKER_DIR_PREFIX + task)
       shutil.rmtree(worker_dir, ignore_errors=True)
       train_lib.prepare_dir(worker_dir, '--train_dir')
   else:
@@ -190,9 +277,30 @@ def main(argv=None):
         mirrored_devices(args.num_gpus, args.logical_devices))
   try:
     return cifar10_train.train(args, strategy, is_chief, worker_dir)
+  except tf.errors.OpError as e:
+    if not multi_worker:
+      raise
+    raise lost_peer(e, task, args.train_dir)
   finally:
     if worker_dir:
       shutil.rmtree(worker_dir, ignore_errors=True)
+
+
+def lost_peer(error, task, train_dir):
+  """The one line for a multi-worker run that a peer's failure ended: which
+  task TensorFlow names, and the checkpoint that every task resumes from."""
+  named = sorted(set('%s %s' % m for m in re.findall(
+      r'/job:(\w+)/replica:\d+/task:(\d+)', str(error))) - {
+          task.replace('-', ' ')} if task else set())
+  latest = tf.train.latest_checkpoint(train_dir)
+  reason = re.search(r'(?:recvmsg:|Socket closed|Connection |failed to '
+                     r'connect|task \S+ (?:is|has) )[^\n"{}]*', str(error))
+  return train_lib.UsageError(
+      'the cluster lost %s during training (%s%s); %s' % (
+          ', '.join(named) or 'a task', type(error).__name__,
+          ': ' + reason.group(0).strip() if reason else '',
+          'the last checkpoint is %s: restart every task to resume from it'
+          % latest if latest else 'no checkpoint was saved yet'))
 
 
 if __name__ == '__main__':

@@ -77,7 +77,7 @@ def run_main(main, argv=None):
     sys.stderr.write('%s: error: %s\n' % (prog, e))
     return 1
   except tf.errors.OpError as e:
-    sys.stderr.write('%s: error: %s\n' % (prog, _first_line(e)))
+    sys.stderr.write('%s: error: %s\n' % (prog, first_line(e)))
     return 1
   except KeyboardInterrupt:
     sys.stderr.write('%s: interrupted\n' % prog)
@@ -154,7 +154,7 @@ MODEL_KINDS = {'conv1/weights': 'convnet', 'layer1/weights': 'fully connected'}
 _CKPT_RE = re.compile(r'^%s-(\d+)\.index$' % CHECKPOINT_PREFIX)
 
 
-def _first_line(e):
+def first_line(e):
   """The first line of an error's message, without TensorFlow's op prefix
   ('{{function_node ...}} ') and suffix (' [Op:SaveV2]')."""
   text = getattr(e, 'message', None) or str(e)
@@ -182,7 +182,7 @@ def _listed_checkpoints(directory):
   try:
     state = tf.train.get_checkpoint_state(directory)
   except Exception as e:  # garbage: UnicodeDecodeError, ParseError, ...
-    return set(), 'index file %s is unreadable (%s)' % (path, _first_line(e))
+    return set(), 'index file %s is unreadable (%s)' % (path, first_line(e))
   if state is None:
     return set(), 'index file %s is unreadable' % path
   steps, outside = set(), []
@@ -238,7 +238,7 @@ def checkpoint_problem(path):
     for key in reader.get_variable_to_shape_map():
       reader.get_tensor(key)
   except Exception as e:  # IndexError, DataLossError, NotFoundError, ...
-    return _first_line(e)
+    return first_line(e)
   return None
 
 
@@ -279,7 +279,7 @@ def restore(ckpt, path, what='checkpoint'):
       raise UnreadableCheckpointError(
           '%s %s cannot be read (%s)' % (what, path, problem), problem)
     raise UsageError('%s %s does not fit this model (%s)' %
-                     (what, path, _first_line(e)))
+                     (what, path, first_line(e)))
 
 
 def cleanup_interrupted_saves(directory):
@@ -447,7 +447,7 @@ def save_checkpoint(manager, step):
         if name.startswith(base + '.'):
           os.remove(os.path.join(directory, name))
     raise UsageError('cannot save checkpoint %s in %s (%s); %s' % (
-        base, directory, _first_line(e),
+        base, directory, first_line(e),
         'the last good checkpoint is %s' % manager.latest_checkpoint
         if manager.latest_checkpoint else 'there is no earlier checkpoint'))
 
@@ -471,7 +471,7 @@ def prepare_dir(path, flag):
     probe.close()
   except OSError as e:
     raise UsageError('%s %s cannot be written (%s)' % (
-        flag, path, e.strerror or _first_line(e)))
+        flag, path, e.strerror or first_line(e)))
 
 
 def summary_writer(logdir, flag='--train_dir'):
@@ -480,7 +480,7 @@ def summary_writer(logdir, flag='--train_dir'):
     return tf.summary.create_file_writer(logdir)
   except tf.errors.OpError as e:
     raise UsageError('%s %s: cannot write event files (%s)' % (
-        flag, logdir, _first_line(e)))
+        flag, logdir, first_line(e)))
 
 
 class TrainDirLock:

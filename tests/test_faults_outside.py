@@ -378,3 +378,109 @@ def test_slow_steps_make_shorter_calls():
       cifar10_train.CALL_SECS // 2
   clock.log(3, np.zeros(2), np.array([200.0, 260.0]))  # a minute a step
   assert clock.steps_within(cifar10_train.CALL_SECS) == 1
+
+
+# --- 2. a cluster that never forms: a bounded wait, signals honoured --------
+
+def _lone_worker(data_dir, tmp_path, *extra):
+  from test_multi_gpu import _free_ports
+  ports = _free_ports(2)
+  cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
+  env = dict(os.environ, PYTHONUNBUFFERED='1', TF_CONFIG=json.dumps(
+      {'cluster': cluster, 'task': {'type': 'worker', 'index': 0}}))
+  proc = subprocess.Popen(
+      [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
+       'multi_worker'] + _train_args(data_dir, str(tmp_path / 't')) +
+      list(extra), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  return proc, ports
+
+
+def test_lone_worker_gives_up_naming_the_missing_task(shared_bin_dir,
+                                                      tmp_path):
+  proc, ports = _lone_worker(shared_bin_dir, tmp_path,
+                             '--cluster_wait_secs', '3')
+  try:
+    out, err = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 1, err
+  assert 'Waiting up to 3 s for the cluster: this is worker 0' in out
+  assert err.strip().splitlines() == [
+      'cifar10_multi_gpu_train.py: error: the cluster did not come together '
+      'within 3 s (--cluster_wait_secs): no answer from worker 1 '
+      '(127.0.0.1:%d)' % ports[1]]
+
+
+def test_worker_whose_peer_port_is_taken_by_another_program(shared_bin_dir,
+                                                            tmp_path):
+  """The peer's port answers, but not as a task of this cluster would."""
+  import socket
+  proc, ports = _lone_worker(shared_bin_dir, tmp_path,
+                             '--cluster_wait_secs', '3')
+  with socket.socket() as squatter:
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(('127.0.0.1', ports[1]))
+    squatter.listen(8)
+    try:
+      _, err = proc.communicate(timeout=120)
+    finally:
+      proc.kill()
+  assert proc.returncode == 1
+  assert err.strip().splitlines()[-1].endswith(
+      'no answer from worker 1 (127.0.0.1:%d)' % ports[1])
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_lone_worker_honours_signals_while_waiting(shared_bin_dir, tmp_path,
+                                                   sig):
+  import time
+  proc, _ = _lone_worker(shared_bin_dir, tmp_path)
+  try:
+    assert 'Waiting up to 300 s for the cluster' in proc.stdout.readline()
+    began = time.time()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+  finally:
+    proc.kill()
+  assert time.time() - began < 10
+  assert proc.returncode == 128 + sig
+  assert err.strip().splitlines() == [
+      'cifar10_multi_gpu_train.py: stopped by %s; nothing was left '
+      'half-written' % signal.Signals(sig).name]
+  assert not os.path.exists(str(tmp_path / 't' / 'checkpoint'))
+
+
+# --- 5. a peer lost during training: which one, and what was saved ---------
+
+def test_a_lost_peer_is_named_with_the_checkpoint_to_resume(shared_bin_dir,
+                                                            tmp_path):
+  from test_multi_gpu import _free_ports
+  d = str(tmp_path / 't')
+  cluster = {'worker': ['127.0.0.1:%d' % p for p in _free_ports(2)]}
+  procs = []
+  try:
+    for i in range(2):
+      env = dict(os.environ, PYTHONUNBUFFERED='1', TF_CONFIG=json.dumps(
+          {'cluster': cluster, 'task': {'type': 'worker', 'index': i}}))
+      procs.append(subprocess.Popen(
+          [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
+           'multi_worker'] + _train_args(shared_bin_dir, d) + [
+               '--batch_size', '16', '--steps_per_loop', '5',
+               '--save_checkpoint_secs', '0.000001'],
+          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+          text=True))
+    for line in procs[1].stdout:
+      if 'step 20, loss' in line:
+        break
+    procs[1].kill()
+    _, err = procs[0].communicate(timeout=180)
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[0].returncode == 1
+  last = err.strip().splitlines()[-1]
+  assert re.match(r'^cifar10_multi_gpu_train\.py: error: the cluster lost '
+                  r'worker 1 during training \(\w+Error[^)]*\); the last '
+                  r'checkpoint is %s/ckpt-\d+: restart every task to resume '
+                  r'from it$' % re.escape(d), last), last

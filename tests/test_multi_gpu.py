@@ -5,6 +5,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -118,6 +120,7 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
   ports = _free_ports(2)
   cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
   procs = []
+  began = time.time()
   try:
     for i in range(2):
       env = dict(os.environ, TF_CONFIG=json.dumps(
@@ -138,6 +141,12 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
   assert 'saved checkpoint /' in outs[0] and 'of this worker at step 4' in outs[1]
   assert sorted(f for f in os.listdir(d) if f.startswith('ckpt-')) == [
       'ckpt-4.data-00000-of-00001', 'ckpt-4.index']
+  # the non-chief's own checkpoints lived in train_dir, and are gone
+  assert not [f for f in os.listdir(d) if f.startswith('.worker-')]
+  assert 'of this worker' in outs[1] and not [
+      f for f in os.listdir(tempfile.gettempdir())
+      if f.startswith('cifar10-worker-') and
+      os.path.getmtime(os.path.join(tempfile.gettempdir(), f)) >= began]
   ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
   assert ev.restore(tf.train.latest_checkpoint(d)) == 4
   precision, _, seen = ev.evaluate()
