@@ -241,7 +241,8 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     out = step(iterator, True)
     with tf.name_scope('outputs'):
       out = tf.nest.map_structure(tf.identity, out)
-    return out, finished(out['total_loss']), agree(flags)
+      time_done = finished(out['total_loss'])
+    return out, time_done, agree(flags)
 
   return train_loop, aux_step
 
@@ -443,8 +444,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   if is_chief:
     dtype = state.compute_dtype
     values = train_lib.hparams_values(
-        args, ('precision', 'seed', 'batch_size', 'max_steps', 'shards'),
-        precision=dtype.name, seed=seed, use_bf16=dtype == tf.bfloat16,
+        args, precision=dtype.name, seed=seed, use_bf16=dtype == tf.bfloat16,
         use_fp16=dtype == tf.float16, data_on_device=str(on_device).lower(),
         shards=shards, replicas=replicas,
         data_source=cifar10_input.resolve_source(args.data_source))

@@ -131,9 +131,8 @@ def main(argv=None):
       args.max_steps, seed=seed)
   profile = train_lib.Profile(args.profile_steps, run_dir)
   with train_lib.GracefulStop() as stop, writer.as_default(), profile:
-    train_lib.write_hparams(train_lib.hparams_values(
-        args, ('learning_rate', 'hidden1', 'batch_size', 'max_steps',
-               'reg_constant'), seed=seed), HPARAMS_METRICS)
+    train_lib.write_hparams(train_lib.hparams_values(args, seed=seed),
+                            HPARAMS_METRICS)
     saved = None  # the checkpoint saved before this step, said after its line
     for i, (images, labels) in enumerate(batches):
       profile.at(i)

@@ -606,25 +606,22 @@ class GracefulStop:
     return 128 + self.signum if self.signum else 0
 
 
-def hparams_values(args, first=(), **effective):
+def hparams_values(args, **effective):
   """The run's hyperparameters for HParams: every flag, as the run used it.
 
   Args:
     args: the parsed flags.
-    first: the names to put first (TensorBoard's table shows the first five
-      until the user ticks more).
     **effective: values the run settled on where a flag said 'auto' or was
       left out (the seed drawn, the precision picked, the data source used).
 
   Returns:
-    dict flag name -> bool, int, float or str, `first` then by name; a flag
-    still unset (one the run did without, e.g. --profile_steps) is 'off'.
+    dict flag name -> bool, int, float or str, sorted by name; a flag still
+    unset (one the run did without, e.g. --profile_steps) is 'off'.
   """
   values = dict(vars(args), **effective)
-  order = list(first) + sorted(set(values) - set(first))
-  return {k: 'off' if values[k] is None else values[k]
-          if isinstance(values[k], (bool, int, float, str)) else
-          str(values[k]) for k in order}
+  return {k: 'off' if v is None else
+          v if isinstance(v, (bool, int, float, str)) else str(v)
+          for k, v in sorted(values.items())}
 
 
 def write_hparams(values, metrics, trial_id=None):

@@ -357,3 +357,17 @@ def test_real_data_set_counts(real_data_dir):
   assert train.shape == (50000, 3073) and test.shape == (10000, 3073)
   assert np.bincount(train[:, 0].numpy()).tolist() == [5000] * 10
   assert np.bincount(test[:, 0].numpy()).tolist() == [1000] * 10
+
+
+def test_tests_find_the_real_data_where_the_readme_puts_it(tmp_path,
+                                                           monkeypatch):
+  import conftest
+  archive = tmp_path / 'cifar-10-binary.tar.gz'
+  archive.write_bytes(b'x')
+  monkeypatch.setattr(conftest, 'SIBLING_ARCHIVE', str(tmp_path / 'none'))
+  monkeypatch.setenv('CIFAR10_DATA_SOURCE', str(archive))
+  assert conftest.real_archive() == str(archive)
+  monkeypatch.setenv('CIFAR10_DATA_SOURCE', 'https://example.org/c.tar.gz')
+  assert conftest.real_archive() is None  # tests fetch nothing
+  monkeypatch.delenv('CIFAR10_DATA_SOURCE')
+  assert conftest.real_archive() is None

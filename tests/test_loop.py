@@ -16,7 +16,8 @@ import train_lib
 from test_convnet import _start, _train_args, _wait_for
 
 LOG_LINE = (r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = '
-            r'\d+\.\d\d \(\d+\.\d examples/sec; \d+\.\d{3} sec/batch\)$')
+            r'\d+\.\d\d \(\d+\.\d examples/sec; \d+\.\d{3} sec/batch'
+            r'(?:; includes start-up)?\)$')
 
 
 def _state(path):

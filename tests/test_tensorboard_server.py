@@ -229,9 +229,6 @@ def test_hparams_tab_joins_training_and_evaluation(server, runs):
   experiment = server.post('plugin/hparams/experiment', {'experimentName': ''})
   assert {m['name']['tag'] for m in experiment['metricInfos']} == {
       'total_loss', 'Precision @ 1'}
-  # the table shows the first five columns until the user ticks more
-  assert [h['name'] for h in experiment['hparamInfos']][:5] == [
-      'precision', 'seed', 'batch_size', 'max_steps', 'shards']
   groups = server.session_groups()
   assert len(groups) == 1  # one row: the run and the precision of its model
   group, metrics = _hparams_row(groups, ['train/.', 'eval/.'])
