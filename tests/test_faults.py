@@ -383,7 +383,8 @@ def test_full_disk_while_saving_and_at_the_next_start(shared_bin_dir,
 
 # --- several workers ----------------------------------------------------------
 
-def _workers(data, d, steps, ports):
+def _workers(data, d, steps, ports, *extra):
+  """Two worker processes on 127.0.0.1 (stderr into stdout); extra flags."""
   cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
   procs = []
   for i in range(2):
@@ -393,7 +394,7 @@ def _workers(data, d, steps, ports):
         [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
          'multi_worker'] + _train_args(data, d) + [
              '--max_steps', str(steps), '--batch_size', '16',
-             '--steps_per_loop', '5', '--log_frequency', '5'],
+             '--steps_per_loop', '5', '--log_frequency', '5'] + list(extra),
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True))
   return procs

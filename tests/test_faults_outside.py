@@ -455,31 +455,22 @@ def test_lone_worker_honours_signals_while_waiting(shared_bin_dir, tmp_path,
 
 def test_a_lost_peer_is_named_with_the_checkpoint_to_resume(shared_bin_dir,
                                                             tmp_path):
+  from test_faults import _workers
   from test_multi_gpu import _free_ports
   d = str(tmp_path / 't')
-  cluster = {'worker': ['127.0.0.1:%d' % p for p in _free_ports(2)]}
-  procs = []
+  procs = _workers(shared_bin_dir, d, 100000, _free_ports(2),
+                   '--save_checkpoint_secs', '0.000001')
   try:
-    for i in range(2):
-      env = dict(os.environ, PYTHONUNBUFFERED='1', TF_CONFIG=json.dumps(
-          {'cluster': cluster, 'task': {'type': 'worker', 'index': i}}))
-      procs.append(subprocess.Popen(
-          [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
-           'multi_worker'] + _train_args(shared_bin_dir, d) + [
-               '--batch_size', '16', '--steps_per_loop', '5',
-               '--save_checkpoint_secs', '0.000001'],
-          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-          text=True))
     for line in procs[1].stdout:
       if 'step 20, loss' in line:
         break
     procs[1].kill()
-    _, err = procs[0].communicate(timeout=180)
+    out, _ = procs[0].communicate(timeout=180)
   finally:
     for p in procs:
       p.kill()
   assert procs[0].returncode == 1
-  last = err.strip().splitlines()[-1]
+  last = out.strip().splitlines()[-1]
   assert re.match(r'^cifar10_multi_gpu_train\.py: error: the cluster lost '
                   r'worker 1 during training \(\w+Error[^)]*\); the last '
                   r'checkpoint is %s/ckpt-\d+: restart every task to resume '
