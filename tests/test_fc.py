@@ -83,11 +83,17 @@ def test_run_then_restore(py_dir, tmp_path, capsys):
   assert re.search(r'^Test accuracy ([\d.]+)$', out, re.M).group(1) == test_line
 
 
-def test_checkpoint_restores_identical_predictions(py_dir, tmp_path):
+def test_checkpoint_restores_identical_predictions(py_dir, tmp_path, capsys):
   train_dir = str(tmp_path / 'logs')
-  run_fc_model.main(_args(py_dir, train_dir, '--max_steps', '1000'))
+  run_fc_model.main(_args(py_dir, train_dir, '--max_steps', '1001'))
   path = restore_model.newest_checkpoint(train_dir)
-  assert path.endswith('ckpt-1000')
+  assert path.endswith('ckpt-1001')
+  # ckpt-1000 holds the weights 'Step 1000' reports on: said after its line
+  lines = capsys.readouterr().out.splitlines()
+  at = lines.index('Saved checkpoint %s' % path.replace('1001', '1000'))
+  assert re.match(r'^Step 1000, training accuracy [\d.]+$', lines[at - 1])
+  assert lines[at + 1] == 'Saved checkpoint %s' % path  # the last step's
+  path = path.replace('1001', '1000')
   reader = tf.train.load_checkpoint(path)
   a = two_layer_fc.TwoLayerFC(120)
   b = two_layer_fc.TwoLayerFC(120, seed=9)
