@@ -23,10 +23,24 @@ MAX_SEED = 2**31 - 1
 
 
 class ArgumentParser(argparse.ArgumentParser):
-  """argparse whose errors are one line: 'prog: error: ...', exit status 2."""
+  """argparse whose errors are one line: 'prog: error: ...', exit status 2,
+  and whose boolean flags (add_bool) never take the next argument."""
 
   def error(self, message):
     self.exit(2, '%s: error: %s\n' % (self.prog, message))
+
+  def parse_known_args(self, args=None, namespace=None):
+    names = getattr(self, 'bool_flags', ())
+    rewritten = []
+    for arg in sys.argv[1:] if args is None else args:
+      name, eq, value = arg.partition('=')
+      if eq and name.startswith('--') and name[2:] in names:
+        try:  # --flag=false is --noflag
+          arg = name if str2bool(value) else '--no' + name[2:]
+        except argparse.ArgumentTypeError as e:
+          self.error('argument %s: %s' % (name, e))
+      rewritten.append(arg)
+    return super().parse_known_args(rewritten, namespace)
 
 
 def _typed(cast, ok, what):
@@ -94,9 +108,12 @@ def str2bool(text):
 
 
 def add_bool(parser, name, default, help_text, default_text=None):
-  """A boolean flag: --name, --name=False, --noname."""
-  parser.add_argument('--' + name, nargs='?', const=True, default=default,
-                      type=str2bool, help=help_text + ' (default %s)' % (
+  """A boolean flag: --name, --name=false, --noname; it takes no separate
+  value, so `--resize big.png` leaves big.png to the files (a cli
+  ArgumentParser rewrites --name=VALUE)."""
+  parser.bool_flags = getattr(parser, 'bool_flags', set()) | {name}
+  parser.add_argument('--' + name, action='store_const', const=True,
+                      default=default, help=help_text + ' (default %s)' % (
                           default_text or default))
   parser.add_argument('--no' + name, dest=name, action='store_false',
                       help=argparse.SUPPRESS)

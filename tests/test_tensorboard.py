@@ -354,3 +354,22 @@ def test_noise_filter_keeps_real_errors():
                '(most recent call last):', 'cifar10_train.py: error: x',
                noise + ' and more', 'I0000 00:00:1.0 1 port.cc:153] other'):
     assert not cli.is_noise(real), real
+
+
+def test_boolean_flags_take_no_separate_value(capsys):
+  """`--resize big.png` leaves big.png to the files; --flag=false and
+  --noflag turn a flag off; a bad value is a one-line error."""
+  parse = cifar10_classify.build_parser().parse_args
+  args = parse(['--resize', 'big.png'])
+  assert args.resize is True and args.images == ['big.png']
+  assert parse(['a.png', '--resize=false']).resize is False
+  assert parse(['a.png', '--noresize']).resize is False
+  train = cifar10_train.build_parser().parse_args
+  assert train(['--use_bf16=False']).use_bf16 is False
+  assert train(['--use_bf16']).use_bf16 is True
+  assert train([]).use_bf16 is None
+  with pytest.raises(SystemExit):
+    train(['--use_bf16=maybe'])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].endswith(
+      "error: argument --use_bf16: 'maybe' is not a boolean")
