@@ -64,7 +64,8 @@ def run_main(main, argv=None):
   130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP (after saving).
   """
   prog = os.path.basename(sys.argv[0])
-  sys.stdout = ClosableConsole(sys.stdout)
+  if not isinstance(sys.stdout, ClosableConsole):
+    sys.stdout = ClosableConsole(sys.stdout)
   if cli.interrupted():  # Ctrl-C while TensorFlow loaded, which swallows it
     sys.stderr.write('%s: interrupted\n' % prog)
     return 130
