@@ -478,3 +478,25 @@ def test_a_lost_peer_is_named_with_the_checkpoint_to_resume(shared_bin_dir,
                   r'worker 1 during training \(\w+Error[^)]*\); the last '
                   r'checkpoint is %s/ckpt-\d+: restart every task to resume '
                   r'from it$' % re.escape(d), last), last
+
+
+def test_sigterm_to_a_worker_in_its_first_seconds_stops_both(shared_bin_dir,
+                                                             tmp_path):
+  """Sent as training starts: both workers stop after the same step, save,
+  and exit 143 (not train on to the end)."""
+  from test_faults import _workers
+  from test_multi_gpu import _free_ports
+  d = str(tmp_path / 't')
+  procs = _workers(shared_bin_dir, d, 5000, _free_ports(2))
+  try:
+    for line in procs[1].stdout:
+      if line.startswith('Training from step 0'):
+        break
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [143, 143], outs
+  step = int(tf.train.latest_checkpoint(d).rsplit('-', 1)[1])
+  assert step < 5000 and 'saved checkpoint %s/ckpt-%d' % (d, step) in outs[0]
