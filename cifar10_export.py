@@ -122,7 +122,8 @@ def main(argv=None):
   classifier, path, step = restore_classifier(args.checkpoint_dir,
                                               args.raw_weights)
   export(classifier, args.export_dir)
-  signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a late Ctrl-C is not
+  # the export is complete: a late Ctrl-C must not turn it into a failure
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   print('Exported %s (step %d, %s weights) to %s' % (
       path, step, 'raw' if args.raw_weights else 'moving-average',
       args.export_dir))

@@ -4,9 +4,9 @@
 
 Looks through the time-stamped run folders that run_fc_model.py writes under
 train_dir, restores the newest checkpoint that reads (naming any damaged one
-it walks back past), and prints `Current step: N` (the
-global step it was saved at) and `Test accuracy A`, which equals what
-run_fc_model.py printed for that checkpoint.
+it walks back past), and prints `Current step: N` (the global step it was
+saved at) and `Test accuracy A`, which equals what run_fc_model.py printed
+for that checkpoint.
 """
 
 import os
