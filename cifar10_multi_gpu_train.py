@@ -238,13 +238,12 @@ def wait_for_cluster(cluster, kind, index, wait_secs):
 
 def planned_replicas(args):
   """The replicas of the run, known before TensorFlow starts (for --shards
-  auto): this machine's devices times the workers in $TF_CONFIG's cluster
-  (read after worker_role() has checked it). On a GPU --shards auto is 1
-  whatever this says."""
+  auto): this machine's devices times the workers in $TF_CONFIG's cluster.
+  On a GPU --shards auto is 1 whatever this says."""
   local = args.logical_devices or 1
   if args.strategy != 'multi_worker':
     return local
-  cluster = json.loads(os.environ['TF_CONFIG'])['cluster']
+  cluster, _, _ = read_tf_config()
   return local * sum(len(cluster.get(k, [])) for k in ('chief', 'worker'))
 
 

@@ -328,22 +328,20 @@ class StepClock:
         if self.warm and step > self.warm[0] else '')
 
 
-STOP_SIGNALS = train_lib.STOP_SIGNALS
-
-
 def loop_flags(signum, save):
   """This worker's float32 flags for the training functions: one per stop
-  signal (STOP_SIGNALS), then save wanted.
+  signal (train_lib.STOP_SIGNALS), then save wanted.
 
   (float32: MirroredStrategy cannot all-reduce an int32 tensor.)"""
-  return tf.constant([float(signum == s) for s in STOP_SIGNALS] +
+  return tf.constant([float(signum == s) for s in train_lib.STOP_SIGNALS] +
                      [float(save)], tf.float32)
 
 
 def read_flags(flags):
   """(signal number or 0, save wanted) from the summed flags of all workers."""
   flags = flags.numpy()
-  signum = next((int(s) for s, n in zip(STOP_SIGNALS, flags) if n), 0)
+  signum = next((int(s) for s, n in zip(train_lib.STOP_SIGNALS, flags)
+                 if n), 0)
   return signum, bool(flags[-1])
 
 
