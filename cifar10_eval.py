@@ -59,12 +59,14 @@ import train_lib
 class Evaluator:
   """Restores checkpoints into one model and counts top-1 hits."""
 
-  def __init__(self, data_dir, eval_data, num_examples, raw_weights=False):
+  def __init__(self, data_dir, eval_data, num_examples, raw_weights=False,
+               dataset=None):
+    """dataset: batches to use instead of data_dir's (gpu_audit.py)."""
     self.model = convnet.ConvNet()
     self.state = convnet.TrainState(self.model)
     self.ckpt = tf.train.Checkpoint(model=self.model, state=self.state)
-    self.dataset = cifar10_input.inputs(eval_data == 'test', data_dir,
-                                        EVAL_BATCH_SIZE)
+    self.dataset = dataset or cifar10_input.inputs(
+        eval_data == 'test', data_dir, EVAL_BATCH_SIZE)
     self.num_examples = num_examples
     self.raw_weights = raw_weights
 

@@ -324,16 +324,40 @@ def distortion_draws(seed, num):
     (uniform in [-63, 63)), contrast float32 [num, 1, 1, 1] (uniform in
     [0.2, 1.8)).
   """
-  seeds = tf.random.experimental.stateless_split(seed, 4)
+  seeds = tf.random.experimental.stateless_split(seed, 4, alg='philox')
   one = [num, 1, 1, 1]
   return {
       'offsets': tf.random.stateless_uniform(
-          [num, 2], seeds[0], 0, ORIGINAL_SIZE - IMAGE_SIZE + 1, tf.int32),
-      'flip': tf.random.stateless_uniform(one, seeds[1]) < 0.5,
-      'brightness': tf.random.stateless_uniform(
-          one, seeds[2], -MAX_BRIGHTNESS_DELTA, MAX_BRIGHTNESS_DELTA),
-      'contrast': tf.random.stateless_uniform(one, seeds[3], *CONTRAST_RANGE),
+          [num, 2], seeds[0], 0, ORIGINAL_SIZE - IMAGE_SIZE + 1, tf.int32,
+          alg='philox'),
+      'flip': uniform(one, seeds[1]) < 0.5,
+      'brightness': uniform(one, seeds[2], -MAX_BRIGHTNESS_DELTA,
+                            MAX_BRIGHTNESS_DELTA),
+      'contrast': uniform(one, seeds[3], *CONTRAST_RANGE),
   }
+
+
+def uniform(shape, seed, minval=0.0, maxval=1.0):
+  """tf.random.stateless_uniform's float32 values, the same under XLA.
+
+  TensorFlow's kernels (CPU and GPU) make a float from the low 23 bits of a
+  Philox draw; XLA makes its floats differently, so a step compiled by XLA
+  would see other crops and another order. Built here from the raw Philox
+  bits, which XLA and the kernels agree on, the values are the kernels'.
+
+  Args:
+    shape: of the result.
+    seed: int [2] stateless seed.
+    minval, maxval: the range [minval, maxval).
+
+  Returns:
+    float32 tensor of shape.
+  """
+  bits = tf.random.stateless_uniform(shape, seed, None, None, tf.uint32,
+                                     alg='philox')
+  mantissa = tf.bitwise.bitwise_and(bits, 0x7fffff)
+  unit = tf.cast(mantissa, tf.float32) * (1.0 / (1 << 23))
+  return unit * (maxval - minval) + minval
 
 
 def distort_images(images, seed, draws_for=None, offset=0):
@@ -365,9 +389,10 @@ def distort_images(images, seed, draws_for=None, offset=0):
   # the crop's columns, read right to left in a flipped image (the flip is
   # part of the gather: no second pass)
   columns = tf.where(d['flip'][:, :, 0, 0], IMAGE_SIZE - 1 - window, window)
-  x = tf.gather(images, d['offsets'][:, :1] + window, axis=1, batch_dims=1)
+  # (float32 before the gathers: a GPU has no uint8 gather kernel)
+  x = tf.cast(images, tf.float32)
+  x = tf.gather(x, d['offsets'][:, :1] + window, axis=1, batch_dims=1)
   x = tf.gather(x, d['offsets'][:, 1:] + columns, axis=2, batch_dims=1)
-  x = tf.cast(x, tf.float32)
   x += d['brightness']
   factor = d['contrast']
   channel_mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
@@ -417,9 +442,9 @@ def load_records(filenames):
 
 def epoch_permutation(num_examples, seed, epoch):
   """The shuffled order of one epoch: a pure function of (seed, epoch)."""
-  keys = tf.random.stateless_uniform([num_examples],
-                                     tf.stack([tf.cast(seed, tf.int64), epoch]))
-  return tf.argsort(keys)
+  keys = uniform([num_examples], tf.stack([tf.cast(seed, tf.int64),
+                                          tf.cast(epoch, tf.int64)]))
+  return tf.argsort(keys, stable=True)
 
 
 def training_index_batches(num_examples, global_batch_size, seed,
@@ -528,7 +553,8 @@ class DeviceInput:
     images, labels = feed.replica_batch(batch)
   """
 
-  def __init__(self, data_dir, batch_size, seed, strategy=None):
+  def __init__(self, data_dir, batch_size, seed, strategy=None,
+               records=None):
     """Loads the training records onto the devices.
 
     Args:
@@ -536,13 +562,16 @@ class DeviceInput:
       batch_size: examples per replica.
       seed: int seed of the run (the one given to distorted_inputs).
       strategy: the tf.distribute strategy (default: the current one).
+      records: optional uint8 [N, 3073] records to use instead of reading
+        data_dir's (e.g. to trace the training functions, gpu_audit.py).
 
     Raises:
       ValueError, DataSetError: as distorted_inputs.
     """
     _check_batch_size(batch_size)
     strategy = strategy or tf.distribute.get_strategy()
-    records = load_records(_filenames(False, data_dir))
+    if records is None:
+      records = load_records(_filenames(False, data_dir))
     self.num_examples = int(records.shape[0])
     self.batch_size = batch_size
     self.global_batch = batch_size * strategy.num_replicas_in_sync
@@ -553,12 +582,15 @@ class DeviceInput:
                            self.num_examples, data_dir))
     self.seed = tf.constant(seed, tf.int64)
     # One copy on each replica's device (a PerReplica value, fed to
-    # strategy.run). Not a mirrored variable: MultiWorkerMirroredStrategy
+    # strategy.run), as 32-bit words: a GPU has gather kernels for int32
+    # but none for uint8. Not a mirrored variable: MultiWorkerMirroredStrategy
     # broadcasts variables' initial values with collectives that take no uint8.
+    words = to_words(records)
     self.records = strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.identity(records))
-    # The permutation cache (plain variables: only the host-side step reads
-    # them, before the batch is sent to the replicas).
+        lambda ctx: tf.identity(words))
+    # The permutation cache (plain variables: only the step that makes the
+    # global batch reads them: the host-side step with several replicas,
+    # the replica itself with one).
     self._epoch = tf.Variable(tf.constant(-1, tf.int64), trainable=False,
                               name='cached_epoch')
     self._perms = tf.Variable(tf.zeros([2 * self.num_examples], tf.int32),
@@ -584,7 +616,11 @@ class DeviceInput:
     with tf.control_dependencies([tf.cond(
         tf.equal(self._epoch, epoch), lambda: tf.constant(False), refresh)]):
       offset = first - epoch * self.num_examples
-      indices = self._perms[offset:offset + self.global_batch]
+      # (a gather, not a slice: XLA would compile a slice with a moving
+      # start anew for every step; of the value: a GPU has no int32
+      # ResourceGather kernel)
+      indices = tf.gather(self._perms.value(), offset + tf.range(
+          self.global_batch, dtype=tf.int64))
     return self.records, indices, step
 
   def replica_batch(self, batch, pieces=1):
@@ -600,13 +636,37 @@ class DeviceInput:
     parts = []
     for k in range(pieces):
       start = lo + k * size
-      images, labels = decode_records(tf.gather(
-          records, indices[start:start + size]))
+      images, labels = decode_records(from_words(tf.gather(
+          records, indices[start:start + size])))
       parts.append((distort_images(images, tf.stack([self.seed, step]),
                                    self.global_batch, start), labels))
     if pieces == 1:
       return parts[0]
     return tuple(tf.concat(p, 0) for p in zip(*parts))
+
+  def step_batch(self, records, step, pieces=1):
+    """replica_batch(next_batch(step)), all in replica context: with one
+    replica, so that the whole step (the input included) can be one XLA
+    function (records: this replica's words, self.records)."""
+    _, indices, step = self.next_batch(step)
+    return self.replica_batch((records, indices, step), pieces)
+
+
+_WORD = 4  # bytes
+
+
+def to_words(records):
+  """uint8 [N, 3073] records as int32 [N, 769] words (zero-padded)."""
+  pad = -RECORD_BYTES % _WORD
+  padded = tf.pad(records, [[0, 0], [0, pad]])
+  return tf.bitcast(tf.reshape(padded, [-1, (RECORD_BYTES + pad) // _WORD,
+                                        _WORD]), tf.int32)
+
+
+def from_words(words):
+  """to_words undone: int32 [N, 769] -> uint8 [N, 3073]."""
+  return tf.reshape(tf.bitcast(words, tf.uint8), [tf.shape(words)[0], -1]
+                    )[:, :RECORD_BYTES]
 
 
 def inputs(eval_data, data_dir, batch_size, drop_remainder=False):

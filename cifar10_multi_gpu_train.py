@@ -74,6 +74,7 @@ if __name__ == '__main__':
 
 import tensorflow as tf
 import cifar10_train
+import hardware
 import train_lib
 
 
@@ -254,7 +255,7 @@ def main(argv=None):
   is_chief, task = worker_role() if multi_worker else (True, None)
   # before anything starts TensorFlow's runtime (its thread pools)
   args.shards = cifar10_train.num_shards(args, planned_replicas(args))
-  cifar10_train.set_threads(args.shards)
+  hardware.set_threads(hardware.describe(), args.shards)
   if multi_worker:
     if args.logical_devices:
       split_device('GPU' if tf.config.list_physical_devices('GPU') else 'CPU',

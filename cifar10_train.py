@@ -30,7 +30,6 @@ import time
 # The flags and the loop-shape defaults live in cli.py (no TensorFlow), shared
 # with cifar10_multi_gpu_train.py.
 DEFAULT_STEPS_PER_LOOP = cli.DEFAULT_STEPS_PER_LOOP
-AUTO_DATA_ON_CPU = cli.AUTO_DATA_ON_CPU
 HPARAMS_METRICS = cli.HPARAMS_METRICS
 
 
@@ -52,84 +51,47 @@ import numpy as np
 import tensorflow as tf
 import cifar10_input
 import convnet
+import hardware
 import train_lib
 
 
-def data_on_device(args):
+def data_on_device(args, device=None):
   """Whether the training set lives on the device (--data_on_device)."""
   if args.data_on_device == 'auto':
-    return bool(tf.config.list_physical_devices('GPU')) or AUTO_DATA_ON_CPU
+    return hardware.data_on_device(device or hardware.describe())
   return args.data_on_device == 'true'
 
 
-def usable_cores():
-  """The cores this process may run on."""
-  if hasattr(os, 'sched_getaffinity'):
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
-
-
-def num_shards(args, replicas=1):
-  """The slices each replica's batch is computed in (--shards).
-
-  'auto': 1 on a GPU or with several replicas (they already split the work);
-  on a CPU with one replica, the largest count up to the cores the process
-  may use that divides the batch into slices of at least
-  cli.MIN_SHARD_EXAMPLES examples (measured on 2 cores: see README).
-  """
+def num_shards(args, replicas=1, device=None):
+  """The slices each replica's batch is computed in (--shards; 'auto':
+  hardware.shards, measured on 2 cores: see the README)."""
   if args.shards == 'auto':
-    if replicas > 1 or tf.config.list_physical_devices('GPU'):
-      return 1
-    return max(n for n in range(1, usable_cores() + 1)
-               if args.batch_size % n == 0 and
-               (n == 1 or args.batch_size // n >= cli.MIN_SHARD_EXAMPLES))
+    return hardware.shards(device or hardware.describe(), args.batch_size,
+                           replicas, cli.MIN_SHARD_EXAMPLES)
   if args.batch_size % args.shards:
     raise train_lib.UsageError('--shards %d does not divide --batch_size %d'
                                % (args.shards, args.batch_size))
   return args.shards
 
 
-def set_threads(shards):
-  """TensorFlow's thread pools for `shards` slices side by side on a CPU.
-
-  Each kernel gets cores // shards threads (one, on 2 cores) and as many
-  kernels run at once as there are slices: one slice's kernels on each core,
-  instead of every kernel split over all the cores, which leaves them idle in
-  turn (the convnet's kernels are small). Nothing is changed for one slice,
-  on a GPU, or once TensorFlow has started running (a test calling main()
-  twice): the pools only set the speed, never the results.
-  """
-  if shards > 1 and not tf.config.list_physical_devices('GPU'):
-    cores = usable_cores()
-    try:
-      tf.config.threading.set_intra_op_parallelism_threads(
-          max(1, cores // shards))
-      tf.config.threading.set_inter_op_parallelism_threads(max(2, shards))
-    except RuntimeError:  # already running: keep its pools
-      pass
-
-
-def native_bf16_cpu():
-  """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16)."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      flags = f.read()
-  except OSError:
-    return False
-  return ' amx_bf16' in flags or ' avx512_bf16' in flags
-
-
-def compute_dtype(args):
-  """float16 with --use_fp16; bfloat16 with --use_bf16 (or by default on a
-  CPU with native bfloat16 and no GPU); else float32."""
+def compute_dtype(args, device=None):
+  """float16 with --use_fp16; bfloat16 with --use_bf16; float32 with
+  --nouse_bf16; else hardware.precision (bfloat16 where native)."""
   if args.use_fp16 and args.use_bf16:
     raise train_lib.UsageError('--use_fp16 and --use_bf16 exclude each other')
   if args.use_fp16:
     return tf.float16
-  bf16 = args.use_bf16
-  if bf16 is None:
-    bf16 = native_bf16_cpu() and not tf.config.list_physical_devices('GPU')
-  return tf.bfloat16 if bf16 else tf.float32
+  if args.use_bf16 is None:
+    return tf.as_dtype(hardware.precision(device or hardware.describe()))
+  return tf.bfloat16 if args.use_bf16 else tf.float32
+
+
+def jit_compile(args, device=None):
+  """Whether XLA compiles the replica step (--jit_compile; 'auto':
+  hardware.jit_compile, on a GPU only)."""
+  if args.jit_compile is None:
+    return hardware.jit_compile(device or hardware.describe())
+  return args.jit_compile
 
 
 def set_aside(train_dir):
@@ -185,6 +147,13 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   """The training functions: many steps per call, or one with summaries.
 
   shards: slices each replica's batch is made and computed in (num_shards).
+  jit_compile: XLA compiles each replica's step, its input included: with
+    one replica the whole step (with the data on the device the batch's
+    indices too, derived from the step), so that a step is one launch of an
+    XLA program; with several, the input and the gradients (the bulk of
+    the work): the cross-replica all-reduce and the update of mirrored
+    variables that follow it synchronize the replicas, which a
+    tf.function inside strategy.run cannot do, so they stay outside XLA.
 
   Returns:
     train_loop(iterator, num_steps, flags) -> (losses float32 [num_steps],
@@ -199,18 +168,47 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     iterator is the distributed tf.data iterator, or None with the data set
     on the device (feed is then a cifar10_input.DeviceInput).
   """
-  def replica_step(batch, with_aux):
+  replicas = strategy.num_replicas_in_sync
+  # One replica makes its whole batch from the step, in replica context.
+  in_replica = isinstance(feed, cifar10_input.DeviceInput) and replicas == 1
+
+  def replica_input(batch):
     with tf.name_scope('replica_input'):
-      images, labels = feed.replica_batch(batch, shards)
+      if in_replica:
+        return feed.step_batch(batch, state.global_step, shards)
+      return feed.replica_batch(batch, shards)
+
+  def whole_step(batch, with_aux):
+    images, labels = replica_input(batch)
     with tf.name_scope('train_step'):
       return convnet.training(model, state, images, labels, global_batch,
                               with_aux, shards)
-  if jit_compile:
-    replica_step = tf.function(replica_step, jit_compile=True)
+
+  def first_half(batch, with_aux):
+    images, labels = replica_input(batch)
+    with tf.name_scope('train_step'):
+      return convnet.gradients(model, state, images, labels, replicas,
+                               with_aux, shards)
+
+  def second_half(out):
+    with tf.name_scope('train_step'):
+      return convnet.update(model, state, out, global_batch,
+                            convnet.reduce_out(out))
+
+  if not jit_compile:
+    replica_step = whole_step
+  elif replicas == 1:
+    replica_step = tf.function(whole_step, jit_compile=True)
+  else:
+    first_half = tf.function(first_half, jit_compile=True)
+
+    def replica_step(batch, with_aux):
+      return second_half(first_half(batch, with_aux))
 
   def step(iterator, with_aux):
     with tf.name_scope('input'):
-      batch = feed.next_batch(state.global_step, iterator)
+      batch = (feed.records if in_replica else
+               feed.next_batch(state.global_step, iterator))
     out = strategy.run(replica_step, args=(batch, with_aux))
     return _first_replica(strategy, out)
 
@@ -376,10 +374,6 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
     train_lib.UsageError: a folder, checkpoint or flag problem.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  replicas = strategy.num_replicas_in_sync
-  if args.jit_compile and replicas > 1:
-    raise train_lib.UsageError('--jit_compile needs a single replica, got %d'
-                               % replicas)
   tf.debugging.set_log_device_placement(args.log_device_placement)
   if is_chief:
     train_lib.prepare_dir(args.train_dir, '--train_dir')
@@ -428,8 +422,9 @@ def _train(args, strategy, is_chief, worker_dir, stats):
         lambda ctx: cifar10_input.distorted_inputs(
             args.data_dir, args.batch_size, seed, start, ctx)))
   shards = num_shards(args, replicas)
+  jit = jit_compile(args)
   train_loop, aux_step = make_train_loop(strategy, model, state, global_batch,
-                                         feed, args.jit_compile, shards)
+                                         feed, jit, shards)
   writer = (train_lib.summary_writer(args.train_dir) if is_chief
             else tf.summary.create_noop_writer())
 
@@ -444,6 +439,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
     values = train_lib.hparams_values(
         args, precision=dtype.name, seed=seed, use_bf16=dtype == tf.bfloat16,
         use_fp16=dtype == tf.float16, data_on_device=str(on_device).lower(),
+        jit_compile=jit,
         shards=shards, replicas=replicas,
         data_source=cifar10_input.resolve_source(args.data_source))
     trial_id = '%s seed %d' % (os.path.abspath(args.train_dir), seed)
@@ -451,11 +447,12 @@ def _train(args, strategy, is_chief, worker_dir, stats):
     with writer.as_default():
       train_lib.write_hparams(values, HPARAMS_METRICS, trial_id)
   print('Training from step %d to %d: %d replica(s) x batch %d%s, %s '
-        'compute, seed %d, %d steps per loop, data %s' % (
+        'compute, seed %d, %d steps per loop, data %s%s' % (
             start, args.max_steps, replicas, args.batch_size,
             ' in %d slices' % shards if shards > 1 else '',
             state.compute_dtype.name, seed, args.steps_per_loop,
-            'on the device' if on_device else 'from tf.data'), flush=True)
+            'on the device' if on_device else 'from tf.data',
+            ', XLA' if jit else ''), flush=True)
 
   step = start
   clock = StepClock(start, global_batch, args.log_frequency)
@@ -524,7 +521,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
 def main(argv=None):
   args = build_parser().parse_args(argv)
   args.shards = num_shards(args)
-  set_threads(args.shards)
+  hardware.set_threads(hardware.describe(), args.shards)
   return train(args)
 
 

@@ -34,7 +34,10 @@ class ArgumentParser(argparse.ArgumentParser):
     rewritten = []
     for arg in sys.argv[1:] if args is None else args:
       name, eq, value = arg.partition('=')
-      if eq and name.startswith('--') and name[2:] in names:
+      if (eq and name.startswith('--') and value.lower() == 'auto' and
+          name[2:] in getattr(self, 'auto_flags', ())):
+        arg = '--auto_' + name[2:]  # --flag=auto: back to the default, None
+      elif eq and name.startswith('--') and name[2:] in names:
         try:  # --flag=false is --noflag
           arg = name if str2bool(value) else '--no' + name[2:]
         except argparse.ArgumentTypeError as e:
@@ -110,13 +113,18 @@ def str2bool(text):
 def add_bool(parser, name, default, help_text, default_text=None):
   """A boolean flag: --name, --name=false, --noname; it takes no separate
   value, so `--resize big.png` leaves big.png to the files (a cli
-  ArgumentParser rewrites --name=VALUE)."""
+  ArgumentParser rewrites --name=VALUE). A default of None makes it
+  three-way: unset (or --name=auto) leaves the choice to the hardware."""
   parser.bool_flags = getattr(parser, 'bool_flags', set()) | {name}
   parser.add_argument('--' + name, action='store_const', const=True,
                       default=default, help=help_text + ' (default %s)' % (
                           default_text or default))
   parser.add_argument('--no' + name, dest=name, action='store_false',
                       help=argparse.SUPPRESS)
+  if default is None:
+    parser.auto_flags = getattr(parser, 'auto_flags', set()) | {name}
+    parser.add_argument('--auto_' + name, dest=name, action='store_const',
+                        const=None, help=argparse.SUPPRESS)
 
 
 def add_data_flags(parser, what='where the data set is, or is fetched to'):
@@ -132,8 +140,6 @@ def add_data_flags(parser, what='where the data set is, or is fetched to'):
 # Loop shape, chosen by measurement on a CPU and by reasoning for a GPU
 # (README, "Performance"): see benchmarks/benchmark.py.
 DEFAULT_STEPS_PER_LOOP = 100
-AUTO_DATA_ON_CPU = True
-AUTO_DATA_TEXT = 'on a GPU, and on a CPU'
 MIN_SHARD_EXAMPLES = 32  # --shards auto: the smallest slice
 FIRST_PROGRESS_SECS = 20  # the first 'how long to go' line, after the start
 # The scalars the HParams dashboard shows beside each run's flags: (tag, sub-
@@ -166,8 +172,10 @@ def convnet_train_parser(description):
   add_bool(p, 'use_fp16', False, 'mixed precision: float16 '
                      'compute, float32 variables, dynamic loss scaling')
   add_bool(p, 'use_bf16', None, 'mixed precision: bfloat16 compute, '
-                     'float32 variables', 'on for a CPU with native bfloat16 '
-                     '(AMX or AVX512-BF16) and no GPU, else off')
+                     'float32 variables', 'auto: on where the device computes '
+           'bfloat16 natively (a CPU with AMX or AVX512-BF16, a GPU of compute '
+           'capability 8.0 or more); a GPU without it takes float16 from '
+           'compute capability 7.0')
   add_bool(p, 'log_device_placement', False,
                      'log where each operation runs')
   p.add_argument('--seed', type=seed_int, default=None,
@@ -186,8 +194,10 @@ def convnet_train_parser(description):
   p.add_argument('--summary_steps', type=positive_int, default=100,
                  help='write summaries every this many steps (default '
                  '%(default)s)')
-  add_bool(p, 'jit_compile', False,
-                     'compile the training step with XLA (one replica only)')
+  add_bool(p, 'jit_compile', None,
+           'compile each replica\'s training step, its input included, with '
+           'XLA: --jit_compile, --nojit_compile or --jit_compile=auto',
+           'auto: on a GPU, off on a CPU')
   p.add_argument('--steps_per_loop', type=bounded_int(1, 100000),
                  default=DEFAULT_STEPS_PER_LOOP,
                  help='training steps run by one call into the graph; the '
@@ -199,7 +209,8 @@ def convnet_train_parser(description):
                  help="keep the training set on the compute device and make "
                  "each batch inside the training graph ('true'), or feed it "
                  "with tf.data ('false'); the batches are the same either "
-                 "way. 'auto': %s (default %%(default)s)" % AUTO_DATA_TEXT)
+                 "way. 'auto': true, on a GPU and on a CPU (default "
+                 "%(default)s)")
   p.add_argument('--shards', type=auto_or_positive_int, default='auto',
                  help="compute each replica's batch as this many slices side "
                  "by side, each kernel on one core's share of the threads "

@@ -386,8 +386,20 @@ def training(model, state, images, labels, global_batch_size,
     with_aux 'activations' and 'gradients' (this replica's).
   """
   ctx = tf.distribute.get_replica_context()
-  replicas = ctx.num_replicas_in_sync
-  names = list(model.params)
+  out = gradients(model, state, images, labels, ctx.num_replicas_in_sync,
+                  with_aux, shards)
+  return update(model, state, out, global_batch_size, reduce_out(out))
+
+
+def gradients(model, state, images, labels, replicas, with_aux=False,
+              shards=1):
+  """The first half of training(): this replica's losses and gradients.
+
+  Returns:
+    dict: 'losses' (name -> this replica's loss terms), 'gradients' (list,
+    of the loss divided by replicas, times the loss scale with float16),
+    with with_aux 'activations' and 'images'.
+  """
   variables = list(model.params.values())
   with tf.GradientTape() as tape:
     logits, acts = sharded_inference(model, images, state.compute_dtype,
@@ -398,8 +410,36 @@ def training(model, state, images, labels, global_batch_size,
       if state.loss_scaling:
         scaled *= state.loss_scale
   with tf.name_scope('gradients'):
-    grads = tape.gradient(scaled, variables)
-    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    out = {'losses': losses, 'gradients': tape.gradient(scaled, variables)}
+  if with_aux:
+    out.update(activations=acts, images=images)
+  return out
+
+
+def reduce_out(out):
+  """The cross-replica part of training(): (gradients summed, loss terms
+  averaged) over the replicas, in replica context."""
+  ctx = tf.distribute.get_replica_context()
+  with tf.name_scope('all_reduce'):
+    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, out['gradients'])
+    losses = collections.OrderedDict(
+        zip(out['losses'], ctx.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                          list(out['losses'].values()))))
+  return grads, losses
+
+
+def update(model, state, out, global_batch_size, reduced):
+  """The second half of training(): loss scaling, the SGD update, the
+  moving averages.
+
+  Args:
+    out: gradients()'s result.
+    reduced: reduce_out(out).
+
+  Returns:
+    training()'s result.
+  """
+  grads, losses = reduced
   if state.loss_scaling:  # (float32 and bfloat16: no scale, no check)
     with tf.name_scope('loss_scaling'):
       grads = [g / state.loss_scale for g in grads]
@@ -415,7 +455,7 @@ def training(model, state, images, labels, global_batch_size,
                                        0))
   with tf.name_scope('sgd'):
     lr = learning_rate(state.global_step, global_batch_size)
-    for v, g in zip(variables, grads):
+    for v, g in zip(model.params.values(), grads):
       v.assign_sub(lr * g)
     step = state.global_step.assign_add(1)
   with tf.name_scope('moving_averages'):
@@ -424,18 +464,15 @@ def training(model, state, images, labels, global_batch_size,
       avg = state.averages[name]
       avg.assign_sub((1.0 - decay) * (avg - v))
   with tf.name_scope('loss_averages'):
-    losses = collections.OrderedDict(
-        zip(losses, ctx.all_reduce(tf.distribute.ReduceOp.MEAN,
-                                   list(losses.values()))))
     for name, value in losses.items():
       avg = state.loss_averages[name]
       avg.assign(LOSS_AVERAGE_DECAY * avg + (1 - LOSS_AVERAGE_DECAY) * value)
-  out = dict(losses, learning_rate=lr)
-  if with_aux:
-    out['activations'] = acts
-    out['gradients'] = collections.OrderedDict(zip(names, grads))
-    out['images'] = images
-  return out
+  result = dict(losses, learning_rate=lr)
+  if 'activations' in out:
+    result['activations'] = out['activations']
+    result['gradients'] = collections.OrderedDict(zip(model.params, grads))
+    result['images'] = out['images']
+  return result
 
 
 def loss_averages(state):

@@ -29,6 +29,7 @@ import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 import cli
+import hardware
 from cifar10_input import DataSetError
 
 CHECKPOINT_PREFIX = 'ckpt'
@@ -64,6 +65,7 @@ def run_main(main, argv=None):
   130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP (after saving).
   """
   prog = os.path.basename(sys.argv[0])
+  hardware.set_memory_growth()  # before anything runs on a GPU
   if not isinstance(sys.stdout, ClosableConsole):
     sys.stdout = ClosableConsole(sys.stdout)
   if cli.interrupted():  # Ctrl-C while TensorFlow loaded, which swallows it

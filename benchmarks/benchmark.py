@@ -63,6 +63,7 @@ import cifar10_input  # noqa: E402
 import cifar10_train  # noqa: E402
 import convnet  # noqa: E402
 import data_helpers  # noqa: E402
+import hardware  # noqa: E402
 import two_layer_fc  # noqa: E402
 
 BATCH_SIZE = 128
@@ -289,7 +290,7 @@ def paired_keys():
   keys = ['train_default', 'keras']
   if cifar10_train.num_shards(cifar10_train.build_parser().parse_args([])) > 1:
     keys.insert(1, 'train_one_slice')
-  if tf.config.list_physical_devices('GPU') or cifar10_train.native_bf16_cpu():
+  if tf.config.list_physical_devices('GPU') or hardware.native_bf16_cpu():
     keys += ['keras_bf16', 'keras_bf16_spe20']
   return keys
 
@@ -320,7 +321,7 @@ def serve(key, data_dir, plan):
     defaults = cifar10_train.build_parser().parse_args([])
     shards = (cifar10_train.num_shards(defaults) if key == 'train_default'
               else 1)
-    cifar10_train.set_threads(shards)
+    hardware.set_threads(hardware.describe(), shards)
     run = train_runner(data_dir, plan, cifar10_train.compute_dtype(defaults),
                        cifar10_train.data_on_device(defaults),
                        cifar10_train.DEFAULT_STEPS_PER_LOOP, shards=shards)
@@ -457,7 +458,7 @@ def measure(phase, data_dir, plan):
   gpu = bool(tf.config.list_physical_devices('GPU'))
   fig = {}
   if phase == 'sliced':
-    cifar10_train.set_threads(shards)
+    hardware.set_threads(hardware.describe(), shards)
     fig['train_loop1'] = bench_train(data_dir, plan, dtype, on, 1,
                                      shards=shards)
     fig['train_tfdata' if on else 'train_device'] = bench_train(

@@ -15,6 +15,7 @@ import cifar10_eval
 import cifar10_input
 import cifar10_train
 import convnet
+import hardware
 import train_lib
 from conftest import ROOT
 
@@ -259,35 +260,35 @@ def test_inference_is_the_tutorial_network(shards):
   assert acts['conv1'].shape == [16, 24, 24, 64]  # for the summaries
 
 
-def test_num_shards(monkeypatch):
+def test_num_shards():
   parse = cifar10_train.build_parser().parse_args
-  monkeypatch.setattr(cifar10_train.tf.config, 'list_physical_devices',
-                      lambda kind=None: [])
   for cores, batch, want in ((2, 128, 2), (2, 32, 1), (8, 128, 4), (1, 128, 1),
                              (3, 128, 2)):
-    monkeypatch.setattr(cifar10_train.os, 'sched_getaffinity',
-                        lambda pid, n=cores: set(range(n)))
+    cpu = hardware.Device('CPU', None, cores, False)
     args = parse(['--batch_size', str(batch)])
-    assert cifar10_train.num_shards(args) == want, (cores, batch)
-    assert cifar10_train.num_shards(args, replicas=2) == 1
+    assert cifar10_train.num_shards(args, device=cpu) == want, (cores, batch)
+    assert cifar10_train.num_shards(args, replicas=2, device=cpu) == 1
   assert cifar10_train.num_shards(parse(['--shards', '4'])) == 4
   with pytest.raises(train_lib.UsageError,
                      match='--shards 3 does not divide --batch_size 128'):
     cifar10_train.num_shards(parse(['--shards', '3']))
-  monkeypatch.setattr(cifar10_train.tf.config, 'list_physical_devices',
-                      lambda kind=None: ['a GPU'])
-  assert cifar10_train.num_shards(parse([])) == 1
+  gpu = hardware.Device('GPU', (8, 0), 8, True)
+  assert cifar10_train.num_shards(parse([]), device=gpu) == 1
 
 
-def test_precision_flags(monkeypatch):
+def test_precision_flags():
   parse = cifar10_train.build_parser().parse_args
   assert cifar10_train.compute_dtype(parse(['--use_fp16'])) == tf.float16
   assert cifar10_train.compute_dtype(parse(['--use_bf16'])) == tf.bfloat16
   assert cifar10_train.compute_dtype(parse(['--use_bf16=False'])) == tf.float32
-  monkeypatch.setattr(cifar10_train, 'native_bf16_cpu', lambda: True)
-  assert cifar10_train.compute_dtype(parse([])) == tf.bfloat16
-  monkeypatch.setattr(cifar10_train, 'native_bf16_cpu', lambda: False)
-  assert cifar10_train.compute_dtype(parse([])) == tf.float32
+  amx = hardware.Device('CPU', None, 2, True)
+  epyc = hardware.Device('CPU', None, 2, False)
+  assert cifar10_train.compute_dtype(parse([]), amx) == tf.bfloat16
+  assert cifar10_train.compute_dtype(parse(['--use_bf16=auto']),
+                                     amx) == tf.bfloat16
+  assert cifar10_train.compute_dtype(parse([]), epyc) == tf.float32
+  assert cifar10_train.compute_dtype(parse(['--nouse_bf16']), amx
+                                     ) == tf.float32
   with pytest.raises(train_lib.UsageError, match='exclude each other'):
     cifar10_train.compute_dtype(parse(['--use_fp16', '--use_bf16']))
 
