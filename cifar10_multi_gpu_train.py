@@ -213,11 +213,13 @@ def wait_for_cluster(cluster, kind, index, wait_secs):
                                'used (%s)' % (own, e.strerror or e))
   listener.listen(16)
   listener.settimeout(0.1)
-  print('Waiting up to %g s for the cluster: this is %s %d; the others are '
-        '%s' % (wait_secs, kind, index, ', '.join(others)), flush=True)
   end = time.time() + wait_secs
   try:
     with train_lib.signals_raise():
+      # (said once the signals are heard: a signal after it is honoured)
+      print('Waiting up to %g s for the cluster: this is %s %d; the others '
+            'are %s' % (wait_secs, kind, index, ', '.join(others)),
+            flush=True)
       while others:
         try:
           while True:

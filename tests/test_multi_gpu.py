@@ -93,6 +93,27 @@ def test_script_equals_single_device_and_resumes_across(shared_bin_dir,
   assert ev.restore(tf.train.latest_checkpoint(multi)) == 4
 
 
+def test_gpu_configuration_on_two_logical_devices(shared_bin_dir, tmp_path,
+                                                  capsys):
+  # what a GPU pair gets (XLA, one slice), forced on the CPU: XLA compiles
+  # each replica's input and gradients; the all-reduce and update stay out
+  multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
+  assert cifar10_multi_gpu_train.main(
+      _train_args(shared_bin_dir, multi) + [
+          '--max_steps', '3', '--batch_size', '16', '--logical_devices', '2',
+          '--jit_compile', '--shards', '1']) == 0
+  out = capsys.readouterr().out
+  assert '2 replica(s) x batch 16' in out and ', XLA' in out
+  assert cifar10_train.main(_train_args(shared_bin_dir, single) + [
+      '--max_steps', '3', '--batch_size', '32', '--nojit_compile']) == 0
+  assert ', XLA' not in capsys.readouterr().out
+  rm, am = _params(tf.train.latest_checkpoint(multi))
+  rs, as_ = _params(tf.train.latest_checkpoint(single))
+  for k in rm:  # float32 round-off of XLA's fused kernels, 3 steps
+    np.testing.assert_allclose(rm[k], rs[k], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(am[k], as_[k], rtol=1e-3, atol=1e-4)
+
+
 def test_fewer_gpus_than_asked_warns_and_runs(shared_bin_dir, tmp_path,
                                               capsys):
   d = str(tmp_path / 't')
@@ -128,7 +149,9 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
       procs.append(subprocess.Popen(
           [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
            'multi_worker'] + _train_args(shared_bin_dir, d) +
-          ['--max_steps', '4', '--batch_size', '16'],
+          # the GPU configuration, forced: XLA, one slice
+          ['--max_steps', '4', '--batch_size', '16', '--jit_compile',
+           '--shards', '1'],
           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
           text=True))
     outs = [p.communicate(timeout=240)[0] for p in procs]
@@ -138,6 +161,7 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out
     assert '2 replica(s) x batch 16' in out and 'step 4, loss' in out
+    assert ', XLA' in out
   assert 'saved checkpoint /' in outs[0] and 'of this worker at step 4' in outs[1]
   assert sorted(f for f in os.listdir(d) if f.startswith('ckpt-')) == [
       'ckpt-4.data-00000-of-00001', 'ckpt-4.index']
