@@ -63,6 +63,7 @@ import cifar10_input  # noqa: E402
 import cifar10_train  # noqa: E402
 import convnet  # noqa: E402
 import data_helpers  # noqa: E402
+import gpu_audit  # noqa: E402
 import hardware  # noqa: E402
 import two_layer_fc  # noqa: E402
 
@@ -547,6 +548,13 @@ def main(argv=None):
       'best_train': best,
       'pipeline_over_default_train': fig['pipeline']['median'] /
                                      fig['train_default']['median']}
+  # executor ops per step of the graph loop (gpu_audit.ops_per_step): the
+  # CPU default, and the GPU configuration (one slice, XLA) traced here
+  fig['ops_per_step'] = {
+      'cpu_default': gpu_audit.ops_per_step(gpu_audit.trace(gpu_audit.Config(
+          1, default.name, on, False), shards)['train_loop']),
+      'gpu_configuration': gpu_audit.ops_per_step(gpu_audit.trace(
+          gpu_audit.Config(1, default.name, True, True))['train_loop'])}
   results['seconds'] = time.time() - began
 
   m = results['machine']
@@ -566,7 +574,7 @@ def main(argv=None):
       'train_tfdata': '  default but tf.data input (examples/sec)',
       'train_device': '  default but data on device (examples/sec)',
       'train': '  default but float32 (examples/sec)',
-      'train_xla': '  float32 with XLA (examples/sec)',
+      'train_xla': '  float32 with XLA, 1 slice (examples/sec)',
       'train_fp16': '  use_fp16 (examples/sec)',
       'train_one_slice': '  default but 1 slice, default threads '
                          '(examples/sec)',
@@ -600,6 +608,11 @@ def main(argv=None):
     print('%-58s %12s' % ('  with use_fp16', 'n/a (no GPU)'))
   print('%-58s %12.0f' % ('peak RSS of cifar10_train.py (MB)',
                           fig['peak_train_rss_mb']))
+  ops = fig['ops_per_step']
+  print('%-58s %12d' % ('executor ops per step, the CPU default',
+                        ops['cpu_default']))
+  print('%-58s %12d' % ('executor ops per step, the GPU configuration (XLA)',
+                        ops['gpu_configuration']))
   print('%-58s %12.2f' % ('default training / best Keras (%s)' % best_keras,
                           ratios['default_over_best_keras']))
   by_round = ratios['default_over_best_keras_by_round']

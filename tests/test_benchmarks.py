@@ -42,6 +42,12 @@ def test_benchmark_quick(shared_bin_dir, tmp_path):
   for key in ('overhead_ms', 'overhead_ms_loop1'):
     assert len(fig[key]['loop_ms_per_step']) == 3
   assert 100 < fig['peak_train_rss_mb'] < 100000
+  ops = fig['ops_per_step']
+  assert ops['gpu_configuration'] <= 10 < 100 < ops['cpu_default']
+  for what in ('the CPU default', 'the GPU configuration (XLA)'):
+    assert re.search(r'^executor ops per step, %s +%d$' % (
+        re.escape(what), ops['cpu_default' if 'CPU' in what
+                             else 'gpu_configuration']), out, re.M), out
   ratios = results['ratios']
   best_keras = ratios['best_keras']
   assert best_keras.startswith('keras') and all(
