@@ -34,7 +34,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-# Data set, as described in ../shared/REFERENCE.md.
+# The data set (docs/model.md).
 IMAGE_SIZE = 24            # side of the crops fed to the network
 ORIGINAL_SIZE = 32         # side of the images in the files
 NUM_CHANNELS = 3
@@ -58,7 +58,7 @@ TRAIN_FILES = tuple('data_batch_%d.bin' % i for i in range(1, 6))
 TEST_FILE = 'test_batch.bin'
 from cli import DATA_SOURCE_ENV  # noqa: E402  (one name for the variable)
 
-# Training distortions (REFERENCE.md): random crop, flip, brightness, contrast.
+# Training distortions (docs/model.md): random crop, flip, brightness, contrast.
 MAX_BRIGHTNESS_DELTA = 63.0
 CONTRAST_RANGE = (0.2, 1.8)
 # The tutorial's shuffling queue held 40% of an epoch (20,000 images); here

@@ -1,6 +1,6 @@
 """Trains the CIFAR-10 convnet on one device, with checkpoints and summaries.
 
-    python3 cifar10_train.py --data_source ../shared/cifar10/cifar-10-binary.tar.gz
+    python3 cifar10_train.py --data_source /path/to/cifar-10-binary.tar.gz
 
 Prints `<datetime>: step N, loss = X (Y examples/sec; Z sec/batch)` every
 log_frequency steps; writes summaries every 100 steps and the model graph once
@@ -111,7 +111,7 @@ def set_aside(train_dir):
 
 
 def write_summaries(out, model, state, step, steps_per_sec):
-  """The tutorial's summaries for one step's outputs (see REFERENCE.md)."""
+  """The tutorial's summaries for one step's outputs (docs/tensorboard.md)."""
   averages = convnet.loss_averages(state)
   train_lib.write_scalars({'learning_rate': out['learning_rate'],
                            'global_step/sec': steps_per_sec}, step)

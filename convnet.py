@@ -15,7 +15,7 @@ Functions and classes, in the order training chains them:
       serving function of an exported model; cifar10_export.py)
 
 Architecture, initialisation, weight decays and schedule are those of
-../shared/REFERENCE.md: conv1 -> pool1 -> norm1 -> conv2 -> norm2 -> pool2 ->
+docs/model.md: conv1 -> pool1 -> norm1 -> conv2 -> norm2 -> pool2 ->
 local3 -> local4 -> softmax_linear, 1,068,298 trainable parameters.
 """
 
@@ -63,7 +63,7 @@ class ConvNet(tf.Module):
   """
 
   def __init__(self, seed=0, name='convnet'):
-    """Creates the variables, initialised as REFERENCE.md says.
+    """Creates the variables, initialised as docs/model.md says.
 
     Args:
       seed: int; weights are drawn from stateless truncated normals seeded by
@@ -236,6 +236,28 @@ def inference(model, images, compute_dtype=tf.float32, scope=tf.name_scope):
   x = local(local(x, 'local3'), 'local4')
   logits = local(x, 'softmax_linear', relu=False)
   return tf.cast(logits, tf.float32), acts
+
+
+def reference_inference(model, images):
+  """The tutorial's forward pass, written plainly with TensorFlow's own ops
+  (ReLU before pooling, tf.nn.local_response_normalization): the
+  definition that inference() and sharded_inference() compute faster
+  (tests compare logits and gradients). Float32 only; not used to train.
+
+  Returns:
+    logits float32 [batch, 10].
+  """
+  p = model.params
+  lrn = lambda x: tf.nn.local_response_normalization(x, **LRN)
+  pool = lambda x: tf.nn.max_pool2d(x, 3, 2, 'SAME')
+  conv = lambda x, l: tf.nn.relu(tf.nn.conv2d(x, p[l + '/weights'], 1, 'SAME')
+                                 + p[l + '/biases'])
+  x = lrn(pool(conv(images, 'conv1')))
+  x = pool(lrn(conv(x, 'conv2')))
+  x = tf.reshape(x, [tf.shape(x)[0], -1])
+  for layer in ('local3', 'local4'):
+    x = tf.nn.relu(tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases'])
+  return tf.matmul(x, p['softmax_linear/weights']) + p['softmax_linear/biases']
 
 
 def sharded_inference(model, images, compute_dtype=tf.float32, shards=1):

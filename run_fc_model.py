@@ -1,6 +1,6 @@
 """Trains, checkpoints and tests the two-layer fully connected network.
 
-    python3 run_fc_model.py --data_source ../shared/cifar10/cifar-10-binary.tar.gz
+    python3 run_fc_model.py --data_source /path/to/cifar-10-binary.tar.gz
 
 Prints the parameters (data_source: the source that would be fetched from);
 every 100 steps `Step N, training accuracy A`; saves a checkpoint every 1000

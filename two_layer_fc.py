@@ -11,7 +11,7 @@ Functions and classes, in the order run_fc_model.py chains them:
       one gradient-descent step that advances the global step
   accuracy = evaluation(logits, labels)
 
-Architecture and initialisation: ../shared/REFERENCE.md (weights truncated
+Architecture and initialisation: docs/model.md (weights truncated
 normal with stddev 1/sqrt(fan_in), biases zero).
 """
 

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny CIFAR-10 data sets written in the exact official formats."""
 
+import glob
 import os
 import pickle
 import sys
@@ -22,15 +23,17 @@ tf.config.set_logical_device_configuration(
 
 # Where the tests find the real data set (cifar-10-binary.tar.gz), first found
 # first: the archive that $CIFAR10_DATA_SOURCE names, as the README sets it up
-# (a local path; a URL is not fetched by tests), then this project's machines'
-# copy beside the repository.
-SIBLING_ARCHIVE = os.path.join(ROOT, '..', 'shared', 'cifar10',
-                               'cifar-10-binary.tar.gz')
+# (a local path; a URL is not fetched by tests), then a copy in a cifar10/
+# folder of any folder beside the clone (where a machine without internet
+# keeps its data).
+ARCHIVE = 'cifar-10-binary.tar.gz'
 
 
 def real_archive():
   """The path of the real data set's archive, or None where there is none."""
-  for path in (os.environ.get('CIFAR10_DATA_SOURCE'), SIBLING_ARCHIVE):
+  beside = sorted(glob.glob(os.path.join(os.path.dirname(ROOT), '*',
+                                         'cifar10', ARCHIVE)))
+  for path in [os.environ.get('CIFAR10_DATA_SOURCE')] + beside:
     if path and '://' not in path and os.path.isfile(os.path.expanduser(path)):
       return os.path.expanduser(path)
   return None

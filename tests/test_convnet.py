@@ -221,22 +221,6 @@ def test_fast_lrn_in_bfloat16_is_the_float32_function_rounded():
                              atol=1e-6)
 
 
-def _tutorial_inference(model, images):
-  """The tutorial's forward pass written plainly with TensorFlow's own ops:
-  ReLU before pooling, tf.nn.local_response_normalization."""
-  p = model.params
-  lrn = lambda x: tf.nn.local_response_normalization(x, **convnet.LRN)
-  pool = lambda x: tf.nn.max_pool2d(x, 3, 2, 'SAME')
-  conv = lambda x, l: tf.nn.relu(tf.nn.conv2d(x, p[l + '/weights'], 1, 'SAME')
-                                 + p[l + '/biases'])
-  x = lrn(pool(conv(images, 'conv1')))
-  x = pool(lrn(conv(x, 'conv2')))
-  x = tf.reshape(x, [x.shape[0], -1])
-  for layer in ('local3', 'local4'):
-    x = tf.nn.relu(tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases'])
-  return tf.matmul(x, p['softmax_linear/weights']) + p['softmax_linear/biases']
-
-
 @pytest.mark.parametrize('shards', [1, 2, 4])
 def test_inference_is_the_tutorial_network(shards):
   # Pooling before conv1's bias and ReLU, the fast LRN and slicing the batch
@@ -252,7 +236,7 @@ def test_inference_is_the_tutorial_network(shards):
 
   got, got_grads = logits_and_grads(
       lambda m, x: convnet.sharded_inference(m, x, tf.float32, shards)[0])
-  want, want_grads = logits_and_grads(_tutorial_inference)
+  want, want_grads = logits_and_grads(convnet.reference_inference)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
   for name, g, w in zip(model.params, got_grads, want_grads):
     np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-5, err_msg=name)

@@ -130,7 +130,7 @@ def test_distortion_parameter_distributions():
 
 
 def test_distortion_matches_numpy_reference():
-  # crop, flip, brightness, contrast, standardization, in REFERENCE.md order
+  # crop, flip, brightness, contrast, standardization, in the tutorial.s order
   images = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), np.uint8)
   got = ci.distort_images(tf.constant(images), [3, 4]).numpy()
   d = {k: v.numpy() for k, v in ci.distortion_draws([3, 4], 12).items()}
@@ -364,10 +364,14 @@ def test_tests_find_the_real_data_where_the_readme_puts_it(tmp_path,
   import conftest
   archive = tmp_path / 'cifar-10-binary.tar.gz'
   archive.write_bytes(b'x')
-  monkeypatch.setattr(conftest, 'SIBLING_ARCHIVE', str(tmp_path / 'none'))
+  monkeypatch.setattr(conftest, 'ROOT', str(tmp_path / 'clone'))
   monkeypatch.setenv('CIFAR10_DATA_SOURCE', str(archive))
   assert conftest.real_archive() == str(archive)
   monkeypatch.setenv('CIFAR10_DATA_SOURCE', 'https://example.org/c.tar.gz')
   assert conftest.real_archive() is None  # tests fetch nothing
   monkeypatch.delenv('CIFAR10_DATA_SOURCE')
   assert conftest.real_archive() is None
+  beside = tmp_path / 'data' / 'cifar10' / 'cifar-10-binary.tar.gz'
+  beside.parent.mkdir(parents=True)
+  beside.write_bytes(b'x')  # a copy in a folder beside the clone
+  assert conftest.real_archive() == str(beside)
