@@ -493,7 +493,8 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
     [batch_size]), endless.
 
   Raises:
-    ValueError: batch_size is not positive, or the global batch exceeds the
+    ValueError: batch_size is not a positive integer (a bug: flags check it).
+    DataSetError: the global batch exceeds the
       training set.
     DataSetError: a training file is missing or malformed.
   """
@@ -509,7 +510,7 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
   global_batch = batch_size * replicas
   num_examples = int(records.shape[0])
   if global_batch > num_examples:
-    raise ValueError('batch_size %d x %d replicas exceeds the %d training '
+    raise DataSetError('batch_size %d x %d replicas exceeds the %d training '
                      'examples in %s' % (batch_size, replicas, num_examples,
                                          data_dir))
   lo = first * batch_size
@@ -576,7 +577,7 @@ class DeviceInput:
     self.batch_size = batch_size
     self.global_batch = batch_size * strategy.num_replicas_in_sync
     if self.global_batch > self.num_examples:
-      raise ValueError('batch_size %d x %d replicas exceeds the %d training '
+      raise DataSetError('batch_size %d x %d replicas exceeds the %d training '
                        'examples in %s' % (
                            batch_size, strategy.num_replicas_in_sync,
                            self.num_examples, data_dir))

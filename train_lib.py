@@ -60,6 +60,11 @@ class NanLossError(Exception):
 def run_main(main, argv=None):
   """Runs main(argv); expected failures become one line on stderr.
 
+  Expected: the toolkit's own errors (DataSetError, UsageError,
+  NanLossError), the file system's (OSError) and TensorFlow's (OpError: a
+  file it cannot read or write). Anything else is a bug and keeps its
+  traceback.
+
   Exit status: 0 done, 1 a data, checkpoint or usage problem, a NaN loss or
   a file system error (full disk, read-only folder: one line naming the file),
   130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP (after saving).
@@ -73,7 +78,7 @@ def run_main(main, argv=None):
     return 130
   try:
     return main(argv)
-  except (DataSetError, UsageError, NanLossError, ValueError) as e:
+  except (DataSetError, UsageError, NanLossError) as e:  # the toolkit's own
     sys.stderr.write('%s: error: %s\n' % (prog, e))
     return 1
   except OSError as e:

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import cifar10_eval
+import cifar10_input
 import cifar10_multi_gpu_train
 import cifar10_train
 import data_helpers
@@ -445,3 +446,20 @@ def test_closed_console_does_not_stop_training(shared_bin_dir, tmp_path):
   assert proc.returncode == 0, err
   assert not err.strip(), err  # no 'Broken pipe', no traceback
   assert tf.train.latest_checkpoint(d).endswith('ckpt-30')
+
+
+def test_run_main_makes_one_line_of_the_toolkits_errors_only(capsys):
+  def failing(error):
+    def main(argv):
+      raise error
+    return main
+  assert train_lib.run_main(failing(train_lib.UsageError('--x is bad'))) == 1
+  assert capsys.readouterr().err.endswith(': error: --x is bad\n')
+  assert train_lib.run_main(failing(
+      cifar10_input.DataSetError('f.bin: cut'))) == 1
+  assert capsys.readouterr().err.endswith(': error: f.bin: cut\n')
+  # a bug is not dressed up as a tidy message: its traceback stays
+  with pytest.raises(ValueError, match='a bug'):
+    train_lib.run_main(failing(ValueError('a bug')))
+  with pytest.raises(KeyError):
+    train_lib.run_main(failing(KeyError('k')))
