@@ -53,7 +53,9 @@ import numpy as np
 import tensorflow as tf
 import cifar10_input
 import convnet
-import train_lib
+import checkpoints
+import run_control
+import summaries
 
 
 class Evaluator:
@@ -81,7 +83,7 @@ class Evaluator:
     Returns:
       The checkpoint's global step.
     """
-    train_lib.restore(self.ckpt, path)
+    checkpoints.restore(self.ckpt, path)
     return self.after_restore()
 
   def after_restore(self):
@@ -161,7 +163,7 @@ def confusion_markdown(confusion):
 
 def report(precision, confusion, seen, step, path, writer):
   """Prints the tutorial's line and per-class figures; writes summaries."""
-  print('%s: precision @ 1 = %.3f' % (train_lib.now(), precision), flush=True)
+  print('%s: precision @ 1 = %.3f' % (run_control.now(), precision), flush=True)
   hits = np.diag(confusion)
   predicted = confusion.sum(axis=0)
   actual = confusion.sum(axis=1)
@@ -192,7 +194,7 @@ def newest_readable(evaluator, checkpoint_dir, done, reported):
   Returns:
     (path, step), or (None, None) when there is nothing new to evaluate.
   """
-  path = train_lib.resume(evaluator.ckpt, checkpoint_dir, skip=reported)
+  path = checkpoints.resume(evaluator.ckpt, checkpoint_dir, skip=reported)
   if path is None or path == done:
     return None, None
   return path, evaluator.after_restore()
@@ -202,46 +204,46 @@ def join_training_row(checkpoint_dir, writer, joined):
   """Writes the training run's HParams into the evaluation's run.
 
   The same values and trial id as the run that wrote checkpoint_dir
-  (train_lib.save_run_hparams), so that TensorBoard's HParams tab shows the
+  (summaries.save_run_hparams), so that TensorBoard's HParams tab shows the
   precision in that run's row, whatever folders the two write to. Writes
   again only when the run changed (joined: the trial id last written).
 
   Returns:
     The trial id written, or `joined`.
   """
-  trial_id, values = train_lib.load_run_hparams(checkpoint_dir)
+  trial_id, values = summaries.load_run_hparams(checkpoint_dir)
   if trial_id is None or trial_id == joined:
     return joined
   with writer.as_default():
-    train_lib.write_hparams(values, cli.HPARAMS_METRICS, trial_id)
+    summaries.write_hparams(values, cli.HPARAMS_METRICS, trial_id)
   return trial_id
 
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  train_lib.prepare_dir(args.eval_dir, '--eval_dir')
+  checkpoints.prepare_dir(args.eval_dir, '--eval_dir')
   cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
   evaluator = Evaluator(args.data_dir, args.eval_data, args.num_examples,
                         args.raw_weights)
-  writer = train_lib.summary_writer(args.eval_dir, '--eval_dir')
+  writer = summaries.summary_writer(args.eval_dir, '--eval_dir')
   done = None
   reported = {}  # damaged checkpoints already named, while they stay so
   joined = None  # the trial id of the training run whose HParams row we join
   waiting_said = False
-  with train_lib.GracefulStop('stopping') as stop:
+  with run_control.GracefulStop('stopping') as stop:
     while not stop.requested:
       try:
         path, step = newest_readable(evaluator, args.checkpoint_dir, done,
                                      reported)
-      except train_lib.WrongModelError:
+      except checkpoints.WrongModelError:
         raise
-      except train_lib.UsageError as e:
+      except run_control.UsageError as e:
         if args.run_once:
           raise
         print('%s; waiting for a readable one' % e, flush=True)
         path = None
       if path is None and done is None and args.run_once:
-        raise train_lib.UsageError('no checkpoint in %s' % args.checkpoint_dir)
+        raise run_control.UsageError('no checkpoint in %s' % args.checkpoint_dir)
       if path is not None:
         stop.action = 'finishing the evaluation in hand'
         joined = join_training_row(args.checkpoint_dir, writer, joined)
@@ -253,13 +255,13 @@ def main(argv=None):
         return 0
       if not waiting_said:
         print('%s: waiting for a new checkpoint in %s (looking every %g s)' % (
-            train_lib.now(), args.checkpoint_dir, args.eval_interval_secs),
+            run_control.now(), args.checkpoint_dir, args.eval_interval_secs),
               flush=True)
         waiting_said = True
       stop.sleep(args.eval_interval_secs)
-  print('%s: stopped' % train_lib.now())
+  print('%s: stopped' % run_control.now())
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(train_lib.run_main(main))
+  sys.exit(run_control.run_main(main))

@@ -43,7 +43,8 @@ if __name__ == '__main__':
 
 import tensorflow as tf
 import convnet
-import train_lib
+import checkpoints
+import run_control
 
 
 def restore_classifier(checkpoint_dir, raw_weights=False):
@@ -53,14 +54,14 @@ def restore_classifier(checkpoint_dir, raw_weights=False):
     (classifier, checkpoint path, global step).
 
   Raises:
-    train_lib.UsageError: no checkpoint, or none that reads.
+    run_control.UsageError: no checkpoint, or none that reads.
   """
   model = convnet.ConvNet()
   state = convnet.TrainState(model)
-  path = train_lib.resume(tf.train.Checkpoint(model=model, state=state),
+  path = checkpoints.resume(tf.train.Checkpoint(model=model, state=state),
                           checkpoint_dir)
   if path is None:
-    raise train_lib.UsageError('no checkpoint in %s' % checkpoint_dir)
+    raise run_control.UsageError('no checkpoint in %s' % checkpoint_dir)
   if not raw_weights:
     convnet.use_moving_averages(model, state)
   return convnet.Classifier(model), path, int(state.global_step)
@@ -98,10 +99,10 @@ def export(classifier, export_dir):
   process of another user can read it.
   """
   if os.path.exists(export_dir):
-    raise train_lib.UsageError('--export_dir %s exists; remove it or choose '
+    raise run_control.UsageError('--export_dir %s exists; remove it or choose '
                                'another' % export_dir)
   parent = os.path.dirname(os.path.abspath(export_dir))
-  train_lib.prepare_dir(parent, '--export_dir')
+  checkpoints.prepare_dir(parent, '--export_dir')
   _remove_stale_exports(parent)
   tmp = tempfile.mkdtemp(prefix='%s%d-' % (EXPORT_TMP_PREFIX, os.getpid()),
                          dir=parent)
@@ -109,7 +110,7 @@ def export(classifier, export_dir):
   os.umask(umask)
   os.chmod(tmp, 0o777 & ~umask)
   try:
-    with train_lib.signals_raise():
+    with run_control.signals_raise():
       tf.saved_model.save(classifier, tmp,
                           signatures={'serving_default': classifier.serve})
       os.rename(tmp, export_dir)
@@ -131,4 +132,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(train_lib.run_main(main))
+  sys.exit(run_control.run_main(main))

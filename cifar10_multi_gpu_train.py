@@ -75,7 +75,8 @@ if __name__ == '__main__':
 import tensorflow as tf
 import cifar10_train
 import hardware
-import train_lib
+import checkpoints
+import run_control
 
 
 def split_device(device_type, count):
@@ -86,7 +87,7 @@ def split_device(device_type, count):
   """
   bound = max_logical_devices(device_type)
   if count > bound:
-    raise train_lib.UsageError(
+    raise run_control.UsageError(
         '--logical_devices %d: at most %d on this machine (%s)' % (
             count, bound, 'GPU: 8 GB each' if device_type == 'GPU' else
             '%d CPU cores' % (os.cpu_count() or 1)))
@@ -99,7 +100,7 @@ def split_device(device_type, count):
     try:
       tf.config.set_logical_device_configuration(physical, config)
     except RuntimeError as e:
-      raise train_lib.UsageError('--logical_devices %d: %s' % (count, e))
+      raise run_control.UsageError('--logical_devices %d: %s' % (count, e))
   return [d.name for d in tf.config.list_logical_devices(device_type)][:count]
 
 
@@ -128,24 +129,24 @@ def read_tf_config():
   try:
     config = json.loads(os.environ.get('TF_CONFIG', ''))
   except ValueError as e:
-    raise train_lib.UsageError('%s; it is not JSON (%s)' % (need, e))
+    raise run_control.UsageError('%s; it is not JSON (%s)' % (need, e))
   if not isinstance(config, dict) or 'cluster' not in config or \
       'task' not in config:
-    raise train_lib.UsageError(need)
+    raise run_control.UsageError(need)
   cluster, task = config['cluster'], config['task']
   if not isinstance(cluster, dict) or not cluster or not all(
       isinstance(v, list) and v and all(isinstance(a, str) for a in v)
       for v in cluster.values()):
-    raise train_lib.UsageError(
+    raise run_control.UsageError(
         'TF_CONFIG: "cluster" must map each task type to a list of '
         '"host:port" strings, got %s' % json.dumps(cluster))
   if not isinstance(task, dict) or not isinstance(task.get('type'), str) or \
       type(task.get('index')) is not int:
-    raise train_lib.UsageError(
+    raise run_control.UsageError(
         'TF_CONFIG: "task" must be {"type": "worker", "index": 0} (the index '
         'a number), got %s' % json.dumps(task))
   if not 0 <= task['index'] < len(cluster.get(task['type'], [])):
-    raise train_lib.UsageError(
+    raise run_control.UsageError(
         'TF_CONFIG: task %s %d is not in the cluster (%s)' % (
             task['type'], task['index'], json.dumps(cluster)))
   return cluster, task['type'], task['index']
@@ -192,7 +193,7 @@ def wait_for_cluster(cluster, kind, index, wait_secs):
   and, holding the interpreter, hears no signal) begins.
 
   This task answers at its own address meanwhile. A signal ends the wait
-  with train_lib.Stopped (exit 128 + its number, nothing written).
+  with run_control.Stopped (exit 128 + its number, nothing written).
 
   Raises:
     UsageError: this task's address is taken by another program, or some
@@ -209,13 +210,13 @@ def wait_for_cluster(cluster, kind, index, wait_secs):
     listener.bind(('', _split(own)[1]))
   except OSError as e:
     listener.close()
-    raise train_lib.UsageError('TF_CONFIG: this task\'s address %s cannot be '
+    raise run_control.UsageError('TF_CONFIG: this task\'s address %s cannot be '
                                'used (%s)' % (own, e.strerror or e))
   listener.listen(16)
   listener.settimeout(0.1)
   end = time.time() + wait_secs
   try:
-    with train_lib.signals_raise():
+    with run_control.signals_raise():
       # (said once the signals are heard: a signal after it is honoured)
       print('Waiting up to %g s for the cluster: this is %s %d; the others '
             'are %s' % (wait_secs, kind, index, ', '.join(others)),
@@ -231,7 +232,7 @@ def wait_for_cluster(cluster, kind, index, wait_secs):
         for name in [n for n, a in others.items() if answers(a)]:
           del others[name]
         if others and time.time() > end:
-          raise train_lib.UsageError(
+          raise run_control.UsageError(
               'the cluster did not come together within %g s '
               '(--cluster_wait_secs): no answer from %s' % (
                   wait_secs, ', '.join(others)))
@@ -267,13 +268,13 @@ def main(argv=None):
     # TensorFlow's cluster set-up takes over the stop signals: take them
     # back, recording one that comes before training starts (GracefulStop
     # then stops at the first chance, on every worker)
-    train_lib.record_stop_signals()
+    run_control.record_stop_signals()
     if not is_chief:  # its own, inside train_dir: a killed worker's is
       # removed by its next start, and nothing is written elsewhere
       worker_dir = os.path.join(args.train_dir,
-                                train_lib.WORKER_DIR_PREFIX + task)
+                                checkpoints.WORKER_DIR_PREFIX + task)
       shutil.rmtree(worker_dir, ignore_errors=True)
-      train_lib.prepare_dir(worker_dir, '--train_dir')
+      checkpoints.prepare_dir(worker_dir, '--train_dir')
   else:
     strategy = tf.distribute.MirroredStrategy(
         mirrored_devices(args.num_gpus, args.logical_devices))
@@ -297,7 +298,7 @@ def lost_peer(error, task, train_dir):
   latest = tf.train.latest_checkpoint(train_dir)
   reason = re.search(r'(?:recvmsg:|Socket closed|Connection |failed to '
                      r'connect|task \S+ (?:is|has) )[^\n"{}]*', str(error))
-  return train_lib.UsageError(
+  return run_control.UsageError(
       'the cluster lost %s during training (%s%s); %s' % (
           ', '.join(named) or 'a task', type(error).__name__,
           ': ' + reason.group(0).strip() if reason else '',
@@ -306,4 +307,4 @@ def lost_peer(error, task, train_dir):
 
 
 if __name__ == '__main__':
-  sys.exit(train_lib.run_main(main))
+  sys.exit(run_control.run_main(main))

@@ -52,7 +52,9 @@ import tensorflow as tf
 import cifar10_input
 import convnet
 import hardware
-import train_lib
+import checkpoints
+import run_control
+import summaries
 
 
 def data_on_device(args, device=None):
@@ -69,7 +71,7 @@ def num_shards(args, replicas=1, device=None):
     return hardware.shards(device or hardware.describe(), args.batch_size,
                            replicas, cli.MIN_SHARD_EXAMPLES)
   if args.batch_size % args.shards:
-    raise train_lib.UsageError('--shards %d does not divide --batch_size %d'
+    raise run_control.UsageError('--shards %d does not divide --batch_size %d'
                                % (args.shards, args.batch_size))
   return args.shards
 
@@ -78,7 +80,7 @@ def compute_dtype(args, device=None):
   """float16 with --use_fp16; bfloat16 with --use_bf16; float32 with
   --nouse_bf16; else hardware.precision (bfloat16 where native)."""
   if args.use_fp16 and args.use_bf16:
-    raise train_lib.UsageError('--use_fp16 and --use_bf16 exclude each other')
+    raise run_control.UsageError('--use_fp16 and --use_bf16 exclude each other')
   if args.use_fp16:
     return tf.float16
   if args.use_bf16 is None:
@@ -99,8 +101,8 @@ def set_aside(train_dir):
   if not os.path.isdir(train_dir):
     return
   entries = [e for e in os.listdir(train_dir)
-             if not e.startswith(('previous-', train_lib.WORKER_DIR_PREFIX))
-             and e != train_lib.LOCK_FILE]
+             if not e.startswith(('previous-', checkpoints.WORKER_DIR_PREFIX))
+             and e != checkpoints.LOCK_FILE]
   if not entries:
     return
   dest = os.path.join(train_dir, time.strftime('previous-%Y%m%d-%H%M%S'))
@@ -113,16 +115,16 @@ def set_aside(train_dir):
 def write_summaries(out, model, state, step, steps_per_sec):
   """The tutorial's summaries for one step's outputs (docs/tensorboard.md)."""
   averages = convnet.loss_averages(state)
-  train_lib.write_scalars({'learning_rate': out['learning_rate'],
+  summaries.write_scalars({'learning_rate': out['learning_rate'],
                            'global_step/sec': steps_per_sec}, step)
   for name in state.loss_averages:
     tf.summary.scalar(name + ' (raw)', out[name], step=step)
     tf.summary.scalar(name, averages[name], step=step)
-  train_lib.write_histograms(out['activations'], step, '/activations')
-  train_lib.write_scalars({layer + '/sparsity': tf.math.zero_fraction(act)
+  summaries.write_histograms(out['activations'], step, '/activations')
+  summaries.write_scalars({layer + '/sparsity': tf.math.zero_fraction(act)
                            for layer, act in out['activations'].items()}, step)
-  train_lib.write_histograms(model.params, step)
-  train_lib.write_histograms(out['gradients'], step, '/gradients')
+  summaries.write_histograms(model.params, step)
+  summaries.write_histograms(out['gradients'], step, '/gradients')
   cifar10_input.image_summary(out['images'], step)
 
 
@@ -280,7 +282,7 @@ class StepClock:
       duration = max(times[i] - self.last_time, 1e-9)
       steps = step - self.last_step
       print('%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch%s)' %
-            (train_lib.now(times[i]), step, loss,
+            (run_control.now(times[i]), step, loss,
              steps * self.global_batch / duration, duration / steps,
              '; includes start-up' if self.startup else ''))
       self.last_step, self.last_time = step, times[i]
@@ -307,7 +309,7 @@ class StepClock:
     if time.time() - since[1] < due:
       return None
     self.said = (step, time.time())
-    return train_lib.progress_line(step, max_steps, self.speed(since, step),
+    return run_control.progress_line(step, max_steps, self.speed(since, step),
                                    self.global_batch)
 
   def speed(self, since, step):
@@ -319,8 +321,8 @@ class StepClock:
     """The closing line: steps run, time taken, average speed."""
     seconds = time.time() - self.began
     return '%s: trained %d steps (%d to %d) in %s: %.0f examples/sec%s' % (
-        train_lib.now(), step - self.first_step, self.first_step, step,
-        train_lib.duration_text(seconds),
+        run_control.now(), step - self.first_step, self.first_step, step,
+        run_control.duration_text(seconds),
         (step - self.first_step) * self.global_batch / max(seconds, 1e-9),
         ', %.0f after start-up' % self.speed(self.warm, step)
         if self.warm and step > self.warm[0] else '')
@@ -328,17 +330,17 @@ class StepClock:
 
 def loop_flags(signum, save):
   """This worker's float32 flags for the training functions: one per stop
-  signal (train_lib.STOP_SIGNALS), then save wanted.
+  signal (run_control.STOP_SIGNALS), then save wanted.
 
   (float32: MirroredStrategy cannot all-reduce an int32 tensor.)"""
-  return tf.constant([float(signum == s) for s in train_lib.STOP_SIGNALS] +
+  return tf.constant([float(signum == s) for s in run_control.STOP_SIGNALS] +
                      [float(save)], tf.float32)
 
 
 def read_flags(flags):
   """(signal number or 0, save wanted) from the summed flags of all workers."""
   flags = flags.numpy()
-  signum = next((int(s) for s, n in zip(train_lib.STOP_SIGNALS, flags)
+  signum = next((int(s) for s, n in zip(run_control.STOP_SIGNALS, flags)
                  if n), 0)
   return signum, bool(flags[-1])
 
@@ -347,7 +349,7 @@ def check_finite(losses, first_step, train_dir):
   """Raises NanLossError naming the first step whose loss is not finite."""
   bad = np.flatnonzero(~np.isfinite(losses))
   if bad.size:
-    raise train_lib.NanLossError(
+    raise run_control.NanLossError(
         'loss is %s at step %d; stopped without saving, the last good '
         'checkpoint is %s' % (losses[bad[0]], first_step + bad[0] + 1,
                               tf.train.latest_checkpoint(train_dir)))
@@ -370,16 +372,16 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
     worker).
 
   Raises:
-    train_lib.NanLossError: the loss became NaN or infinite.
-    train_lib.UsageError: a folder, checkpoint or flag problem.
+    run_control.NanLossError: the loss became NaN or infinite.
+    run_control.UsageError: a folder, checkpoint or flag problem.
   """
   strategy = strategy or tf.distribute.get_strategy()
   tf.debugging.set_log_device_placement(args.log_device_placement)
   if is_chief:
-    train_lib.prepare_dir(args.train_dir, '--train_dir')
+    checkpoints.prepare_dir(args.train_dir, '--train_dir')
   with contextlib.ExitStack() as held:
     if is_chief:
-      held.enter_context(train_lib.TrainDirLock(args.train_dir))
+      held.enter_context(checkpoints.TrainDirLock(args.train_dir))
     cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
     if args.fresh and is_chief:
       set_aside(args.train_dir)
@@ -396,14 +398,14 @@ def _train(args, strategy, is_chief, worker_dir, stats):
     model = convnet.ConvNet(seed)
     state = convnet.TrainState(model, seed, compute_dtype(args))
   ckpt = tf.train.Checkpoint(model=model, state=state)
-  latest = train_lib.resume(ckpt, args.train_dir, repair=is_chief)
+  latest = checkpoints.resume(ckpt, args.train_dir, repair=is_chief)
   if latest:
     if args.seed is not None and int(state.seed.numpy()) != args.seed:
       print('Note: resuming a run made with seed %d; --seed %d is ignored' %
             (int(state.seed.numpy()), args.seed))
     print('Resuming from %s at step %d' % (latest,
                                           int(state.global_step.numpy())))
-  _, manager = train_lib.checkpoint_manager(
+  _, manager = checkpoints.checkpoint_manager(
       args.train_dir if is_chief else worker_dir, model=model, state=state)
   start = int(state.global_step.numpy())
   if start >= args.max_steps:
@@ -425,27 +427,27 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   jit = jit_compile(args)
   train_loop, aux_step = make_train_loop(strategy, model, state, global_batch,
                                          feed, jit, shards)
-  writer = (train_lib.summary_writer(args.train_dir) if is_chief
+  writer = (summaries.summary_writer(args.train_dir) if is_chief
             else tf.summary.create_noop_writer())
 
   @tf.function
   def summarize(out, step, rate):
     write_summaries(out, model, state, step, rate)
 
-  profile = train_lib.Profile(args.profile_steps if is_chief else None,
+  profile = summaries.Profile(args.profile_steps if is_chief else None,
                               args.train_dir)
   if is_chief:
     dtype = state.compute_dtype
-    values = train_lib.hparams_values(
+    values = summaries.hparams_values(
         args, precision=dtype.name, seed=seed, use_bf16=dtype == tf.bfloat16,
         use_fp16=dtype == tf.float16, data_on_device=str(on_device).lower(),
         jit_compile=jit,
         shards=shards, replicas=replicas,
         data_source=cifar10_input.resolve_source(args.data_source))
     trial_id = '%s seed %d' % (os.path.abspath(args.train_dir), seed)
-    train_lib.save_run_hparams(args.train_dir, values, trial_id)
+    summaries.save_run_hparams(args.train_dir, values, trial_id)
     with writer.as_default():
-      train_lib.write_hparams(values, HPARAMS_METRICS, trial_id)
+      summaries.write_hparams(values, HPARAMS_METRICS, trial_id)
   print('Training from step %d to %d: %d replica(s) x batch %d%s, %s '
         'compute, seed %d, %d steps per loop, data %s%s' % (
             start, args.max_steps, replicas, args.batch_size,
@@ -459,14 +461,14 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   last_save = time.time()
   last_summary = (start, time.time())
   looped = False  # train_loop has run (traced) once
-  with train_lib.GracefulStop() as stop, writer.as_default(), profile:
+  with run_control.GracefulStop() as stop, writer.as_default(), profile:
     profile.at(step)
     while step < args.max_steps:
       flags = loop_flags(stop.signum, time.time() - last_save >=
                          args.save_checkpoint_secs)
       with_aux = step == start or (step + 1) % args.summary_steps == 0
       if with_aux:
-        call = (train_lib.write_graph if step == start and is_chief
+        call = (summaries.write_graph if step == start and is_chief
                 else lambda fn, a: fn(*a))
         out, times, flags = call(aux_step, (iterator, flags))
         losses = np.array([float(out['total_loss'])])
@@ -499,19 +501,19 @@ def _train(args, strategy, is_chief, worker_dir, stats):
       if signum:
         if not stop.requested:
           print('%s: another worker was stopped by %s; saving and stopping' %
-                (train_lib.now(), signal.Signals(signum).name), flush=True)
+                (run_control.now(), signal.Signals(signum).name), flush=True)
         break
       if save_now and step < args.max_steps:
-        train_lib.save_checkpoint(manager, step)
+        checkpoints.save_checkpoint(manager, step)
         last_save = time.time()
     if 'began' in stats:
       stats['steps'] = step - stats['began'][0]
       stats['seconds'] = time.time() - stats['began'][1]
     profile.stop()
-    path = train_lib.save_checkpoint(manager, step)
+    path = checkpoints.save_checkpoint(manager, step)
     writer.flush()
   print('%s: saved checkpoint %s at step %d' % (
-      train_lib.now(), path if is_chief else 'of this worker', step),
+      run_control.now(), path if is_chief else 'of this worker', step),
         flush=True)
   print(clock.summary(step), flush=True)
   signum = signum or stop.signum
@@ -526,4 +528,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(train_lib.run_main(main))
+  sys.exit(run_control.run_main(main))

@@ -145,7 +145,7 @@ FIRST_PROGRESS_SECS = 20  # the first 'how long to go' line, after the start
 # The scalars the HParams dashboard shows beside each run's flags: (tag, sub-
 # folder of the run, name). The training run brings its loss and the
 # evaluator, wherever its --eval_dir, the precision of that run's checkpoints:
-# both write the same trial id (train_lib.write_hparams), which makes them one
+# both write the same trial id (summaries.write_hparams), which makes them one
 # row.
 HPARAMS_METRICS = [('total_loss', '', 'training loss (averaged)'),
                    ('Precision @ 1', '', 'precision @ 1 (eval)')]

@@ -33,13 +33,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 
-import argparse
 import collections
 import json
 import sys
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import kernels
 
@@ -400,5 +398,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  import train_lib
-  sys.exit(train_lib.run_main(main))
+  import run_control
+  sys.exit(run_control.run_main(main))

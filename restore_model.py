@@ -34,7 +34,8 @@ if __name__ == '__main__':
 
 import tensorflow as tf
 import run_fc_model
-import train_lib
+import checkpoints
+import run_control
 import two_layer_fc
 
 
@@ -50,7 +51,7 @@ def checkpoints_newest_first(train_dir):
       run_dir = os.path.join(train_dir, run)
       if not os.path.isdir(run_dir):
         continue
-      candidates, problem = train_lib.checkpoint_candidates(run_dir)
+      candidates, problem = checkpoints.checkpoint_candidates(run_dir)
       if problem:
         print('Note: %s; using the checkpoint files in the folder' % problem)
       found += [(os.path.getmtime(path + '.index'), path)
@@ -69,7 +70,7 @@ def check_fits(path, hidden1):
   shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
   key = [k for k in shapes if k.startswith('model/params/layer1.Sweights/')]
   if key and shapes[key[0]][1] != hidden1:
-    raise train_lib.UsageError(
+    raise run_control.UsageError(
         'checkpoint %s has %d hidden units, not --hidden1 %d; pass --hidden1 '
         '%d' % (path, shapes[key[0]][1], hidden1, shapes[key[0]][1]))
 
@@ -78,21 +79,21 @@ def main(argv=None):
   args = build_parser().parse_args(argv)
   paths = checkpoints_newest_first(args.train_dir)
   if not paths:
-    raise train_lib.UsageError('no checkpoint under %s (run run_fc_model.py '
+    raise run_control.UsageError('no checkpoint under %s (run run_fc_model.py '
                                'first)' % args.train_dir)
   model = two_layer_fc.TwoLayerFC(args.hidden1)
   state = two_layer_fc.TrainState()
   reasons = []
   for path in paths:  # walk back past damaged checkpoints, naming each
-    problem = train_lib.checkpoint_problem(path)
+    problem = checkpoints.checkpoint_problem(path)
     if problem is None:
       check_fits(path, args.hidden1)
-      train_lib.restore(tf.train.Checkpoint(model=model, state=state), path)
+      checkpoints.restore(tf.train.Checkpoint(model=model, state=state), path)
       break
     print('Skipping checkpoint %s: %s' % (path, problem))
     reasons.append('%s: %s' % (path, problem))
   else:
-    raise train_lib.UsageError('no checkpoint under %s can be read (%s)' % (
+    raise run_control.UsageError('no checkpoint under %s can be read (%s)' % (
         args.train_dir, '; '.join(reasons)))
   data = run_fc_model.load(args)
   print('Restored %s' % path)
@@ -102,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(train_lib.run_main(main))
+  sys.exit(run_control.run_main(main))

@@ -63,7 +63,9 @@ if __name__ == '__main__':
 import tensorflow as tf
 import cifar10_input
 import data_helpers
-import train_lib
+import checkpoints
+import run_control
+import summaries
 import two_layer_fc
 
 
@@ -100,17 +102,17 @@ def main(argv=None):
   print('Parameters:')
   for key, value in sorted(vars(args).items()):
     print('%s = %s' % (key, value))
-  train_lib.prepare_dir(args.train_dir, '--train_dir')
+  checkpoints.prepare_dir(args.train_dir, '--train_dir')
   data = load(args)
   if args.batch_size > len(data['labels_train']):
-    raise train_lib.UsageError('--batch_size %d exceeds the %d training images'
+    raise run_control.UsageError('--batch_size %d exceeds the %d training images'
                                % (args.batch_size, len(data['labels_train'])))
   run_dir = make_run_dir(args.train_dir)
   print('Logging to %s' % run_dir)
   seed = args.seed if args.seed is not None else int(time.time()) % (2**31)
   model = two_layer_fc.TwoLayerFC(args.hidden1, seed=seed)
   state = two_layer_fc.TrainState()
-  _, manager = train_lib.checkpoint_manager(run_dir, model=model, state=state)
+  _, manager = checkpoints.checkpoint_manager(run_dir, model=model, state=state)
   writer = tf.summary.create_file_writer(run_dir)
 
   @tf.function
@@ -124,14 +126,14 @@ def main(argv=None):
     return total, accuracy, logits
 
   def save():
-    return train_lib.save_checkpoint(manager, int(state.global_step))
+    return checkpoints.save_checkpoint(manager, int(state.global_step))
 
   batches = data_helpers.gen_batch(
       (data['images_train'], data['labels_train']), args.batch_size,
       args.max_steps, seed=seed)
-  profile = train_lib.Profile(args.profile_steps, run_dir)
-  with train_lib.GracefulStop() as stop, writer.as_default(), profile:
-    train_lib.write_hparams(train_lib.hparams_values(args, seed=seed),
+  profile = summaries.Profile(args.profile_steps, run_dir)
+  with run_control.GracefulStop() as stop, writer.as_default(), profile:
+    summaries.write_hparams(summaries.hparams_values(args, seed=seed),
                             HPARAMS_METRICS)
     saved = None  # the checkpoint saved before this step, said after its line
     for i, (images, labels) in enumerate(batches):
@@ -139,19 +141,19 @@ def main(argv=None):
       if i and i % CHECKPOINT_STEPS == 0:  # the weights of 'Step i' below
         saved = save()
       if i == 0:
-        total, accuracy, logits = train_lib.write_graph(train_step,
+        total, accuracy, logits = summaries.write_graph(train_step,
                                                         (images, labels))
       else:
         total, accuracy, logits = train_step(images, labels)
       if i % SUMMARY_STEPS == 0:
         print('Step {:d}, training accuracy {:g}'.format(i, float(accuracy)))
-        train_lib.write_scalars({'loss': total, 'train_accuracy': accuracy}, i)
-        train_lib.write_histograms({'logits': logits}, i)
+        summaries.write_scalars({'loss': total, 'train_accuracy': accuracy}, i)
+        summaries.write_histograms({'logits': logits}, i)
       if saved:
         print('Saved checkpoint %s' % saved)
         saved = None
       if not tf.math.is_finite(total):
-        raise train_lib.NanLossError('loss is %s at step %d' % (float(total), i))
+        raise run_control.NanLossError('loss is %s at step %d' % (float(total), i))
       if stop.requested:
         print('Saved checkpoint %s' % save())
         return stop.exit_status
@@ -166,4 +168,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(train_lib.run_main(main))
+  sys.exit(run_control.run_main(main))

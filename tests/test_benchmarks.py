@@ -1,5 +1,6 @@
 """The benchmark scripts run and print well-formed figures (no timing checks)."""
 
+import pytest
 import json
 import re
 import subprocess
@@ -8,6 +9,9 @@ import sys
 from conftest import ROOT, write_py
 
 NUMBER = r'(-?\d+(?:\.\d+)?)'  # an overhead within noise of 0 can be < 0
+
+
+pytestmark = pytest.mark.slow
 
 
 def test_benchmark_quick(shared_bin_dir, tmp_path):

@@ -16,7 +16,8 @@ import cifar10_input
 import cifar10_train
 import convnet
 import hardware
-import train_lib
+import run_control
+import summaries
 from conftest import ROOT
 
 
@@ -106,6 +107,7 @@ def test_learning_rate_schedule():
       pytest.approx(0.01)
 
 
+@pytest.mark.slow
 def test_loss_falls_and_moving_averages_follow_the_formula():
   model = convnet.ConvNet(seed=1)
   state = convnet.TrainState(model)
@@ -139,6 +141,7 @@ def test_loss_falls_and_moving_averages_follow_the_formula():
   assert min(losses[-15:]) < float(avg) < max(losses[-15:])
 
 
+@pytest.mark.slow
 def test_mixed_precision_keeps_float32_variables():
   # float16 is emulated on CPUs, hence the tiny batch
   model = convnet.ConvNet(seed=1)
@@ -253,7 +256,7 @@ def test_num_shards():
     assert cifar10_train.num_shards(args, device=cpu) == want, (cores, batch)
     assert cifar10_train.num_shards(args, replicas=2, device=cpu) == 1
   assert cifar10_train.num_shards(parse(['--shards', '4'])) == 4
-  with pytest.raises(train_lib.UsageError,
+  with pytest.raises(run_control.UsageError,
                      match='--shards 3 does not divide --batch_size 128'):
     cifar10_train.num_shards(parse(['--shards', '3']))
   gpu = hardware.Device('GPU', (8, 0), 8, True)
@@ -273,7 +276,7 @@ def test_precision_flags():
   assert cifar10_train.compute_dtype(parse([]), epyc) == tf.float32
   assert cifar10_train.compute_dtype(parse(['--nouse_bf16']), amx
                                      ) == tf.float32
-  with pytest.raises(train_lib.UsageError, match='exclude each other'):
+  with pytest.raises(run_control.UsageError, match='exclude each other'):
     cifar10_train.compute_dtype(parse(['--use_fp16', '--use_bf16']))
 
 
@@ -295,13 +298,14 @@ def test_mixed_precision_skips_overflowing_steps():
     np.arange(1000.0) ** 2, np.full((10,), 3.5), np.array([0.0, 1.0])])
 def test_histogram_buckets_equal_tensorboard(values):
   from tensorboard.plugins.histogram import summary_v2
-  ours = train_lib.histogram_buckets(tf.constant(values, tf.float32)).numpy()
+  ours = summaries.histogram_buckets(tf.constant(values, tf.float32)).numpy()
   ref = summary_v2._buckets(tf.constant(values, tf.float32),
                             bucket_count=30).numpy()
   np.testing.assert_allclose(ours[:, :2], ref[:, :2], rtol=1e-6)
   np.testing.assert_array_equal(ours[:, 2], ref[:, 2])
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_and_summaries(shared_bin_dir, tmp_path,
                                                 capsys):
   train_dir = str(tmp_path / 'train')
@@ -331,6 +335,7 @@ def test_train_writes_checkpoints_and_summaries(shared_bin_dir, tmp_path,
   assert float(lr) == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_uninterrupted_run(shared_bin_dir, tmp_path):
   a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
   assert cifar10_train.main(_train_args(shared_bin_dir, a,
@@ -348,6 +353,7 @@ def test_stop_and_resume_equals_uninterrupted_run(shared_bin_dir, tmp_path):
     np.testing.assert_allclose(aa[k], ab[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fresh_sets_the_old_run_aside(shared_bin_dir, tmp_path):
   d = str(tmp_path / 't')
   cifar10_train.main(_train_args(shared_bin_dir, d, '--max_steps', '2'))
@@ -359,13 +365,14 @@ def test_fresh_sets_the_old_run_aside(shared_bin_dir, tmp_path):
   assert tf.train.latest_checkpoint(os.path.join(d, old[0])).endswith('ckpt-2')
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     shared_bin_dir, tmp_path, monkeypatch, capsys):
   d = str(tmp_path / 't')
   assert cifar10_train.main(_train_args(shared_bin_dir, d,
                                         '--max_steps', '2')) == 0
   monkeypatch.setattr(convnet, 'INITIAL_LEARNING_RATE', 1e9)
-  status = train_lib.run_main(cifar10_train.main, _train_args(
+  status = run_control.run_main(cifar10_train.main, _train_args(
       shared_bin_dir, d, '--max_steps', '50', '--save_checkpoint_secs',
       '0.001'))
   err = capsys.readouterr().err.strip().splitlines()
@@ -409,7 +416,7 @@ def test_help_describes_each_flag(capsys):
 
 def test_missing_data_one_line_error(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv(cifar10_input.DATA_SOURCE_ENV, str(tmp_path / 'none.tgz'))
-  status = train_lib.run_main(cifar10_train.main, [
+  status = run_control.run_main(cifar10_train.main, [
       '--data_dir', str(tmp_path / 'data'), '--train_dir', str(tmp_path / 't')])
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1 and 'data_source' in err[0]
@@ -439,6 +446,7 @@ def _wait_for(proc, pattern, timeout=120):
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM,
                                  signal.SIGHUP])
+@pytest.mark.slow
 def test_signal_saves_a_checkpoint_before_exiting(shared_bin_dir, tmp_path,
                                                   sig):
   d = str(tmp_path / 't')
@@ -506,13 +514,14 @@ def test_eval_run_once_writes_summaries(shared_bin_dir, trained, tmp_path,
 
 
 def test_eval_without_checkpoint(tmp_path, shared_bin_dir, capsys):
-  status = train_lib.run_main(cifar10_eval.main, [
+  status = run_control.run_main(cifar10_eval.main, [
       '--checkpoint_dir', str(tmp_path / 'none'), '--eval_dir',
       str(tmp_path / 'e'), '--data_dir', shared_bin_dir, '--run_once'])
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1 and 'no checkpoint in' in err[0]
 
 
+@pytest.mark.slow
 def test_eval_waits_for_new_checkpoints_and_stops_on_ctrl_c(shared_bin_dir,
                                                             tmp_path):
   t, e = str(tmp_path / 't'), str(tmp_path / 'e')

@@ -20,7 +20,7 @@ import cifar10_multi_gpu_train
 import cifar10_train
 import data_helpers
 import run_fc_model
-import train_lib
+import run_control
 from conftest import ROOT, write_py
 from test_convnet import _start, _train_args, _wait_for
 from test_multi_gpu import _free_ports
@@ -68,6 +68,7 @@ def run3(shared_bin_dir, tmp_path):
 
 @pytest.mark.parametrize('damage', ['delete_index', 'delete_all', 'truncate',
                                     'zero_fill'])
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_resumes_from_the_previous_one(
     run3, capsys, damage):
   data, d = run3
@@ -100,6 +101,7 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(
         == ['ckpt-3.data-00000-of-00001', 'ckpt-3.index']
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_one_error_and_changes_nothing(run3,
                                                                  capsys):
   data, d = run3
@@ -107,13 +109,14 @@ def test_no_readable_checkpoint_is_one_error_and_changes_nothing(run3,
     if '.data-' in n:
       os.truncate(os.path.join(d, n), 10)
   before = _listing(d)
-  status = train_lib.run_main(cifar10_train.main, _train_args(data, d) + [
+  status = run_control.run_main(cifar10_train.main, _train_args(data, d) + [
       '--max_steps', '5'])
   line = _one_error_line(capsys.readouterr().err)
   assert status == 1 and 'no checkpoint in %s can be read' % d in line
   assert _listing(d) == before
 
 
+@pytest.mark.slow
 def test_garbage_index_file_is_named_and_the_files_used(run3, capsys):
   data, d = run3
   with open(os.path.join(d, 'checkpoint'), 'wb') as f:
@@ -126,6 +129,7 @@ def test_garbage_index_file_is_named_and_the_files_used(run3, capsys):
   assert _steps(d) == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_evaluator_walks_back_past_a_damaged_checkpoint(run3, tmp_path,
                                                         capsys):
   data, d = run3
@@ -148,14 +152,14 @@ def test_checkpoint_of_the_other_model_is_named(shared_bin_dir, tmp_path,
                             '50']) == 0
   run = os.path.join(fc_dir, os.listdir(fc_dir)[0])
   capsys.readouterr()
-  status = train_lib.run_main(cifar10_eval.main, [
+  status = run_control.run_main(cifar10_eval.main, [
       '--checkpoint_dir', run, '--eval_dir', str(tmp_path / 'e'),
       '--data_dir', shared_bin_dir, '--run_once'])
   line = _one_error_line(capsys.readouterr().err)
   assert status == 1 and 'is a fully connected checkpoint, not a convnet ' \
       'one' in line
   before = _listing(run)
-  status = train_lib.run_main(cifar10_train.main, _train_args(
+  status = run_control.run_main(cifar10_train.main, _train_args(
       shared_bin_dir, run) + ['--max_steps', '5'])
   line = _one_error_line(capsys.readouterr().err)
   assert status == 1 and 'not a convnet one' in line
@@ -164,6 +168,7 @@ def test_checkpoint_of_the_other_model_is_named(shared_bin_dir, tmp_path,
 
 # --- 4. debris of interrupted saves -----------------------------------------
 
+@pytest.mark.slow
 def test_leftovers_of_an_interrupted_save_are_removed(run3, capsys):
   data, d = run3
   os.makedirs(os.path.join(d, 'ckpt-9_temp'))
@@ -186,6 +191,7 @@ def test_leftovers_of_an_interrupted_save_are_removed(run3, capsys):
   assert _steps(d) == [1, 2, 3, 4]  # ckpt-1 listed again, to rotate out
 
 
+@pytest.mark.slow
 def test_resume_writes_no_extra_checkpoint_for_a_slow_first_step(run3):
   data, d = run3
   assert cifar10_train.main(_train_args(data, d) + [
@@ -195,6 +201,7 @@ def test_resume_writes_no_extra_checkpoint_for_a_slow_first_step(run3):
 
 # --- 3. one trainer per train_dir -------------------------------------------
 
+@pytest.mark.slow
 def test_second_trainer_on_the_same_folder_stops_at_once(shared_bin_dir,
                                                          tmp_path, capsys):
   d = str(tmp_path / 't')
@@ -205,7 +212,7 @@ def test_second_trainer_on_the_same_folder_stops_at_once(shared_bin_dir,
     before = _listing(d)
     for main in (cifar10_train.main, cifar10_multi_gpu_train.main):
       began = time.time()
-      status = train_lib.run_main(main, _train_args(shared_bin_dir, d) + [
+      status = run_control.run_main(main, _train_args(shared_bin_dir, d) + [
           '--max_steps', '100000'])
       line = _one_error_line(capsys.readouterr().err)
       assert status == 1 and time.time() - began < 10
@@ -221,6 +228,7 @@ def test_second_trainer_on_the_same_folder_stops_at_once(shared_bin_dir,
   assert first.returncode == 130
 
 
+@pytest.mark.slow
 def test_a_killed_trainers_lock_is_not_an_obstacle(shared_bin_dir, tmp_path,
                                                    capsys):
   d = str(tmp_path / 't')
@@ -289,7 +297,7 @@ def test_a_folder_flag_naming_a_file(shared_bin_dir, tmp_path, capsys,
       'eval': (cifar10_eval.main, ['--data_dir', shared_bin_dir,
                                    '--eval_dir', f, '--run_once'],
                '--eval_dir')}[script]
-  status = train_lib.run_main(main, args)
+  status = run_control.run_main(main, args)
   line = _one_error_line(capsys.readouterr().err)
   assert status == 1 and '%s %s is a file, not a folder' % (flag, f) in line
 
@@ -311,7 +319,7 @@ def test_out_of_range_flags(tmp_path, argv):
 
 def test_logical_devices_bounded_by_the_machine(shared_bin_dir, tmp_path,
                                                 capsys):
-  status = train_lib.run_main(cifar10_multi_gpu_train.main, _train_args(
+  status = run_control.run_main(cifar10_multi_gpu_train.main, _train_args(
       shared_bin_dir, str(tmp_path / 't')) + ['--logical_devices', '64'])
   line = _one_error_line(capsys.readouterr().err)
   assert status == 1 and '--logical_devices 64' in line and 'at most' in line
@@ -341,6 +349,7 @@ def _in_mount_namespace(script):
                         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_read_only_train_dir_and_data_dir(shared_bin_dir, tmp_path):
   ro = str(tmp_path / 'ro')
   os.makedirs(ro)
@@ -361,6 +370,7 @@ def test_read_only_train_dir_and_data_dir(shared_bin_dir, tmp_path):
   assert p.stdout.count('== 1') == 2
 
 
+@pytest.mark.slow
 def test_full_disk_while_saving_and_at_the_next_start(shared_bin_dir,
                                                       tmp_path):
   full = str(tmp_path / 'full')
@@ -401,6 +411,7 @@ def _workers(data, d, steps, ports, *extra):
   return procs
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_worker_stops_both_at_the_same_step(shared_bin_dir,
                                                            tmp_path):
   import re
@@ -433,6 +444,7 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step(shared_bin_dir,
   assert tf.train.latest_checkpoint(d).endswith('ckpt-%d' % (saved[0] + 5))
 
 
+@pytest.mark.slow
 def test_closed_console_does_not_stop_training(shared_bin_dir, tmp_path):
   """`cifar10_train.py ... | head -n 3`: the reader goes, training goes on."""
   d = str(tmp_path / 't')
@@ -453,13 +465,13 @@ def test_run_main_makes_one_line_of_the_toolkits_errors_only(capsys):
     def main(argv):
       raise error
     return main
-  assert train_lib.run_main(failing(train_lib.UsageError('--x is bad'))) == 1
+  assert run_control.run_main(failing(run_control.UsageError('--x is bad'))) == 1
   assert capsys.readouterr().err.endswith(': error: --x is bad\n')
-  assert train_lib.run_main(failing(
+  assert run_control.run_main(failing(
       cifar10_input.DataSetError('f.bin: cut'))) == 1
   assert capsys.readouterr().err.endswith(': error: f.bin: cut\n')
   # a bug is not dressed up as a tidy message: its traceback stays
   with pytest.raises(ValueError, match='a bug'):
-    train_lib.run_main(failing(ValueError('a bug')))
+    run_control.run_main(failing(ValueError('a bug')))
   with pytest.raises(KeyError):
-    train_lib.run_main(failing(KeyError('k')))
+    run_control.run_main(failing(KeyError('k')))

@@ -25,7 +25,8 @@ import cifar10_train
 import data_helpers
 import restore_model
 import run_fc_model
-import train_lib
+import checkpoints
+import run_control
 from conftest import ROOT, write_bin, write_py
 from test_convnet import _train_args
 
@@ -49,6 +50,7 @@ def _files(folder):
 
 # --- 1. another run's checkpoints are neither used nor deleted --------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize('absolute', [True, False])
 def test_index_naming_another_folder_deletes_nothing_there(
     shared_bin_dir, tmp_path, capsys, absolute):
@@ -57,7 +59,7 @@ def test_index_naming_another_folder_deletes_nothing_there(
   assert cifar10_train.main(_train_args(shared_bin_dir, other) + save_often +
                             ['--max_steps', '4']) == 0
   shutil.copytree(other, new)
-  os.remove(os.path.join(new, train_lib.LOCK_FILE))
+  os.remove(os.path.join(new, checkpoints.LOCK_FILE))
   # the copy's index names the other folder's checkpoints
   names = ['ckpt-%d' % s for s in (2, 3, 4)]
   ref = (lambda n: os.path.join(other, n)) if absolute else (
@@ -88,14 +90,14 @@ def test_signal_before_training_is_not_lost(shared_bin_dir, tmp_path):
   """A stop signal that comes while the run starts ends it at the first
   chance (saved), instead of training on to the end."""
   d = str(tmp_path / 't')
-  train_lib.record_stop_signals()
+  run_control.record_stop_signals()
   try:
     os.kill(os.getpid(), signal.SIGTERM)
     status = cifar10_train.main(_train_args(shared_bin_dir, d) +
                                 ['--max_steps', '500'])
   finally:
-    train_lib._pending.clear()
-    for s in train_lib.STOP_SIGNALS:
+    run_control._pending.clear()
+    for s in run_control.STOP_SIGNALS:
       signal.signal(s, signal.SIG_DFL if s != signal.SIGINT
                     else signal.default_int_handler)
   assert status == 143
@@ -168,7 +170,7 @@ def test_fabricated_pickle_of_many_images_is_named(tmp_path, capsys, rows,
   write_py(str(tmp_path), per_file=20)
   path = os.path.join(str(tmp_path), 'cifar-10-batches-py', 'data_batch_2')
   _pickle_batch(path, _Declared((rows, 3072)), [1] * rows)
-  status = train_lib.run_main(run_fc_model.main, [
+  status = run_control.run_main(run_fc_model.main, [
       '--data_dir', str(tmp_path), '--train_dir', str(tmp_path / 'r'),
       '--max_steps', '1', '--batch_size', '10'])
   assert 'error: %s: %s' % (path, says) in _one_line_error(capsys, status)
@@ -192,7 +194,7 @@ def test_bad_pickle_labels_are_one_line(tmp_path, capsys, labels, what):
   write_py(str(tmp_path), per_file=20)
   path = os.path.join(str(tmp_path), 'cifar-10-batches-py', 'data_batch_4')
   _pickle_batch(path, np.zeros((20, 3072), np.uint8), labels)
-  status = train_lib.run_main(run_fc_model.main, [
+  status = run_control.run_main(run_fc_model.main, [
       '--data_dir', str(tmp_path), '--train_dir', str(tmp_path / 'r'),
       '--max_steps', '1', '--batch_size', '10'])
   assert "error: %s: 'labels' %s" % (path, what) in _one_line_error(
@@ -218,7 +220,7 @@ def test_bad_pickle_labels_are_one_line(tmp_path, capsys, labels, what):
 def test_bad_tf_config_is_one_line(monkeypatch, capsys, config, says):
   monkeypatch.setenv('TF_CONFIG', config if isinstance(config, str)
                      else json.dumps(config))
-  status = train_lib.run_main(cifar10_multi_gpu_train.main,
+  status = run_control.run_main(cifar10_multi_gpu_train.main,
                               ['--strategy', 'multi_worker'])
   assert says in _one_line_error(capsys, status)
 
@@ -234,14 +236,14 @@ def test_restore_model_walks_past_a_garbage_index(tmp_path, capsys):
   with open(index, 'wb') as f:
     f.write(b'\x8c\x00garbage\xff')
   capsys.readouterr()
-  assert train_lib.run_main(restore_model.main, args) == 0
+  assert run_control.run_main(restore_model.main, args) == 0
   out = capsys.readouterr().out
   assert 'Note: index file %s is unreadable' % index in out
   assert 'Current step: 3\n' in out
   # and a damaged newest checkpoint is walked back past, named
   with open(str(tmp_path / 'logs' / run / 'ckpt-3.index'), 'wb') as f:
     f.write(b'junk')
-  assert train_lib.run_main(restore_model.main, args) == 1
+  assert run_control.run_main(restore_model.main, args) == 1
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and 'no checkpoint under' in err[0] and \
       'ckpt-3' in err[0]
@@ -256,6 +258,7 @@ def exported(shared_bin_dir, tmp_path_factory):
   return train, d
 
 
+@pytest.mark.slow
 def test_classify_with_a_truncated_model_is_one_line(exported, tmp_path,
                                                      capsys):
   train, _ = exported
@@ -268,7 +271,7 @@ def test_classify_with_a_truncated_model_is_one_line(exported, tmp_path,
   image = str(tmp_path / 'a.png')
   tf.io.write_file(image, tf.io.encode_png(tf.zeros([32, 32, 3], tf.uint8)))
   capsys.readouterr()
-  status = train_lib.run_main(cifar10_classify.main, [image, '--model',
+  status = run_control.run_main(cifar10_classify.main, [image, '--model',
                                                       model])
   assert 'is not a model exported by cifar10_export.py' in _one_line_error(
       capsys, status)
@@ -295,18 +298,19 @@ def test_export_gets_the_umask_mode_and_removes_dead_exports(exported,
   assert sorted(os.listdir(str(tmp_path))) == ['m']
 
 
+@pytest.mark.slow
 def test_sigterm_during_export_leaves_nothing(exported, tmp_path):
   train, _ = exported
   proc = subprocess.Popen(
       [sys.executable, '-c',
-       'import sys, time, signal, os, train_lib, cifar10_export, tensorflow '
+       'import sys, time, signal, os, run_control, cifar10_export, tensorflow '
        'as tf\n'
        'save = tf.saved_model.save\n'
        'def slow(*a, **k):\n'
        '  save(*a, **k); print("saved", flush=True); time.sleep(60)\n'
        'tf.saved_model.save = slow\n'
        'sys.argv = ["cifar10_export.py"]\n'
-       'sys.exit(train_lib.run_main(cifar10_export.main, ["--checkpoint_dir",'
+       'sys.exit(run_control.run_main(cifar10_export.main, ["--checkpoint_dir",'
        ' %r, "--export_dir", %r]))' % (train, str(tmp_path / 'm'))],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
@@ -323,6 +327,7 @@ def test_sigterm_during_export_leaves_nothing(exported, tmp_path):
 
 # --- 7. the evaluator retries a checkpoint once it is repaired ---------------
 
+@pytest.mark.slow
 def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
                                                  capsys):
   d = str(tmp_path / 't')
@@ -348,7 +353,7 @@ def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
 # --- 8. smaller faults ------------------------------------------------------
 
 def test_classify_a_folder_says_so(tmp_path, capsys):
-  with pytest.raises(train_lib.UsageError,
+  with pytest.raises(run_control.UsageError,
                      match=r': a folder, not an image file$'):
     cifar10_classify.read_image(str(tmp_path))
 
@@ -356,7 +361,7 @@ def test_classify_a_folder_says_so(tmp_path, capsys):
 def test_symlink_loop_as_train_dir(shared_bin_dir, tmp_path, capsys):
   loop = str(tmp_path / 'loop')
   os.symlink(loop, loop)
-  status = train_lib.run_main(cifar10_train.main,
+  status = run_control.run_main(cifar10_train.main,
                               _train_args(shared_bin_dir, loop))
   assert 'is a symbolic link that leads nowhere' in _one_line_error(
       capsys, status)
@@ -399,6 +404,7 @@ def _lone_worker(data_dir, tmp_path, *extra):
   return proc, ports
 
 
+@pytest.mark.slow
 def test_lone_worker_gives_up_naming_the_missing_task(shared_bin_dir,
                                                       tmp_path):
   proc, ports = _lone_worker(shared_bin_dir, tmp_path,
@@ -415,6 +421,7 @@ def test_lone_worker_gives_up_naming_the_missing_task(shared_bin_dir,
       '(127.0.0.1:%d)' % ports[1]]
 
 
+@pytest.mark.slow
 def test_worker_whose_peer_port_is_taken_by_another_program(shared_bin_dir,
                                                             tmp_path):
   """The peer's port answers, but not as a task of this cluster would."""
@@ -434,6 +441,7 @@ def test_worker_whose_peer_port_is_taken_by_another_program(shared_bin_dir,
       'no answer from worker 1 (127.0.0.1:%d)' % ports[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_lone_worker_honours_signals_while_waiting(shared_bin_dir, tmp_path,
                                                    sig):
@@ -456,6 +464,7 @@ def test_lone_worker_honours_signals_while_waiting(shared_bin_dir, tmp_path,
 
 # --- 5. a peer lost during training: which one, and what was saved ---------
 
+@pytest.mark.slow
 def test_a_lost_peer_is_named_with_the_checkpoint_to_resume(shared_bin_dir,
                                                             tmp_path):
   from test_faults import _workers
@@ -480,6 +489,7 @@ def test_a_lost_peer_is_named_with_the_checkpoint_to_resume(shared_bin_dir,
                   r'from it$' % re.escape(d), last), last
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_worker_in_its_first_seconds_stops_both(shared_bin_dir,
                                                              tmp_path):
   """Sent as training starts: both workers stop after the same step, save,

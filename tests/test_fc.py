@@ -9,7 +9,8 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 
 import restore_model
 import run_fc_model
-import train_lib
+import checkpoints
+import run_control
 import two_layer_fc
 from conftest import write_py
 
@@ -98,7 +99,7 @@ def test_checkpoint_restores_identical_predictions(py_dir, tmp_path, capsys):
   a = two_layer_fc.TwoLayerFC(120)
   b = two_layer_fc.TwoLayerFC(120, seed=9)
   for m in (a, b):
-    train_lib.restore(tf.train.Checkpoint(model=m,
+    checkpoints.restore(tf.train.Checkpoint(model=m,
                                           state=two_layer_fc.TrainState()),
                       path)
   x = tf.random.normal([16, 3072])
@@ -133,7 +134,7 @@ def test_bad_flags(flag, value, capsys):
 
 
 def test_restore_without_checkpoint(tmp_path, capsys):
-  status = train_lib.run_main(restore_model.main,
+  status = run_control.run_main(restore_model.main,
                               ['--train_dir', str(tmp_path)])
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1 and 'no checkpoint under' in err[0]
@@ -143,7 +144,7 @@ def test_restore_with_other_hidden1(py_dir, tmp_path, capsys):
   train_dir = str(tmp_path / 'logs')
   run_fc_model.main(_args(py_dir, train_dir, '--hidden1', '16'))
   capsys.readouterr()
-  status = train_lib.run_main(restore_model.main, [
+  status = run_control.run_main(restore_model.main, [
       '--train_dir', train_dir, '--data_dir', py_dir])
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1

@@ -16,7 +16,7 @@ import cifar10_train
 import convnet
 import gpu_audit
 import hardware
-import train_lib
+import run_control
 from conftest import ROOT
 
 # The launches a step of the GPU configuration may make (the bound).
@@ -39,6 +39,7 @@ def audit_results():
   return results
 
 
+@pytest.mark.slow
 def test_every_op_of_every_configuration_has_a_gpu_kernel(audit_results):
   configs = [r['config'] for r in audit_results]
   assert len(configs) == len(gpu_audit.configurations()) + 1
@@ -52,6 +53,7 @@ def test_every_op_of_every_configuration_has_a_gpu_kernel(audit_results):
   assert {'WriteSummary', 'EncodePng', 'Timestamp'} <= host_ops
 
 
+@pytest.mark.slow
 def test_gpu_configuration_launches_at_most_ten_ops_per_step(audit_results):
   for r in audit_results:
     c = r['config']
@@ -152,7 +154,7 @@ def test_memory_growth_is_set_before_a_script_runs(monkeypatch):
   def main(argv):
     calls.append('main')
     return 0
-  assert train_lib.run_main(main) == 0
+  assert run_control.run_main(main) == 0
   assert calls == [('gpu0', True), ('gpu1', True), 'main']
 
 
@@ -175,6 +177,7 @@ def _one_step_each_way(data_dir, seed=4, steps=21):
   return results
 
 
+@pytest.mark.slow
 def test_xla_step_equals_the_plain_step(shared_bin_dir):
   (plain, plain_losses, plain_step), (xla, xla_losses, xla_step) = (
       _one_step_each_way(shared_bin_dir))
@@ -192,6 +195,7 @@ def test_xla_step_equals_the_plain_step(shared_bin_dir):
   assert abs(xla_losses[-1] - plain_losses[-1]) < 0.01 * plain_losses[-1]
 
 
+@pytest.mark.slow
 def test_in_replica_batches_equal_tf_data_batches_with_and_without_xla(
     shared_bin_dir):
   # one replica makes its own batch from the step (the GPU configuration):

@@ -12,7 +12,7 @@ import cifar10_input
 import cifar10_multi_gpu_train
 import cifar10_train
 import convnet
-import train_lib
+import run_control
 from test_convnet import _start, _train_args, _wait_for
 
 LOG_LINE = (r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = '
@@ -77,6 +77,7 @@ def _run(data_dir, train_dir, steps, per_loop, on_device, *extra):
       '--data_on_device', on_device, '--log_frequency', '3'] + list(extra))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('on_device', ['true', 'false'])
 def test_steps_per_loop_changes_nothing(shared_bin_dir, tmp_path, capsys,
                                         on_device):
@@ -90,6 +91,7 @@ def test_steps_per_loop_changes_nothing(shared_bin_dir, tmp_path, capsys,
                      tf.train.latest_checkpoint(seven))
 
 
+@pytest.mark.slow
 def test_data_on_device_changes_nothing(shared_bin_dir, tmp_path):
   a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
   assert _run(shared_bin_dir, a, 5, 3, 'true') == 0
@@ -102,6 +104,7 @@ def test_data_on_device_changes_nothing(shared_bin_dir, tmp_path):
                      tf.train.latest_checkpoint(b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('on_device', ['true', 'false'])
 def test_two_replicas_steps_per_loop_changes_nothing(shared_bin_dir, tmp_path,
                                                      on_device):
@@ -116,6 +119,7 @@ def test_two_replicas_steps_per_loop_changes_nothing(shared_bin_dir, tmp_path,
   _assert_same_state(*[tf.train.latest_checkpoint(d) for d in dirs])
 
 
+@pytest.mark.slow
 def test_shards_change_nothing(shared_bin_dir, tmp_path, capsys):
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
   assert _run(shared_bin_dir, one, 5, 3, 'true', '--shards', '1') == 0
@@ -127,6 +131,7 @@ def test_shards_change_nothing(shared_bin_dir, tmp_path, capsys):
                      tf.train.latest_checkpoint(two))
 
 
+@pytest.mark.slow
 def test_shards_with_two_replicas(shared_bin_dir, tmp_path):
   dirs = []
   for shards in ('1', '2'):
@@ -141,13 +146,14 @@ def test_shards_with_two_replicas(shared_bin_dir, tmp_path):
 def test_shards_that_do_not_divide_the_batch(shared_bin_dir, tmp_path,
                                              capsys):
   d = str(tmp_path / 't')
-  status = train_lib.run_main(cifar10_train.main, _train_args(
+  status = run_control.run_main(cifar10_train.main, _train_args(
       shared_bin_dir, d) + ['--max_steps', '2', '--shards', '3'])
   err = capsys.readouterr().err.strip().splitlines()
   assert status != 0 and len(err) == 1, err
   assert '--shards 3 does not divide --batch_size 32' in err[0]
 
 
+@pytest.mark.slow
 def test_stop_and_resume_with_long_loops(shared_bin_dir, tmp_path):
   whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
   assert _run(shared_bin_dir, whole, 21, 7, 'true') == 0
@@ -157,6 +163,7 @@ def test_stop_and_resume_with_long_loops(shared_bin_dir, tmp_path):
                      tf.train.latest_checkpoint(parts))
 
 
+@pytest.mark.slow
 def test_summaries_land_at_the_same_steps(shared_bin_dir, tmp_path):
   from test_convnet import _tags
   d = str(tmp_path / 't')
@@ -165,12 +172,13 @@ def test_summaries_land_at_the_same_steps(shared_bin_dir, tmp_path):
   assert [e.step for e in acc.Tensors('total_loss (raw)')] == [1, 5, 10]
 
 
+@pytest.mark.slow
 def test_nan_inside_a_loop_names_its_step_and_saves_nothing(
     shared_bin_dir, tmp_path, monkeypatch, capsys):
   d = str(tmp_path / 't')
   assert _run(shared_bin_dir, d, 2, 7, 'true') == 0
   monkeypatch.setattr(convnet, 'INITIAL_LEARNING_RATE', 1e9)
-  status = train_lib.run_main(cifar10_train.main, _train_args(
+  status = run_control.run_main(cifar10_train.main, _train_args(
       shared_bin_dir, d) + ['--max_steps', '60', '--steps_per_loop', '20',
                             '--save_checkpoint_secs', '0.001'])
   err = capsys.readouterr().err.strip().splitlines()
@@ -181,6 +189,7 @@ def test_nan_inside_a_loop_names_its_step_and_saves_nothing(
   assert tf.train.latest_checkpoint(d).endswith('ckpt-2')
 
 
+@pytest.mark.slow
 def test_signal_mid_loop_saves_at_the_end_of_the_loop(shared_bin_dir,
                                                       tmp_path):
   d = str(tmp_path / 't')

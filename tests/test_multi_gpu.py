@@ -9,6 +9,7 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import cifar10_eval
@@ -63,6 +64,7 @@ def test_two_replicas_of_64_equal_one_device_of_128():
   assert int(state.global_step.numpy()) == 1
 
 
+@pytest.mark.slow
 def test_script_equals_single_device_and_resumes_across(shared_bin_dir,
                                                         tmp_path, capsys):
   multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
@@ -93,6 +95,7 @@ def test_script_equals_single_device_and_resumes_across(shared_bin_dir,
   assert ev.restore(tf.train.latest_checkpoint(multi)) == 4
 
 
+@pytest.mark.slow
 def test_gpu_configuration_on_two_logical_devices(shared_bin_dir, tmp_path,
                                                   capsys):
   # what a GPU pair gets (XLA, one slice), forced on the CPU: XLA compiles
@@ -136,6 +139,7 @@ def _free_ports(n):
   return ports
 
 
+@pytest.mark.slow
 def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
   d = str(tmp_path / 'train')
   ports = _free_ports(2)
@@ -178,9 +182,9 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
 
 
 def test_multi_worker_needs_tf_config(monkeypatch, capsys):
-  import train_lib
+  import run_control
   monkeypatch.delenv('TF_CONFIG', raising=False)
-  assert train_lib.run_main(cifar10_multi_gpu_train.main,
+  assert run_control.run_main(cifar10_multi_gpu_train.main,
                             ['--strategy', 'multi_worker']) == 1
   assert 'needs TF_CONFIG' in capsys.readouterr().err
 

@@ -21,7 +21,7 @@ import cifar10_input
 import cifar10_train
 import cli
 import run_fc_model
-import train_lib
+import run_control
 from conftest import ROOT
 from test_convnet import _train_args
 
@@ -169,6 +169,7 @@ def test_fc_prints_the_effective_source_and_saved_paths(
   assert 'Saved checkpoint %s\n' % os.path.join(run, 'ckpt-2') in out
 
 
+@pytest.mark.slow
 def test_profile_steps_write_a_trace(shared_bin_dir, tmp_path, capsys):
   d = str(tmp_path / 't')
   assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
@@ -187,6 +188,7 @@ def test_bad_profile_steps(value, capsys):
   assert len(err) == 1 and '--profile_steps' in err[0]
 
 
+@pytest.mark.slow
 def test_progress_line_at_a_steady_interval(shared_bin_dir, tmp_path, capsys):
   d = str(tmp_path / 't')
   assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
@@ -203,6 +205,7 @@ def test_progress_line_at_a_steady_interval(shared_bin_dir, tmp_path, capsys):
   assert 'saved checkpoint' not in out.split(': step 31 of 40')[0]
 
 
+@pytest.mark.slow
 def test_console_lines_carry_their_own_step_times(shared_bin_dir, tmp_path,
                                                    capsys):
   d = str(tmp_path / 't')
@@ -264,7 +267,7 @@ def test_exported_model_predicts_as_the_evaluator(shared_bin_dir, trained,
   assert out['class_names'].numpy()[0].decode() == \
       cifar10_input.CLASS_NAMES[predicted[0]]
   # never over an existing export
-  status = train_lib.run_main(cifar10_export.main, [
+  status = run_control.run_main(cifar10_export.main, [
       '--checkpoint_dir', trained, '--export_dir', export_dir])
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1 and 'exists' in err[0]
@@ -302,7 +305,7 @@ def test_classify_bad_files_one_line(trained, tmp_path, capsys):
   for path, what in ((str(tmp_path / 'none.png'), 'no such file'),
                      (str(text), 'not a PNG, JPEG'),
                      (big, '30x40 pixels, the model takes 32x32')):
-    status = train_lib.run_main(cifar10_classify.main,
+    status = run_control.run_main(cifar10_classify.main,
                                 [path, '--checkpoint_dir', trained])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and path in err[0] and what in err[0]
@@ -328,6 +331,7 @@ def test_help_and_flag_errors_do_not_load_tensorflow(script):
     assert len(errors) == status // 2  # one line for a flag error
 
 
+@pytest.mark.slow
 def test_a_run_prints_no_tensorflow_noise(shared_bin_dir, tmp_path):
   p = subprocess.run(
       [sys.executable, 'cifar10_train.py'] + _train_args(

@@ -33,6 +33,9 @@ LAYERS = ['conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
 SERVER_START_SECS = 90  # bound on TensorBoard's start and first load
 
 
+pytestmark = pytest.mark.slow
+
+
 def _run(script, *args):
   """Runs a script as the user does; returns its stdout (asserts exit 0)."""
   p = subprocess.run([sys.executable, os.path.join(ROOT, script)] +

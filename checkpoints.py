@@ -1,0 +1,429 @@
+"""The one checkpoint convention of both models, and keeping it sound.
+
+  checkpoint_manager(dir, **objects)   <dir>/ckpt-<global step>, five kept
+  resume(ckpt, dir, repair)            the newest readable checkpoint,
+                                       walking back past damaged ones
+  restore(ckpt, path)                  one checkpoint, its model checked
+  save_checkpoint(manager, step)       a save that names the file on failure
+  checkpoint_candidates(dir)           newest first, from the files
+  prepare_dir(path, flag)              a folder flag checked and made
+  TrainDirLock(dir)                    one trainer per train_dir
+
+tf.train.Checkpoint(model=..., state=...) saved by a tf.train.
+CheckpointManager: TensorFlow writes the data files first and then replaces
+the 'checkpoint' index atomically, so a reader (or a crash) never sees a
+half-written checkpoint.
+"""
+
+import fcntl
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
+
+import tensorflow as tf
+
+import run_control
+
+CHECKPOINT_PREFIX = 'ckpt'
+
+
+MAX_CHECKPOINTS_TO_KEEP = 5
+
+
+class WrongModelError(run_control.UsageError):
+  """A checkpoint of the other model."""
+
+
+class UnreadableCheckpointError(run_control.UsageError):
+  """A checkpoint whose files cannot be read; reason says why."""
+
+  def __init__(self, message, reason):
+    super().__init__(message)
+    self.reason = reason
+
+
+def checkpoint_manager(directory, max_to_keep=MAX_CHECKPOINTS_TO_KEEP,
+                       **objects):
+  """The checkpoint convention of both models.
+
+  Args:
+    directory: folder of the checkpoints (created on first save).
+    max_to_keep: how many recent checkpoints to keep.
+    **objects: what to save, e.g. model=..., state=....
+
+  Returns:
+    (tf.train.Checkpoint, tf.train.CheckpointManager).
+  """
+  ckpt = tf.train.Checkpoint(**objects)
+  manager = tf.train.CheckpointManager(ckpt, directory, max_to_keep,
+                                       checkpoint_name=CHECKPOINT_PREFIX)
+  return ckpt, manager
+
+
+INDEX_FILE = 'checkpoint'          # TensorFlow's list of a folder's checkpoints
+
+
+LOCK_FILE = '.lock'                # held by the trainer writing a train_dir
+
+
+WORKER_DIR_PREFIX = '.worker-'     # a non-chief worker's own checkpoints
+
+
+# What distinguishes the two models' checkpoints (a variable of each).
+MODEL_KINDS = {'conv1/weights': 'convnet', 'layer1/weights': 'fully connected'}
+
+
+_CKPT_RE = re.compile(r'^%s-(\d+)\.index$' % CHECKPOINT_PREFIX)
+
+
+def _listed_checkpoints(directory):
+  """Steps listed in directory's 'checkpoint' index file, and a problem.
+
+  Only checkpoints inside directory count: an index that names another
+  folder's (a run folder copied, or its index edited or restored from
+  elsewhere) is a problem, since a CheckpointManager would rotate, that is
+  delete, those files.
+
+  Returns:
+    (set of steps, None) or (the steps inside directory, one-line
+    description of why the index file cannot be used as it is); a missing
+    index file is no problem.
+  """
+  path = os.path.join(directory, INDEX_FILE)
+  if not os.path.exists(path):
+    return set(), None
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except Exception as e:  # garbage: UnicodeDecodeError, ParseError, ...
+    return set(), 'index file %s is unreadable (%s)' % (path, run_control.first_line(e))
+  if state is None:
+    return set(), 'index file %s is unreadable' % path
+  steps, outside = set(), []
+  home = os.path.realpath(directory)
+  for p in list(state.all_model_checkpoint_paths) + [
+      state.model_checkpoint_path]:
+    if os.path.realpath(os.path.dirname(os.path.join(directory, p))) != home:
+      outside.append(p)
+      continue
+    m = _CKPT_RE.match(os.path.basename(p) + '.index')
+    if m:
+      steps.add(int(m.group(1)))
+  if outside:
+    return steps, ('index file %s lists checkpoints outside %s (%s), which '
+                   'this run neither uses nor deletes' % (
+                       path, directory, ', '.join(sorted(set(outside)))))
+  return steps, None
+
+
+def checkpoint_candidates(directory):
+  """Every checkpoint a folder holds or lists, newest first.
+
+  The files are the truth and the index file a hint: a checkpoint whose
+  ckpt-N.index is on disk counts even if the index does not list it (a crash
+  between writing it and registering it), and one the index lists whose files
+  are gone is reported rather than silently skipped.
+
+  Returns:
+    (list of (step, path), index problem or None).
+  """
+  listed, problem = _listed_checkpoints(directory)
+  on_disk = set()
+  if os.path.isdir(directory):
+    for name in os.listdir(directory):
+      m = _CKPT_RE.match(name)
+      if m:
+        on_disk.add(int(m.group(1)))
+  steps = sorted(listed | on_disk, reverse=True)
+  return [(s, os.path.join(directory, '%s-%d' % (CHECKPOINT_PREFIX, s)))
+          for s in steps], problem
+
+
+def checkpoint_problem(path):
+  """Why the checkpoint at path cannot be read, or None if all of it reads.
+
+  Reads every tensor, so a missing, truncated or corrupted (checksum) index or
+  data file is found.
+  """
+  if not os.path.exists(path + '.index'):
+    return '%s.index is missing' % os.path.basename(path)
+  try:
+    reader = tf.train.load_checkpoint(path)
+    for key in reader.get_variable_to_shape_map():
+      reader.get_tensor(key)
+  except Exception as e:  # IndexError, DataLossError, NotFoundError, ...
+    return run_control.first_line(e)
+  return None
+
+
+def checkpoint_kind(path):
+  """'convnet', 'fully connected' or None: which model a checkpoint holds."""
+  try:
+    keys = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  except Exception:  # unreadable: no kind
+    return None
+  for name, kind in MODEL_KINDS.items():
+    if any(k.startswith('model/params/%s/' % name.replace('/', '.S'))
+           for k in keys):
+      return kind
+  return None
+
+
+def _model_kind(ckpt):
+  params = getattr(getattr(ckpt, 'model', None), 'params', {})
+  return next((MODEL_KINDS[k] for k in params if k in MODEL_KINDS), None)
+
+
+def restore(ckpt, path, what='checkpoint'):
+  """Restores path into ckpt.
+
+  Raises:
+    run_control.UsageError: the checkpoint holds another model, or does not fit this one
+      (another shape), or cannot be read; one line naming the file.
+  """
+  try:
+    ckpt.restore(path).expect_partial().assert_existing_objects_matched()
+  except Exception as e:  # AssertionError, ValueError, OpError, IndexError
+    want, have = _model_kind(ckpt), checkpoint_kind(path)
+    if want and have and want != have:
+      raise WrongModelError('%s %s is a %s checkpoint, not a %s one' %
+                       (what, path, have, want))
+    problem = checkpoint_problem(path)
+    if problem:
+      raise UnreadableCheckpointError(
+          '%s %s cannot be read (%s)' % (what, path, problem), problem)
+    raise run_control.UsageError('%s %s does not fit this model (%s)' %
+                     (what, path, run_control.first_line(e)))
+
+
+def cleanup_interrupted_saves(directory):
+  """Removes what an interrupted save leaves (ckpt-N_temp/ folders, temporary
+  index files); says so in one line. Returns the names removed."""
+  if not os.path.isdir(directory):
+    return []
+  debris = [n for n in os.listdir(directory)
+            if (n.startswith(CHECKPOINT_PREFIX + '-') and n.endswith('_temp'))
+            or n.startswith(INDEX_FILE + '.tmp') or '.tempstate' in n]
+  for name in debris:
+    path = os.path.join(directory, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      os.remove(path)
+  if debris:
+    print('Removed the leftovers of an interrupted save in %s: %s' %
+          (directory, ', '.join(sorted(debris))), flush=True)
+  return debris
+
+
+def _write_index(directory, steps):
+  """Atomically writes directory's index file listing steps (oldest first).
+
+  With each checkpoint's time (its index file's mtime): CheckpointManager
+  takes an entry without one for a checkpoint preserved for ever, and would
+  neither list nor rotate it out.
+  """
+  names = ['%s-%d' % (CHECKPOINT_PREFIX, s) for s in sorted(steps)]
+  times = [os.path.getmtime(os.path.join(directory, n + '.index'))
+           for n in names]
+  text = ('model_checkpoint_path: "%s"\n' % names[-1] +
+          ''.join('all_model_checkpoint_paths: "%s"\n' % n for n in names) +
+          ''.join('all_model_checkpoint_timestamps: %.6f\n' % t
+                  for t in times) +
+          'last_preserved_timestamp: %.6f\n' % (min(times) - 1))
+  tmp = os.path.join(directory, INDEX_FILE + '.tmp-toolkit')
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, os.path.join(directory, INDEX_FILE))
+
+
+def _set_aside_unreadable(directory, paths):
+  dest = os.path.join(directory, time.strftime('unreadable-%Y%m%d-%H%M%S'))
+  os.makedirs(dest, exist_ok=True)
+  for path in paths:
+    base = os.path.basename(path)
+    for name in os.listdir(directory):
+      if name == base + '.index' or name.startswith(base + '.data-'):
+        shutil.move(os.path.join(directory, name), dest)
+  return dest
+
+
+def _fingerprint(path):
+  """Name, size and modification time of each file of a checkpoint (or of
+  one file): what changes when it is repaired, rewritten or replaced."""
+  folder, base = os.path.split(path)
+  out = []
+  try:
+    for name in sorted(os.listdir(folder)):
+      if name == base or name.startswith(base + '.'):
+        st = os.stat(os.path.join(folder, name))
+        out.append((name, st.st_size, st.st_mtime_ns))
+  except OSError:
+    pass
+  return tuple(out)
+
+
+def resume(ckpt, directory, repair=False, skip=None):
+  """Restores the newest checkpoint of directory that reads, walking back.
+
+  Each checkpoint skipped on the way is named in one line with the reason.
+  A checkpoint of another model stops the walk at once (run_control.UsageError). With
+  repair (the trainer, which holds the folder's lock): leftovers of
+  interrupted saves are removed, unreadable checkpoints are moved to
+  directory/unreadable-<time>/ (never deleted), and the index file is
+  rewritten to list exactly the readable checkpoints on disk, so that the
+  CheckpointManager keeps (and in time rotates out) only good ones.
+
+  Args:
+    ckpt: the tf.train.Checkpoint to restore into.
+    directory: the checkpoint folder.
+    repair: clean up and rewrite the folder (see above).
+    skip: optional dict path -> fingerprint of its files: the ones found
+      unreadable, and INDEX_FILE once its problem is said, are added to it,
+      and not tried again while their files stay as they were (the
+      evaluator names each damaged checkpoint, and a damaged index, once,
+      and tries it again once it is repaired or rewritten).
+
+  Returns:
+    The path restored, or None when the folder holds no checkpoint.
+
+  Raises:
+    run_control.UsageError: checkpoints exist but none reads (nothing is changed), or
+      one holds another model.
+  """
+  if repair:
+    cleanup_interrupted_saves(directory)
+  candidates, index_problem = checkpoint_candidates(directory)
+  skipped = lambda p: skip is not None and skip.get(p) == _fingerprint(p)
+  index = os.path.join(directory, INDEX_FILE)
+  if index_problem and not skipped(index):
+    print('Note: %s; using the checkpoint files in the folder' % index_problem,
+          flush=True)
+    if skip is not None:
+      skip[index] = _fingerprint(index)
+  restored, bad, reasons = None, [], []
+  for step, path in candidates:
+    if skipped(path):
+      continue
+    try:
+      restore(ckpt, path)
+    except WrongModelError:
+      raise
+    except run_control.UsageError as e:  # unreadable, or of another shape
+      reason = getattr(e, 'reason', None) or str(e)
+      print('Skipping checkpoint %s: %s' % (path, reason), flush=True)
+      if skip is not None:
+        skip[path] = _fingerprint(path)
+      bad.append(path)
+      reasons.append('%s: %s' % (os.path.basename(path), reason))
+      continue
+    restored = path
+    break
+  if restored is None:
+    if candidates and not all(skipped(p) for _, p in candidates):
+      raise run_control.UsageError('no checkpoint in %s can be read (%s); nothing was '
+                       'changed' % (directory, '; '.join(reasons)))
+    if repair and index_problem:  # nothing of this folder's to list
+      os.remove(os.path.join(directory, INDEX_FILE))
+    return None
+  if repair:
+    step = int(restored.rsplit('-', 1)[1])
+    good = [step]
+    for s, path in candidates:
+      problem = checkpoint_problem(path) if s < step else None
+      if problem:
+        print('Skipping checkpoint %s: %s' % (path, problem), flush=True)
+        bad.append(path)
+      elif s < step:
+        good.append(s)
+    if bad:
+      print('Moved the unreadable checkpoint(s) to %s' %
+            _set_aside_unreadable(directory, bad), flush=True)
+    listed, _ = _listed_checkpoints(directory)
+    if index_problem or bad or set(good) != listed:
+      _write_index(directory, good)
+  return restored
+
+
+def save_checkpoint(manager, step):
+  """manager.save(step); a failure (e.g. a full disk) removes what it half
+  wrote and becomes one run_control.UsageError naming the folder and the last good one."""
+  try:
+    return manager.save(checkpoint_number=step)
+  except (tf.errors.OpError, OSError) as e:
+    directory = manager.directory
+    base = '%s-%d' % (CHECKPOINT_PREFIX, step)
+    cleanup_interrupted_saves(directory)
+    if os.path.join(directory, base) not in manager.checkpoints:
+      for name in os.listdir(directory):
+        if name.startswith(base + '.'):
+          os.remove(os.path.join(directory, name))
+    raise run_control.UsageError('cannot save checkpoint %s in %s (%s); %s' % (
+        base, directory, run_control.first_line(e),
+        'the last good checkpoint is %s' % manager.latest_checkpoint
+        if manager.latest_checkpoint else 'there is no earlier checkpoint'))
+
+
+def prepare_dir(path, flag):
+  """Creates the folder a flag names, checking that it can be written.
+
+  Raises:
+    run_control.UsageError: it is a file or a dangling symbolic link, or cannot be
+      created or written.
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise run_control.UsageError('%s %s is a file, not a folder' % (flag, path))
+  if os.path.islink(path) and not os.path.exists(path):
+    raise run_control.UsageError('%s %s is a symbolic link that leads nowhere (a loop, or '
+                     'its target %s is missing)' % (flag, path,
+                                                    os.readlink(path)))
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe-')
+    probe.close()
+  except OSError as e:
+    raise run_control.UsageError('%s %s cannot be written (%s)' % (
+        flag, path, e.strerror or run_control.first_line(e)))
+
+
+class TrainDirLock:
+  """An exclusive lock on a train_dir, held while a trainer runs.
+
+  flock on train_dir/.lock: the kernel releases it on any exit, kill -9
+  included, so a lock left by a crash is never an obstacle. The file holds the
+  holder's pid, host and start time, for the error a second trainer gets.
+  The file itself is left in place (removing it would race a new holder).
+  """
+
+  def __init__(self, train_dir):
+    self.path = os.path.join(train_dir, LOCK_FILE)
+    self.train_dir = train_dir
+    self._fd = None
+
+  def __enter__(self):
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      holder = os.read(fd, 1000).decode('utf-8', 'replace').strip()
+      os.close(fd)
+      raise run_control.UsageError('--train_dir %s is in use by %s; stop that run or use '
+                       'another --train_dir' % (self.train_dir,
+                                                holder or 'another trainer'))
+    os.ftruncate(fd, 0)
+    os.write(fd, ('%s (pid %d on %s, since %s)\n' % (
+        os.path.basename(sys.argv[0]) or 'python', os.getpid(),
+        socket.gethostname(), time.strftime('%Y-%m-%d %H:%M:%S'))).encode())
+    self._fd = fd
+    return self
+
+  def __exit__(self, *exc):
+    if self._fd is not None:
+      os.close(self._fd)  # releases the flock
+      self._fd = None
+    return False

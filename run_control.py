@@ -1,0 +1,220 @@
+"""Run control for the scripts: errors, exit codes, signals, the console.
+
+  run_main(main)              the toolkit's errors as one line, exit codes;
+                              memory growth set before anything runs
+  UsageError, NanLossError    the toolkit's own errors (with DataSetError)
+  GracefulStop                Ctrl-C / SIGTERM / SIGHUP: finish, save, exit
+  signals_raise()             the same signals as an exception (Stopped)
+  record_stop_signals()       a signal during start-up is kept for the loop
+  ClosableConsole             stdout that a closed reader cannot stop
+  now(), progress_line()      the console's time stamps and time-to-go line
+
+Exit status: 0 done; 1 a data, checkpoint or usage problem, a NaN loss, a file
+system error; 128 + the signal's number when stopped by a signal (after
+saving).
+"""
+
+import contextlib
+import datetime
+import os
+import re
+import signal
+import sys
+import time
+
+import tensorflow as tf
+
+import cli
+import hardware
+from cifar10_input import DataSetError
+
+class UsageError(Exception):
+  """A flag value or a request that cannot be carried out."""
+
+
+class NanLossError(Exception):
+  """The loss became NaN or infinite."""
+
+
+def run_main(main, argv=None):
+  """Runs main(argv); expected failures become one line on stderr.
+
+  Expected: the toolkit's own errors (DataSetError, UsageError,
+  NanLossError), the file system's (OSError) and TensorFlow's (OpError: a
+  file it cannot read or write). Anything else is a bug and keeps its
+  traceback.
+
+  Exit status: 0 done, 1 a data, checkpoint or usage problem, a NaN loss or
+  a file system error (full disk, read-only folder: one line naming the file),
+  130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP (after saving).
+  """
+  prog = os.path.basename(sys.argv[0])
+  hardware.set_memory_growth()  # before anything runs on a GPU
+  if not isinstance(sys.stdout, ClosableConsole):
+    sys.stdout = ClosableConsole(sys.stdout)
+  if cli.interrupted():  # Ctrl-C while TensorFlow loaded, which swallows it
+    sys.stderr.write('%s: interrupted\n' % prog)
+    return 130
+  try:
+    return main(argv)
+  except (DataSetError, UsageError, NanLossError) as e:  # the toolkit's own
+    sys.stderr.write('%s: error: %s\n' % (prog, e))
+    return 1
+  except OSError as e:
+    sys.stderr.write('%s: error: %s\n' % (prog, e))
+    return 1
+  except tf.errors.OpError as e:
+    sys.stderr.write('%s: error: %s\n' % (prog, first_line(e)))
+    return 1
+  except KeyboardInterrupt:
+    sys.stderr.write('%s: interrupted\n' % prog)
+    return 130
+  except Stopped as e:
+    sys.stderr.write('%s: %s; nothing was left half-written\n' % (prog, e))
+    return 128 + e.signum
+
+
+class ClosableConsole:
+  """stdout that a closed reader cannot stop: after a broken pipe (the
+  reader of `... | head` gone, a terminal closed) the lines go nowhere and
+  the run goes on, saving as usual."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def _guard(self, method, *args):
+    try:
+      return getattr(self._stream, method)(*args)
+    except (BrokenPipeError, ValueError):  # EPIPE; or the stream was closed
+      devnull = open(os.devnull, 'w')
+      try:  # what the old stream still buffers goes there too at exit
+        os.dup2(devnull.fileno(), self._stream.fileno())
+      except (OSError, ValueError):
+        pass
+      self._stream = devnull
+      return None
+
+  def write(self, text):
+    self._guard('write', text)
+    return len(text)
+
+  def flush(self):
+    self._guard('flush')
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+def now(seconds=None):
+  """The tutorial's console timestamp: of `seconds` since the epoch, or now."""
+  return datetime.datetime.fromtimestamp(
+      time.time() if seconds is None else seconds)
+
+
+def first_line(e):
+  """The first line of an error's message, without TensorFlow's op prefix
+  ('{{function_node ...}} ') and suffix (' [Op:SaveV2]')."""
+  text = getattr(e, 'message', None) or str(e)
+  text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', text).strip()
+  text = re.sub(r'\s*\[Op:\w+\]$', '', text.splitlines()[0] if text else '')
+  return text or type(e).__name__
+
+
+# The signals after which training saves before it exits: Ctrl-C, kill's
+# default, and a hang-up (the terminal or SSH session that ran it went away).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+_pending = []  # stop signals received before GracefulStop took over
+
+
+def record_stop_signals():
+  """Until GracefulStop takes over, a stop signal is only recorded, so that
+  one arriving while training starts (a cluster forming, the data loading)
+  stops the run at the first chance instead of being lost."""
+  for s in STOP_SIGNALS:
+    signal.signal(s, lambda signum, frame: _pending.append(signum))
+
+
+class Stopped(Exception):
+  """A stop signal arrived where nothing is to be saved (signals_raise)."""
+
+  def __init__(self, signum):
+    super().__init__('stopped by %s' % signal.Signals(signum).name)
+    self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_raise():
+  """While active, STOP_SIGNALS raise Stopped, so that `finally` clauses
+  clean up (a half-written export is removed) before the exit, whose status
+  run_main makes 128 + the signal's number."""
+  def handle(signum, frame):
+    raise Stopped(signum)
+  old = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
+  try:
+    yield
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)
+
+
+class GracefulStop:
+  """While active, STOP_SIGNALS only set `signum`; the loop then saves.
+
+  Use as a context manager around a training loop and test `stop.requested`
+  after each step. A second signal interrupts at once.
+  """
+
+  def __init__(self, action='saving a checkpoint before exiting'):
+    self.signum = None
+    self.action = action
+    self._old = {}
+
+  @property
+  def requested(self):
+    return self.signum is not None
+
+  def _handle(self, signum, frame):
+    if self.signum is not None:  # second signal: give up on saving
+      raise KeyboardInterrupt
+    self.signum = signum
+    print('%s: caught %s; %s' % (now(), signal.Signals(signum).name,
+                                 self.action), flush=True)
+
+  def __enter__(self):
+    for s in STOP_SIGNALS:
+      self._old[s] = signal.signal(s, self._handle)
+    if _pending:  # one that came while the run started
+      self._handle(_pending.pop(), None)
+    return self
+
+  def __exit__(self, *exc):
+    for s, h in self._old.items():
+      signal.signal(s, h)
+    return False
+
+  def sleep(self, seconds):
+    """Sleeps up to seconds, waking early when a stop is requested."""
+    end = time.time() + seconds
+    while not self.requested and time.time() < end:
+      time.sleep(min(0.1, max(end - time.time(), 0)))
+
+  @property
+  def exit_status(self):
+    return 128 + self.signum if self.signum else 0
+
+
+def duration_text(seconds):
+  """'2 h 05 min' or '3 min 07 s'."""
+  hours, rest = divmod(int(seconds), 3600)
+  return ('%d h %02d min' % (hours, rest // 60) if hours else
+          '%d min %02d s' % divmod(rest, 60))
+
+
+def progress_line(step, max_steps, examples_per_sec, examples_per_step):
+  """'N of M steps (P%), about T to go at the current speed'."""
+  left = (max_steps - step) * examples_per_step / max(examples_per_sec, 1e-9)
+  return '%s: step %d of %d (%.1f%%), about %s to go at %.0f examples/sec' % (
+      now(), step, max_steps, 100.0 * step / max_steps, duration_text(left),
+      examples_per_sec)

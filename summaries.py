@@ -1,0 +1,187 @@
+"""The one summary convention of both models: scalars, histograms, the
+graph, HParams, the profiler.
+
+  summary_writer(logdir)              a tf.summary writer for a run folder
+  write_scalars, write_histograms     tags and buckets as TensorBoard expects
+  write_graph(fn, args)               the traced step, once per run
+  hparams_values, write_hparams       a run's flags as it used them
+  save_run_hparams, load_run_hparams  the same, for the evaluator's row
+  Profile                             --profile_steps A,B
+"""
+
+import json
+import os
+
+import tensorflow as tf
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+
+import run_control
+
+HISTOGRAM_BUCKETS = 30  # as tf.summary.histogram
+
+
+def summary_writer(logdir, flag='--train_dir'):
+  """tf.summary.create_file_writer, with one-line errors naming the flag."""
+  try:
+    return tf.summary.create_file_writer(logdir)
+  except tf.errors.OpError as e:
+    raise run_control.UsageError('%s %s: cannot write event files (%s)' % (
+        flag, logdir, run_control.first_line(e)))
+
+
+def hparams_values(args, **effective):
+  """The run's hyperparameters for HParams: every flag, as the run used it.
+
+  Args:
+    args: the parsed flags.
+    **effective: values the run settled on where a flag said 'auto' or was
+      left out (the seed drawn, the precision picked, the data source used).
+
+  Returns:
+    dict flag name -> bool, int, float or str, sorted by name; a flag still
+    unset (one the run did without, e.g. --profile_steps) is 'off'.
+  """
+  values = dict(vars(args), **effective)
+  return {k: 'off' if v is None else
+          v if isinstance(v, (bool, int, float, str)) else str(v)
+          for k, v in sorted(values.items())}
+
+
+def write_hparams(values, metrics, trial_id=None):
+  """Writes a run's hyperparameters to TensorBoard's HParams dashboard.
+
+  Args:
+    values: hparams_values(): a column each.
+    metrics: list of (tag, group, display name): the scalars to show beside
+      them; group is the sub-folder of the run that holds the tag ('' for the
+      run itself).
+    trial_id: the session group: runs written with the same trial_id (a
+      training run and the evaluation of its checkpoints, in whatever
+      folders) make one row, each bringing its own metrics.
+  """
+  from tensorboard.plugins.hparams import api as hp
+  hp.hparams_config(
+      hparams=[hp.HParam(k) for k in values],
+      metrics=[hp.Metric(tag, group=group or None, display_name=name)
+               for tag, group, name in metrics])
+  hp.hparams(values, trial_id=trial_id)
+
+
+HPARAMS_FILE = 'hparams.json'
+
+
+def save_run_hparams(train_dir, values, trial_id):
+  """Keeps a run's HParams in train_dir, for the evaluator to join its row.
+
+  Written whole or not at all (a temporary file renamed into place).
+  """
+  path = os.path.join(train_dir, HPARAMS_FILE)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump({'trial_id': trial_id, 'hparams': values}, f, indent=1)
+  os.replace(tmp, path)
+
+
+def load_run_hparams(train_dir):
+  """(trial_id, values) that save_run_hparams kept, or (None, None)."""
+  try:
+    with open(os.path.join(train_dir, HPARAMS_FILE)) as f:
+      kept = json.load(f)
+    return str(kept['trial_id']), dict(kept['hparams'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None, None
+
+
+class Profile:
+  """--profile_steps A,B: a profiler trace from step A to step B.
+
+  Call at(step) between steps; it starts the trace at A and stops it at B.
+  until(step) is the next step at which a loop must pause for it. As a
+  context manager, it stops a trace in progress on leaving.
+  """
+
+  def __init__(self, steps, logdir):
+    self.steps, self.logdir, self.active = steps, logdir, False
+
+  def until(self, step):
+    for s in self.steps or ():
+      if s > step:
+        return s
+    return None
+
+  def at(self, step):
+    if not self.steps:
+      return
+    if step == self.steps[0] and not self.active:
+      tf.profiler.experimental.start(self.logdir)
+      self.active = True
+      print('Profiling steps %d to %d into %s' % (
+          self.steps[0] + 1, self.steps[1], self.logdir), flush=True)
+    elif step >= self.steps[1] and self.active:
+      self.stop()
+
+  def stop(self):
+    if self.active:
+      tf.profiler.experimental.stop()
+      self.active = False
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):  # a trace in progress is saved, whatever happened
+    self.stop()
+    return False
+
+
+def write_scalars(values, step):
+  """Writes name -> scalar to the default summary writer."""
+  for name, value in values.items():
+    tf.summary.scalar(name, value, step=step)
+
+
+def histogram_buckets(values, buckets=HISTOGRAM_BUCKETS):
+  """The [buckets, 3] (left edge, right edge, count) of tf.summary.histogram.
+
+  The same buckets (equal widths from min to max, the maximum in the last),
+  counted with tf.histogram_fixed_width: tf.summary.histogram builds a float64
+  one-hot of size values x buckets (1.1 GB for conv1's activations of a
+  batch), which made summary steps take a second and most of the memory.
+  """
+  x = tf.reshape(tf.cast(values, tf.float32), [-1])
+  lo, hi = tf.reduce_min(x), tf.reduce_max(x)
+  lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
+  # No Python branch on tensors (this runs inside tf.function, with or
+  # without AutoGraph): a single value goes wholly into the last bucket, as
+  # TensorBoard does, and its edges all equal that value.
+  single = hi <= lo
+  counts = tf.where(
+      single, tf.one_hot(buckets - 1, buckets, on_value=tf.size(x),
+                         dtype=tf.int32),
+      tf.histogram_fixed_width(x, tf.stack([lo, tf.where(single, lo + 1, hi)]),
+                               nbins=buckets))
+  edges = tf.concat([tf.linspace(lo64, hi64, buckets + 1)[:-1], [hi64]], 0)
+  left, right = edges[:-1], edges[1:]
+  return tf.stack([left, right, tf.cast(counts, tf.float64)], axis=1)
+
+
+def write_histograms(values, step, suffix=''):
+  """Writes name -> tensor histograms to the default summary writer."""
+  for name, value in values.items():
+    tag = name + suffix
+    tf.summary.write(
+        tag, histogram_buckets(value), step=step,
+        metadata=histogram_metadata.create_summary_metadata(tag, ''))
+
+
+def write_graph(fn, args):
+  """Calls the tf.function fn(*args) and writes its graph (the Graphs tab).
+
+  The graph of fn's own concrete function, not a trace of whatever ran:
+  a trace window also records functions TensorFlow instantiates meanwhile
+  (its own summary-writing function, the first time in a process).
+
+  Returns fn's result.
+  """
+  result = fn(*args)
+  tf.summary.graph(fn.get_concrete_function(*args).graph)
+  return result
