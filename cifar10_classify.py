@@ -18,7 +18,7 @@ import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
 import sys
 
 
-SIZE = 32  # cifar10_input.ORIGINAL_SIZE (checked there by a test)
+SIZE = 32  # cifar10_data.ORIGINAL_SIZE (checked there by a test)
 
 
 def build_parser():
@@ -42,7 +42,7 @@ if __name__ == '__main__':
 
 import numpy as np
 import tensorflow as tf
-import cifar10_input
+import cifar10_data
 import run_control
 
 
@@ -101,7 +101,7 @@ def main(argv=None):
   for path, probs in zip(args.images, probabilities):
     top = np.argsort(-probs)[:args.top_k]
     print('%s: %s' % (path, ', '.join('%s %.3f' % (
-        cifar10_input.CLASS_NAMES[i], probs[i]) for i in top)))
+        cifar10_data.CLASS_NAMES[i], probs[i]) for i in top)))
   return 0
 
 

@@ -51,6 +51,7 @@ if __name__ == '__main__':
 
 import numpy as np
 import tensorflow as tf
+import cifar10_data
 import cifar10_input
 import convnet
 import checkpoints
@@ -125,7 +126,7 @@ def confusion_image(confusion, step, precision):
   matplotlib.use('Agg')
   from matplotlib import figure as mfigure
   from matplotlib.backends.backend_agg import FigureCanvasAgg
-  names = cifar10_input.CLASS_NAMES
+  names = cifar10_data.CLASS_NAMES
   rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
   fig = mfigure.Figure(figsize=(7.2, 6.2), dpi=100)
   FigureCanvasAgg(fig)
@@ -150,7 +151,7 @@ def confusion_image(confusion, step, precision):
 
 def confusion_markdown(confusion):
   """The confusion matrix as a Markdown table (TensorBoard's Text tab)."""
-  names = cifar10_input.CLASS_NAMES
+  names = cifar10_data.CLASS_NAMES
   lines = ['| true \\ predicted | ' + ' | '.join(names) + ' | recall |',
            '|---' * (len(names) + 2) + '|']
   for i, name in enumerate(names):
@@ -169,7 +170,7 @@ def report(precision, confusion, seen, step, path, writer):
   actual = confusion.sum(axis=1)
   print('  checkpoint %s (step %d), %d examples' % (path, step, seen))
   print('  %-12s %9s %9s' % ('class', 'precision', 'recall'))
-  for i, name in enumerate(cifar10_input.CLASS_NAMES):
+  for i, name in enumerate(cifar10_data.CLASS_NAMES):
     print('  %-12s %9.3f %9.3f' % (name, hits[i] / max(predicted[i], 1),
                                    hits[i] / max(actual[i], 1)))
   sys.stdout.flush()
@@ -222,7 +223,7 @@ def join_training_row(checkpoint_dir, writer, joined):
 def main(argv=None):
   args = build_parser().parse_args(argv)
   checkpoints.prepare_dir(args.eval_dir, '--eval_dir')
-  cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
+  cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
   evaluator = Evaluator(args.data_dir, args.eval_data, args.num_examples,
                         args.raw_weights)
   writer = summaries.summary_writer(args.eval_dir, '--eval_dir')

@@ -1,10 +1,8 @@
-"""Getting CIFAR-10 (binary version) and feeding it to TensorFlow with tf.data.
+"""Feeding CIFAR-10 to TensorFlow: the tutorial's preprocessing, tf.data.
 
-Functions, in the order a training program chains them:
+Functions, in the order a training program chains them (after
+cifar10_data.maybe_download_and_extract(data_dir) has the files in place):
 
-  maybe_download_and_extract(data_dir)  -> data_dir/cifar-10-batches-bin
-      fetch the archive (official URL, a mirror URL or a local archive path;
-      see DATA_SOURCE_ENV), verify it, extract it atomically.
   distorted_inputs(data_dir, batch_size) -> tf.data.Dataset of training batches
       (images float32 [batch, 24, 24, 3], labels int32 [batch]) with the
       tutorial's random crop, flip, brightness, contrast and standardization.
@@ -14,273 +12,26 @@ Functions, in the order a training program chains them:
 
 Building blocks shared with other input paths (the whole data set on an
 accelerator, see distort_images): decode_records, distort_images,
-central_crop_and_standardize, load_records, check_batches_bin.
+central_crop_and_standardize, load_records.
 
-Every problem with the data is raised as DataSetError with a one-line message
-that names the file (or folder) and what is wrong.
+Every problem with the data is raised as cifar10_data.DataSetError with a
+one-line message that names the file (or folder) and what is wrong.
 """
 
-import hashlib
 import os
-import shutil
-import sys
-import tarfile
-import tempfile
-import time
-import urllib.error
-import urllib.request
-import zlib
 
 import numpy as np
 import tensorflow as tf
 
-# The data set (docs/model.md).
+import cifar10_data
+
 IMAGE_SIZE = 24            # side of the crops fed to the network
-ORIGINAL_SIZE = 32         # side of the images in the files
-NUM_CHANNELS = 3
-NUM_CLASSES = 10
-NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = 50000
-NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = 10000
-CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
-               'horse', 'ship', 'truck')
-
-LABEL_BYTES = 1
-IMAGE_BYTES = ORIGINAL_SIZE * ORIGINAL_SIZE * NUM_CHANNELS   # 3072
-RECORD_BYTES = LABEL_BYTES + IMAGE_BYTES                     # 3073
-RECORDS_PER_FILE = 10000
-FILE_BYTES = RECORD_BYTES * RECORDS_PER_FILE                 # 30,730,000
-
-DATA_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
-ARCHIVE_NAME = 'cifar-10-binary.tar.gz'
-OFFICIAL_MD5 = 'c32a1d4ab5d03f1284b67883e8d87530'
-BATCHES_DIR = 'cifar-10-batches-bin'
-TRAIN_FILES = tuple('data_batch_%d.bin' % i for i in range(1, 6))
-TEST_FILE = 'test_batch.bin'
-from cli import DATA_SOURCE_ENV  # noqa: E402  (one name for the variable)
 
 # Training distortions (docs/model.md): random crop, flip, brightness, contrast.
 MAX_BRIGHTNESS_DELTA = 63.0
 CONTRAST_RANGE = (0.2, 1.8)
 # The tutorial's shuffling queue held 40% of an epoch (20,000 images); here
 # each epoch is a permutation of all of it (training_index_batches).
-
-
-class DataSetError(Exception):
-  """A data set that is missing, cannot be fetched, or is malformed."""
-
-
-# --------------------------------------------------------------------------
-# Getting the data set
-# --------------------------------------------------------------------------
-
-def _is_url(source):
-  return '://' in source
-
-
-def _md5(path):
-  digest = hashlib.md5()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def _download(url, dest):
-  """Downloads url to dest through a .partial file, with a progress display."""
-  partial = dest + '.partial'
-  name = os.path.basename(dest)
-
-  def progress(count, block_size, total_size):
-    if total_size > 0:
-      pct = min(100.0, 100.0 * count * block_size / total_size)
-      sys.stdout.write('\r>> Downloading %s %.1f%%' % (name, pct))
-    else:
-      sys.stdout.write('\r>> Downloading %s %.1f MB' %
-                       (name, count * block_size / 1e6))
-    sys.stdout.flush()
-
-  try:
-    urllib.request.urlretrieve(url, partial, progress)
-  except (urllib.error.URLError, OSError, ValueError) as e:
-    if os.path.exists(partial):
-      os.remove(partial)
-    raise DataSetError(
-        'no CIFAR-10 data set in %s and fetching %s failed (%s); put %s in '
-        '%s, or point --data_source or $%s at a local archive path or a '
-        'mirror URL' % (os.path.dirname(dest), url, getattr(e, 'reason', e),
-                        ARCHIVE_NAME, os.path.dirname(dest), DATA_SOURCE_ENV))
-  print()
-  os.replace(partial, dest)
-  print('Successfully downloaded %s (%d bytes).' % (name, os.path.getsize(dest)))
-
-
-def check_batches_bin(batches_dir, exact_size=False):
-  """Checks the structure of a cifar-10-batches-bin folder.
-
-  Args:
-    batches_dir: folder holding data_batch_1.bin .. data_batch_5.bin and
-      test_batch.bin.
-    exact_size: require exactly 10,000 records a file (the official layout);
-      otherwise every file whole and none shorter or longer than the others
-      (check_record_counts), which admits small data sets made in the same
-      format, e.g. for tests.
-
-  Raises:
-    DataSetError: naming the first file that is missing, has a partial
-      record or a wrong size, or holds a label byte above 9.
-  """
-  counts = {name: check_bin_file(os.path.join(batches_dir, name), exact_size)
-            for name in TRAIN_FILES + (TEST_FILE,)}
-  check_record_counts(batches_dir, counts, TRAIN_FILES, TEST_FILE)
-
-
-def check_record_counts(folder, counts, train_names, test_name):
-  """Checks that no batch file of a data set is short or long.
-
-  The official layout is exact: five training files and one test file of
-  RECORDS_PER_FILE records each. A file cut at a record boundary, or one
-  holding more, is told from the others: the count most training files hold
-  is the data set's, and a file that differs from it is named. A data set
-  made smaller in the same format (every training file alike, e.g. for
-  tests) is accepted; once the training files hold the official count, the
-  test file must too.
-
-  Args:
-    folder: the data set's folder, for the message.
-    counts: file name -> records it holds.
-    train_names, test_name: the file names of the format.
-
-  Raises:
-    DataSetError: naming the file whose count differs, with both counts.
-  """
-  train = [counts[n] for n in train_names]
-  usual = max(sorted(set(train), reverse=True), key=train.count)
-  for name in train_names:
-    if counts[name] != usual:
-      raise DataSetError(
-          '%s: %d records, where the other training files hold %d (a cut or '
-          'padded file; the official files hold %d each)' % (
-              os.path.join(folder, name), counts[name], usual,
-              RECORDS_PER_FILE))
-  if usual == RECORDS_PER_FILE and counts[test_name] != RECORDS_PER_FILE:
-    raise DataSetError('%s: %d records, expected the official %d' % (
-        os.path.join(folder, test_name), counts[test_name], RECORDS_PER_FILE))
-
-
-def check_bin_file(path, exact_size=False):
-  """Checks one binary batch file; see check_batches_bin. Returns its records."""
-  if not os.path.isfile(path):
-    raise DataSetError('%s: missing' % path)
-  size = os.path.getsize(path)
-  if exact_size and size != FILE_BYTES:
-    raise DataSetError('%s: %d bytes, expected exactly %d (10000 records of %d '
-                       'bytes)' % (path, size, FILE_BYTES, RECORD_BYTES))
-  if size == 0 or size % RECORD_BYTES:
-    raise DataSetError('%s: %d bytes is not a whole number of %d-byte records '
-                       '(truncated or padded file)' % (path, size, RECORD_BYTES))
-  labels = np.memmap(path, dtype=np.uint8, mode='r').reshape(
-      -1, RECORD_BYTES)[:, 0]
-  bad = np.flatnonzero(labels >= NUM_CLASSES)
-  if bad.size:
-    raise DataSetError('%s: record %d has label byte %d, expected 0-9' %
-                       (path, bad[0], labels[bad[0]]))
-  return labels.size
-
-
-def _extract(archive, data_dir):
-  """Extracts archive's cifar-10-batches-bin into data_dir, all or nothing."""
-  began = time.time()
-  print('Extracting %s into %s (and checking it) ...' % (archive, data_dir),
-        flush=True)
-  tmp = tempfile.mkdtemp(prefix='.extract-', dir=data_dir)
-  try:
-    try:
-      with tarfile.open(archive, 'r:gz') as tar:
-        members = [m for m in tar.getmembers()
-                   if m.name.startswith(BATCHES_DIR + '/') and
-                   (m.isfile() or m.isdir())]
-        tar.extractall(tmp, members=members, filter='data')
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-      raise DataSetError('%s: not a readable gzip-compressed tar archive (%s)' %
-                         (archive, e))
-    extracted = os.path.join(tmp, BATCHES_DIR)
-    if not os.path.isdir(extracted):
-      raise DataSetError('%s: holds no %s/ folder' % (archive, BATCHES_DIR))
-    try:
-      check_batches_bin(extracted, exact_size=True)
-    except DataSetError as e:
-      raise DataSetError('%s: %s' % (archive, str(e).replace(tmp + os.sep, '')))
-    os.replace(extracted, os.path.join(data_dir, BATCHES_DIR))
-    print('Extracted %s in %.0f s' % (os.path.join(data_dir, BATCHES_DIR),
-                                      time.time() - began), flush=True)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def resolve_source(source=None):
-  """The archive source: the argument, else $CIFAR10_DATA_SOURCE, else DATA_URL."""
-  return source or os.environ.get(DATA_SOURCE_ENV) or DATA_URL
-
-
-def maybe_download_and_extract(data_dir, url=None):
-  """Makes sure data_dir holds an extracted, well-formed binary CIFAR-10.
-
-  Nothing is fetched when data_dir already holds the extracted folder or the
-  archive. Otherwise the archive comes from `url`, else from the environment
-  variable CIFAR10_DATA_SOURCE, else from the official DATA_URL; the source
-  is a URL or a local archive path. The official md5 is checked when the
-  official archive is downloaded; every archive is checked for structure
-  (six files of exactly 30,730,000 bytes, labels 0-9). Extraction goes to a
-  temporary folder that is renamed into place only when complete.
-
-  Args:
-    data_dir: folder for the archive and the extracted data set.
-    url: optional source overriding the environment variable and DATA_URL.
-
-  Returns:
-    Path of the extracted cifar-10-batches-bin folder.
-
-  Raises:
-    DataSetError: the data set is missing and cannot be fetched, or is
-      malformed; the message names the file and what is wrong.
-  """
-  batches_dir = os.path.join(data_dir, BATCHES_DIR)
-  if os.path.isdir(batches_dir):
-    check_batches_bin(batches_dir)
-    return batches_dir
-  if os.path.lexists(batches_dir):
-    raise DataSetError('%s: a file, not the data set\'s folder; move it away '
-                       'and run again to fetch the data set' % batches_dir)
-  try:
-    os.makedirs(data_dir, exist_ok=True)
-  except OSError as e:
-    raise DataSetError('data_dir %s: cannot be created (%s)' % (data_dir, e))
-  source = resolve_source(url)
-  archive = os.path.join(data_dir, ARCHIVE_NAME)
-  downloaded = False
-  if not os.path.exists(archive):
-    if _is_url(source):
-      _download(source, archive)
-      downloaded = True
-    else:
-      source = os.path.expanduser(source)
-      if not os.path.isfile(source):
-        raise DataSetError(
-            'no CIFAR-10 data set in %s and the archive source %s does not '
-            'exist; put %s in %s, or point --data_source or $%s at a local '
-            'archive path or a mirror URL' % (data_dir, source, ARCHIVE_NAME,
-                                              data_dir, DATA_SOURCE_ENV))
-      archive = source  # extract straight from the local file, no copy
-  try:
-    if downloaded and source == DATA_URL and _md5(archive) != OFFICIAL_MD5:
-      raise DataSetError('%s: md5 %s differs from the official %s (corrupt '
-                         'download)' % (archive, _md5(archive), OFFICIAL_MD5))
-    _extract(archive, data_dir)
-  except DataSetError:
-    if downloaded:  # never keep a bad download: the next run fetches again
-      os.remove(archive)
-    raise
-  return batches_dir
 
 
 # --------------------------------------------------------------------------
@@ -298,8 +49,8 @@ def decode_records(records):
     images: uint8 [batch, 32, 32, 3]; labels: int32 [batch].
   """
   labels = tf.cast(records[:, 0], tf.int32)
-  planes = tf.reshape(records[:, LABEL_BYTES:],
-                      [-1, NUM_CHANNELS, ORIGINAL_SIZE, ORIGINAL_SIZE])
+  planes = tf.reshape(records[:, cifar10_data.LABEL_BYTES:],
+                      [-1, cifar10_data.NUM_CHANNELS, cifar10_data.ORIGINAL_SIZE, cifar10_data.ORIGINAL_SIZE])
   return tf.transpose(planes, [0, 2, 3, 1]), labels
 
 
@@ -328,7 +79,7 @@ def distortion_draws(seed, num):
   one = [num, 1, 1, 1]
   return {
       'offsets': tf.random.stateless_uniform(
-          [num, 2], seeds[0], 0, ORIGINAL_SIZE - IMAGE_SIZE + 1, tf.int32,
+          [num, 2], seeds[0], 0, cifar10_data.ORIGINAL_SIZE - IMAGE_SIZE + 1, tf.int32,
           alg='philox'),
       'flip': uniform(one, seeds[1]) < 0.5,
       'brightness': uniform(one, seeds[2], -MAX_BRIGHTNESS_DELTA,
@@ -402,7 +153,7 @@ def distort_images(images, seed, draws_for=None, offset=0):
 
 def central_crop_and_standardize(images):
   """Evaluation preprocessing: central 24x24 crop, per-image standardization."""
-  start = (ORIGINAL_SIZE - IMAGE_SIZE) // 2
+  start = (cifar10_data.ORIGINAL_SIZE - IMAGE_SIZE) // 2
   crop = images[:, start:start + IMAGE_SIZE, start:start + IMAGE_SIZE, :]
   return standardize(tf.cast(crop, tf.float32))
 
@@ -412,11 +163,11 @@ def central_crop_and_standardize(images):
 # --------------------------------------------------------------------------
 
 def _filenames(eval_data, data_dir):
-  batches_dir = os.path.join(data_dir, BATCHES_DIR)
-  names = (TEST_FILE,) if eval_data else TRAIN_FILES
+  batches_dir = os.path.join(data_dir, cifar10_data.BATCHES_DIR)
+  names = (cifar10_data.TEST_FILE,) if eval_data else cifar10_data.TRAIN_FILES
   paths = [os.path.join(batches_dir, n) for n in names]
   for p in paths:
-    check_bin_file(p)
+    cifar10_data.check_bin_file(p)
   return paths
 
 
@@ -432,11 +183,11 @@ def load_records(filenames):
   Reading goes through tf.data.FixedLengthRecordDataset, file after file, so
   row i is the i-th record of the files in the order given.
   """
-  ds = tf.data.FixedLengthRecordDataset(filenames, RECORD_BYTES,
+  ds = tf.data.FixedLengthRecordDataset(filenames, cifar10_data.RECORD_BYTES,
                                         buffer_size=1 << 20)
-  ds = ds.batch(RECORDS_PER_FILE).map(lambda r: tf.io.decode_raw(r, tf.uint8))
+  ds = ds.batch(cifar10_data.RECORDS_PER_FILE).map(lambda r: tf.io.decode_raw(r, tf.uint8))
   ds = ds.unbatch()
-  count = sum(os.path.getsize(f) // RECORD_BYTES for f in filenames)
+  count = sum(os.path.getsize(f) // cifar10_data.RECORD_BYTES for f in filenames)
   return ds.batch(count).get_single_element()
 
 
@@ -494,9 +245,9 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
 
   Raises:
     ValueError: batch_size is not a positive integer (a bug: flags check it).
-    DataSetError: the global batch exceeds the
+    cifar10_data.DataSetError: the global batch exceeds the
       training set.
-    DataSetError: a training file is missing or malformed.
+    cifar10_data.DataSetError: a training file is missing or malformed.
   """
   _check_batch_size(batch_size)
   records = load_records(_filenames(False, data_dir))
@@ -510,7 +261,7 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
   global_batch = batch_size * replicas
   num_examples = int(records.shape[0])
   if global_batch > num_examples:
-    raise DataSetError('batch_size %d x %d replicas exceeds the %d training '
+    raise cifar10_data.DataSetError('batch_size %d x %d replicas exceeds the %d training '
                      'examples in %s' % (batch_size, replicas, num_examples,
                                          data_dir))
   lo = first * batch_size
@@ -567,7 +318,7 @@ class DeviceInput:
         data_dir's (e.g. to trace the training functions, gpu_audit.py).
 
     Raises:
-      ValueError, DataSetError: as distorted_inputs.
+      ValueError, cifar10_data.DataSetError: as distorted_inputs.
     """
     _check_batch_size(batch_size)
     strategy = strategy or tf.distribute.get_strategy()
@@ -577,7 +328,7 @@ class DeviceInput:
     self.batch_size = batch_size
     self.global_batch = batch_size * strategy.num_replicas_in_sync
     if self.global_batch > self.num_examples:
-      raise DataSetError('batch_size %d x %d replicas exceeds the %d training '
+      raise cifar10_data.DataSetError('batch_size %d x %d replicas exceeds the %d training '
                        'examples in %s' % (
                            batch_size, strategy.num_replicas_in_sync,
                            self.num_examples, data_dir))
@@ -658,16 +409,16 @@ _WORD = 4  # bytes
 
 def to_words(records):
   """uint8 [N, 3073] records as int32 [N, 769] words (zero-padded)."""
-  pad = -RECORD_BYTES % _WORD
+  pad = -cifar10_data.RECORD_BYTES % _WORD
   padded = tf.pad(records, [[0, 0], [0, pad]])
-  return tf.bitcast(tf.reshape(padded, [-1, (RECORD_BYTES + pad) // _WORD,
+  return tf.bitcast(tf.reshape(padded, [-1, (cifar10_data.RECORD_BYTES + pad) // _WORD,
                                         _WORD]), tf.int32)
 
 
 def from_words(words):
   """to_words undone: int32 [N, 769] -> uint8 [N, 3073]."""
   return tf.reshape(tf.bitcast(words, tf.uint8), [tf.shape(words)[0], -1]
-                    )[:, :RECORD_BYTES]
+                    )[:, :cifar10_data.RECORD_BYTES]
 
 
 def inputs(eval_data, data_dir, batch_size, drop_remainder=False):
@@ -685,7 +436,7 @@ def inputs(eval_data, data_dir, batch_size, drop_remainder=False):
   """
   _check_batch_size(batch_size)
   ds = tf.data.FixedLengthRecordDataset(_filenames(eval_data, data_dir),
-                                        RECORD_BYTES)
+                                        cifar10_data.RECORD_BYTES)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
   def preprocess(raw):

@@ -49,6 +49,7 @@ if __name__ == '__main__':
 
 import numpy as np
 import tensorflow as tf
+import cifar10_data
 import cifar10_input
 import convnet
 import hardware
@@ -382,7 +383,7 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
   with contextlib.ExitStack() as held:
     if is_chief:
       held.enter_context(checkpoints.TrainDirLock(args.train_dir))
-    cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
+    cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
     if args.fresh and is_chief:
       set_aside(args.train_dir)
     return _train(args, strategy, is_chief, worker_dir,
@@ -443,7 +444,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
         use_fp16=dtype == tf.float16, data_on_device=str(on_device).lower(),
         jit_compile=jit,
         shards=shards, replicas=replicas,
-        data_source=cifar10_input.resolve_source(args.data_source))
+        data_source=cifar10_data.resolve_source(args.data_source))
     trial_id = '%s seed %d' % (os.path.abspath(args.train_dir), seed)
     summaries.save_run_hparams(args.train_dir, values, trial_id)
     with writer.as_default():

@@ -24,11 +24,12 @@ import contextlib
 
 import tensorflow as tf
 
+import cifar10_data
 import cifar10_input
 
 # Schedule and model constants (the tutorial's).
-NUM_CLASSES = cifar10_input.NUM_CLASSES
-NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+NUM_CLASSES = cifar10_data.NUM_CLASSES
+NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = cifar10_data.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
 MOVING_AVERAGE_DECAY = 0.9999     # decay of the variables' moving averages
 NUM_EPOCHS_PER_DECAY = 350.0      # epochs after which the learning rate decays
 LEARNING_RATE_DECAY_FACTOR = 0.1  # learning-rate decay factor
@@ -535,11 +536,11 @@ class Classifier(tf.Module):
   def __init__(self, model, name='cifar10_classifier'):
     super().__init__(name=name)
     self.model = model
-    self.class_names = tf.constant(cifar10_input.CLASS_NAMES)
+    self.class_names = tf.constant(cifar10_data.CLASS_NAMES)
 
   @tf.function(input_signature=[tf.TensorSpec(
-      [None, cifar10_input.ORIGINAL_SIZE, cifar10_input.ORIGINAL_SIZE,
-       cifar10_input.NUM_CHANNELS], tf.uint8, name='images')])
+      [None, cifar10_data.ORIGINAL_SIZE, cifar10_data.ORIGINAL_SIZE,
+       cifar10_data.NUM_CHANNELS], tf.uint8, name='images')])
   def serve(self, images):
     logits, _ = inference(self.model,
                           cifar10_input.central_crop_and_standardize(images))

@@ -269,6 +269,7 @@ def trace(config, shards=1):
   Returns:
     dict: 'train_loop', 'aux_step', 'summaries' -> ConcreteFunction.
   """
+  import cifar10_data
   import cifar10_input
   import cifar10_train
   import convnet
@@ -283,7 +284,7 @@ def trace(config, shards=1):
     state = convnet.TrainState(model, 0, config.dtype)
   global_batch = AUDIT_BATCH * config.replicas
   if config.on_device:
-    records = tf.zeros([4 * global_batch, cifar10_input.RECORD_BYTES],
+    records = tf.zeros([4 * global_batch, cifar10_data.RECORD_BYTES],
                        tf.uint8)
     feed = cifar10_input.DeviceInput(None, AUDIT_BATCH, 0, strategy, records)
     iterator = None

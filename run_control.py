@@ -26,7 +26,7 @@ import tensorflow as tf
 
 import cli
 import hardware
-from cifar10_input import DataSetError
+from cifar10_data import DataSetError
 
 class UsageError(Exception):
   """A flag value or a request that cannot be carried out."""

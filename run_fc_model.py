@@ -61,7 +61,7 @@ if __name__ == '__main__':
   cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
 
 import tensorflow as tf
-import cifar10_input
+import cifar10_data
 import data_helpers
 import checkpoints
 import run_control
@@ -73,8 +73,8 @@ def load(args):
   """The data set as load_data returns it; fetched if data_dir has none."""
   try:
     data_helpers.find_format(args.data_dir)
-  except cifar10_input.DataSetError:
-    cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
+  except cifar10_data.DataSetError:
+    cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
   return data_helpers.load_data(args.data_dir)
 
 
@@ -98,7 +98,7 @@ def main(argv=None):
   args = build_parser().parse_args(argv)
   begin = time.time()
   # the source that would be used to fetch the data set, not just the flag
-  args.data_source = cifar10_input.resolve_source(args.data_source)
+  args.data_source = cifar10_data.resolve_source(args.data_source)
   print('Parameters:')
   for key, value in sorted(vars(args).items()):
     print('%s = %s' % (key, value))

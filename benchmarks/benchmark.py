@@ -59,6 +59,7 @@ import tensorflow as tf  # noqa: E402
 
 import cifar10_eval  # noqa: E402
 import cli  # noqa: E402
+import cifar10_data  # noqa: E402
 import cifar10_input  # noqa: E402
 import cifar10_train  # noqa: E402
 import convnet  # noqa: E402
@@ -504,7 +505,7 @@ def main(argv=None):
     with open(args.json, 'w') as f:
       json.dump(measure(args.phase, args.data_dir, plan), f)
     return 0
-  cifar10_input.maybe_download_and_extract(args.data_dir, args.data_source)
+  cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
   gpu = bool(tf.config.list_physical_devices('GPU'))
   began = time.time()
 

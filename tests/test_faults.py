@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import cifar10_eval
-import cifar10_input
+import cifar10_data
 import cifar10_multi_gpu_train
 import cifar10_train
 import data_helpers
@@ -468,7 +468,7 @@ def test_run_main_makes_one_line_of_the_toolkits_errors_only(capsys):
   assert run_control.run_main(failing(run_control.UsageError('--x is bad'))) == 1
   assert capsys.readouterr().err.endswith(': error: --x is bad\n')
   assert run_control.run_main(failing(
-      cifar10_input.DataSetError('f.bin: cut'))) == 1
+      cifar10_data.DataSetError('f.bin: cut'))) == 1
   assert capsys.readouterr().err.endswith(': error: f.bin: cut\n')
   # a bug is not dressed up as a tidy message: its traceback stays
   with pytest.raises(ValueError, match='a bug'):

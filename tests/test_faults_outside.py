@@ -19,7 +19,7 @@ import tensorflow as tf
 import cifar10_classify
 import cifar10_eval
 import cifar10_export
-import cifar10_input
+import cifar10_data
 import cifar10_multi_gpu_train
 import cifar10_train
 import data_helpers
@@ -112,14 +112,14 @@ def test_signal_before_training_is_not_lost(shared_bin_dir, tmp_path):
 
 def _cut(path, records):
   with open(path, 'r+b') as f:
-    f.truncate(records * cifar10_input.RECORD_BYTES)
+    f.truncate(records * cifar10_data.RECORD_BYTES)
 
 
 @pytest.mark.parametrize('script', ['cifar10_train.py', 'run_fc_model.py'])
 def test_cut_binary_file_is_named_before_training(tmp_path, script):
   d = str(tmp_path)
   write_bin(d, per_file=40)
-  path = os.path.join(d, cifar10_input.BATCHES_DIR, 'data_batch_3.bin')
+  path = os.path.join(d, cifar10_data.BATCHES_DIR, 'data_batch_3.bin')
   _cut(path, 20)
   p = subprocess.run([sys.executable, script, '--data_dir', d, '--train_dir',
                       str(tmp_path / 'run'), '--max_steps', '2'], cwd=ROOT,
@@ -133,15 +133,15 @@ def test_cut_binary_file_is_named_before_training(tmp_path, script):
 
 
 def test_official_counts_are_exact():
-  check = cifar10_input.check_record_counts
-  names = cifar10_input.TRAIN_FILES
-  official = dict.fromkeys(names + (cifar10_input.TEST_FILE,), 10000)
-  check('d', official, names, cifar10_input.TEST_FILE)
+  check = cifar10_data.check_record_counts
+  names = cifar10_data.TRAIN_FILES
+  official = dict.fromkeys(names + (cifar10_data.TEST_FILE,), 10000)
+  check('d', official, names, cifar10_data.TEST_FILE)
   for name, n in [('data_batch_1.bin', 5000), ('data_batch_5.bin', 60000),
                   ('test_batch.bin', 9999)]:
-    with pytest.raises(cifar10_input.DataSetError,
+    with pytest.raises(cifar10_data.DataSetError,
                        match=r'^d/%s: %d records' % (name, n)):
-      check('d', dict(official, **{name: n}), names, cifar10_input.TEST_FILE)
+      check('d', dict(official, **{name: n}), names, cifar10_data.TEST_FILE)
 
 
 def _pickle_batch(path, data, labels):
@@ -180,7 +180,7 @@ def test_pickle_asking_for_57_gb_is_refused_by_size(tmp_path):
   path = str(tmp_path / 'data_batch_1')
   _pickle_batch(path, _Declared((10**6, 3072), 'f8'), [0])
   assert os.path.getsize(path) < 1000
-  with pytest.raises(cifar10_input.DataSetError,
+  with pytest.raises(cifar10_data.DataSetError,
                      match=r'refused, it declares an array of \(1000000, '
                      r'3072\) \(24576000000 bytes\)'):
     data_helpers._read_pickle_batch(path)
@@ -368,12 +368,12 @@ def test_symlink_loop_as_train_dir(shared_bin_dir, tmp_path, capsys):
 
 
 def test_batches_folder_that_is_a_file(tmp_path, capsys):
-  (tmp_path / cifar10_input.BATCHES_DIR).write_text('not a folder')
+  (tmp_path / cifar10_data.BATCHES_DIR).write_text('not a folder')
   archive = str(tmp_path / 'archive.tar.gz')
   open(archive, 'wb').close()
-  with pytest.raises(cifar10_input.DataSetError,
+  with pytest.raises(cifar10_data.DataSetError,
                      match=r'cifar-10-batches-bin: a file, not the data set'):
-    cifar10_input.maybe_download_and_extract(str(tmp_path), archive)
+    cifar10_data.maybe_download_and_extract(str(tmp_path), archive)
   assert 'Extracting' not in capsys.readouterr().out  # nothing extracted
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cifar10_data
 import cifar10_input
 import cifar10_train
 import convnet
@@ -230,7 +231,7 @@ def test_uniform_is_the_kernels_stateless_uniform():
 
 def test_records_as_words_round_trip():
   rng = np.random.default_rng(0)
-  records = rng.integers(0, 256, (5, cifar10_input.RECORD_BYTES), np.uint8)
+  records = rng.integers(0, 256, (5, cifar10_data.RECORD_BYTES), np.uint8)
   words = cifar10_input.to_words(tf.constant(records))
   assert words.dtype == tf.int32 and words.shape == [5, 769]
   np.testing.assert_array_equal(cifar10_input.from_words(words), records)

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 import cifar10_classify
 import cifar10_eval
 import cifar10_export
+import cifar10_data
 import cifar10_input
 import cifar10_train
 import cli
@@ -112,7 +113,7 @@ def test_confusion_matrix_is_labelled_and_in_the_text_tab(
   assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50
   rows = [l for l in text.splitlines() if l.startswith('| **')]
   assert [re.match(r'\| \*\*(\w+)\*\*', r).group(1) for r in rows] == \
-      list(cifar10_input.CLASS_NAMES)
+      list(cifar10_data.CLASS_NAMES)
   counts = [[int(c) for c in r.split('|')[2:12]] for r in rows]
   assert np.sum(counts) == 200 and np.sum(counts, axis=1).tolist() == [20] * 10
 
@@ -233,9 +234,9 @@ def test_console_lines_carry_their_own_step_times(shared_bin_dir, tmp_path,
 # --- export and classify ----------------------------------------------------
 
 def _test_images(data_dir):
-  raw = np.fromfile(os.path.join(data_dir, cifar10_input.BATCHES_DIR,
-                                 cifar10_input.TEST_FILE), np.uint8)
-  raw = raw.reshape(-1, cifar10_input.RECORD_BYTES)
+  raw = np.fromfile(os.path.join(data_dir, cifar10_data.BATCHES_DIR,
+                                 cifar10_data.TEST_FILE), np.uint8)
+  raw = raw.reshape(-1, cifar10_data.RECORD_BYTES)
   images = raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return np.ascontiguousarray(images), raw[:, 0].astype(np.int32)
 
@@ -265,7 +266,7 @@ def test_exported_model_predicts_as_the_evaluator(shared_bin_dir, trained,
   np.testing.assert_allclose(out['probabilities'].numpy().sum(axis=1), 1,
                              rtol=1e-5)
   assert out['class_names'].numpy()[0].decode() == \
-      cifar10_input.CLASS_NAMES[predicted[0]]
+      cifar10_data.CLASS_NAMES[predicted[0]]
   # never over an existing export
   status = run_control.run_main(cifar10_export.main, [
       '--checkpoint_dir', trained, '--export_dir', export_dir])
@@ -293,11 +294,11 @@ def test_classify_png_as_the_evaluator_does(shared_bin_dir, trained, tmp_path,
   for i, line in enumerate(out):
     m = re.match(r'^(.*): (\w+) (0\.\d{3}|1\.000), (\w+) (0\.\d{3})$', line)
     assert m and m.group(1) == paths[i], line
-    assert m.group(2) == cifar10_input.CLASS_NAMES[predicted[i]]
+    assert m.group(2) == cifar10_data.CLASS_NAMES[predicted[i]]
 
 
 def test_classify_bad_files_one_line(trained, tmp_path, capsys):
-  assert cifar10_classify.SIZE == cifar10_input.ORIGINAL_SIZE
+  assert cifar10_classify.SIZE == cifar10_data.ORIGINAL_SIZE
   text = tmp_path / 'text.png'
   text.write_text('not an image')
   big = str(tmp_path / 'big.png')

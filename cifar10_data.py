@@ -1,0 +1,293 @@
+"""The CIFAR-10 data set (binary version): what it is, getting it, checking it.
+
+  maybe_download_and_extract(data_dir, source)  -> data_dir/cifar-10-batches-bin
+      fetch the archive (the official URL, a mirror URL or a local path; the
+      flag, else $CIFAR10_DATA_SOURCE), check it (md5 of the official
+      archive; six files of 30,730,000 bytes, labels 0-9 in every archive),
+      extract it into a temporary folder renamed into place when complete.
+  check_batches_bin(folder), check_bin_file(path), check_record_counts(...)
+      the checks, for data already extracted.
+  DataSetError  every problem, as one line naming the file and what is wrong.
+
+The format constants describe the official files (docs/model.md).
+"""
+
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+
+import numpy as np
+
+from cli import DATA_SOURCE_ENV
+
+DATA_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
+
+
+ARCHIVE_NAME = 'cifar-10-binary.tar.gz'
+
+
+class DataSetError(Exception):
+  """A data set that is missing, cannot be fetched, or is malformed."""
+
+
+def _is_url(source):
+  return '://' in source
+
+
+def _md5(path):
+  digest = hashlib.md5()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _download(url, dest):
+  """Downloads url to dest through a .partial file, with a progress display."""
+  partial = dest + '.partial'
+  name = os.path.basename(dest)
+
+  def progress(count, block_size, total_size):
+    if total_size > 0:
+      pct = min(100.0, 100.0 * count * block_size / total_size)
+      sys.stdout.write('\r>> Downloading %s %.1f%%' % (name, pct))
+    else:
+      sys.stdout.write('\r>> Downloading %s %.1f MB' %
+                       (name, count * block_size / 1e6))
+    sys.stdout.flush()
+
+  try:
+    urllib.request.urlretrieve(url, partial, progress)
+  except (urllib.error.URLError, OSError, ValueError) as e:
+    if os.path.exists(partial):
+      os.remove(partial)
+    raise DataSetError(
+        'no CIFAR-10 data set in %s and fetching %s failed (%s); put %s in '
+        '%s, or point --data_source or $%s at a local archive path or a '
+        'mirror URL' % (os.path.dirname(dest), url, getattr(e, 'reason', e),
+                        ARCHIVE_NAME, os.path.dirname(dest), DATA_SOURCE_ENV))
+  print()
+  os.replace(partial, dest)
+  print('Successfully downloaded %s (%d bytes).' % (name, os.path.getsize(dest)))
+
+
+def check_batches_bin(batches_dir, exact_size=False):
+  """Checks the structure of a cifar-10-batches-bin folder.
+
+  Args:
+    batches_dir: folder holding data_batch_1.bin .. data_batch_5.bin and
+      test_batch.bin.
+    exact_size: require exactly 10,000 records a file (the official layout);
+      otherwise every file whole and none shorter or longer than the others
+      (check_record_counts), which admits small data sets made in the same
+      format, e.g. for tests.
+
+  Raises:
+    DataSetError: naming the first file that is missing, has a partial
+      record or a wrong size, or holds a label byte above 9.
+  """
+  counts = {name: check_bin_file(os.path.join(batches_dir, name), exact_size)
+            for name in TRAIN_FILES + (TEST_FILE,)}
+  check_record_counts(batches_dir, counts, TRAIN_FILES, TEST_FILE)
+
+
+def check_record_counts(folder, counts, train_names, test_name):
+  """Checks that no batch file of a data set is short or long.
+
+  The official layout is exact: five training files and one test file of
+  RECORDS_PER_FILE records each. A file cut at a record boundary, or one
+  holding more, is told from the others: the count most training files hold
+  is the data set's, and a file that differs from it is named. A data set
+  made smaller in the same format (every training file alike, e.g. for
+  tests) is accepted; once the training files hold the official count, the
+  test file must too.
+
+  Args:
+    folder: the data set's folder, for the message.
+    counts: file name -> records it holds.
+    train_names, test_name: the file names of the format.
+
+  Raises:
+    DataSetError: naming the file whose count differs, with both counts.
+  """
+  train = [counts[n] for n in train_names]
+  usual = max(sorted(set(train), reverse=True), key=train.count)
+  for name in train_names:
+    if counts[name] != usual:
+      raise DataSetError(
+          '%s: %d records, where the other training files hold %d (a cut or '
+          'padded file; the official files hold %d each)' % (
+              os.path.join(folder, name), counts[name], usual,
+              RECORDS_PER_FILE))
+  if usual == RECORDS_PER_FILE and counts[test_name] != RECORDS_PER_FILE:
+    raise DataSetError('%s: %d records, expected the official %d' % (
+        os.path.join(folder, test_name), counts[test_name], RECORDS_PER_FILE))
+
+
+def check_bin_file(path, exact_size=False):
+  """Checks one binary batch file; see check_batches_bin. Returns its records."""
+  if not os.path.isfile(path):
+    raise DataSetError('%s: missing' % path)
+  size = os.path.getsize(path)
+  if exact_size and size != FILE_BYTES:
+    raise DataSetError('%s: %d bytes, expected exactly %d (10000 records of %d '
+                       'bytes)' % (path, size, FILE_BYTES, RECORD_BYTES))
+  if size == 0 or size % RECORD_BYTES:
+    raise DataSetError('%s: %d bytes is not a whole number of %d-byte records '
+                       '(truncated or padded file)' % (path, size, RECORD_BYTES))
+  labels = np.memmap(path, dtype=np.uint8, mode='r').reshape(
+      -1, RECORD_BYTES)[:, 0]
+  bad = np.flatnonzero(labels >= NUM_CLASSES)
+  if bad.size:
+    raise DataSetError('%s: record %d has label byte %d, expected 0-9' %
+                       (path, bad[0], labels[bad[0]]))
+  return labels.size
+
+
+def _extract(archive, data_dir):
+  """Extracts archive's cifar-10-batches-bin into data_dir, all or nothing."""
+  began = time.time()
+  print('Extracting %s into %s (and checking it) ...' % (archive, data_dir),
+        flush=True)
+  tmp = tempfile.mkdtemp(prefix='.extract-', dir=data_dir)
+  try:
+    try:
+      with tarfile.open(archive, 'r:gz') as tar:
+        members = [m for m in tar.getmembers()
+                   if m.name.startswith(BATCHES_DIR + '/') and
+                   (m.isfile() or m.isdir())]
+        tar.extractall(tmp, members=members, filter='data')
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+      raise DataSetError('%s: not a readable gzip-compressed tar archive (%s)' %
+                         (archive, e))
+    extracted = os.path.join(tmp, BATCHES_DIR)
+    if not os.path.isdir(extracted):
+      raise DataSetError('%s: holds no %s/ folder' % (archive, BATCHES_DIR))
+    try:
+      check_batches_bin(extracted, exact_size=True)
+    except DataSetError as e:
+      raise DataSetError('%s: %s' % (archive, str(e).replace(tmp + os.sep, '')))
+    os.replace(extracted, os.path.join(data_dir, BATCHES_DIR))
+    print('Extracted %s in %.0f s' % (os.path.join(data_dir, BATCHES_DIR),
+                                      time.time() - began), flush=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_source(source=None):
+  """The archive source: the argument, else $CIFAR10_DATA_SOURCE, else DATA_URL."""
+  return source or os.environ.get(DATA_SOURCE_ENV) or DATA_URL
+
+
+def maybe_download_and_extract(data_dir, url=None):
+  """Makes sure data_dir holds an extracted, well-formed binary CIFAR-10.
+
+  Nothing is fetched when data_dir already holds the extracted folder or the
+  archive. Otherwise the archive comes from `url`, else from the environment
+  variable CIFAR10_DATA_SOURCE, else from the official DATA_URL; the source
+  is a URL or a local archive path. The official md5 is checked when the
+  official archive is downloaded; every archive is checked for structure
+  (six files of exactly 30,730,000 bytes, labels 0-9). Extraction goes to a
+  temporary folder that is renamed into place only when complete.
+
+  Args:
+    data_dir: folder for the archive and the extracted data set.
+    url: optional source overriding the environment variable and DATA_URL.
+
+  Returns:
+    Path of the extracted cifar-10-batches-bin folder.
+
+  Raises:
+    DataSetError: the data set is missing and cannot be fetched, or is
+      malformed; the message names the file and what is wrong.
+  """
+  batches_dir = os.path.join(data_dir, BATCHES_DIR)
+  if os.path.isdir(batches_dir):
+    check_batches_bin(batches_dir)
+    return batches_dir
+  if os.path.lexists(batches_dir):
+    raise DataSetError('%s: a file, not the data set\'s folder; move it away '
+                       'and run again to fetch the data set' % batches_dir)
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+  except OSError as e:
+    raise DataSetError('data_dir %s: cannot be created (%s)' % (data_dir, e))
+  source = resolve_source(url)
+  archive = os.path.join(data_dir, ARCHIVE_NAME)
+  downloaded = False
+  if not os.path.exists(archive):
+    if _is_url(source):
+      _download(source, archive)
+      downloaded = True
+    else:
+      source = os.path.expanduser(source)
+      if not os.path.isfile(source):
+        raise DataSetError(
+            'no CIFAR-10 data set in %s and the archive source %s does not '
+            'exist; put %s in %s, or point --data_source or $%s at a local '
+            'archive path or a mirror URL' % (data_dir, source, ARCHIVE_NAME,
+                                              data_dir, DATA_SOURCE_ENV))
+      archive = source  # extract straight from the local file, no copy
+  try:
+    if downloaded and source == DATA_URL and _md5(archive) != OFFICIAL_MD5:
+      raise DataSetError('%s: md5 %s differs from the official %s (corrupt '
+                         'download)' % (archive, _md5(archive), OFFICIAL_MD5))
+    _extract(archive, data_dir)
+  except DataSetError:
+    if downloaded:  # never keep a bad download: the next run fetches again
+      os.remove(archive)
+    raise
+  return batches_dir
+
+
+ORIGINAL_SIZE = 32         # side of the images in the files
+
+
+NUM_CHANNELS = 3
+
+
+NUM_CLASSES = 10
+
+
+NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = 50000
+
+
+NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = 10000
+
+
+CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
+               'horse', 'ship', 'truck')
+
+
+LABEL_BYTES = 1
+
+
+IMAGE_BYTES = ORIGINAL_SIZE * ORIGINAL_SIZE * NUM_CHANNELS   # 3072
+
+
+RECORD_BYTES = LABEL_BYTES + IMAGE_BYTES                     # 3073
+
+
+RECORDS_PER_FILE = 10000
+
+
+FILE_BYTES = RECORD_BYTES * RECORDS_PER_FILE                 # 30,730,000
+
+
+OFFICIAL_MD5 = 'c32a1d4ab5d03f1284b67883e8d87530'
+
+
+BATCHES_DIR = 'cifar-10-batches-bin'
+
+
+TRAIN_FILES = tuple('data_batch_%d.bin' % i for i in range(1, 6))
+
+
+TEST_FILE = 'test_batch.bin'
