@@ -51,6 +51,7 @@ import numpy as np
 import tensorflow as tf
 import cifar10_data
 import cifar10_input
+import device_input
 import convnet
 import hardware
 import checkpoints
@@ -136,7 +137,7 @@ def _first_replica(strategy, structure):
 
 class DatasetFeed:
   """Batches from a distributed tf.data iterator (the --data_on_device=false
-  path), with the interface of cifar10_input.DeviceInput."""
+  path), with the interface of device_input.DeviceInput."""
 
   def next_batch(self, step, iterator):
     return next(iterator)
@@ -169,11 +170,11 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     worker (see loop_flags); what returns is its sum over all replicas and
     workers, so that every worker stops, or saves, after the same step.
     iterator is the distributed tf.data iterator, or None with the data set
-    on the device (feed is then a cifar10_input.DeviceInput).
+    on the device (feed is then a device_input.DeviceInput).
   """
   replicas = strategy.num_replicas_in_sync
   # One replica makes its whole batch from the step, in replica context.
-  in_replica = isinstance(feed, cifar10_input.DeviceInput) and replicas == 1
+  in_replica = isinstance(feed, device_input.DeviceInput) and replicas == 1
 
   def replica_input(batch):
     with tf.name_scope('replica_input'):
@@ -417,7 +418,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
 
   on_device = data_on_device(args)
   if on_device:
-    feed, iterator = cifar10_input.DeviceInput(
+    feed, iterator = device_input.DeviceInput(
         args.data_dir, args.batch_size, seed, strategy), None
   else:
     feed = DatasetFeed()

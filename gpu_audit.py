@@ -271,6 +271,7 @@ def trace(config, shards=1):
   """
   import cifar10_data
   import cifar10_input
+  import device_input
   import cifar10_train
   import convnet
   if config.replicas == 1:
@@ -286,7 +287,7 @@ def trace(config, shards=1):
   if config.on_device:
     records = tf.zeros([4 * global_batch, cifar10_data.RECORD_BYTES],
                        tf.uint8)
-    feed = cifar10_input.DeviceInput(None, AUDIT_BATCH, 0, strategy, records)
+    feed = device_input.DeviceInput(None, AUDIT_BATCH, 0, strategy, records)
     iterator = None
   else:
     size = cifar10_input.IMAGE_SIZE

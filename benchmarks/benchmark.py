@@ -61,6 +61,7 @@ import cifar10_eval  # noqa: E402
 import cli  # noqa: E402
 import cifar10_data  # noqa: E402
 import cifar10_input  # noqa: E402
+import device_input  # noqa: E402
 import cifar10_train  # noqa: E402
 import convnet  # noqa: E402
 import data_helpers  # noqa: E402
@@ -113,7 +114,7 @@ def bench_pipeline(data_dir, plan):
 def _feed(data_dir, batch_size, on_device, strategy):
   """(feed, iterator) as cifar10_train.train makes them, seed 1."""
   if on_device:
-    return cifar10_input.DeviceInput(data_dir, batch_size, 1, strategy), None
+    return device_input.DeviceInput(data_dir, batch_size, 1, strategy), None
   return cifar10_train.DatasetFeed(), iter(
       strategy.distribute_datasets_from_function(
           lambda ctx: cifar10_input.distorted_inputs(data_dir, batch_size, 1,

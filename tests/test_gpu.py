@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import cifar10_data
 import cifar10_input
+import device_input
 import cifar10_train
 import convnet
 import gpu_audit
@@ -166,7 +167,7 @@ def _one_step_each_way(data_dir, seed=4, steps=21):
   for jit in (False, True):
     model = convnet.ConvNet(seed)
     state = convnet.TrainState(model, seed, tf.float32)
-    feed = cifar10_input.DeviceInput(data_dir, 32, seed)
+    feed = device_input.DeviceInput(data_dir, 32, seed)
     _, aux_step = cifar10_train.make_train_loop(
         tf.distribute.get_strategy(), model, state, 32, feed, jit)
     flags = cifar10_train.loop_flags(0, False)
@@ -203,7 +204,7 @@ def test_in_replica_batches_equal_tf_data_batches_with_and_without_xla(
   # bit-identical to tf.data without XLA; with XLA the same examples, crops
   # and flips, the pixels to float32 round-off
   seed, start = 7, 8
-  feed = cifar10_input.DeviceInput(shared_bin_dir, 96, seed)
+  feed = device_input.DeviceInput(shared_bin_dir, 96, seed)
   dataset = iter(cifar10_input.distorted_inputs(shared_bin_dir, 96, seed,
                                                 start))
   plain = tf.function(lambda step: feed.step_batch(feed.records, step))
@@ -232,6 +233,6 @@ def test_uniform_is_the_kernels_stateless_uniform():
 def test_records_as_words_round_trip():
   rng = np.random.default_rng(0)
   records = rng.integers(0, 256, (5, cifar10_data.RECORD_BYTES), np.uint8)
-  words = cifar10_input.to_words(tf.constant(records))
+  words = device_input.to_words(tf.constant(records))
   assert words.dtype == tf.int32 and words.shape == [5, 769]
-  np.testing.assert_array_equal(cifar10_input.from_words(words), records)
+  np.testing.assert_array_equal(device_input.from_words(words), records)

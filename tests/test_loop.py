@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import cifar10_input
+import device_input
 import cifar10_multi_gpu_train
 import cifar10_train
 import convnet
@@ -49,7 +50,7 @@ def test_device_batches_equal_tf_data_batches(shared_bin_dir, replicas, seed,
   # 1,000 training examples, global batch 96: step 10 straddles epochs 0 and 1
   batch, start = 96 // replicas, 8
   strategy = _strategy(replicas)
-  feed = cifar10_input.DeviceInput(shared_bin_dir, batch, seed, strategy)
+  feed = device_input.DeviceInput(shared_bin_dir, batch, seed, strategy)
   dataset = iter(strategy.distribute_datasets_from_function(
       lambda ctx: cifar10_input.distorted_inputs(shared_bin_dir, batch, seed,
                                                  start, ctx)))

@@ -1,0 +1,155 @@
+"""The training set on the compute device, each batch made inside the graph.
+
+  feed = DeviceInput(data_dir, batch_size, seed, strategy)
+  batch = feed.next_batch(step)          cross-replica: records, indices, step
+  images, labels = feed.replica_batch(batch)   in replica context
+  images, labels = feed.step_batch(feed.records, step)   both, one replica
+
+The batches equal cifar10_input.distorted_inputs' (same seed and step), and
+every op has a GPU kernel (gpu_audit.py): the records are kept as 32-bit
+words (to_words, from_words), as a GPU has no uint8 gather.
+"""
+
+import tensorflow as tf
+
+import cifar10_data
+import cifar10_input
+
+
+class DeviceInput:
+  """cifar10_input.distorted_inputs with the data set on the compute device, in the graph.
+
+  The training records (uint8, 150 MB) are placed once on every replica's
+  device, and each
+  step's batch is made inside the training function from (seed, step): the
+  same epoch permutation, gather, decode and cifar10_input.distort_images as
+  cifar10_input.distorted_inputs, so the batches are identical to the tf.data path's, on
+  one replica or several (each replica takes its own slice of the global
+  batch). Nothing runs on the host between steps, so a training loop of many
+  steps is one graph with no tf.data in it.
+
+  The permutations cost an argsort of 50,000 keys each (5 ms on a CPU), so
+  they are not recomputed per step or per call: the permutations of the
+  current epoch and the next (a batch may straddle the two) are kept in
+  variables beside the records and recomputed, inside the graph, only when a
+  step enters a new epoch.
+
+  Use, in cross-replica context inside a tf.function:
+    batch = feed.next_batch(step)                    # then, on each replica:
+    images, labels = feed.replica_batch(batch)
+  """
+
+  def __init__(self, data_dir, batch_size, seed, strategy=None,
+               records=None):
+    """Loads the training records onto the devices.
+
+    Args:
+      data_dir: folder holding cifar-10-batches-bin.
+      batch_size: examples per replica.
+      seed: int seed of the run (the one given to cifar10_input.distorted_inputs).
+      strategy: the tf.distribute strategy (default: the current one).
+      records: optional uint8 [N, 3073] records to use instead of reading
+        data_dir's (e.g. to trace the training functions, gpu_audit.py).
+
+    Raises:
+      ValueError, cifar10_data.DataSetError: as cifar10_input.distorted_inputs.
+    """
+    cifar10_input._check_batch_size(batch_size)
+    strategy = strategy or tf.distribute.get_strategy()
+    if records is None:
+      records = cifar10_input.load_records(cifar10_input._filenames(False, data_dir))
+    self.num_examples = int(records.shape[0])
+    self.batch_size = batch_size
+    self.global_batch = batch_size * strategy.num_replicas_in_sync
+    if self.global_batch > self.num_examples:
+      raise cifar10_data.DataSetError('batch_size %d x %d replicas exceeds the %d training '
+                       'examples in %s' % (
+                           batch_size, strategy.num_replicas_in_sync,
+                           self.num_examples, data_dir))
+    self.seed = tf.constant(seed, tf.int64)
+    # One copy on each replica's device (a PerReplica value, fed to
+    # strategy.run), as 32-bit words: a GPU has gather kernels for int32
+    # but none for uint8. Not a mirrored variable: MultiWorkerMirroredStrategy
+    # broadcasts variables' initial values with collectives that take no uint8.
+    words = to_words(records)
+    self.records = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.identity(words))
+    # The permutation cache (plain variables: only the step that makes the
+    # global batch reads them: the host-side step with several replicas,
+    # the replica itself with one).
+    self._epoch = tf.Variable(tf.constant(-1, tf.int64), trainable=False,
+                              name='cached_epoch')
+    self._perms = tf.Variable(tf.zeros([2 * self.num_examples], tf.int32),
+                              trainable=False, name='cached_permutations')
+
+  def _permutations(self, epoch):
+    return tf.concat([
+        cifar10_input.epoch_permutation(self.num_examples, self.seed, epoch),
+        cifar10_input.epoch_permutation(self.num_examples, self.seed, epoch + 1)], 0)
+
+  def next_batch(self, step, iterator=None):
+    """The global batch of a step: (records, example indices, step).
+
+    iterator is unused (the tf.data feed's next_batch takes one)."""
+    step = tf.cast(step, tf.int64)
+    first = step * self.global_batch
+    epoch = first // self.num_examples
+
+    def refresh():
+      self._perms.assign(self._permutations(epoch))
+      self._epoch.assign(epoch)
+      return tf.constant(True)
+    with tf.control_dependencies([tf.cond(
+        tf.equal(self._epoch, epoch), lambda: tf.constant(False), refresh)]):
+      offset = first - epoch * self.num_examples
+      # (a gather, not a slice: XLA would compile a slice with a moving
+      # start anew for every step; of the value: a GPU has no int32
+      # ResourceGather kernel)
+      indices = tf.gather(self._perms.value(), offset + tf.range(
+          self.global_batch, dtype=tf.int64))
+    return self.records, indices, step
+
+  def replica_batch(self, batch, pieces=1):
+    """This replica's (images float32, labels int32), in replica context.
+
+    pieces: make the batch as this many independent slices, joined (the
+    same values; with single-threaded kernels the slices are made side by
+    side, see convnet.sharded_inference)."""
+    records, indices, step = batch
+    ctx = tf.distribute.get_replica_context()
+    lo = ctx.replica_id_in_sync_group * self.batch_size
+    size = self.batch_size // pieces
+    parts = []
+    for k in range(pieces):
+      start = lo + k * size
+      images, labels = cifar10_input.decode_records(from_words(tf.gather(
+          records, indices[start:start + size])))
+      parts.append((cifar10_input.distort_images(images, tf.stack([self.seed, step]),
+                                   self.global_batch, start), labels))
+    if pieces == 1:
+      return parts[0]
+    return tuple(tf.concat(p, 0) for p in zip(*parts))
+
+  def step_batch(self, records, step, pieces=1):
+    """replica_batch(next_batch(step)), all in replica context: with one
+    replica, so that the whole step (the input included) can be one XLA
+    function (records: this replica's words, self.records)."""
+    _, indices, step = self.next_batch(step)
+    return self.replica_batch((records, indices, step), pieces)
+
+
+_WORD = 4  # bytes
+
+
+def to_words(records):
+  """uint8 [N, 3073] records as int32 [N, 769] words (zero-padded)."""
+  pad = -cifar10_data.RECORD_BYTES % _WORD
+  padded = tf.pad(records, [[0, 0], [0, pad]])
+  return tf.bitcast(tf.reshape(padded, [-1, (cifar10_data.RECORD_BYTES + pad) // _WORD,
+                                        _WORD]), tf.int32)
+
+
+def from_words(words):
+  """to_words undone: int32 [N, 769] -> uint8 [N, 3073]."""
+  return tf.reshape(tf.bitcast(words, tf.uint8), [tf.shape(words)[0], -1]
+                    )[:, :cifar10_data.RECORD_BYTES]
