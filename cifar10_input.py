@@ -162,6 +162,11 @@ def central_crop_and_standardize(images):
 # tf.data pipelines
 # --------------------------------------------------------------------------
 
+def training_files(data_dir):
+  """The paths of the five training files, each checked."""
+  return _filenames(False, data_dir)
+
+
 def _filenames(eval_data, data_dir):
   batches_dir = os.path.join(data_dir, cifar10_data.BATCHES_DIR)
   names = (cifar10_data.TEST_FILE,) if eval_data else cifar10_data.TRAIN_FILES
@@ -171,7 +176,8 @@ def _filenames(eval_data, data_dir):
   return paths
 
 
-def _check_batch_size(batch_size):
+def check_batch_size(batch_size):
+  """Raises ValueError unless batch_size is a positive integer."""
   if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ValueError('batch_size must be a positive integer, got %r' %
                      (batch_size,))
@@ -249,7 +255,7 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
       training set.
     cifar10_data.DataSetError: a training file is missing or malformed.
   """
-  _check_batch_size(batch_size)
+  check_batch_size(batch_size)
   records = load_records(_filenames(False, data_dir))
   if seed is None:
     seed = int(np.random.randint(0, 2**31 - 1))
@@ -295,7 +301,7 @@ def inputs(eval_data, data_dir, batch_size, drop_remainder=False):
   Returns:
     Dataset of (images float32 [batch, 24, 24, 3], labels int32 [batch]).
   """
-  _check_batch_size(batch_size)
+  check_batch_size(batch_size)
   ds = tf.data.FixedLengthRecordDataset(_filenames(eval_data, data_dir),
                                         cifar10_data.RECORD_BYTES)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)

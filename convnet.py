@@ -26,6 +26,7 @@ import tensorflow as tf
 
 import cifar10_data
 import cifar10_input
+import lrn
 
 # Schedule and model constants (the tutorial's).
 NUM_CLASSES = cifar10_data.NUM_CLASSES
@@ -48,7 +49,6 @@ LAYERS = collections.OrderedDict([
     ('local4', ([384, 192], 0.04, 0.004, 0.1)),
     ('softmax_linear', ([192, NUM_CLASSES], 1 / 192.0, 0.0, 0.0)),
 ])
-LRN = dict(depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75)
 
 # Variables that every replica updates identically (gradients are summed
 # across replicas first): MirroredStrategy keeps the first replica's update.
@@ -84,85 +84,6 @@ class ConvNet(tf.Module):
 
   def __call__(self, images, compute_dtype=tf.float32):
     return inference(self, images, compute_dtype)
-
-
-def local_response_normalization(x, bias=None):
-  """tf.nn.local_response_normalization with the tutorial's constants, faster.
-
-  y = a / (1 + alpha * sum of a^2 over the 2 x 4 + 1 nearest channels)^0.75
-  with a = x, or a = relu(x + bias) when a layer's bias is given (its bias
-  and ReLU folded in). The same function as TensorFlow's ops (equal to
-  float32 round-off, a test checks values and gradients), computed in float32
-  whatever x's dtype, with the power as rsqrt(d) * sqrt(rsqrt(d)) and the
-  channel sums as nine shifted adds, its gradient written out (from the
-  forward's rsqrt(d), kept), and each direction compiled by XLA into a few
-  loops over the tensor: on CPUs TensorFlow's LRN kernels take about 2.5x
-  as long as a band-matrix product, and that product (with its casts, bias,
-  ReLU and their gradients as separate kernels) 3.5x as long as this.
-
-  Args:
-    x: float [batch, height, width, channels] (float32, bfloat16, float16).
-    bias: optional [channels], x's dtype.
-
-  Returns:
-    y: x's shape and dtype.
-  """
-  assert LRN['beta'] == 0.75, 'the rsqrt form computes d ** -0.75 only'
-  if bias is None:
-    return _lrn(x)
-  return _bias_relu_lrn(x, bias)
-
-
-def _activation(x, bias):
-  """float32 a: x, or relu(x + bias)."""
-  a = tf.cast(x, tf.float32)
-  if bias is not None:
-    a = tf.nn.relu(a + tf.cast(bias, tf.float32))
-  return a
-
-
-def _channel_window_sum(s):
-  """Sum over the 2 * depth_radius + 1 nearest channels (zero beyond)."""
-  radius, channels = LRN['depth_radius'], s.shape[-1]
-  padded = tf.pad(s, [[0, 0]] * (s.shape.rank - 1) + [[radius, radius]])
-  return tf.add_n([padded[..., i:i + channels]
-                   for i in range(2 * radius + 1)])
-
-
-@tf.function(jit_compile=True)
-def _lrn_forward(x, bias):
-  """y in x's dtype, and r = rsqrt(d) (float32), kept for the gradient."""
-  a = _activation(x, bias)
-  r = tf.math.rsqrt(LRN['bias'] + LRN['alpha'] * _channel_window_sum(a * a))
-  return tf.cast(a * (r * tf.sqrt(r)), x.dtype), r
-
-
-@tf.function(jit_compile=True)
-def _lrn_backward(x, bias, g, r):
-  """The gradient with respect to x (and bias, if given), from the
-  forward's r: no second channel sum of a^2, no second rsqrt."""
-  a = _activation(x, bias)
-  p = r * tf.sqrt(r)  # d ** -0.75
-  g = tf.cast(g, tf.float32)
-  t = _channel_window_sum(g * a * p * (r * r))  # g * a * d ** -1.75
-  da = g * p - (2.0 * LRN['alpha'] * LRN['beta']) * a * t
-  if bias is None:
-    return tf.cast(da, x.dtype)
-  dx = tf.where(a > 0, da, 0.0)  # through the ReLU
-  return (tf.cast(dx, x.dtype),
-          tf.cast(tf.reduce_sum(dx, range(x.shape.rank - 1)), bias.dtype))
-
-
-@tf.custom_gradient
-def _lrn(x):
-  y, r = _lrn_forward(x, None)
-  return y, lambda g: _lrn_backward(x, None, g, r)
-
-
-@tf.custom_gradient
-def _bias_relu_lrn(x, bias):
-  y, r = _lrn_forward(x, bias)
-  return y, lambda g: _lrn_backward(x, bias, g, r)
 
 
 class _SharedScopes:
@@ -214,9 +135,9 @@ def inference(model, images, compute_dtype=tf.float32, scope=tf.name_scope):
     with scope(name):
       return tf.nn.max_pool2d(x, 3, 2, 'SAME')
 
-  def norm(y, b, name):  # local_response_normalization(relu(y + b))
+  def norm(y, b, name):  # lrn.local_response_normalization(relu(y + b))
     with scope(name):  # (computed in float32 whatever the dtype)
-      return local_response_normalization(y, b)
+      return lrn.local_response_normalization(y, b)
 
   def local(x, layer, relu=True):
     with scope(layer):
@@ -249,12 +170,12 @@ def reference_inference(model, images):
     logits float32 [batch, 10].
   """
   p = model.params
-  lrn = lambda x: tf.nn.local_response_normalization(x, **LRN)
+  norm = lambda x: tf.nn.local_response_normalization(x, **lrn.LRN)
   pool = lambda x: tf.nn.max_pool2d(x, 3, 2, 'SAME')
   conv = lambda x, l: tf.nn.relu(tf.nn.conv2d(x, p[l + '/weights'], 1, 'SAME')
                                  + p[l + '/biases'])
-  x = lrn(pool(conv(images, 'conv1')))
-  x = pool(lrn(conv(x, 'conv2')))
+  x = norm(pool(conv(images, 'conv1')))
+  x = pool(norm(conv(x, 'conv2')))
   x = tf.reshape(x, [tf.shape(x)[0], -1])
   for layer in ('local3', 'local4'):
     x = tf.nn.relu(tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases'])

@@ -17,13 +17,14 @@ import cifar10_input
 
 
 class DeviceInput:
-  """cifar10_input.distorted_inputs with the data set on the compute device, in the graph.
+  """distorted_inputs with the data set on the compute device, in the graph.
 
   The training records (uint8, 150 MB) are placed once on every replica's
   device, and each
   step's batch is made inside the training function from (seed, step): the
-  same epoch permutation, gather, decode and cifar10_input.distort_images as
-  cifar10_input.distorted_inputs, so the batches are identical to the tf.data path's, on
+  same epoch permutation, gather, decode and distort_images as
+  distorted_inputs (cifar10_input), so the batches are identical to the
+  tf.data path's, on
   one replica or several (each replica takes its own slice of the global
   batch). Nothing runs on the host between steps, so a training loop of many
   steps is one graph with no tf.data in it.
@@ -46,18 +47,19 @@ class DeviceInput:
     Args:
       data_dir: folder holding cifar-10-batches-bin.
       batch_size: examples per replica.
-      seed: int seed of the run (the one given to cifar10_input.distorted_inputs).
+      seed: int seed of the run (the one given to distorted_inputs).
       strategy: the tf.distribute strategy (default: the current one).
       records: optional uint8 [N, 3073] records to use instead of reading
         data_dir's (e.g. to trace the training functions, gpu_audit.py).
 
     Raises:
-      ValueError, cifar10_data.DataSetError: as cifar10_input.distorted_inputs.
+      ValueError, cifar10_data.DataSetError: as distorted_inputs.
     """
-    cifar10_input._check_batch_size(batch_size)
+    cifar10_input.check_batch_size(batch_size)
     strategy = strategy or tf.distribute.get_strategy()
     if records is None:
-      records = cifar10_input.load_records(cifar10_input._filenames(False, data_dir))
+      records = cifar10_input.load_records(
+          cifar10_input.training_files(data_dir))
     self.num_examples = int(records.shape[0])
     self.batch_size = batch_size
     self.global_batch = batch_size * strategy.num_replicas_in_sync
@@ -85,7 +87,8 @@ class DeviceInput:
   def _permutations(self, epoch):
     return tf.concat([
         cifar10_input.epoch_permutation(self.num_examples, self.seed, epoch),
-        cifar10_input.epoch_permutation(self.num_examples, self.seed, epoch + 1)], 0)
+        cifar10_input.epoch_permutation(self.num_examples, self.seed,
+                                        epoch + 1)], 0)
 
   def next_batch(self, step, iterator=None):
     """The global batch of a step: (records, example indices, step).
@@ -124,8 +127,9 @@ class DeviceInput:
       start = lo + k * size
       images, labels = cifar10_input.decode_records(from_words(tf.gather(
           records, indices[start:start + size])))
-      parts.append((cifar10_input.distort_images(images, tf.stack([self.seed, step]),
-                                   self.global_batch, start), labels))
+      parts.append((cifar10_input.distort_images(
+          images, tf.stack([self.seed, step]), self.global_batch, start),
+                    labels))
     if pieces == 1:
       return parts[0]
     return tuple(tf.concat(p, 0) for p in zip(*parts))

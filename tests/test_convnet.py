@@ -16,6 +16,7 @@ import cifar10_input
 import cifar10_train
 import convnet
 import hardware
+import lrn
 import run_control
 import summaries
 from conftest import ROOT
@@ -185,9 +186,9 @@ def test_fast_lrn_equals_tensorflow_lrn():
       total = tf.reduce_sum(y * g)
     return y, tape.gradient(total, x)
 
-  y, dx = value_and_grad(convnet.local_response_normalization)
+  y, dx = value_and_grad(lrn.local_response_normalization)
   y_ref, dx_ref = value_and_grad(
-      lambda v: tf.nn.local_response_normalization(v, **convnet.LRN))
+      lambda v: tf.nn.local_response_normalization(v, **lrn.LRN))
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-5)
   # the edge channels see a truncated window, as in TensorFlow's op
@@ -206,9 +207,9 @@ def test_fast_lrn_with_bias_and_relu_folded_in():
       total = tf.reduce_sum(y * g)
     return [y] + tape.gradient(total, [x, b])
 
-  got = value_and_grads(convnet.local_response_normalization)
+  got = value_and_grads(lrn.local_response_normalization)
   want = value_and_grads(lambda v, c: tf.nn.local_response_normalization(
-      tf.nn.relu(v + c), **convnet.LRN))
+      tf.nn.relu(v + c), **lrn.LRN))
   assert np.mean(got[1] == 0) > 0.3  # the ReLU's zeros reach the gradient
   for a, w, what in zip(got, want, ('value', 'x gradient', 'bias gradient')):
     np.testing.assert_allclose(a, w, rtol=1e-4, atol=2e-4, err_msg=what)
@@ -216,10 +217,10 @@ def test_fast_lrn_with_bias_and_relu_folded_in():
 
 def test_fast_lrn_in_bfloat16_is_the_float32_function_rounded():
   x = tf.random.stateless_normal([8, 12, 12, 64], [5, 6]) * 4
-  y16 = convnet.local_response_normalization(tf.cast(x, tf.bfloat16))
+  y16 = lrn.local_response_normalization(tf.cast(x, tf.bfloat16))
   assert y16.dtype == tf.bfloat16
   ref = tf.nn.local_response_normalization(
-      tf.cast(tf.cast(x, tf.bfloat16), tf.float32), **convnet.LRN)
+      tf.cast(tf.cast(x, tf.bfloat16), tf.float32), **lrn.LRN)
   np.testing.assert_allclose(tf.cast(y16, tf.float32), ref, rtol=8e-3,
                              atol=1e-6)
 
