@@ -14,7 +14,9 @@ moving averages (the tutorial's exercise).
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+import cli
+if __name__ == '__main__':
+  cli.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
 import sys
 

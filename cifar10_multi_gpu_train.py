@@ -9,7 +9,7 @@ batch_size x replicas examples; gradients are summed over replicas from
 per-replica losses scaled by 1/replicas (the update equals one device's on the
 combined batch) and applied once; examples/sec counts all replicas. The loop,
 checkpoints, summaries, resume, NaN stop and Ctrl-C handling are
-cifar10_train.py's own (cifar10_train.train), so either script resumes the
+cifar10_train.py's own (train_loop.train), so either script resumes the
 other's runs and cifar10_eval.py evaluates both.
 
 --strategy multi_worker uses tf.distribute.MultiWorkerMirroredStrategy, set
@@ -20,7 +20,9 @@ the canonical checkpoints into train_dir (which the workers share).
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+import cli
+if __name__ == '__main__':
+  cli.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
 import json
 import re
@@ -73,7 +75,7 @@ if __name__ == '__main__':
   cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
 
 import tensorflow as tf
-import cifar10_train
+import train_loop
 import hardware
 import checkpoints
 import run_control
@@ -257,7 +259,7 @@ def main(argv=None):
   multi_worker = args.strategy == 'multi_worker'
   is_chief, task = worker_role() if multi_worker else (True, None)
   # before anything starts TensorFlow's runtime (its thread pools)
-  args.shards = cifar10_train.num_shards(args, planned_replicas(args))
+  args.shards = train_loop.num_shards(args, planned_replicas(args))
   hardware.set_threads(hardware.describe(), args.shards)
   if multi_worker:
     if args.logical_devices:
@@ -279,7 +281,7 @@ def main(argv=None):
     strategy = tf.distribute.MirroredStrategy(
         mirrored_devices(args.num_gpus, args.logical_devices))
   try:
-    return cifar10_train.train(args, strategy, is_chief, worker_dir)
+    return train_loop.train(args, strategy, is_chief, worker_dir)
   except tf.errors.OpError as e:
     if not multi_worker:
       raise

@@ -5,9 +5,10 @@
   add_bool, add_data_flags            the flag conventions of every script
   quiet_interrupt()                   Ctrl-C while a script starts: one line, 130
 
-Every script imports this first, so that a Ctrl-C during the seconds that
-importing TensorFlow takes ends with `<script>: interrupted` and exit status
-130 rather than a traceback.
+Every script imports this first and, run as a script, calls
+quiet_interrupt(), so that a Ctrl-C during the seconds that importing
+TensorFlow takes ends with `<script>: interrupted` and exit status 130
+rather than a traceback. Importing a module changes nothing.
 """
 
 import argparse
@@ -340,6 +341,3 @@ def quiet_interrupt():
       os._exit(130)
     previous(kind, value, tb)
   sys.excepthook = hook
-
-
-quiet_interrupt()

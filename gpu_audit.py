@@ -31,7 +31,9 @@ Functions:
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import cli  # noqa: F401  (first: a Ctrl-C while TensorFlow loads is one line)
+import cli
+if __name__ == '__main__':
+  cli.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
 import collections
 import json
@@ -272,7 +274,7 @@ def trace(config, shards=1):
   import cifar10_data
   import cifar10_input
   import device_input
-  import cifar10_train
+  import train_loop
   import convnet
   if config.replicas == 1:
     strategy = tf.distribute.get_strategy()
@@ -294,18 +296,18 @@ def trace(config, shards=1):
     ds = tf.data.Dataset.from_tensors((
         tf.zeros([AUDIT_BATCH, size, size, 3]),
         tf.zeros([AUDIT_BATCH], tf.int32))).repeat()
-    feed = cifar10_train.DatasetFeed()
+    feed = train_loop.DatasetFeed()
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: ds))
-  train_loop, aux_step = cifar10_train.make_train_loop(
+  loop, aux_step = train_loop.make_train_loop(
       strategy, model, state, global_batch, feed, config.jit, shards)
-  flags = cifar10_train.loop_flags(0, False)
-  out = {'train_loop': train_loop.get_concrete_function(
+  flags = train_loop.loop_flags(0, False)
+  out = {'train_loop': loop.get_concrete_function(
       iterator, tf.constant(2), flags),
          'aux_step': aux_step.get_concrete_function(iterator, flags)}
   outputs = tf.nest.map_structure(_spec,
                                   out['aux_step'].structured_outputs[0])
-  summarize = tf.function(lambda o, step, rate: cifar10_train.write_summaries(
+  summarize = tf.function(lambda o, step, rate: train_loop.write_summaries(
       o, model, state, step, rate))
   with tempfile.TemporaryDirectory() as logdir:
     with tf.summary.create_file_writer(logdir).as_default():

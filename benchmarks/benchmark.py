@@ -5,7 +5,7 @@
 Prints a table and writes it as JSON (--json, default
 benchmarks/results/benchmark-<date>.json):
   - the distorted training input pipeline alone, examples/sec;
-  - convnet training at batch 128 through cifar10_train.make_train_loop (the
+  - convnet training at batch 128 through train_loop.make_train_loop (the
     loop cifar10_train.py runs, the host reading the losses after each call):
     the default configuration (steps_per_loop 100, data on the device, the
     precision and the slices (--shards) cifar10_train picks, with the thread
@@ -13,7 +13,7 @@ benchmarks/results/benchmark-<date>.json):
     tf.data input, float32, one slice with TensorFlow's default threads; XLA
     (float32, one slice); and the earlier defaults (one step per call from
     tf.data, one slice);
-  - host overhead per step at batch 2: a cifar10_train.train run (its real
+  - host overhead per step at batch 2: a train_loop.train run (its real
     loop: console lines, NaN checks, signal and save checks; summaries and
     checkpoints set beyond the run) minus the same steps run in one call of
     one tf.function, their data already in memory; at the default
@@ -63,6 +63,7 @@ import cifar10_data  # noqa: E402
 import cifar10_input  # noqa: E402
 import device_input  # noqa: E402
 import cifar10_train  # noqa: E402
+import train_loop  # noqa: E402
 import convnet  # noqa: E402
 import data_helpers  # noqa: E402
 import gpu_audit  # noqa: E402
@@ -112,17 +113,17 @@ def bench_pipeline(data_dir, plan):
 
 
 def _feed(data_dir, batch_size, on_device, strategy):
-  """(feed, iterator) as cifar10_train.train makes them, seed 1."""
+  """(feed, iterator) as train_loop.train makes them, seed 1."""
   if on_device:
     return device_input.DeviceInput(data_dir, batch_size, 1, strategy), None
-  return cifar10_train.DatasetFeed(), iter(
+  return train_loop.DatasetFeed(), iter(
       strategy.distribute_datasets_from_function(
           lambda ctx: cifar10_input.distorted_inputs(data_dir, batch_size, 1,
                                                      0, ctx)))
 
 
 def train_runner(data_dir, plan, dtype, on_device=True,
-                 steps_per_loop=cifar10_train.DEFAULT_STEPS_PER_LOOP,
+                 steps_per_loop=cli.DEFAULT_STEPS_PER_LOOP,
                  jit_compile=False, shards=1):
   """run(steps) training the convnet through cifar10_train's loop at batch
   128 (losses read back after each call, as the loop's NaN check does),
@@ -131,16 +132,16 @@ def train_runner(data_dir, plan, dtype, on_device=True,
   model = convnet.ConvNet(1)
   state = convnet.TrainState(model, compute_dtype=dtype)
   feed, iterator = _feed(data_dir, BATCH_SIZE, on_device, strategy)
-  train_loop, _ = cifar10_train.make_train_loop(strategy, model, state,
+  loop, _ = train_loop.make_train_loop(strategy, model, state,
                                                 BATCH_SIZE, feed, jit_compile,
                                                 shards)
-  flags = cifar10_train.loop_flags(0, False)
+  flags = train_loop.loop_flags(0, False)
 
   def run(steps=plan['steps']):
     done = 0
     while done < steps:
       n = min(steps_per_loop, steps - done)
-      losses, _, _ = train_loop(iterator, tf.constant(n), flags)
+      losses, _, _ = loop(iterator, tf.constant(n), flags)
       losses.numpy()
       done += n
   run(min(steps_per_loop, plan['warmup']))
@@ -157,7 +158,7 @@ def bench_train(data_dir, plan, *args, **kwargs):
 def bench_overhead(data_dir, plan, steps_per_loop, steps):
   """Host overhead per step (ms) at batch 2.
 
-  cifar10_train.train's real loop (console lines, NaN checks, signal and save
+  train_loop.train's real loop (console lines, NaN checks, signal and save
   checks, one call per steps_per_loop steps; summaries and checkpoints set
   beyond the run) minus the same training loop run as one call of all the
   steps (batches made on the device from the records in memory, as in the
@@ -171,12 +172,12 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   strategy = tf.distribute.get_strategy()
   parser = cifar10_train.build_parser()
   model = convnet.ConvNet(1)
-  state = convnet.TrainState(model, compute_dtype=cifar10_train.compute_dtype(
+  state = convnet.TrainState(model, compute_dtype=train_loop.compute_dtype(
       parser.parse_args([])))
   feed, _ = _feed(data_dir, OVERHEAD_BATCH, True, strategy)
-  train_loop, _ = cifar10_train.make_train_loop(strategy, model, state,
+  loop, _ = train_loop.make_train_loop(strategy, model, state,
                                                 OVERHEAD_BATCH, feed)
-  flags = cifar10_train.loop_flags(0, False)
+  flags = train_loop.loop_flags(0, False)
   images, labels = feed.replica_batch(feed.next_batch(0))
 
   @tf.function
@@ -191,7 +192,7 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
     call(tf.constant(n))
     return (time.perf_counter() - t) / n
 
-  one_call = lambda n: train_loop(None, n, flags)[0].numpy()
+  one_call = lambda n: loop(None, n, flags)[0].numpy()
   fixed = lambda n: fixed_batch(n).numpy()
   real, ref, fix = [], [], []
   for repeat in range(plan['repeats']):
@@ -204,7 +205,7 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
           str(10**9)])
       stats = {}
       with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
-        cifar10_train.train(args, stats=stats)
+        train_loop.train(args, stats=stats)
     n = stats['steps']
     if not repeat:  # trace the references
       one_call(tf.constant(n))
@@ -291,7 +292,7 @@ def paired_keys():
   the same in one slice, where the default has several), and the Keras ones
   (mixed_bfloat16 where the CPU has native bfloat16 or a GPU is present)."""
   keys = ['train_default', 'keras']
-  if cifar10_train.num_shards(cifar10_train.build_parser().parse_args([])) > 1:
+  if train_loop.num_shards(cifar10_train.build_parser().parse_args([])) > 1:
     keys.insert(1, 'train_one_slice')
   if tf.config.list_physical_devices('GPU') or hardware.native_bf16_cpu():
     keys += ['keras_bf16', 'keras_bf16_spe20']
@@ -322,12 +323,12 @@ def serve(key, data_dir, plan):
   """
   if key.startswith('train'):  # default, or in one slice (default pools)
     defaults = cifar10_train.build_parser().parse_args([])
-    shards = (cifar10_train.num_shards(defaults) if key == 'train_default'
+    shards = (train_loop.num_shards(defaults) if key == 'train_default'
               else 1)
     hardware.set_threads(hardware.describe(), shards)
-    run = train_runner(data_dir, plan, cifar10_train.compute_dtype(defaults),
-                       cifar10_train.data_on_device(defaults),
-                       cifar10_train.DEFAULT_STEPS_PER_LOOP, shards=shards)
+    run = train_runner(data_dir, plan, train_loop.compute_dtype(defaults),
+                       train_loop.data_on_device(defaults),
+                       cli.DEFAULT_STEPS_PER_LOOP, shards=shards)
     say('ready')
     while told_to_run():
       t = time.perf_counter()
@@ -454,10 +455,10 @@ def measure(phase, data_dir, plan):
   pipeline.
   """
   defaults = cifar10_train.build_parser().parse_args([])
-  dtype = cifar10_train.compute_dtype(defaults)
-  n = cifar10_train.DEFAULT_STEPS_PER_LOOP
-  on = cifar10_train.data_on_device(defaults)
-  shards = cifar10_train.num_shards(defaults)
+  dtype = train_loop.compute_dtype(defaults)
+  n = cli.DEFAULT_STEPS_PER_LOOP
+  on = train_loop.data_on_device(defaults)
+  shards = train_loop.num_shards(defaults)
   gpu = bool(tf.config.list_physical_devices('GPU'))
   fig = {}
   if phase == 'sliced':
@@ -526,10 +527,10 @@ def main(argv=None):
       with open(out) as f:
         fig.update(json.load(f))
   shards = results['shards'] = fig.pop('shards')
-  default = cifar10_train.compute_dtype(
+  default = train_loop.compute_dtype(
       cifar10_train.build_parser().parse_args([]))
-  n = cifar10_train.DEFAULT_STEPS_PER_LOOP
-  on = cifar10_train.data_on_device(
+  n = cli.DEFAULT_STEPS_PER_LOOP
+  on = train_loop.data_on_device(
       cifar10_train.build_parser().parse_args([]))
 
   keras_keys = [k for k in fig if k.startswith('keras')]

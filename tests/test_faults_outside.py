@@ -22,6 +22,7 @@ import cifar10_export
 import cifar10_data
 import cifar10_multi_gpu_train
 import cifar10_train
+import train_loop
 import data_helpers
 import restore_model
 import run_fc_model
@@ -379,13 +380,13 @@ def test_batches_folder_that_is_a_file(tmp_path, capsys):
 
 def test_slow_steps_make_shorter_calls():
   """A stop waits at most about CALL_SECS, whatever the precision."""
-  clock = cifar10_train.StepClock(0, 128, 10)
-  assert clock.steps_within(cifar10_train.CALL_SECS) > 10**6  # unknown yet
+  clock = train_loop.StepClock(0, 128, 10)
+  assert clock.steps_within(train_loop.CALL_SECS) > 10**6  # unknown yet
   clock.log(0, np.zeros(3), np.array([100.0, 102.0, 104.0]))  # 2 s a step
-  assert clock.steps_within(cifar10_train.CALL_SECS) == \
-      cifar10_train.CALL_SECS // 2
+  assert clock.steps_within(train_loop.CALL_SECS) == \
+      train_loop.CALL_SECS // 2
   clock.log(3, np.zeros(2), np.array([200.0, 260.0]))  # a minute a step
-  assert clock.steps_within(cifar10_train.CALL_SECS) == 1
+  assert clock.steps_within(train_loop.CALL_SECS) == 1
 
 
 # --- 2. a cluster that never forms: a bounded wait, signals honoured --------

@@ -15,6 +15,7 @@ import cifar10_data
 import cifar10_input
 import device_input
 import cifar10_train
+import train_loop
 import convnet
 import gpu_audit
 import hardware
@@ -130,13 +131,13 @@ def test_defaults_from_a_device_description(device, want):
   assert hardware.data_on_device(device)
   # and through the flags, as the scripts resolve them
   args = cifar10_train.build_parser().parse_args([])
-  assert cifar10_train.compute_dtype(args, device).name == want[0]
-  assert cifar10_train.jit_compile(args, device) == want[1]
-  assert cifar10_train.num_shards(args, 1, device) == want[2]
+  assert train_loop.compute_dtype(args, device).name == want[0]
+  assert train_loop.jit_compile(args, device) == want[1]
+  assert train_loop.num_shards(args, 1, device) == want[2]
   forced = cifar10_train.build_parser().parse_args(['--nojit_compile'])
-  assert not cifar10_train.jit_compile(forced, device)
+  assert not train_loop.jit_compile(forced, device)
   forced = cifar10_train.build_parser().parse_args(['--jit_compile=true'])
-  assert cifar10_train.jit_compile(forced, device)
+  assert train_loop.jit_compile(forced, device)
 
 
 def test_this_machine_is_described():
@@ -168,9 +169,9 @@ def _one_step_each_way(data_dir, seed=4, steps=21):
     model = convnet.ConvNet(seed)
     state = convnet.TrainState(model, seed, tf.float32)
     feed = device_input.DeviceInput(data_dir, 32, seed)
-    _, aux_step = cifar10_train.make_train_loop(
+    _, aux_step = train_loop.make_train_loop(
         tf.distribute.get_strategy(), model, state, 32, feed, jit)
-    flags = cifar10_train.loop_flags(0, False)
+    flags = train_loop.loop_flags(0, False)
     # (the step with summaries, called again and again: one compilation)
     outs = [aux_step(None, flags)[0] for _ in range(steps)]
     results.append((tf.nest.map_structure(np.asarray, outs[0]),

@@ -15,6 +15,7 @@ import tensorflow as tf
 import cifar10_eval
 import cifar10_multi_gpu_train
 import cifar10_train
+import train_loop
 import convnet
 from conftest import ROOT
 from test_convnet import _batch, _params, _train_args
@@ -206,7 +207,7 @@ def test_planned_replicas_set_shards_auto(monkeypatch):
                       lambda kind=None: [])
   monkeypatch.setattr(cifar10_train.os, 'sched_getaffinity',
                       lambda pid: {0, 1})
-  assert cifar10_train.num_shards(parse([]), planned(parse([]))) == 2
-  assert cifar10_train.num_shards(
+  assert train_loop.num_shards(parse([]), planned(parse([]))) == 2
+  assert train_loop.num_shards(
       parse(['--logical_devices', '2']),
       planned(parse(['--logical_devices', '2']))) == 1

@@ -1,0 +1,501 @@
+"""The convnet's training loop, shared by cifar10_train.py and
+cifar10_multi_gpu_train.py.
+
+  train(args, strategy)        the whole run: resume, loop, save; exit status
+  make_train_loop(...)         the graph functions: many steps per call, or
+                               one with the summaries' outputs
+  StepClock                    the console's lines, each with its step's time
+  loop_flags / read_flags      stop and save requests, agreed by all workers
+  compute_dtype, jit_compile, num_shards, data_on_device
+                               the flags resolved ('auto': hardware.py)
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import checkpoints
+import cifar10_data
+import cifar10_input
+import cli
+import convnet
+import device_input
+import hardware
+import run_control
+import summaries
+
+# A call into the graph takes at most about this long (fewer steps than
+# --steps_per_loop when steps are slow, e.g. float16 emulated on a CPU), so
+# that a stop signal or a due checkpoint waits no longer.
+CALL_SECS = 10
+
+
+def set_aside(train_dir):
+  """Moves a previous run's files to train_dir/previous-<time>/ (--fresh)."""
+  if not os.path.isdir(train_dir):
+    return
+  entries = [e for e in os.listdir(train_dir)
+             if not e.startswith(('previous-', checkpoints.WORKER_DIR_PREFIX))
+             and e != checkpoints.LOCK_FILE]
+  if not entries:
+    return
+  dest = os.path.join(train_dir, time.strftime('previous-%Y%m%d-%H%M%S'))
+  os.makedirs(dest)
+  for e in entries:
+    shutil.move(os.path.join(train_dir, e), dest)
+  print('Moved the previous run in %s to %s' % (train_dir, dest))
+
+
+def write_summaries(out, model, state, step, steps_per_sec):
+  """The tutorial's summaries for one step's outputs (docs/tensorboard.md)."""
+  averages = convnet.loss_averages(state)
+  summaries.write_scalars({'learning_rate': out['learning_rate'],
+                           'global_step/sec': steps_per_sec}, step)
+  for name in state.loss_averages:
+    tf.summary.scalar(name + ' (raw)', out[name], step=step)
+    tf.summary.scalar(name, averages[name], step=step)
+  summaries.write_histograms(out['activations'], step, '/activations')
+  summaries.write_scalars({layer + '/sparsity': tf.math.zero_fraction(act)
+                           for layer, act in out['activations'].items()}, step)
+  summaries.write_histograms(model.params, step)
+  summaries.write_histograms(out['gradients'], step, '/gradients')
+  cifar10_input.image_summary(out['images'], step)
+
+
+def _first_replica(strategy, structure):
+  return tf.nest.map_structure(
+      lambda v: strategy.experimental_local_results(v)[0], structure)
+
+
+class DatasetFeed:
+  """Batches from a distributed tf.data iterator (the --data_on_device=false
+  path), with the interface of device_input.DeviceInput."""
+
+  def next_batch(self, step, iterator):
+    return next(iterator)
+
+  def replica_batch(self, batch, pieces=1):
+    return batch
+
+
+def make_train_loop(strategy, model, state, global_batch, feed,
+                    jit_compile=False, shards=1):
+  """The training functions: many steps per call, or one with summaries.
+
+  shards: slices each replica's batch is made and computed in (num_shards).
+  jit_compile: XLA compiles each replica's step, its input included: with
+    one replica the whole step (with the data on the device the batch's
+    indices too, derived from the step), so that a step is one launch of an
+    XLA program; with several, the input and the gradients (the bulk of
+    the work): the cross-replica all-reduce and the update of mirrored
+    variables that follow it synchronize the replicas, which a
+    tf.function inside strategy.run cannot do, so they stay outside XLA.
+
+  Returns:
+    train_loop(iterator, num_steps, flags) -> (losses float32 [num_steps],
+      times float64 [num_steps], flags): num_steps steps of convnet.training
+      in one graph loop; times[i] is when step i's loss was ready (seconds
+      since the epoch, read inside the graph), for the console's lines;
+    aux_step(iterator, flags) -> (outputs of one step with activations and
+      gradients, for the summaries, its time, flags).
+    flags is float32 [4] (SIGINT, SIGTERM, SIGHUP caught, save wanted) of this
+    worker (see loop_flags); what returns is its sum over all replicas and
+    workers, so that every worker stops, or saves, after the same step.
+    iterator is the distributed tf.data iterator, or None with the data set
+    on the device (feed is then a device_input.DeviceInput).
+  """
+  replicas = strategy.num_replicas_in_sync
+  # One replica makes its whole batch from the step, in replica context.
+  in_replica = isinstance(feed, device_input.DeviceInput) and replicas == 1
+
+  def replica_input(batch):
+    with tf.name_scope('replica_input'):
+      if in_replica:
+        return feed.step_batch(batch, state.global_step, shards)
+      return feed.replica_batch(batch, shards)
+
+  def whole_step(batch, with_aux):
+    images, labels = replica_input(batch)
+    with tf.name_scope('train_step'):
+      return convnet.training(model, state, images, labels, global_batch,
+                              with_aux, shards)
+
+  def first_half(batch, with_aux):
+    images, labels = replica_input(batch)
+    with tf.name_scope('train_step'):
+      return convnet.gradients(model, state, images, labels, replicas,
+                               with_aux, shards)
+
+  def second_half(out):
+    with tf.name_scope('train_step'):
+      return convnet.update(model, state, out, global_batch,
+                            convnet.reduce_out(out))
+
+  if not jit_compile:
+    replica_step = whole_step
+  elif replicas == 1:
+    replica_step = tf.function(whole_step, jit_compile=True)
+  else:
+    first_half = tf.function(first_half, jit_compile=True)
+
+    def replica_step(batch, with_aux):
+      return second_half(first_half(batch, with_aux))
+
+  def step(iterator, with_aux):
+    with tf.name_scope('input'):
+      batch = (feed.records if in_replica else
+               feed.next_batch(state.global_step, iterator))
+    out = strategy.run(replica_step, args=(batch, with_aux))
+    return _first_replica(strategy, out)
+
+  def agree(flags):
+    # (tf.identity: a copy on the replica's device, which all_reduce needs)
+    with tf.name_scope('stop_and_save_flags'):
+      agreed = strategy.run(lambda f: tf.distribute.get_replica_context(
+          ).all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(f)),
+                            args=(flags,))
+      return _first_replica(strategy, agreed)
+
+  def finished(loss):
+    with tf.control_dependencies([loss]):
+      return tf.timestamp(name='step_time')
+
+  @tf.function
+  def train_loop(iterator, num_steps, flags):
+    losses = tf.TensorArray(tf.float32, size=num_steps)
+    times = tf.TensorArray(tf.float64, size=num_steps)
+    for i in tf.range(num_steps):
+      out = step(iterator, False)
+      losses = losses.write(i, out['total_loss'])
+      times = times.write(i, finished(out['total_loss']))
+    return losses.stack(), times.stack(), agree(flags)
+
+  @tf.function
+  def aux_step(iterator, flags):
+    out = step(iterator, True)
+    with tf.name_scope('outputs'):
+      out = tf.nest.map_structure(tf.identity, out)
+      time_done = finished(out['total_loss'])
+    return out, time_done, agree(flags)
+
+  return train_loop, aux_step
+
+
+class StepClock:
+  """Console lines in the tutorial's format, each with its own step's time.
+
+  Every log_frequency-th step gets a line stamped with the time its loss was
+  ready (read inside the graph loop), its examples/sec measured since the
+  previous line. A line whose interval includes start-up (tracing and the
+  first call of a training function) says so instead of passing it off as a
+  slow step. Also keeps the run's totals for the closing line.
+  """
+
+  def __init__(self, step, global_batch, log_frequency):
+    self.global_batch, self.log_frequency = global_batch, log_frequency
+    self.last_step, self.last_time = step, time.time()
+    self.first_step, self.began = step, self.last_time
+    self.startup = True  # the interval in progress includes start-up
+    self.warm = None  # (step, time) once both functions have run once
+    self.said = None  # (step, time) of the last progress line
+    self.step_secs = None  # a step's seconds, from the last call
+
+  def log(self, first_step, losses, times, first_call=False):
+    """Prints the lines of steps first_step + 1 ... first_step + len(losses).
+
+    first_call: the call that ran them was a training function's first (it
+    traced and compiled before running).
+    """
+    self.startup = self.startup or first_call
+    if len(times) > 1:  # inside the graph: tracing excluded
+      self.step_secs = (times[-1] - times[0]) / (len(times) - 1)
+    for i, loss in enumerate(losses):
+      step = first_step + i + 1
+      if step % self.log_frequency:
+        continue
+      duration = max(times[i] - self.last_time, 1e-9)
+      steps = step - self.last_step
+      print('%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch%s)' %
+            (run_control.now(times[i]), step, loss,
+             steps * self.global_batch / duration, duration / steps,
+             '; includes start-up' if self.startup else ''))
+      self.last_step, self.last_time = step, times[i]
+      self.startup = False
+    sys.stdout.flush()
+
+  def steps_within(self, seconds):
+    """How many steps take about `seconds` at the speed of the last call
+    (at least 1; no bound before the speed is known)."""
+    if not self.step_secs:
+      return sys.maxsize
+    return max(1, int(seconds / self.step_secs))
+
+  def progress(self, step, max_steps, interval):
+    """A line saying how long the run has to go, when one is due, or None.
+
+    The first comes cli.FIRST_PROGRESS_SECS after start-up (set warm first),
+    then one every `interval` seconds, at the speed since the previous one.
+    """
+    since = self.said or self.warm
+    if since is None or step >= max_steps or step == since[0]:
+      return None
+    due = interval if self.said else min(interval, cli.FIRST_PROGRESS_SECS)
+    if time.time() - since[1] < due:
+      return None
+    self.said = (step, time.time())
+    return run_control.progress_line(step, max_steps, self.speed(since, step),
+                                   self.global_batch)
+
+  def speed(self, since, step):
+    """Examples/sec from since = (step, time) to step, now."""
+    return (step - since[0]) * self.global_batch / max(
+        time.time() - since[1], 1e-9)
+
+  def summary(self, step):
+    """The closing line: steps run, time taken, average speed."""
+    seconds = time.time() - self.began
+    return '%s: trained %d steps (%d to %d) in %s: %.0f examples/sec%s' % (
+        run_control.now(), step - self.first_step, self.first_step, step,
+        run_control.duration_text(seconds),
+        (step - self.first_step) * self.global_batch / max(seconds, 1e-9),
+        ', %.0f after start-up' % self.speed(self.warm, step)
+        if self.warm and step > self.warm[0] else '')
+
+
+def loop_flags(signum, save):
+  """This worker's float32 flags for the training functions: one per stop
+  signal (run_control.STOP_SIGNALS), then save wanted.
+
+  (float32: MirroredStrategy cannot all-reduce an int32 tensor.)"""
+  return tf.constant([float(signum == s) for s in run_control.STOP_SIGNALS] +
+                     [float(save)], tf.float32)
+
+
+def read_flags(flags):
+  """(signal number or 0, save wanted) from the summed flags of all workers."""
+  flags = flags.numpy()
+  signum = next((int(s) for s, n in zip(run_control.STOP_SIGNALS, flags)
+                 if n), 0)
+  return signum, bool(flags[-1])
+
+
+def check_finite(losses, first_step, train_dir):
+  """Raises NanLossError naming the first step whose loss is not finite."""
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if bad.size:
+    raise run_control.NanLossError(
+        'loss is %s at step %d; stopped without saving, the last good '
+        'checkpoint is %s' % (losses[bad[0]], first_step + bad[0] + 1,
+                              tf.train.latest_checkpoint(train_dir)))
+
+
+def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
+  """The training loop shared by cifar10_train.py and the multi-GPU script.
+
+  Args:
+    args: parsed flags (cifar10_train.build_parser()).
+    strategy: a tf.distribute strategy (default: the default strategy).
+    is_chief: this worker writes the summaries and the canonical checkpoints
+      (and holds train_dir's lock).
+    worker_dir: where a non-chief worker writes its own (discarded) ones.
+    stats: optional dict, filled with 'steps' and 'seconds' of the loop after
+      its first multi-step call (for benchmarks: tracing excluded).
+
+  Returns:
+    Exit status: 0, or 128 + signal number when stopped by a signal (on any
+    worker).
+
+  Raises:
+    run_control.NanLossError: the loss became NaN or infinite.
+    run_control.UsageError: a folder, checkpoint or flag problem.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  tf.debugging.set_log_device_placement(args.log_device_placement)
+  if is_chief:
+    checkpoints.prepare_dir(args.train_dir, '--train_dir')
+  with contextlib.ExitStack() as held:
+    if is_chief:
+      held.enter_context(checkpoints.TrainDirLock(args.train_dir))
+    cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
+    if args.fresh and is_chief:
+      set_aside(args.train_dir)
+    return _train(args, strategy, is_chief, worker_dir,
+                  {} if stats is None else stats)
+
+
+def _train(args, strategy, is_chief, worker_dir, stats):
+  replicas = strategy.num_replicas_in_sync
+  global_batch = args.batch_size * replicas
+  seed = args.seed if args.seed is not None else int(
+      np.random.randint(0, 2**31 - 1))
+  with strategy.scope():
+    model = convnet.ConvNet(seed)
+    state = convnet.TrainState(model, seed, compute_dtype(args))
+  ckpt = tf.train.Checkpoint(model=model, state=state)
+  latest = checkpoints.resume(ckpt, args.train_dir, repair=is_chief)
+  if latest:
+    if args.seed is not None and int(state.seed.numpy()) != args.seed:
+      print('Note: resuming a run made with seed %d; --seed %d is ignored' %
+            (int(state.seed.numpy()), args.seed))
+    print('Resuming from %s at step %d' % (latest,
+                                          int(state.global_step.numpy())))
+  _, manager = checkpoints.checkpoint_manager(
+      args.train_dir if is_chief else worker_dir, model=model, state=state)
+  start = int(state.global_step.numpy())
+  if start >= args.max_steps:
+    print('Step %d already reached max_steps %d; nothing to do' %
+          (start, args.max_steps))
+    return 0
+  seed = int(state.seed.numpy())
+
+  on_device = data_on_device(args)
+  if on_device:
+    feed, iterator = device_input.DeviceInput(
+        args.data_dir, args.batch_size, seed, strategy), None
+  else:
+    feed = DatasetFeed()
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda ctx: cifar10_input.distorted_inputs(
+            args.data_dir, args.batch_size, seed, start, ctx)))
+  shards = num_shards(args, replicas)
+  jit = jit_compile(args)
+  train_loop, aux_step = make_train_loop(strategy, model, state, global_batch,
+                                         feed, jit, shards)
+  writer = (summaries.summary_writer(args.train_dir) if is_chief
+            else tf.summary.create_noop_writer())
+
+  @tf.function
+  def summarize(out, step, rate):
+    write_summaries(out, model, state, step, rate)
+
+  profile = summaries.Profile(args.profile_steps if is_chief else None,
+                              args.train_dir)
+  if is_chief:
+    dtype = state.compute_dtype
+    values = summaries.hparams_values(
+        args, precision=dtype.name, seed=seed, use_bf16=dtype == tf.bfloat16,
+        use_fp16=dtype == tf.float16, data_on_device=str(on_device).lower(),
+        jit_compile=jit,
+        shards=shards, replicas=replicas,
+        data_source=cifar10_data.resolve_source(args.data_source))
+    trial_id = '%s seed %d' % (os.path.abspath(args.train_dir), seed)
+    summaries.save_run_hparams(args.train_dir, values, trial_id)
+    with writer.as_default():
+      summaries.write_hparams(values, cli.HPARAMS_METRICS, trial_id)
+  print('Training from step %d to %d: %d replica(s) x batch %d%s, %s '
+        'compute, seed %d, %d steps per loop, data %s%s' % (
+            start, args.max_steps, replicas, args.batch_size,
+            ' in %d slices' % shards if shards > 1 else '',
+            state.compute_dtype.name, seed, args.steps_per_loop,
+            'on the device' if on_device else 'from tf.data',
+            ', XLA' if jit else ''), flush=True)
+
+  step = start
+  clock = StepClock(start, global_batch, args.log_frequency)
+  last_save = time.time()
+  last_summary = (start, time.time())
+  looped = False  # train_loop has run (traced) once
+  with run_control.GracefulStop() as stop, writer.as_default(), profile:
+    profile.at(step)
+    while step < args.max_steps:
+      flags = loop_flags(stop.signum, time.time() - last_save >=
+                         args.save_checkpoint_secs)
+      with_aux = step == start or (step + 1) % args.summary_steps == 0
+      if with_aux:
+        call = (summaries.write_graph if step == start and is_chief
+                else lambda fn, a: fn(*a))
+        out, times, flags = call(aux_step, (iterator, flags))
+        losses = np.array([float(out['total_loss'])])
+        times = np.array([float(times)])
+      else:
+        to_aux = args.summary_steps - 1 - step % args.summary_steps
+        n = min(args.steps_per_loop, args.max_steps - step, to_aux,
+                (profile.until(step) or args.max_steps) - step,
+                clock.steps_within(CALL_SECS))
+        losses, times, flags = train_loop(iterator, tf.constant(n), flags)
+        losses, times = losses.numpy(), times.numpy()
+      check_finite(losses, step, args.train_dir)
+      clock.log(step, losses, times,
+                first_call=step == start or not (with_aux or looped))
+      step += len(losses)
+      profile.at(step)
+      if with_aux:
+        rate = (step - last_summary[0]) / (time.time() - last_summary[1])
+        summarize(out, tf.constant(step, tf.int64), tf.constant(rate))
+        last_summary = (step, time.time())
+      if step == start + 1:
+        last_save = time.time()  # the first call traced: not a reason to save
+      if not with_aux and not looped:  # both functions now traced
+        looped = True
+        clock.warm = stats['began'] = (step, time.time())
+      line = clock.progress(step, args.max_steps, args.progress_secs)
+      if line:
+        print(line, flush=True)
+      signum, save_now = read_flags(flags)
+      if signum:
+        if not stop.requested:
+          print('%s: another worker was stopped by %s; saving and stopping' %
+                (run_control.now(), signal.Signals(signum).name), flush=True)
+        break
+      if save_now and step < args.max_steps:
+        checkpoints.save_checkpoint(manager, step)
+        last_save = time.time()
+    if 'began' in stats:
+      stats['steps'] = step - stats['began'][0]
+      stats['seconds'] = time.time() - stats['began'][1]
+    profile.stop()
+    path = checkpoints.save_checkpoint(manager, step)
+    writer.flush()
+  print('%s: saved checkpoint %s at step %d' % (
+      run_control.now(), path if is_chief else 'of this worker', step),
+        flush=True)
+  print(clock.summary(step), flush=True)
+  signum = signum or stop.signum
+  return 128 + signum if signum else 0
+
+
+def data_on_device(args, device=None):
+  """Whether the training set lives on the device (--data_on_device)."""
+  if args.data_on_device == 'auto':
+    return hardware.data_on_device(device or hardware.describe())
+  return args.data_on_device == 'true'
+
+
+def num_shards(args, replicas=1, device=None):
+  """The slices each replica's batch is computed in (--shards; 'auto':
+  hardware.shards, measured on 2 cores: see the README)."""
+  if args.shards == 'auto':
+    return hardware.shards(device or hardware.describe(), args.batch_size,
+                           replicas, cli.MIN_SHARD_EXAMPLES)
+  if args.batch_size % args.shards:
+    raise run_control.UsageError(
+        '--shards %d does not divide --batch_size %d' % (args.shards,
+                                                         args.batch_size))
+  return args.shards
+
+
+def compute_dtype(args, device=None):
+  """float16 with --use_fp16; bfloat16 with --use_bf16; float32 with
+  --nouse_bf16; else hardware.precision (bfloat16 where native)."""
+  if args.use_fp16 and args.use_bf16:
+    raise run_control.UsageError(
+        '--use_fp16 and --use_bf16 exclude each other')
+  if args.use_fp16:
+    return tf.float16
+  if args.use_bf16 is None:
+    return tf.as_dtype(hardware.precision(device or hardware.describe()))
+  return tf.bfloat16 if args.use_bf16 else tf.float32
+
+
+def jit_compile(args, device=None):
+  """Whether XLA compiles the replica step (--jit_compile; 'auto':
+  hardware.jit_compile, on a GPU only)."""
+  if args.jit_compile is None:
+    return hardware.jit_compile(device or hardware.describe())
+  return args.jit_compile
