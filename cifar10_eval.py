@@ -14,6 +14,7 @@ moving averages (the tutorial's exercise).
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import console
 import cli
 if __name__ == '__main__':
   cli.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
@@ -166,7 +167,7 @@ def confusion_markdown(confusion):
 
 def report(precision, confusion, seen, step, path, writer):
   """Prints the tutorial's line and per-class figures; writes summaries."""
-  print('%s: precision @ 1 = %.3f' % (run_control.now(), precision), flush=True)
+  print('%s: precision @ 1 = %.3f' % (console.now(), precision), flush=True)
   hits = np.diag(confusion)
   predicted = confusion.sum(axis=0)
   actual = confusion.sum(axis=1)
@@ -258,11 +259,11 @@ def main(argv=None):
         return 0
       if not waiting_said:
         print('%s: waiting for a new checkpoint in %s (looking every %g s)' % (
-            run_control.now(), args.checkpoint_dir, args.eval_interval_secs),
+            console.now(), args.checkpoint_dir, args.eval_interval_secs),
               flush=True)
         waiting_said = True
       stop.sleep(args.eval_interval_secs)
-  print('%s: stopped' % run_control.now())
+  print('%s: stopped' % console.now())
   return 0
 
 

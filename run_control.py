@@ -7,7 +7,7 @@
   signals_raise()             the same signals as an exception (Stopped)
   record_stop_signals()       a signal during start-up is kept for the loop
   ClosableConsole             stdout that a closed reader cannot stop
-  now(), progress_line()      the console's time stamps and time-to-go line
+  console.now(), console.progress_line()      the console's time stamps and time-to-go line
 
 Exit status: 0 done; 1 a data, checkpoint or usage problem, a NaN loss, a file
 system error; 128 + the signal's number when stopped by a signal (after
@@ -15,7 +15,6 @@ saving).
 """
 
 import contextlib
-import datetime
 import os
 import re
 import signal
@@ -24,6 +23,7 @@ import time
 
 import tensorflow as tf
 
+import console
 import cli
 import hardware
 from cifar10_data import DataSetError
@@ -105,12 +105,6 @@ class ClosableConsole:
     return getattr(self._stream, name)
 
 
-def now(seconds=None):
-  """The tutorial's console timestamp: of `seconds` since the epoch, or now."""
-  return datetime.datetime.fromtimestamp(
-      time.time() if seconds is None else seconds)
-
-
 def first_line(e):
   """The first line of an error's message, without TensorFlow's op prefix
   ('{{function_node ...}} ') and suffix (' [Op:SaveV2]')."""
@@ -179,7 +173,7 @@ class GracefulStop:
     if self.signum is not None:  # second signal: give up on saving
       raise KeyboardInterrupt
     self.signum = signum
-    print('%s: caught %s; %s' % (now(), signal.Signals(signum).name,
+    print('%s: caught %s; %s' % (console.now(), signal.Signals(signum).name,
                                  self.action), flush=True)
 
   def __enter__(self):
@@ -205,16 +199,3 @@ class GracefulStop:
     return 128 + self.signum if self.signum else 0
 
 
-def duration_text(seconds):
-  """'2 h 05 min' or '3 min 07 s'."""
-  hours, rest = divmod(int(seconds), 3600)
-  return ('%d h %02d min' % (hours, rest // 60) if hours else
-          '%d min %02d s' % divmod(rest, 60))
-
-
-def progress_line(step, max_steps, examples_per_sec, examples_per_step):
-  """'N of M steps (P%), about T to go at the current speed'."""
-  left = (max_steps - step) * examples_per_step / max(examples_per_sec, 1e-9)
-  return '%s: step %d of %d (%.1f%%), about %s to go at %.0f examples/sec' % (
-      now(), step, max_steps, 100.0 * step / max_steps, duration_text(left),
-      examples_per_sec)

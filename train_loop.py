@@ -4,7 +4,7 @@ cifar10_multi_gpu_train.py.
   train(args, strategy)        the whole run: resume, loop, save; exit status
   make_train_loop(...)         the graph functions: many steps per call, or
                                one with the summaries' outputs
-  StepClock                    the console's lines, each with its step's time
+  console.StepClock                    the console's lines, each with its step's time
   loop_flags / read_flags      stop and save requests, agreed by all workers
   compute_dtype, jit_compile, num_shards, data_on_device
                                the flags resolved ('auto': hardware.py)
@@ -14,12 +14,12 @@ import contextlib
 import os
 import shutil
 import signal
-import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
+import console
 import checkpoints
 import cifar10_data
 import cifar10_input
@@ -187,87 +187,6 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   return train_loop, aux_step
 
 
-class StepClock:
-  """Console lines in the tutorial's format, each with its own step's time.
-
-  Every log_frequency-th step gets a line stamped with the time its loss was
-  ready (read inside the graph loop), its examples/sec measured since the
-  previous line. A line whose interval includes start-up (tracing and the
-  first call of a training function) says so instead of passing it off as a
-  slow step. Also keeps the run's totals for the closing line.
-  """
-
-  def __init__(self, step, global_batch, log_frequency):
-    self.global_batch, self.log_frequency = global_batch, log_frequency
-    self.last_step, self.last_time = step, time.time()
-    self.first_step, self.began = step, self.last_time
-    self.startup = True  # the interval in progress includes start-up
-    self.warm = None  # (step, time) once both functions have run once
-    self.said = None  # (step, time) of the last progress line
-    self.step_secs = None  # a step's seconds, from the last call
-
-  def log(self, first_step, losses, times, first_call=False):
-    """Prints the lines of steps first_step + 1 ... first_step + len(losses).
-
-    first_call: the call that ran them was a training function's first (it
-    traced and compiled before running).
-    """
-    self.startup = self.startup or first_call
-    if len(times) > 1:  # inside the graph: tracing excluded
-      self.step_secs = (times[-1] - times[0]) / (len(times) - 1)
-    for i, loss in enumerate(losses):
-      step = first_step + i + 1
-      if step % self.log_frequency:
-        continue
-      duration = max(times[i] - self.last_time, 1e-9)
-      steps = step - self.last_step
-      print('%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch%s)' %
-            (run_control.now(times[i]), step, loss,
-             steps * self.global_batch / duration, duration / steps,
-             '; includes start-up' if self.startup else ''))
-      self.last_step, self.last_time = step, times[i]
-      self.startup = False
-    sys.stdout.flush()
-
-  def steps_within(self, seconds):
-    """How many steps take about `seconds` at the speed of the last call
-    (at least 1; no bound before the speed is known)."""
-    if not self.step_secs:
-      return sys.maxsize
-    return max(1, int(seconds / self.step_secs))
-
-  def progress(self, step, max_steps, interval):
-    """A line saying how long the run has to go, when one is due, or None.
-
-    The first comes cli.FIRST_PROGRESS_SECS after start-up (set warm first),
-    then one every `interval` seconds, at the speed since the previous one.
-    """
-    since = self.said or self.warm
-    if since is None or step >= max_steps or step == since[0]:
-      return None
-    due = interval if self.said else min(interval, cli.FIRST_PROGRESS_SECS)
-    if time.time() - since[1] < due:
-      return None
-    self.said = (step, time.time())
-    return run_control.progress_line(step, max_steps, self.speed(since, step),
-                                   self.global_batch)
-
-  def speed(self, since, step):
-    """Examples/sec from since = (step, time) to step, now."""
-    return (step - since[0]) * self.global_batch / max(
-        time.time() - since[1], 1e-9)
-
-  def summary(self, step):
-    """The closing line: steps run, time taken, average speed."""
-    seconds = time.time() - self.began
-    return '%s: trained %d steps (%d to %d) in %s: %.0f examples/sec%s' % (
-        run_control.now(), step - self.first_step, self.first_step, step,
-        run_control.duration_text(seconds),
-        (step - self.first_step) * self.global_batch / max(seconds, 1e-9),
-        ', %.0f after start-up' % self.speed(self.warm, step)
-        if self.warm and step > self.warm[0] else '')
-
-
 def loop_flags(signum, save):
   """This worker's float32 flags for the training functions: one per stop
   signal (run_control.STOP_SIGNALS), then save wanted.
@@ -397,7 +316,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
             ', XLA' if jit else ''), flush=True)
 
   step = start
-  clock = StepClock(start, global_batch, args.log_frequency)
+  clock = console.StepClock(start, global_batch, args.log_frequency)
   last_save = time.time()
   last_summary = (start, time.time())
   looped = False  # train_loop has run (traced) once
@@ -441,7 +360,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
       if signum:
         if not stop.requested:
           print('%s: another worker was stopped by %s; saving and stopping' %
-                (run_control.now(), signal.Signals(signum).name), flush=True)
+                (console.now(), signal.Signals(signum).name), flush=True)
         break
       if save_now and step < args.max_steps:
         checkpoints.save_checkpoint(manager, step)
@@ -453,7 +372,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
     path = checkpoints.save_checkpoint(manager, step)
     writer.flush()
   print('%s: saved checkpoint %s at step %d' % (
-      run_control.now(), path if is_chief else 'of this worker', step),
+      console.now(), path if is_chief else 'of this worker', step),
         flush=True)
   print(clock.summary(step), flush=True)
   signum = signum or stop.signum

@@ -19,6 +19,7 @@ import tensorflow as tf
 import cifar10_classify
 import cifar10_eval
 import cifar10_export
+import console
 import cifar10_data
 import cifar10_multi_gpu_train
 import cifar10_train
@@ -380,7 +381,7 @@ def test_batches_folder_that_is_a_file(tmp_path, capsys):
 
 def test_slow_steps_make_shorter_calls():
   """A stop waits at most about CALL_SECS, whatever the precision."""
-  clock = train_loop.StepClock(0, 128, 10)
+  clock = console.StepClock(0, 128, 10)
   assert clock.steps_within(train_loop.CALL_SECS) > 10**6  # unknown yet
   clock.log(0, np.zeros(3), np.array([100.0, 102.0, 104.0]))  # 2 s a step
   assert clock.steps_within(train_loop.CALL_SECS) == \
