@@ -40,8 +40,25 @@ import json
 import sys
 import tempfile
 
-import tensorflow as tf
-from tensorflow.python.framework import kernels
+
+def build_parser():
+  """The audit's flags."""
+  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--json', action='store_true',
+                 help='print the results as one JSON document')
+  p.add_argument('--replicas', type=int, nargs='+', choices=(1, 2),
+                 default=(1, 2), help='audit these replica counts only '
+                 '(default: 1 2)')
+  p.add_argument('--noserving', dest='serving', action='store_false',
+                 help='leave out the evaluator and the serving function')
+  return p
+
+
+if __name__ == '__main__':
+  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+
+import tensorflow as tf  # noqa: E402
+from tensorflow.python.framework import kernels  # noqa: E402
 
 # Ops that run on the host by design: what they do is host work (writing
 # event files, encoding PNGs, strings, reading the host's clock).
@@ -386,15 +403,7 @@ def report(results):
 
 
 def main(argv=None):
-  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--json', action='store_true',
-                 help='print the results as one JSON document')
-  p.add_argument('--replicas', type=int, nargs='+', choices=(1, 2),
-                 default=(1, 2), help='audit these replica counts only '
-                 '(default: 1 2)')
-  p.add_argument('--noserving', dest='serving', action='store_false',
-                 help='leave out the evaluator and the serving function')
-  args = p.parse_args(argv)
+  args = build_parser().parse_args(argv)
   setup_devices()
   results = run(configurations(args.replicas), args.serving)
   print(json.dumps(results, indent=1) if args.json else report(results))

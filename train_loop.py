@@ -214,8 +214,8 @@ def check_finite(losses, first_step, train_dir):
                               tf.train.latest_checkpoint(train_dir)))
 
 
-def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
-  """The training loop shared by cifar10_train.py and the multi-GPU script.
+def train(args, strategy=None, is_chief=True, worker_dir=None, on_call=None):
+  """The training run shared by cifar10_train.py and the multi-GPU script.
 
   Args:
     args: parsed flags (cifar10_train.build_parser()).
@@ -223,8 +223,10 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
     is_chief: this worker writes the summaries and the canonical checkpoints
       (and holds train_dir's lock).
     worker_dir: where a non-chief worker writes its own (discarded) ones.
-    stats: optional dict, filled with 'steps' and 'seconds' of the loop after
-      its first multi-step call (for benchmarks: tracing excluded).
+    on_call: optional on_call(step, warm), called after every call into the
+      graph with the step reached and whether both training functions have
+      run (warm: timing from the first warm call excludes tracing; for
+      benchmarks).
 
   Returns:
     Exit status: 0, or 128 + signal number when stopped by a signal (on any
@@ -244,11 +246,104 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, stats=None):
     cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
     if args.fresh and is_chief:
       set_aside(args.train_dir)
-    return _train(args, strategy, is_chief, worker_dir,
-                  {} if stats is None else stats)
+    run = _setup(args, strategy, is_chief, worker_dir)
+    return _loop(run, on_call or (lambda step, warm: None)) if run else 0
 
 
-def _train(args, strategy, is_chief, worker_dir, stats):
+def _loop(run, on_call):
+  """Calls into the graph until max_steps or a stop; saves; exit status."""
+  args, step = run.args, run.start
+  clock = console.StepClock(step, run.global_batch, args.log_frequency)
+  saved = time.time()
+  with run_control.GracefulStop() as stop, run.writer.as_default(), \
+      run.profile:
+    run.profile.at(step)
+    while step < args.max_steps:
+      flags = loop_flags(stop.signum,
+                         time.time() - saved >= args.save_checkpoint_secs)
+      losses, times, flags, first = _call(run, step, clock, flags)
+      check_finite(losses, step, args.train_dir)
+      clock.log(step, losses, times, first_call=first)
+      step += len(losses)
+      run.profile.at(step)
+      run.after_call(step)
+      if step == run.start + 1:
+        saved = time.time()  # the first call traced: not a reason to save
+      on_call(step, clock.warm is not None)
+      line = clock.progress(step, args.max_steps, args.progress_secs)
+      if line:
+        print(line, flush=True)
+      signum, save_now = read_flags(flags)
+      if signum:
+        if not stop.requested:
+          print('%s: another worker was stopped by %s; saving and stopping' %
+                (console.now(), signal.Signals(signum).name), flush=True)
+        break
+      if save_now and step < args.max_steps:
+        checkpoints.save_checkpoint(run.manager, step)
+        saved = time.time()
+    run.profile.stop()
+    path = checkpoints.save_checkpoint(run.manager, step)
+    run.writer.flush()
+  print('%s: saved checkpoint %s at step %d' % (
+      console.now(), path if run.is_chief else 'of this worker', step),
+        flush=True)
+  print(clock.summary(step), flush=True)
+  signum = signum or stop.signum
+  return 128 + signum if signum else 0
+
+
+def _call(run, step, clock, flags):
+  """One call into the graph from `step`: the step with summaries (every
+  --summary_steps, and the first), or a graph loop of steps up to the next
+  summary, profile boundary, max_steps or about CALL_SECS.
+
+  Returns:
+    (losses, times, flags, first): numpy arrays of the steps run; whether
+    this was a training function's first call (it traced).
+  """
+  args = run.args
+  if step == run.start or (step + 1) % args.summary_steps == 0:
+    call = (summaries.write_graph if step == run.start and run.is_chief
+            else lambda fn, a: fn(*a))
+    out, time_done, flags = call(run.aux_step, (run.iterator, flags))
+    run.pending_summary = out
+    return (np.array([float(out['total_loss'])]),
+            np.array([float(time_done)]), flags, step == run.start)
+  to_aux = args.summary_steps - 1 - step % args.summary_steps
+  n = min(args.steps_per_loop, args.max_steps - step, to_aux,
+          (run.profile.until(step) or args.max_steps) - step,
+          clock.steps_within(CALL_SECS))
+  losses, times, flags = run.train_loop(run.iterator, tf.constant(n), flags)
+  losses, times, first = losses.numpy(), times.numpy(), not run.looped
+  if first:  # both training functions have now run once
+    run.looped = True
+    clock.warm = (step + n, time.time())
+  return losses, times, flags, first
+
+
+class _Run:
+  """What one training run holds between calls (made by _setup)."""
+
+  def __init__(self, **fields):
+    self.__dict__.update(fields)
+    self.looped = False  # train_loop has run (traced) once
+    self.pending_summary = None  # outputs of a summary step, to write
+    self.last_summary = (self.start, time.time())
+
+  def after_call(self, step):
+    """Writes the summaries of a summary step that just ran."""
+    if self.pending_summary is None:
+      return
+    rate = (step - self.last_summary[0]) / (time.time() - self.last_summary[1])
+    self.summarize(self.pending_summary, tf.constant(step, tf.int64),
+                   tf.constant(rate))
+    self.pending_summary, self.last_summary = None, (step, time.time())
+
+
+def _setup(args, strategy, is_chief, worker_dir):
+  """The model, resumed; the input; the graph functions; the run's summary
+  writer and HParams; the start line. None when max_steps is reached."""
   replicas = strategy.num_replicas_in_sync
   global_batch = args.batch_size * replicas
   seed = args.seed if args.seed is not None else int(
@@ -270,7 +365,7 @@ def _train(args, strategy, is_chief, worker_dir, stats):
   if start >= args.max_steps:
     print('Step %d already reached max_steps %d; nothing to do' %
           (start, args.max_steps))
-    return 0
+    return None
   seed = int(state.seed.numpy())
 
   on_device = data_on_device(args)
@@ -314,69 +409,10 @@ def _train(args, strategy, is_chief, worker_dir, stats):
             state.compute_dtype.name, seed, args.steps_per_loop,
             'on the device' if on_device else 'from tf.data',
             ', XLA' if jit else ''), flush=True)
-
-  step = start
-  clock = console.StepClock(start, global_batch, args.log_frequency)
-  last_save = time.time()
-  last_summary = (start, time.time())
-  looped = False  # train_loop has run (traced) once
-  with run_control.GracefulStop() as stop, writer.as_default(), profile:
-    profile.at(step)
-    while step < args.max_steps:
-      flags = loop_flags(stop.signum, time.time() - last_save >=
-                         args.save_checkpoint_secs)
-      with_aux = step == start or (step + 1) % args.summary_steps == 0
-      if with_aux:
-        call = (summaries.write_graph if step == start and is_chief
-                else lambda fn, a: fn(*a))
-        out, times, flags = call(aux_step, (iterator, flags))
-        losses = np.array([float(out['total_loss'])])
-        times = np.array([float(times)])
-      else:
-        to_aux = args.summary_steps - 1 - step % args.summary_steps
-        n = min(args.steps_per_loop, args.max_steps - step, to_aux,
-                (profile.until(step) or args.max_steps) - step,
-                clock.steps_within(CALL_SECS))
-        losses, times, flags = train_loop(iterator, tf.constant(n), flags)
-        losses, times = losses.numpy(), times.numpy()
-      check_finite(losses, step, args.train_dir)
-      clock.log(step, losses, times,
-                first_call=step == start or not (with_aux or looped))
-      step += len(losses)
-      profile.at(step)
-      if with_aux:
-        rate = (step - last_summary[0]) / (time.time() - last_summary[1])
-        summarize(out, tf.constant(step, tf.int64), tf.constant(rate))
-        last_summary = (step, time.time())
-      if step == start + 1:
-        last_save = time.time()  # the first call traced: not a reason to save
-      if not with_aux and not looped:  # both functions now traced
-        looped = True
-        clock.warm = stats['began'] = (step, time.time())
-      line = clock.progress(step, args.max_steps, args.progress_secs)
-      if line:
-        print(line, flush=True)
-      signum, save_now = read_flags(flags)
-      if signum:
-        if not stop.requested:
-          print('%s: another worker was stopped by %s; saving and stopping' %
-                (console.now(), signal.Signals(signum).name), flush=True)
-        break
-      if save_now and step < args.max_steps:
-        checkpoints.save_checkpoint(manager, step)
-        last_save = time.time()
-    if 'began' in stats:
-      stats['steps'] = step - stats['began'][0]
-      stats['seconds'] = time.time() - stats['began'][1]
-    profile.stop()
-    path = checkpoints.save_checkpoint(manager, step)
-    writer.flush()
-  print('%s: saved checkpoint %s at step %d' % (
-      console.now(), path if is_chief else 'of this worker', step),
-        flush=True)
-  print(clock.summary(step), flush=True)
-  signum = signum or stop.signum
-  return 128 + signum if signum else 0
+  return _Run(args=args, is_chief=is_chief, model=model, state=state,
+              manager=manager, iterator=iterator, train_loop=train_loop,
+              aux_step=aux_step, summarize=summarize, writer=writer,
+              profile=profile, start=start, global_batch=global_batch)
 
 
 def data_on_device(args, device=None):

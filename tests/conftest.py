@@ -1,12 +1,18 @@
 """Shared fixtures: tiny CIFAR-10 data sets written in the exact official formats."""
 
 import glob
+import json
 import os
 import pickle
+import re
+import socket
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator as ea
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -112,4 +118,102 @@ def real_data_dir(tmp_path_factory):
   import cifar10_data
   d = str(tmp_path_factory.mktemp('cifar_real'))
   cifar10_data.maybe_download_and_extract(d, archive)
+  return d
+
+
+# --- helpers shared by the test modules -----------------------------------
+
+def noisy_batch(n=32, seed=0):
+  """Noise images with a class-dependent brightness in one channel."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 10, n)
+  images = rng.normal(size=(n, 24, 24, 3))
+  for i, label in enumerate(labels):
+    images[i, :, :, label % 3] += (label - 4.5) / 3
+  return tf.constant(images, tf.float32), tf.constant(labels, tf.int32)
+
+
+def train_args(data_dir, train_dir, *extra):
+  """The flags of a short, quiet, float32 convnet run on small data."""
+  return ['--data_dir', data_dir, '--train_dir', train_dir, '--batch_size',
+          '32', '--seed', '3', '--log_frequency', '1', '--use_bf16=False'
+          ] + list(extra)
+
+
+def checkpoint_params(path):
+  """name -> raw weights and name -> moving averages stored in a checkpoint."""
+  reader = tf.train.load_checkpoint(path)
+  raw, avg = {}, {}
+  for key in reader.get_variable_to_shape_map():
+    if key.startswith('model/params/') and key.endswith('VARIABLE_VALUE'):
+      raw[key.split('/')[2]] = reader.get_tensor(key)
+    if key.startswith('state/averages/') and key.endswith('VARIABLE_VALUE'):
+      avg[key.split('/')[2]] = reader.get_tensor(key)
+  return raw, avg
+
+
+def start_script(args):
+  """A script run as a subprocess, its output unbuffered, read line by line."""
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  return subprocess.Popen([sys.executable] + args, cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def wait_for(proc, pattern, timeout=120):
+  """The output lines up to the first matching pattern (else kill, fail)."""
+  deadline = time.time() + timeout
+  lines = []
+  while time.time() < deadline:
+    line = proc.stdout.readline()
+    if not line:
+      break
+    lines.append(line)
+    if re.search(pattern, line):
+      return lines
+  proc.kill()
+  raise AssertionError('no %r in output:\n%s' % (pattern, ''.join(lines)))
+
+
+def free_ports(n):
+  """n TCP ports free on 127.0.0.1 just now."""
+  socks = [socket.socket() for _ in range(n)]
+  for s in socks:
+    s.bind(('127.0.0.1', 0))
+  ports = [s.getsockname()[1] for s in socks]
+  for s in socks:
+    s.close()
+  return ports
+
+
+def start_workers(data, d, steps, ports, *extra):
+  """Two worker processes on 127.0.0.1 (stderr into stdout); extra flags."""
+  cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', TF_CONFIG=json.dumps(
+        {'cluster': cluster, 'task': {'type': 'worker', 'index': i}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
+         'multi_worker'] + train_args(data, d) + [
+             '--max_steps', str(steps), '--batch_size', '16',
+             '--steps_per_loop', '5', '--log_frequency', '5'] + list(extra),
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True))
+  return procs
+
+
+def event_tags(logdir):
+  """(an EventAccumulator of logdir, its tensor tags)."""
+  acc = ea.EventAccumulator(logdir, size_guidance={ea.TENSORS: 0})
+  acc.Reload()
+  return acc, set(acc.Tags()['tensors'])
+
+
+@pytest.fixture(scope='session')
+def trained(shared_bin_dir, tmp_path_factory):
+  """A train_dir holding a 4-step convnet run (a checkpoint at each step)."""
+  d = str(tmp_path_factory.mktemp('tb_train'))
+  assert __import__("cifar10_train").main(train_args(shared_bin_dir, d) + [
+      '--max_steps', '4', '--save_checkpoint_secs', '0.000001']) == 0
   return d

@@ -2,14 +2,10 @@
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing import event_accumulator as ea
 
 import cifar10_eval
 import cifar10_input
@@ -20,41 +16,8 @@ import hardware
 import lrn
 import run_control
 import summaries
-from conftest import ROOT
-
-
-def _batch(n=32, seed=0):
-  """Noise images with a class-dependent brightness in one channel."""
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 10, n)
-  images = rng.normal(size=(n, 24, 24, 3))
-  for i, label in enumerate(labels):
-    images[i, :, :, label % 3] += (label - 4.5) / 3
-  return tf.constant(images, tf.float32), tf.constant(labels, tf.int32)
-
-
-def _train_args(data_dir, train_dir, *extra):
-  return ['--data_dir', data_dir, '--train_dir', train_dir, '--batch_size',
-          '32', '--seed', '3', '--log_frequency', '1', '--use_bf16=False'
-          ] + list(extra)
-
-
-def _params(path):
-  """name -> raw weights and name -> moving averages stored in a checkpoint."""
-  reader = tf.train.load_checkpoint(path)
-  raw, avg = {}, {}
-  for key in reader.get_variable_to_shape_map():
-    if key.startswith('model/params/') and key.endswith('VARIABLE_VALUE'):
-      raw[key.split('/')[2]] = reader.get_tensor(key)
-    if key.startswith('state/averages/') and key.endswith('VARIABLE_VALUE'):
-      avg[key.split('/')[2]] = reader.get_tensor(key)
-  return raw, avg
-
-
-def _tags(logdir):
-  acc = ea.EventAccumulator(logdir, size_guidance={ea.TENSORS: 0})
-  acc.Reload()
-  return acc, set(acc.Tags()['tensors'])
+from conftest import (checkpoint_params, event_tags, noisy_batch,
+                      start_script, train_args, wait_for)
 
 
 # --- the model --------------------------------------------------------------
@@ -79,7 +42,7 @@ def test_initialisation_follows_reference():
 
 def test_loss_terms():
   model = convnet.ConvNet()
-  images, labels = _batch()
+  images, labels = noisy_batch()
   logits, acts = convnet.inference(model, images)
   assert logits.shape == (32, 10)
   assert list(acts) == list(convnet.LAYERS)
@@ -113,7 +76,7 @@ def test_learning_rate_schedule():
 def test_loss_falls_and_moving_averages_follow_the_formula():
   model = convnet.ConvNet(seed=1)
   state = convnet.TrainState(model)
-  images, labels = _batch(64)
+  images, labels = noisy_batch(64)
   step = tf.function(lambda: convnet.training(model, state, images, labels,
                                               64))
   losses, ce = [], []
@@ -148,7 +111,7 @@ def test_mixed_precision_keeps_float32_variables():
   # float16 is emulated on CPUs, hence the tiny batch
   model = convnet.ConvNet(seed=1)
   state = convnet.TrainState(model, compute_dtype=tf.float16)
-  images, labels = _batch(8)
+  images, labels = noisy_batch(8)
   logits16, _ = convnet.inference(model, images, tf.float16)
   logits32, _ = convnet.inference(model, images)
   np.testing.assert_allclose(logits16, logits32, atol=5e-2)
@@ -164,7 +127,7 @@ def test_mixed_precision_keeps_float32_variables():
 def test_bfloat16_training_keeps_float32_variables():
   model = convnet.ConvNet(seed=1)
   state = convnet.TrainState(model, compute_dtype=tf.bfloat16)
-  images, labels = _batch(64)
+  images, labels = noisy_batch(64)
   step = tf.function(lambda: convnet.training(model, state, images, labels,
                                               64))
   ce = [float(step()['cross_entropy']) for _ in range(40)]
@@ -231,7 +194,7 @@ def test_inference_is_the_tutorial_network(shards):
   # Pooling before conv1's bias and ReLU, the fast LRN and slicing the batch
   # change neither the logits nor the gradients.
   model = convnet.ConvNet(seed=2)
-  images, _ = _batch(16, seed=3)
+  images, _ = noisy_batch(16, seed=3)
 
   def logits_and_grads(fn):
     with tf.GradientTape() as tape:
@@ -287,7 +250,7 @@ def test_mixed_precision_skips_overflowing_steps():
   state = convnet.TrainState(model, compute_dtype=tf.float16)
   state.loss_scale.assign(1e30)  # float16 gradients overflow at this scale
   before = model.params['conv1/weights'].numpy()
-  images, labels = _batch(16)
+  images, labels = noisy_batch(16)
   convnet.training(model, state, images, labels, 16)
   np.testing.assert_array_equal(model.params['conv1/weights'].numpy(), before)
   assert float(state.loss_scale) == pytest.approx(5e29)
@@ -311,7 +274,7 @@ def test_histogram_buckets_equal_tensorboard(values):
 def test_train_writes_checkpoints_and_summaries(shared_bin_dir, tmp_path,
                                                 capsys):
   train_dir = str(tmp_path / 'train')
-  assert cifar10_train.main(_train_args(
+  assert cifar10_train.main(train_args(
       shared_bin_dir, train_dir, '--max_steps', '4', '--summary_steps',
       '2')) == 0
   out = capsys.readouterr().out
@@ -324,7 +287,7 @@ def test_train_writes_checkpoints_and_summaries(shared_bin_dir, tmp_path,
   assert lines == [('1', '; includes start-up'), ('2', ''),
                    ('3', '; includes start-up'), ('4', '')]
   assert tf.train.latest_checkpoint(train_dir).endswith('ckpt-4')
-  acc, tags = _tags(train_dir)
+  acc, tags = event_tags(train_dir)
   want = {'learning_rate', 'total_loss', 'total_loss (raw)', 'cross_entropy',
           'cross_entropy (raw)', 'local3/weight_loss (raw)', 'images',
           'conv1/activations', 'conv1/sparsity', 'local4/sparsity',
@@ -340,15 +303,15 @@ def test_train_writes_checkpoints_and_summaries(shared_bin_dir, tmp_path,
 @pytest.mark.slow
 def test_stop_and_resume_equals_uninterrupted_run(shared_bin_dir, tmp_path):
   a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
-  assert cifar10_train.main(_train_args(shared_bin_dir, a,
+  assert cifar10_train.main(train_args(shared_bin_dir, a,
                                         '--max_steps', '6')) == 0
-  assert cifar10_train.main(_train_args(shared_bin_dir, b,
+  assert cifar10_train.main(train_args(shared_bin_dir, b,
                                         '--max_steps', '3')) == 0
   # the resumed run keeps the checkpoint's seed, whatever --seed says
-  assert cifar10_train.main(_train_args(shared_bin_dir, b, '--max_steps', '6',
+  assert cifar10_train.main(train_args(shared_bin_dir, b, '--max_steps', '6',
                                         '--seed', '99')) == 0
-  ra, aa = _params(tf.train.latest_checkpoint(a))
-  rb, ab = _params(tf.train.latest_checkpoint(b))
+  ra, aa = checkpoint_params(tf.train.latest_checkpoint(a))
+  rb, ab = checkpoint_params(tf.train.latest_checkpoint(b))
   assert tf.train.latest_checkpoint(b).endswith('ckpt-6')
   for k in ra:
     np.testing.assert_allclose(ra[k], rb[k], rtol=1e-5, atol=1e-6)
@@ -358,8 +321,8 @@ def test_stop_and_resume_equals_uninterrupted_run(shared_bin_dir, tmp_path):
 @pytest.mark.slow
 def test_fresh_sets_the_old_run_aside(shared_bin_dir, tmp_path):
   d = str(tmp_path / 't')
-  cifar10_train.main(_train_args(shared_bin_dir, d, '--max_steps', '2'))
-  cifar10_train.main(_train_args(shared_bin_dir, d, '--max_steps', '1',
+  cifar10_train.main(train_args(shared_bin_dir, d, '--max_steps', '2'))
+  cifar10_train.main(train_args(shared_bin_dir, d, '--max_steps', '1',
                                  '--fresh'))
   assert tf.train.latest_checkpoint(d).endswith('ckpt-1')
   old = [e for e in os.listdir(d) if e.startswith('previous-')]
@@ -371,10 +334,10 @@ def test_fresh_sets_the_old_run_aside(shared_bin_dir, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     shared_bin_dir, tmp_path, monkeypatch, capsys):
   d = str(tmp_path / 't')
-  assert cifar10_train.main(_train_args(shared_bin_dir, d,
+  assert cifar10_train.main(train_args(shared_bin_dir, d,
                                         '--max_steps', '2')) == 0
   monkeypatch.setattr(convnet, 'INITIAL_LEARNING_RATE', 1e9)
-  status = run_control.run_main(cifar10_train.main, _train_args(
+  status = run_control.run_main(cifar10_train.main, train_args(
       shared_bin_dir, d, '--max_steps', '50', '--save_checkpoint_secs',
       '0.001'))
   err = capsys.readouterr().err.strip().splitlines()
@@ -383,7 +346,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
                                      err[0])
   # checkpoints made before the NaN are fine; none holds a NaN
   for path in tf.train.get_checkpoint_state(d).all_model_checkpoint_paths:
-    raw, _ = _params(path)
+    raw, _ = checkpoint_params(path)
     assert all(np.isfinite(v).all() for v in raw.values())
 
 
@@ -424,37 +387,15 @@ def test_missing_data_one_line_error(tmp_path, monkeypatch, capsys):
   assert status == 1 and len(err) == 1 and 'data_source' in err[0]
 
 
-def _start(args):
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
-  return subprocess.Popen([sys.executable] + args, cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-
-
-def _wait_for(proc, pattern, timeout=120):
-  import re
-  deadline = time.time() + timeout
-  lines = []
-  while time.time() < deadline:
-    line = proc.stdout.readline()
-    if not line:
-      break
-    lines.append(line)
-    if re.search(pattern, line):
-      return lines
-  proc.kill()
-  raise AssertionError('no %r in output:\n%s' % (pattern, ''.join(lines)))
-
-
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM,
                                  signal.SIGHUP])
 @pytest.mark.slow
 def test_signal_saves_a_checkpoint_before_exiting(shared_bin_dir, tmp_path,
                                                   sig):
   d = str(tmp_path / 't')
-  proc = _start(['cifar10_train.py'] + _train_args(shared_bin_dir, d))
+  proc = start_script(['cifar10_train.py'] + train_args(shared_bin_dir, d))
   try:
-    _wait_for(proc, r'step 5, loss')
+    wait_for(proc, r'step 5, loss')
     proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=120)
   finally:
@@ -470,13 +411,13 @@ def test_signal_saves_a_checkpoint_before_exiting(shared_bin_dir, tmp_path,
 @pytest.fixture(scope='module')
 def trained(shared_bin_dir, tmp_path_factory):
   d = str(tmp_path_factory.mktemp('trained'))
-  cifar10_train.main(_train_args(shared_bin_dir, d, '--max_steps', '5'))
+  cifar10_train.main(train_args(shared_bin_dir, d, '--max_steps', '5'))
   return d
 
 
 def test_eval_restores_the_moving_averages(shared_bin_dir, trained):
   path = tf.train.latest_checkpoint(trained)
-  raw, avg = _params(path)
+  raw, avg = checkpoint_params(path)
   ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
   assert ev.restore(path) == 5
   for k, v in ev.model.params.items():
@@ -510,7 +451,7 @@ def test_eval_run_once_writes_summaries(shared_bin_dir, trained, tmp_path,
   assert re_search(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: precision @ 1 = '
                    r'0\.\d{3}$', out.splitlines()[0])
   assert 'airplane' in out and 'truck' in out
-  acc, tags = _tags(e)
+  acc, tags = event_tags(e)
   assert {'Precision @ 1', 'confusion_matrix'} <= tags
   assert acc.Tensors('Precision @ 1')[0].step == 5
 
@@ -527,15 +468,15 @@ def test_eval_without_checkpoint(tmp_path, shared_bin_dir, capsys):
 def test_eval_waits_for_new_checkpoints_and_stops_on_ctrl_c(shared_bin_dir,
                                                             tmp_path):
   t, e = str(tmp_path / 't'), str(tmp_path / 'e')
-  proc = _start(['cifar10_eval.py', '--checkpoint_dir', t, '--eval_dir', e,
+  proc = start_script(['cifar10_eval.py', '--checkpoint_dir', t, '--eval_dir', e,
                  '--data_dir', shared_bin_dir, '--eval_interval_secs', '0.5'])
   try:
-    _wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
-    cifar10_train.main(_train_args(shared_bin_dir, t, '--max_steps', '2'))
-    _wait_for(proc, r'precision @ 1 = ')
-    cifar10_train.main(_train_args(shared_bin_dir, t, '--max_steps', '3'))
-    _wait_for(proc, r'checkpoint .*ckpt-3 \(step 3\)')
-    _wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
+    wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
+    cifar10_train.main(train_args(shared_bin_dir, t, '--max_steps', '2'))
+    wait_for(proc, r'precision @ 1 = ')
+    cifar10_train.main(train_args(shared_bin_dir, t, '--max_steps', '3'))
+    wait_for(proc, r'checkpoint .*ckpt-3 \(step 3\)')
+    wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
   finally:
@@ -543,5 +484,5 @@ def test_eval_waits_for_new_checkpoints_and_stops_on_ctrl_c(shared_bin_dir,
   assert proc.returncode == 0 and 'stopped' in rest
   # idle, it says it stops (not that it finishes an evaluation)
   assert 'caught SIGINT; stopping\n' in rest and 'in hand' not in rest
-  acc, _ = _tags(e)
+  acc, _ = event_tags(e)
   assert [ev.step for ev in acc.Tensors('Precision @ 1')] == [2, 3]

@@ -2,7 +2,6 @@
 survives what"): damaged checkpoints, crashes, a second trainer, hostile
 pickles, full or read-only disks, bad flags."""
 
-import json
 import os
 import pickle
 import shutil
@@ -21,14 +20,13 @@ import cifar10_train
 import data_helpers
 import run_fc_model
 import run_control
-from conftest import ROOT, write_py
-from test_convnet import _start, _train_args, _wait_for
-from test_multi_gpu import _free_ports
+from conftest import (ROOT, free_ports, start_script, start_workers,
+                      train_args, wait_for, write_py)
 
 
 def _checkpoints(d, seed_flag=()):
   """Trains 3 steps saving after each: ckpt-1, ckpt-2, ckpt-3."""
-  assert cifar10_train.main(_train_args(d[0], d[1]) + [
+  assert cifar10_train.main(train_args(d[0], d[1]) + [
       '--max_steps', '3', '--steps_per_loop', '1', '--save_checkpoint_secs',
       '0.000001'] + list(seed_flag)) == 0
   return sorted(os.listdir(d[1]))
@@ -87,7 +85,7 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(
       f.write(b'\0' * size)
   capsys.readouterr()
   # --seed 99 is ignored: the run keeps the seed its checkpoint holds
-  assert cifar10_train.main(_train_args(data, d) + ['--max_steps', '4',
+  assert cifar10_train.main(train_args(data, d) + ['--max_steps', '4',
                                                     '--seed', '99']) == 0
   out = capsys.readouterr().out
   assert 'Skipping checkpoint %s: ' % newest in out
@@ -109,7 +107,7 @@ def test_no_readable_checkpoint_is_one_error_and_changes_nothing(run3,
     if '.data-' in n:
       os.truncate(os.path.join(d, n), 10)
   before = _listing(d)
-  status = run_control.run_main(cifar10_train.main, _train_args(data, d) + [
+  status = run_control.run_main(cifar10_train.main, train_args(data, d) + [
       '--max_steps', '5'])
   line = _one_error_line(capsys.readouterr().err)
   assert status == 1 and 'no checkpoint in %s can be read' % d in line
@@ -122,7 +120,7 @@ def test_garbage_index_file_is_named_and_the_files_used(run3, capsys):
   with open(os.path.join(d, 'checkpoint'), 'wb') as f:
     f.write(b'\x9c\xff garbage')
   capsys.readouterr()
-  assert cifar10_train.main(_train_args(data, d) + ['--max_steps', '4']) == 0
+  assert cifar10_train.main(train_args(data, d) + ['--max_steps', '4']) == 0
   out = capsys.readouterr().out
   assert 'index file %s is unreadable' % os.path.join(d, 'checkpoint') in out
   assert 'Resuming from %s at step 3' % os.path.join(d, 'ckpt-3') in out
@@ -159,7 +157,7 @@ def test_checkpoint_of_the_other_model_is_named(shared_bin_dir, tmp_path,
   assert status == 1 and 'is a fully connected checkpoint, not a convnet ' \
       'one' in line
   before = _listing(run)
-  status = run_control.run_main(cifar10_train.main, _train_args(
+  status = run_control.run_main(cifar10_train.main, train_args(
       shared_bin_dir, run) + ['--max_steps', '5'])
   line = _one_error_line(capsys.readouterr().err)
   assert status == 1 and 'not a convnet one' in line
@@ -182,7 +180,7 @@ def test_leftovers_of_an_interrupted_save_are_removed(run3, capsys):
     f.write('model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: '
             '"ckpt-2"\nall_model_checkpoint_paths: "ckpt-3"\n')
   capsys.readouterr()
-  assert cifar10_train.main(_train_args(data, d) + ['--max_steps', '4']) == 0
+  assert cifar10_train.main(train_args(data, d) + ['--max_steps', '4']) == 0
   out = capsys.readouterr().out
   assert 'Removed the leftovers of an interrupted save in %s: ' \
       'checkpoint.tmp1f2e3d, ckpt-9_temp' % d in out
@@ -194,7 +192,7 @@ def test_leftovers_of_an_interrupted_save_are_removed(run3, capsys):
 @pytest.mark.slow
 def test_resume_writes_no_extra_checkpoint_for_a_slow_first_step(run3):
   data, d = run3
-  assert cifar10_train.main(_train_args(data, d) + [
+  assert cifar10_train.main(train_args(data, d) + [
       '--max_steps', '6', '--save_checkpoint_secs', '1000']) == 0
   assert _steps(d) == [1, 2, 3, 6]
 
@@ -205,14 +203,14 @@ def test_resume_writes_no_extra_checkpoint_for_a_slow_first_step(run3):
 def test_second_trainer_on_the_same_folder_stops_at_once(shared_bin_dir,
                                                          tmp_path, capsys):
   d = str(tmp_path / 't')
-  first = _start(['cifar10_train.py'] + _train_args(shared_bin_dir, d) + [
+  first = start_script(['cifar10_train.py'] + train_args(shared_bin_dir, d) + [
       '--steps_per_loop', '5', '--save_checkpoint_secs', '1'])
   try:
-    _wait_for(first, r'step 10, loss')
+    wait_for(first, r'step 10, loss')
     before = _listing(d)
     for main in (cifar10_train.main, cifar10_multi_gpu_train.main):
       began = time.time()
-      status = run_control.run_main(main, _train_args(shared_bin_dir, d) + [
+      status = run_control.run_main(main, train_args(shared_bin_dir, d) + [
           '--max_steps', '100000'])
       line = _one_error_line(capsys.readouterr().err)
       assert status == 1 and time.time() - began < 10
@@ -232,15 +230,15 @@ def test_second_trainer_on_the_same_folder_stops_at_once(shared_bin_dir,
 def test_a_killed_trainers_lock_is_not_an_obstacle(shared_bin_dir, tmp_path,
                                                    capsys):
   d = str(tmp_path / 't')
-  first = _start(['cifar10_train.py'] + _train_args(shared_bin_dir, d) + [
+  first = start_script(['cifar10_train.py'] + train_args(shared_bin_dir, d) + [
       '--steps_per_loop', '5', '--save_checkpoint_secs', '0.5'])
   try:
-    _wait_for(first, r'step 20, loss')
+    wait_for(first, r'step 20, loss')
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
   finally:
     first.kill()
-  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
+  assert cifar10_train.main(train_args(shared_bin_dir, d) + [
       '--max_steps', '40']) == 0
   assert 'Resuming from' in capsys.readouterr().out
 
@@ -289,8 +287,8 @@ def test_a_folder_flag_naming_a_file(shared_bin_dir, tmp_path, capsys,
                                      script):
   f = _file(tmp_path)
   main, args, flag = {
-      'train': (cifar10_train.main, _train_args(shared_bin_dir, f), '--train_dir'),
-      'multi': (cifar10_multi_gpu_train.main, _train_args(shared_bin_dir, f),
+      'train': (cifar10_train.main, train_args(shared_bin_dir, f), '--train_dir'),
+      'multi': (cifar10_multi_gpu_train.main, train_args(shared_bin_dir, f),
                 '--train_dir'),
       'fc': (run_fc_model.main, ['--data_dir', shared_bin_dir,
                                  '--train_dir', f], '--train_dir'),
@@ -319,7 +317,7 @@ def test_out_of_range_flags(tmp_path, argv):
 
 def test_logical_devices_bounded_by_the_machine(shared_bin_dir, tmp_path,
                                                 capsys):
-  status = run_control.run_main(cifar10_multi_gpu_train.main, _train_args(
+  status = run_control.run_main(cifar10_multi_gpu_train.main, train_args(
       shared_bin_dir, str(tmp_path / 't')) + ['--logical_devices', '64'])
   line = _one_error_line(capsys.readouterr().err)
   assert status == 1 and '--logical_devices 64' in line and 'at most' in line
@@ -394,31 +392,14 @@ def test_full_disk_while_saving_and_at_the_next_start(shared_bin_dir,
 
 # --- several workers ----------------------------------------------------------
 
-def _workers(data, d, steps, ports, *extra):
-  """Two worker processes on 127.0.0.1 (stderr into stdout); extra flags."""
-  cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
-  procs = []
-  for i in range(2):
-    env = dict(os.environ, PYTHONUNBUFFERED='1', TF_CONFIG=json.dumps(
-        {'cluster': cluster, 'task': {'type': 'worker', 'index': i}}))
-    procs.append(subprocess.Popen(
-        [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
-         'multi_worker'] + _train_args(data, d) + [
-             '--max_steps', str(steps), '--batch_size', '16',
-             '--steps_per_loop', '5', '--log_frequency', '5'] + list(extra),
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True))
-  return procs
-
-
 @pytest.mark.slow
 def test_sigterm_to_one_worker_stops_both_at_the_same_step(shared_bin_dir,
                                                            tmp_path):
   import re
   d = str(tmp_path / 'train')
-  procs = _workers(shared_bin_dir, d, 100000, _free_ports(2))
+  procs = start_workers(shared_bin_dir, d, 100000, free_ports(2))
   try:
-    head = _wait_for(procs[1], r'step 20, loss', timeout=240)
+    head = wait_for(procs[1], r'step 20, loss', timeout=240)
     procs[1].send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=240)[0] for p in procs]
   finally:
@@ -431,7 +412,7 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step(shared_bin_dir,
   assert saved[0] == saved[1] >= 20, outs
   assert 'another worker was stopped by SIGTERM' in outs[0]
   assert tf.train.latest_checkpoint(d).endswith('ckpt-%d' % saved[0])
-  procs = _workers(shared_bin_dir, d, saved[0] + 5, _free_ports(2))
+  procs = start_workers(shared_bin_dir, d, saved[0] + 5, free_ports(2))
   try:
     outs = [p.communicate(timeout=240)[0] for p in procs]
   finally:
@@ -449,7 +430,7 @@ def test_closed_console_does_not_stop_training(shared_bin_dir, tmp_path):
   """`cifar10_train.py ... | head -n 3`: the reader goes, training goes on."""
   d = str(tmp_path / 't')
   proc = subprocess.Popen(
-      [sys.executable, 'cifar10_train.py'] + _train_args(
+      [sys.executable, 'cifar10_train.py'] + train_args(
           shared_bin_dir, d, '--max_steps', '30', '--steps_per_loop', '5'),
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   proc.stdout.readline()  # the start line: then the reader is gone

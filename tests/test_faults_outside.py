@@ -29,8 +29,8 @@ import restore_model
 import run_fc_model
 import checkpoints
 import run_control
-from conftest import ROOT, write_bin, write_py
-from test_convnet import _train_args
+from conftest import (ROOT, free_ports, start_workers, train_args,
+                      write_bin, write_py)
 
 
 def _one_line_error(capsys, status, expected_status=1):
@@ -58,7 +58,7 @@ def test_index_naming_another_folder_deletes_nothing_there(
     shared_bin_dir, tmp_path, capsys, absolute):
   other, new = str(tmp_path / 'other'), str(tmp_path / 'new')
   save_often = ['--steps_per_loop', '1', '--save_checkpoint_secs', '0.000001']
-  assert cifar10_train.main(_train_args(shared_bin_dir, other) + save_often +
+  assert cifar10_train.main(train_args(shared_bin_dir, other) + save_often +
                             ['--max_steps', '4']) == 0
   shutil.copytree(other, new)
   os.remove(os.path.join(new, checkpoints.LOCK_FILE))
@@ -71,7 +71,7 @@ def test_index_naming_another_folder_deletes_nothing_there(
         'all_model_checkpoint_paths: "%s"\n' % ref(n) for n in names))
   before = _files(other)
   capsys.readouterr()
-  assert cifar10_train.main(_train_args(shared_bin_dir, new) + save_often +
+  assert cifar10_train.main(train_args(shared_bin_dir, new) + save_often +
                             ['--max_steps', '12']) == 0
   out = capsys.readouterr().out
   assert 'lists checkpoints outside %s' % new in out
@@ -95,7 +95,7 @@ def test_signal_before_training_is_not_lost(shared_bin_dir, tmp_path):
   run_control.record_stop_signals()
   try:
     os.kill(os.getpid(), signal.SIGTERM)
-    status = cifar10_train.main(_train_args(shared_bin_dir, d) +
+    status = cifar10_train.main(train_args(shared_bin_dir, d) +
                                 ['--max_steps', '500'])
   finally:
     run_control._pending.clear()
@@ -255,7 +255,7 @@ def test_restore_model_walks_past_a_garbage_index(tmp_path, capsys):
 def exported(shared_bin_dir, tmp_path_factory):
   d = tmp_path_factory.mktemp('exp')
   train = str(d / 'train')
-  assert cifar10_train.main(_train_args(shared_bin_dir, train) +
+  assert cifar10_train.main(train_args(shared_bin_dir, train) +
                             ['--max_steps', '2']) == 0
   return train, d
 
@@ -333,7 +333,7 @@ def test_sigterm_during_export_leaves_nothing(exported, tmp_path):
 def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
                                                  capsys):
   d = str(tmp_path / 't')
-  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
+  assert cifar10_train.main(train_args(shared_bin_dir, d) + [
       '--max_steps', '3', '--steps_per_loop', '1',
       '--save_checkpoint_secs', '0.000001']) == 0
   data = os.path.join(d, 'ckpt-3.data-00000-of-00001')
@@ -364,7 +364,7 @@ def test_symlink_loop_as_train_dir(shared_bin_dir, tmp_path, capsys):
   loop = str(tmp_path / 'loop')
   os.symlink(loop, loop)
   status = run_control.run_main(cifar10_train.main,
-                              _train_args(shared_bin_dir, loop))
+                              train_args(shared_bin_dir, loop))
   assert 'is a symbolic link that leads nowhere' in _one_line_error(
       capsys, status)
 
@@ -393,14 +393,13 @@ def test_slow_steps_make_shorter_calls():
 # --- 2. a cluster that never forms: a bounded wait, signals honoured --------
 
 def _lone_worker(data_dir, tmp_path, *extra):
-  from test_multi_gpu import _free_ports
-  ports = _free_ports(2)
+  ports = free_ports(2)
   cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
   env = dict(os.environ, PYTHONUNBUFFERED='1', TF_CONFIG=json.dumps(
       {'cluster': cluster, 'task': {'type': 'worker', 'index': 0}}))
   proc = subprocess.Popen(
       [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
-       'multi_worker'] + _train_args(data_dir, str(tmp_path / 't')) +
+       'multi_worker'] + train_args(data_dir, str(tmp_path / 't')) +
       list(extra), cwd=ROOT, env=env, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True)
   return proc, ports
@@ -469,10 +468,8 @@ def test_lone_worker_honours_signals_while_waiting(shared_bin_dir, tmp_path,
 @pytest.mark.slow
 def test_a_lost_peer_is_named_with_the_checkpoint_to_resume(shared_bin_dir,
                                                             tmp_path):
-  from test_faults import _workers
-  from test_multi_gpu import _free_ports
   d = str(tmp_path / 't')
-  procs = _workers(shared_bin_dir, d, 100000, _free_ports(2),
+  procs = start_workers(shared_bin_dir, d, 100000, free_ports(2),
                    '--save_checkpoint_secs', '0.000001')
   try:
     for line in procs[1].stdout:
@@ -496,10 +493,8 @@ def test_sigterm_to_a_worker_in_its_first_seconds_stops_both(shared_bin_dir,
                                                              tmp_path):
   """Sent as training starts: both workers stop after the same step, save,
   and exit 143 (not train on to the end)."""
-  from test_faults import _workers
-  from test_multi_gpu import _free_ports
   d = str(tmp_path / 't')
-  procs = _workers(shared_bin_dir, d, 5000, _free_ports(2))
+  procs = start_workers(shared_bin_dir, d, 5000, free_ports(2))
   try:
     for line in procs[1].stdout:
       if line.startswith('Training from step 0'):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,12 +12,13 @@ import pytest
 import tensorflow as tf
 
 import cifar10_eval
+import cifar10_input
 import cifar10_multi_gpu_train
 import cifar10_train
 import train_loop
 import convnet
-from conftest import ROOT
-from test_convnet import _batch, _params, _train_args
+from conftest import (ROOT, checkpoint_params, free_ports, noisy_batch,
+                      train_args)
 
 
 def _all_values(model, state):
@@ -31,7 +31,7 @@ def _all_values(model, state):
 
 
 def test_two_replicas_of_64_equal_one_device_of_128():
-  images, labels = _batch(128, seed=3)
+  images, labels = noisy_batch(128, seed=3)
   single = convnet.ConvNet(seed=5)
   single_state = convnet.TrainState(single)
   convnet.training(single, single_state, images, labels, 128)
@@ -71,22 +71,22 @@ def test_script_equals_single_device_and_resumes_across(shared_bin_dir,
   multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
   common = ['--max_steps', '3', '--batch_size']
   assert cifar10_multi_gpu_train.main(
-      _train_args(shared_bin_dir, multi) + common + ['16', '--logical_devices',
+      train_args(shared_bin_dir, multi) + common + ['16', '--logical_devices',
                                                      '2']) == 0
   out = capsys.readouterr().out
   assert '2 replica(s) x batch 16' in out
-  assert cifar10_train.main(_train_args(shared_bin_dir, single) + common +
+  assert cifar10_train.main(train_args(shared_bin_dir, single) + common +
                             ['32']) == 0
-  rm, am = _params(tf.train.latest_checkpoint(multi))
-  rs, as_ = _params(tf.train.latest_checkpoint(single))
+  rm, am = checkpoint_params(tf.train.latest_checkpoint(multi))
+  rs, as_ = checkpoint_params(tf.train.latest_checkpoint(single))
   for k in rm:
     np.testing.assert_allclose(rm[k], rs[k], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(am[k], as_[k], rtol=1e-4, atol=1e-5)
   # each script resumes the other's run
-  assert cifar10_train.main(_train_args(shared_bin_dir, multi) +
+  assert cifar10_train.main(train_args(shared_bin_dir, multi) +
                             ['--max_steps', '4', '--batch_size', '32']) == 0
   assert cifar10_multi_gpu_train.main(
-      _train_args(shared_bin_dir, single) + ['--max_steps', '4',
+      train_args(shared_bin_dir, single) + ['--max_steps', '4',
                                              '--batch_size', '16',
                                              '--logical_devices', '2']) == 0
   assert 'Resuming from' in capsys.readouterr().out
@@ -103,16 +103,16 @@ def test_gpu_configuration_on_two_logical_devices(shared_bin_dir, tmp_path,
   # each replica's input and gradients; the all-reduce and update stay out
   multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
   assert cifar10_multi_gpu_train.main(
-      _train_args(shared_bin_dir, multi) + [
+      train_args(shared_bin_dir, multi) + [
           '--max_steps', '3', '--batch_size', '16', '--logical_devices', '2',
           '--jit_compile', '--shards', '1']) == 0
   out = capsys.readouterr().out
   assert '2 replica(s) x batch 16' in out and ', XLA' in out
-  assert cifar10_train.main(_train_args(shared_bin_dir, single) + [
+  assert cifar10_train.main(train_args(shared_bin_dir, single) + [
       '--max_steps', '3', '--batch_size', '32', '--nojit_compile']) == 0
   assert ', XLA' not in capsys.readouterr().out
-  rm, am = _params(tf.train.latest_checkpoint(multi))
-  rs, as_ = _params(tf.train.latest_checkpoint(single))
+  rm, am = checkpoint_params(tf.train.latest_checkpoint(multi))
+  rs, as_ = checkpoint_params(tf.train.latest_checkpoint(single))
   for k in rm:  # float32 round-off of XLA's fused kernels, 3 steps
     np.testing.assert_allclose(rm[k], rs[k], rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(am[k], as_[k], rtol=1e-3, atol=1e-4)
@@ -122,7 +122,7 @@ def test_fewer_gpus_than_asked_warns_and_runs(shared_bin_dir, tmp_path,
                                               capsys):
   d = str(tmp_path / 't')
   assert cifar10_multi_gpu_train.main(
-      _train_args(shared_bin_dir, d) + ['--max_steps', '1', '--num_gpus',
+      train_args(shared_bin_dir, d) + ['--max_steps', '1', '--num_gpus',
                                         '4']) == 0
   captured = capsys.readouterr()
   assert 'WARNING: --num_gpus 4 but 0 GPU(s) found; running on the CPU' in \
@@ -130,20 +130,10 @@ def test_fewer_gpus_than_asked_warns_and_runs(shared_bin_dir, tmp_path,
   assert '1 replica(s)' in captured.out
 
 
-def _free_ports(n):
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(('127.0.0.1', 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return ports
-
-
 @pytest.mark.slow
 def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
   d = str(tmp_path / 'train')
-  ports = _free_ports(2)
+  ports = free_ports(2)
   cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
   procs = []
   began = time.time()
@@ -153,7 +143,7 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
           {'cluster': cluster, 'task': {'type': 'worker', 'index': i}}))
       procs.append(subprocess.Popen(
           [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
-           'multi_worker'] + _train_args(shared_bin_dir, d) +
+           'multi_worker'] + train_args(shared_bin_dir, d) +
           # the GPU configuration, forced: XLA, one slice
           ['--max_steps', '4', '--batch_size', '16', '--jit_compile',
            '--shards', '1'],
@@ -178,8 +168,22 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
       os.path.getmtime(os.path.join(tempfile.gettempdir(), f)) >= began]
   ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
   assert ev.restore(tf.train.latest_checkpoint(d)) == 4
-  precision, _, seen = ev.evaluate()
-  assert seen == 200 and 0 <= precision <= 1
+  precision, confusion, seen = ev.evaluate()
+  # the same count made independently: the checkpoint's moving averages
+  # read with TensorFlow's own reader, the test images straight from the file
+  _, averages = checkpoint_params(tf.train.latest_checkpoint(d))
+  model = convnet.ConvNet()
+  for name, value in averages.items():
+    model.params[name].assign(value)
+  records = np.fromfile(os.path.join(shared_bin_dir, 'cifar-10-batches-bin',
+                                     'test_batch.bin'), np.uint8)
+  records = records.reshape(-1, 3073)
+  images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  logits, _ = convnet.inference(
+      model, cifar10_input.central_crop_and_standardize(images))
+  hits = int(np.sum(np.argmax(logits, 1) == records[:, 0]))
+  assert seen == 200 and int(np.trace(confusion)) == hits
+  assert precision == hits / 200
 
 
 def test_multi_worker_needs_tf_config(monkeypatch, capsys):

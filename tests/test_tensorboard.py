@@ -1,30 +1,22 @@
-"""What TensorBoard shows and what a trained model is used for: readable
-graphs, the labelled confusion matrix, HParams, profiles, export and classify,
-a quiet and quick start."""
+"""What TensorBoard shows and what the console says: readable graphs, the
+labelled confusion matrix, HParams, profiles, the console's lines."""
 
 import collections
 import datetime
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator as ea
 
-import cifar10_classify
 import cifar10_eval
-import cifar10_export
 import cifar10_data
 import cifar10_input
 import cifar10_train
-import cli
 import run_fc_model
-import run_control
-from conftest import ROOT
-from test_convnet import _train_args
+from conftest import train_args
 
 LAYERS = ['conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
           'local4', 'softmax_linear']
@@ -49,14 +41,6 @@ def _top_level(graph):
   scopes = {k for k, v in counts.items()
             if any(n.name.startswith(k + '/') for n in graph.node)}
   return scopes, set(counts) - scopes
-
-
-@pytest.fixture(scope='module')
-def trained(shared_bin_dir, tmp_path_factory):
-  d = str(tmp_path_factory.mktemp('tb_train'))
-  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
-      '--max_steps', '4', '--save_checkpoint_secs', '0.000001']) == 0
-  return d
 
 
 def test_convnet_graph_has_the_layers_as_named_scopes(trained):
@@ -173,7 +157,7 @@ def test_fc_prints_the_effective_source_and_saved_paths(
 @pytest.mark.slow
 def test_profile_steps_write_a_trace(shared_bin_dir, tmp_path, capsys):
   d = str(tmp_path / 't')
-  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
+  assert cifar10_train.main(train_args(shared_bin_dir, d) + [
       '--max_steps', '6', '--profile_steps', '2,4']) == 0
   assert 'Profiling steps 3 to 4 into %s' % d in capsys.readouterr().out
   traces = [f for _, _, fs in os.walk(os.path.join(d, 'plugins', 'profile'))
@@ -192,7 +176,7 @@ def test_bad_profile_steps(value, capsys):
 @pytest.mark.slow
 def test_progress_line_at_a_steady_interval(shared_bin_dir, tmp_path, capsys):
   d = str(tmp_path / 't')
-  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
+  assert cifar10_train.main(train_args(shared_bin_dir, d) + [
       '--max_steps', '40', '--steps_per_loop', '10',
       '--progress_secs', '0.000001']) == 0
   out = capsys.readouterr().out
@@ -210,7 +194,7 @@ def test_progress_line_at_a_steady_interval(shared_bin_dir, tmp_path, capsys):
 def test_console_lines_carry_their_own_step_times(shared_bin_dir, tmp_path,
                                                    capsys):
   d = str(tmp_path / 't')
-  assert cifar10_train.main(_train_args(shared_bin_dir, d) + [
+  assert cifar10_train.main(train_args(shared_bin_dir, d) + [
       '--max_steps', '24', '--steps_per_loop', '10']) == 0
   out = capsys.readouterr().out
   lines = re.findall(r'^(\S+ \S+): step (\d+), loss = [\d.]+ \(([\d.]+) '
@@ -232,149 +216,3 @@ def test_console_lines_carry_their_own_step_times(shared_bin_dir, tmp_path,
 
 
 # --- export and classify ----------------------------------------------------
-
-def _test_images(data_dir):
-  raw = np.fromfile(os.path.join(data_dir, cifar10_data.BATCHES_DIR,
-                                 cifar10_data.TEST_FILE), np.uint8)
-  raw = raw.reshape(-1, cifar10_data.RECORD_BYTES)
-  images = raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-  return np.ascontiguousarray(images), raw[:, 0].astype(np.int32)
-
-
-def _evaluator_predictions(data_dir, checkpoint_dir):
-  ev = cifar10_eval.Evaluator(data_dir, 'test', 10000)
-  ev.restore(tf.train.latest_checkpoint(checkpoint_dir))
-  precision, _, _ = ev.evaluate()
-  images, _ = _test_images(data_dir)
-  crops = cifar10_input.central_crop_and_standardize(images)
-  return precision, ev._predict(crops).numpy()
-
-
-def test_exported_model_predicts_as_the_evaluator(shared_bin_dir, trained,
-                                                  tmp_path, capsys):
-  export_dir = str(tmp_path / 'model')
-  assert cifar10_export.main(['--checkpoint_dir', trained, '--export_dir',
-                              export_dir]) == 0
-  assert 'Exported %s (step 4, moving-average weights)' % os.path.join(
-      trained, 'ckpt-4') in capsys.readouterr().out
-  serve = tf.saved_model.load(export_dir).signatures['serving_default']
-  images, labels = _test_images(shared_bin_dir)
-  out = serve(images=tf.constant(images))
-  precision, predicted = _evaluator_predictions(shared_bin_dir, trained)
-  np.testing.assert_array_equal(out['classes'].numpy(), predicted)
-  assert np.mean(out['classes'].numpy() == labels) == precision
-  np.testing.assert_allclose(out['probabilities'].numpy().sum(axis=1), 1,
-                             rtol=1e-5)
-  assert out['class_names'].numpy()[0].decode() == \
-      cifar10_data.CLASS_NAMES[predicted[0]]
-  # never over an existing export
-  status = run_control.run_main(cifar10_export.main, [
-      '--checkpoint_dir', trained, '--export_dir', export_dir])
-  err = capsys.readouterr().err.strip().splitlines()
-  assert status == 1 and len(err) == 1 and 'exists' in err[0]
-
-
-@pytest.mark.parametrize('source', ['checkpoint', 'model'])
-def test_classify_png_as_the_evaluator_does(shared_bin_dir, trained, tmp_path,
-                                            capsys, source):
-  images, _ = _test_images(shared_bin_dir)
-  _, predicted = _evaluator_predictions(shared_bin_dir, trained)
-  paths = []
-  for i in range(3):
-    paths.append(str(tmp_path / ('image%d.png' % i)))
-    tf.io.write_file(paths[-1], tf.io.encode_png(images[i]))
-  where = ['--checkpoint_dir', trained]
-  if source == 'model':
-    where = ['--model', str(tmp_path / 'model')]
-    cifar10_export.main(['--checkpoint_dir', trained, '--export_dir',
-                         where[1]])
-  capsys.readouterr()
-  assert cifar10_classify.main(paths + where + ['--top_k', '2']) == 0
-  out = capsys.readouterr().out.strip().splitlines()
-  for i, line in enumerate(out):
-    m = re.match(r'^(.*): (\w+) (0\.\d{3}|1\.000), (\w+) (0\.\d{3})$', line)
-    assert m and m.group(1) == paths[i], line
-    assert m.group(2) == cifar10_data.CLASS_NAMES[predicted[i]]
-
-
-def test_classify_bad_files_one_line(trained, tmp_path, capsys):
-  assert cifar10_classify.SIZE == cifar10_data.ORIGINAL_SIZE
-  text = tmp_path / 'text.png'
-  text.write_text('not an image')
-  big = str(tmp_path / 'big.png')
-  tf.io.write_file(big, tf.io.encode_png(np.zeros((40, 30, 3), np.uint8)))
-  for path, what in ((str(tmp_path / 'none.png'), 'no such file'),
-                     (str(text), 'not a PNG, JPEG'),
-                     (big, '30x40 pixels, the model takes 32x32')):
-    status = run_control.run_main(cifar10_classify.main,
-                                [path, '--checkpoint_dir', trained])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == 1 and len(err) == 1 and path in err[0] and what in err[0]
-  assert cifar10_classify.main([big, '--resize', '--checkpoint_dir',
-                                trained]) == 0
-
-
-# --- a quiet, quick start ---------------------------------------------------
-
-SCRIPTS = ['cifar10_train.py', 'cifar10_multi_gpu_train.py', 'cifar10_eval.py',
-           'run_fc_model.py', 'restore_model.py', 'cifar10_export.py',
-           'cifar10_classify.py']
-
-
-@pytest.mark.parametrize('script', SCRIPTS)
-def test_help_and_flag_errors_do_not_load_tensorflow(script):
-  for args, status in ((['-h'], 0), (['--no_such_flag'], 2)):
-    p = subprocess.run([sys.executable, '-X', 'importtime', script] + args,
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert p.returncode == status
-    assert not re.search(r'\| tensorflow$', p.stderr, re.M)
-    errors = [l for l in p.stderr.splitlines() if not l.startswith('import ')]
-    assert len(errors) == status // 2  # one line for a flag error
-
-
-@pytest.mark.slow
-def test_a_run_prints_no_tensorflow_noise(shared_bin_dir, tmp_path):
-  p = subprocess.run(
-      [sys.executable, 'cifar10_train.py'] + _train_args(
-          shared_bin_dir, str(tmp_path / 't')) + ['--max_steps', '2'],
-      cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  assert p.returncode == 0 and p.stderr == '', p.stderr
-  assert 'saved checkpoint' in p.stdout
-
-
-def test_noise_filter_keeps_real_errors():
-  noise = ('WARNING: All log messages before absl::InitializeLog() is called '
-           'are written to STDERR')
-  assert cli.is_noise(noise)
-  assert cli.is_noise('E0000 00:00:1795653020.702221    7690 cuda_platform.'
-                      'cc:52] failed call to cuInit: INTERNAL: CUDA error: '
-                      'Failed call to cuInit: UNKNOWN ERROR (303)',
-                      driver=False)
-  assert not cli.is_noise('E0000 00:00:1795653020.702221    7690 cuda_platform'
-                          '.cc:52] failed call to cuInit: INTERNAL: CUDA '
-                          'error: Failed call to cuInit: UNKNOWN ERROR (303)',
-                          driver=True)
-  for real in ('E0000 00:00:1.0 1 util.cc:131] out of memory', 'Traceback '
-               '(most recent call last):', 'cifar10_train.py: error: x',
-               noise + ' and more', 'I0000 00:00:1.0 1 port.cc:153] other'):
-    assert not cli.is_noise(real), real
-
-
-def test_boolean_flags_take_no_separate_value(capsys):
-  """`--resize big.png` leaves big.png to the files; --flag=false and
-  --noflag turn a flag off; a bad value is a one-line error."""
-  parse = cifar10_classify.build_parser().parse_args
-  args = parse(['--resize', 'big.png'])
-  assert args.resize is True and args.images == ['big.png']
-  assert parse(['a.png', '--resize=false']).resize is False
-  assert parse(['a.png', '--noresize']).resize is False
-  train = cifar10_train.build_parser().parse_args
-  assert train(['--use_bf16=False']).use_bf16 is False
-  assert train(['--use_bf16']).use_bf16 is True
-  assert train([]).use_bf16 is None
-  with pytest.raises(SystemExit):
-    train(['--use_bf16=maybe'])
-  err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and err[0].endswith(
-      "error: argument --use_bf16: 'maybe' is not a boolean")

@@ -1,0 +1,102 @@
+"""Using a trained model: the exported SavedModel and classifying image
+files, each against the evaluator."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cifar10_classify
+import cifar10_eval
+import cifar10_export
+import cifar10_data
+import cifar10_input
+import run_control
+
+
+def _test_images(data_dir):
+  raw = np.fromfile(os.path.join(data_dir, cifar10_data.BATCHES_DIR,
+                                 cifar10_data.TEST_FILE), np.uint8)
+  raw = raw.reshape(-1, cifar10_data.RECORD_BYTES)
+  images = raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), raw[:, 0].astype(np.int32)
+
+
+def _evaluator_predictions(data_dir, checkpoint_dir):
+  ev = cifar10_eval.Evaluator(data_dir, 'test', 10000)
+  ev.restore(tf.train.latest_checkpoint(checkpoint_dir))
+  precision, _, _ = ev.evaluate()
+  images, _ = _test_images(data_dir)
+  crops = cifar10_input.central_crop_and_standardize(images)
+  return precision, ev._predict(crops).numpy()
+
+
+def test_exported_model_predicts_as_the_evaluator(shared_bin_dir, trained,
+                                                  tmp_path, capsys):
+  export_dir = str(tmp_path / 'model')
+  assert cifar10_export.main(['--checkpoint_dir', trained, '--export_dir',
+                              export_dir]) == 0
+  assert 'Exported %s (step 4, moving-average weights)' % os.path.join(
+      trained, 'ckpt-4') in capsys.readouterr().out
+  serve = tf.saved_model.load(export_dir).signatures['serving_default']
+  images, labels = _test_images(shared_bin_dir)
+  out = serve(images=tf.constant(images))
+  precision, predicted = _evaluator_predictions(shared_bin_dir, trained)
+  np.testing.assert_array_equal(out['classes'].numpy(), predicted)
+  assert np.mean(out['classes'].numpy() == labels) == precision
+  np.testing.assert_allclose(out['probabilities'].numpy().sum(axis=1), 1,
+                             rtol=1e-5)
+  assert out['class_names'].numpy()[0].decode() == \
+      cifar10_data.CLASS_NAMES[predicted[0]]
+  # never over an existing export
+  status = run_control.run_main(cifar10_export.main, [
+      '--checkpoint_dir', trained, '--export_dir', export_dir])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1 and 'exists' in err[0]
+
+
+@pytest.mark.parametrize('source', ['checkpoint', 'model'])
+def test_classify_png_as_the_evaluator_does(shared_bin_dir, trained, tmp_path,
+                                            capsys, source):
+  images, _ = _test_images(shared_bin_dir)
+  _, predicted = _evaluator_predictions(shared_bin_dir, trained)
+  paths = []
+  for i in range(3):
+    paths.append(str(tmp_path / ('image%d.png' % i)))
+    tf.io.write_file(paths[-1], tf.io.encode_png(images[i]))
+  where = ['--checkpoint_dir', trained]
+  if source == 'model':
+    where = ['--model', str(tmp_path / 'model')]
+    cifar10_export.main(['--checkpoint_dir', trained, '--export_dir',
+                         where[1]])
+  capsys.readouterr()
+  assert cifar10_classify.main(paths + where + ['--top_k', '2']) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  assert len(out) == len(paths), out  # a line per file, in order
+  for i, line in enumerate(out):
+    m = re.match(r'^(.*): (\w+) (0\.\d{3}|1\.000), (\w+) (0\.\d{3})$', line)
+    assert m and m.group(1) == paths[i], line
+    assert m.group(2) == cifar10_data.CLASS_NAMES[predicted[i]]
+
+
+def test_classify_bad_files_one_line(trained, tmp_path, capsys):
+  assert cifar10_classify.SIZE == cifar10_data.ORIGINAL_SIZE
+  text = tmp_path / 'text.png'
+  text.write_text('not an image')
+  big = str(tmp_path / 'big.png')
+  tf.io.write_file(big, tf.io.encode_png(np.zeros((40, 30, 3), np.uint8)))
+  for path, what in ((str(tmp_path / 'none.png'), 'no such file'),
+                     (str(text), 'not a PNG, JPEG'),
+                     (big, '30x40 pixels, the model takes 32x32')):
+    status = run_control.run_main(cifar10_classify.main,
+                                [path, '--checkpoint_dir', trained])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and path in err[0] and what in err[0]
+  assert cifar10_classify.main([big, '--resize', '--checkpoint_dir',
+                                trained]) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  assert len(out) == 1 and re.match(
+      r'^%s: (\w+) [01]\.\d{3}, (\w+) [01]\.\d{3}, (\w+) [01]\.\d{3}$'
+      % re.escape(big), out[0]), out
