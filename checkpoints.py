@@ -6,8 +6,6 @@
   restore(ckpt, path)                  one checkpoint, its model checked
   save_checkpoint(manager, step)       a save that names the file on failure
   checkpoint_candidates(dir)           newest first, from the files
-  prepare_dir(path, flag)              a folder flag checked and made
-  TrainDirLock(dir)                    one trainer per train_dir
 
 tf.train.Checkpoint(model=..., state=...) saved by a tf.train.
 CheckpointManager: TensorFlow writes the data files first and then replaces
@@ -15,17 +13,14 @@ the 'checkpoint' index atomically, so a reader (or a crash) never sees a
 half-written checkpoint.
 """
 
-import fcntl
 import os
 import re
 import shutil
-import socket
-import sys
-import tempfile
 import time
 
 import tensorflow as tf
 
+import errors
 import run_control
 
 CHECKPOINT_PREFIX = 'ckpt'
@@ -34,11 +29,11 @@ CHECKPOINT_PREFIX = 'ckpt'
 MAX_CHECKPOINTS_TO_KEEP = 5
 
 
-class WrongModelError(run_control.UsageError):
+class WrongModelError(errors.UsageError):
   """A checkpoint of the other model."""
 
 
-class UnreadableCheckpointError(run_control.UsageError):
+class UnreadableCheckpointError(errors.UsageError):
   """A checkpoint whose files cannot be read; reason says why."""
 
   def __init__(self, message, reason):
@@ -181,7 +176,7 @@ def restore(ckpt, path, what='checkpoint'):
   """Restores path into ckpt.
 
   Raises:
-    run_control.UsageError: the checkpoint holds another model, or does not fit this one
+    errors.UsageError: the checkpoint holds another model, or does not fit this one
       (another shape), or cannot be read; one line naming the file.
   """
   try:
@@ -195,7 +190,7 @@ def restore(ckpt, path, what='checkpoint'):
     if problem:
       raise UnreadableCheckpointError(
           '%s %s cannot be read (%s)' % (what, path, problem), problem)
-    raise run_control.UsageError('%s %s does not fit this model (%s)' %
+    raise errors.UsageError('%s %s does not fit this model (%s)' %
                      (what, path, run_control.first_line(e)))
 
 
@@ -272,7 +267,7 @@ def resume(ckpt, directory, repair=False, skip=None):
   """Restores the newest checkpoint of directory that reads, walking back.
 
   Each checkpoint skipped on the way is named in one line with the reason.
-  A checkpoint of another model stops the walk at once (run_control.UsageError). With
+  A checkpoint of another model stops the walk at once (errors.UsageError). With
   repair (the trainer, which holds the folder's lock): leftovers of
   interrupted saves are removed, unreadable checkpoints are moved to
   directory/unreadable-<time>/ (never deleted), and the index file is
@@ -293,7 +288,7 @@ def resume(ckpt, directory, repair=False, skip=None):
     The path restored, or None when the folder holds no checkpoint.
 
   Raises:
-    run_control.UsageError: checkpoints exist but none reads (nothing is changed), or
+    errors.UsageError: checkpoints exist but none reads (nothing is changed), or
       one holds another model.
   """
   if repair:
@@ -314,7 +309,7 @@ def resume(ckpt, directory, repair=False, skip=None):
       restore(ckpt, path)
     except WrongModelError:
       raise
-    except run_control.UsageError as e:  # unreadable, or of another shape
+    except errors.UsageError as e:  # unreadable, or of another shape
       reason = getattr(e, 'reason', None) or str(e)
       print('Skipping checkpoint %s: %s' % (path, reason), flush=True)
       if skip is not None:
@@ -326,7 +321,7 @@ def resume(ckpt, directory, repair=False, skip=None):
     break
   if restored is None:
     if candidates and not all(skipped(p) for _, p in candidates):
-      raise run_control.UsageError('no checkpoint in %s can be read (%s); nothing was '
+      raise errors.UsageError('no checkpoint in %s can be read (%s); nothing was '
                        'changed' % (directory, '; '.join(reasons)))
     if repair and index_problem:  # nothing of this folder's to list
       os.remove(os.path.join(directory, INDEX_FILE))
@@ -352,7 +347,7 @@ def resume(ckpt, directory, repair=False, skip=None):
 
 def save_checkpoint(manager, step):
   """manager.save(step); a failure (e.g. a full disk) removes what it half
-  wrote and becomes one run_control.UsageError naming the folder and the last good one."""
+  wrote and becomes one errors.UsageError naming the folder and the last good one."""
   try:
     return manager.save(checkpoint_number=step)
   except (tf.errors.OpError, OSError) as e:
@@ -363,67 +358,9 @@ def save_checkpoint(manager, step):
       for name in os.listdir(directory):
         if name.startswith(base + '.'):
           os.remove(os.path.join(directory, name))
-    raise run_control.UsageError('cannot save checkpoint %s in %s (%s); %s' % (
+    raise errors.UsageError('cannot save checkpoint %s in %s (%s); %s' % (
         base, directory, run_control.first_line(e),
         'the last good checkpoint is %s' % manager.latest_checkpoint
         if manager.latest_checkpoint else 'there is no earlier checkpoint'))
 
 
-def prepare_dir(path, flag):
-  """Creates the folder a flag names, checking that it can be written.
-
-  Raises:
-    run_control.UsageError: it is a file or a dangling symbolic link, or cannot be
-      created or written.
-  """
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise run_control.UsageError('%s %s is a file, not a folder' % (flag, path))
-  if os.path.islink(path) and not os.path.exists(path):
-    raise run_control.UsageError('%s %s is a symbolic link that leads nowhere (a loop, or '
-                     'its target %s is missing)' % (flag, path,
-                                                    os.readlink(path)))
-  try:
-    os.makedirs(path, exist_ok=True)
-    probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe-')
-    probe.close()
-  except OSError as e:
-    raise run_control.UsageError('%s %s cannot be written (%s)' % (
-        flag, path, e.strerror or run_control.first_line(e)))
-
-
-class TrainDirLock:
-  """An exclusive lock on a train_dir, held while a trainer runs.
-
-  flock on train_dir/.lock: the kernel releases it on any exit, kill -9
-  included, so a lock left by a crash is never an obstacle. The file holds the
-  holder's pid, host and start time, for the error a second trainer gets.
-  The file itself is left in place (removing it would race a new holder).
-  """
-
-  def __init__(self, train_dir):
-    self.path = os.path.join(train_dir, LOCK_FILE)
-    self.train_dir = train_dir
-    self._fd = None
-
-  def __enter__(self):
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      holder = os.read(fd, 1000).decode('utf-8', 'replace').strip()
-      os.close(fd)
-      raise run_control.UsageError('--train_dir %s is in use by %s; stop that run or use '
-                       'another --train_dir' % (self.train_dir,
-                                                holder or 'another trainer'))
-    os.ftruncate(fd, 0)
-    os.write(fd, ('%s (pid %d on %s, since %s)\n' % (
-        os.path.basename(sys.argv[0]) or 'python', os.getpid(),
-        socket.gethostname(), time.strftime('%Y-%m-%d %H:%M:%S'))).encode())
-    self._fd = fd
-    return self
-
-  def __exit__(self, *exc):
-    if self._fd is not None:
-      os.close(self._fd)  # releases the flock
-      self._fd = None
-    return False

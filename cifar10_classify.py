@@ -45,6 +45,7 @@ if __name__ == '__main__':
 import numpy as np
 import tensorflow as tf
 import cifar10_data
+import errors
 import run_control
 
 
@@ -52,25 +53,25 @@ def read_image(path, resize=False):
   """uint8 [32, 32, 3] from an image file.
 
   Raises:
-    run_control.UsageError: missing, unreadable, not an image, or not 32x32
+    errors.UsageError: missing, unreadable, not an image, or not 32x32
       (unless resize).
   """
   if os.path.isdir(path):
-    raise run_control.UsageError('%s: a folder, not an image file' % path)
+    raise errors.UsageError('%s: a folder, not an image file' % path)
   if not os.path.isfile(path):
-    raise run_control.UsageError('%s: no such file' % path)
+    raise errors.UsageError('%s: no such file' % path)
   try:
     data = tf.io.read_file(path)
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
   except tf.errors.InvalidArgumentError:
-    raise run_control.UsageError('%s: not a PNG, JPEG, BMP or GIF image' % path)
+    raise errors.UsageError('%s: not a PNG, JPEG, BMP or GIF image' % path)
   except tf.errors.OpError as e:
-    raise run_control.UsageError('%s: cannot be read (%s)' % (
+    raise errors.UsageError('%s: cannot be read (%s)' % (
         path, e.message.strip().splitlines()[0]))
   height, width = int(image.shape[0]), int(image.shape[1])
   if (height, width) != (SIZE, SIZE):
     if not resize:
-      raise run_control.UsageError(
+      raise errors.UsageError(
           '%s: %dx%d pixels, the model takes %dx%d images (CIFAR-10\'s); '
           'pass --resize to scale it' % (path, width, height, SIZE, SIZE))
     image = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(
@@ -82,12 +83,12 @@ def load_serving(args):
   """The serving function: of --model, or of the newest checkpoint."""
   if args.model:
     if not os.path.isdir(args.model):
-      raise run_control.UsageError('--model %s: no such folder' % args.model)
+      raise errors.UsageError('--model %s: no such folder' % args.model)
     try:
       return tf.saved_model.load(args.model).signatures['serving_default']
     except (OSError, ValueError, KeyError, IndexError,
             tf.errors.OpError) as e:  # IndexError: a truncated variables file
-      raise run_control.UsageError('--model %s is not a model exported by '
+      raise errors.UsageError('--model %s is not a model exported by '
                                  'cifar10_export.py (%s)' % (
                                      args.model, str(e).splitlines()[0]))
   import cifar10_export

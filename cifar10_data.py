@@ -7,7 +7,7 @@
       extract it into a temporary folder renamed into place when complete.
   check_batches_bin(folder), check_bin_file(path), check_record_counts(...)
       the checks, for data already extracted.
-  DataSetError  every problem, as one line naming the file and what is wrong.
+  errors.DataSetError  every problem, as one line naming the file and what is wrong.
 
 The format constants describe the official files (docs/model.md).
 """
@@ -25,16 +25,13 @@ import zlib
 
 import numpy as np
 
+import errors
 from cli import DATA_SOURCE_ENV
 
 DATA_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
 
 
 ARCHIVE_NAME = 'cifar-10-binary.tar.gz'
-
-
-class DataSetError(Exception):
-  """A data set that is missing, cannot be fetched, or is malformed."""
 
 
 def _is_url(source):
@@ -68,7 +65,7 @@ def _download(url, dest):
   except (urllib.error.URLError, OSError, ValueError) as e:
     if os.path.exists(partial):
       os.remove(partial)
-    raise DataSetError(
+    raise errors.DataSetError(
         'no CIFAR-10 data set in %s and fetching %s failed (%s); put %s in '
         '%s, or point --data_source or $%s at a local archive path or a '
         'mirror URL' % (os.path.dirname(dest), url, getattr(e, 'reason', e),
@@ -90,7 +87,7 @@ def check_batches_bin(batches_dir, exact_size=False):
       format, e.g. for tests.
 
   Raises:
-    DataSetError: naming the first file that is missing, has a partial
+    errors.DataSetError: naming the first file that is missing, has a partial
       record or a wrong size, or holds a label byte above 9.
   """
   counts = {name: check_bin_file(os.path.join(batches_dir, name), exact_size)
@@ -115,38 +112,38 @@ def check_record_counts(folder, counts, train_names, test_name):
     train_names, test_name: the file names of the format.
 
   Raises:
-    DataSetError: naming the file whose count differs, with both counts.
+    errors.DataSetError: naming the file whose count differs, with both counts.
   """
   train = [counts[n] for n in train_names]
   usual = max(sorted(set(train), reverse=True), key=train.count)
   for name in train_names:
     if counts[name] != usual:
-      raise DataSetError(
+      raise errors.DataSetError(
           '%s: %d records, where the other training files hold %d (a cut or '
           'padded file; the official files hold %d each)' % (
               os.path.join(folder, name), counts[name], usual,
               RECORDS_PER_FILE))
   if usual == RECORDS_PER_FILE and counts[test_name] != RECORDS_PER_FILE:
-    raise DataSetError('%s: %d records, expected the official %d' % (
+    raise errors.DataSetError('%s: %d records, expected the official %d' % (
         os.path.join(folder, test_name), counts[test_name], RECORDS_PER_FILE))
 
 
 def check_bin_file(path, exact_size=False):
   """Checks one binary batch file; see check_batches_bin. Returns its records."""
   if not os.path.isfile(path):
-    raise DataSetError('%s: missing' % path)
+    raise errors.DataSetError('%s: missing' % path)
   size = os.path.getsize(path)
   if exact_size and size != FILE_BYTES:
-    raise DataSetError('%s: %d bytes, expected exactly %d (10000 records of %d '
+    raise errors.DataSetError('%s: %d bytes, expected exactly %d (10000 records of %d '
                        'bytes)' % (path, size, FILE_BYTES, RECORD_BYTES))
   if size == 0 or size % RECORD_BYTES:
-    raise DataSetError('%s: %d bytes is not a whole number of %d-byte records '
+    raise errors.DataSetError('%s: %d bytes is not a whole number of %d-byte records '
                        '(truncated or padded file)' % (path, size, RECORD_BYTES))
   labels = np.memmap(path, dtype=np.uint8, mode='r').reshape(
       -1, RECORD_BYTES)[:, 0]
   bad = np.flatnonzero(labels >= NUM_CLASSES)
   if bad.size:
-    raise DataSetError('%s: record %d has label byte %d, expected 0-9' %
+    raise errors.DataSetError('%s: record %d has label byte %d, expected 0-9' %
                        (path, bad[0], labels[bad[0]]))
   return labels.size
 
@@ -165,15 +162,15 @@ def _extract(archive, data_dir):
                    (m.isfile() or m.isdir())]
         tar.extractall(tmp, members=members, filter='data')
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-      raise DataSetError('%s: not a readable gzip-compressed tar archive (%s)' %
+      raise errors.DataSetError('%s: not a readable gzip-compressed tar archive (%s)' %
                          (archive, e))
     extracted = os.path.join(tmp, BATCHES_DIR)
     if not os.path.isdir(extracted):
-      raise DataSetError('%s: holds no %s/ folder' % (archive, BATCHES_DIR))
+      raise errors.DataSetError('%s: holds no %s/ folder' % (archive, BATCHES_DIR))
     try:
       check_batches_bin(extracted, exact_size=True)
-    except DataSetError as e:
-      raise DataSetError('%s: %s' % (archive, str(e).replace(tmp + os.sep, '')))
+    except errors.DataSetError as e:
+      raise errors.DataSetError('%s: %s' % (archive, str(e).replace(tmp + os.sep, '')))
     os.replace(extracted, os.path.join(data_dir, BATCHES_DIR))
     print('Extracted %s in %.0f s' % (os.path.join(data_dir, BATCHES_DIR),
                                       time.time() - began), flush=True)
@@ -205,7 +202,7 @@ def maybe_download_and_extract(data_dir, url=None):
     Path of the extracted cifar-10-batches-bin folder.
 
   Raises:
-    DataSetError: the data set is missing and cannot be fetched, or is
+    errors.DataSetError: the data set is missing and cannot be fetched, or is
       malformed; the message names the file and what is wrong.
   """
   batches_dir = os.path.join(data_dir, BATCHES_DIR)
@@ -213,12 +210,12 @@ def maybe_download_and_extract(data_dir, url=None):
     check_batches_bin(batches_dir)
     return batches_dir
   if os.path.lexists(batches_dir):
-    raise DataSetError('%s: a file, not the data set\'s folder; move it away '
+    raise errors.DataSetError('%s: a file, not the data set\'s folder; move it away '
                        'and run again to fetch the data set' % batches_dir)
   try:
     os.makedirs(data_dir, exist_ok=True)
   except OSError as e:
-    raise DataSetError('data_dir %s: cannot be created (%s)' % (data_dir, e))
+    raise errors.DataSetError('data_dir %s: cannot be created (%s)' % (data_dir, e))
   source = resolve_source(url)
   archive = os.path.join(data_dir, ARCHIVE_NAME)
   downloaded = False
@@ -229,7 +226,7 @@ def maybe_download_and_extract(data_dir, url=None):
     else:
       source = os.path.expanduser(source)
       if not os.path.isfile(source):
-        raise DataSetError(
+        raise errors.DataSetError(
             'no CIFAR-10 data set in %s and the archive source %s does not '
             'exist; put %s in %s, or point --data_source or $%s at a local '
             'archive path or a mirror URL' % (data_dir, source, ARCHIVE_NAME,
@@ -237,10 +234,10 @@ def maybe_download_and_extract(data_dir, url=None):
       archive = source  # extract straight from the local file, no copy
   try:
     if downloaded and source == DATA_URL and _md5(archive) != OFFICIAL_MD5:
-      raise DataSetError('%s: md5 %s differs from the official %s (corrupt '
+      raise errors.DataSetError('%s: md5 %s differs from the official %s (corrupt '
                          'download)' % (archive, _md5(archive), OFFICIAL_MD5))
     _extract(archive, data_dir)
-  except DataSetError:
+  except errors.DataSetError:
     if downloaded:  # never keep a bad download: the next run fetches again
       os.remove(archive)
     raise

@@ -58,7 +58,9 @@ import cifar10_data
 import cifar10_input
 import convnet
 import checkpoints
+import errors
 import run_control
+import run_folder
 import summaries
 
 
@@ -225,7 +227,7 @@ def join_training_row(checkpoint_dir, writer, joined):
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  checkpoints.prepare_dir(args.eval_dir, '--eval_dir')
+  run_folder.prepare_dir(args.eval_dir, '--eval_dir')
   cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
   evaluator = Evaluator(args.data_dir, args.eval_data, args.num_examples,
                         args.raw_weights)
@@ -241,13 +243,13 @@ def main(argv=None):
                                      reported)
       except checkpoints.WrongModelError:
         raise
-      except run_control.UsageError as e:
+      except errors.UsageError as e:
         if args.run_once:
           raise
         print('%s; waiting for a readable one' % e, flush=True)
         path = None
       if path is None and done is None and args.run_once:
-        raise run_control.UsageError('no checkpoint in %s' % args.checkpoint_dir)
+        raise errors.UsageError('no checkpoint in %s' % args.checkpoint_dir)
       if path is not None:
         stop.action = 'finishing the evaluation in hand'
         joined = join_training_row(args.checkpoint_dir, writer, joined)

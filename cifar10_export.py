@@ -46,7 +46,9 @@ if __name__ == '__main__':
 import tensorflow as tf
 import convnet
 import checkpoints
+import errors
 import run_control
+import run_folder
 
 
 def restore_classifier(checkpoint_dir, raw_weights=False):
@@ -56,14 +58,14 @@ def restore_classifier(checkpoint_dir, raw_weights=False):
     (classifier, checkpoint path, global step).
 
   Raises:
-    run_control.UsageError: no checkpoint, or none that reads.
+    errors.UsageError: no checkpoint, or none that reads.
   """
   model = convnet.ConvNet()
   state = convnet.TrainState(model)
   path = checkpoints.resume(tf.train.Checkpoint(model=model, state=state),
                           checkpoint_dir)
   if path is None:
-    raise run_control.UsageError('no checkpoint in %s' % checkpoint_dir)
+    raise errors.UsageError('no checkpoint in %s' % checkpoint_dir)
   if not raw_weights:
     convnet.use_moving_averages(model, state)
   return convnet.Classifier(model), path, int(state.global_step)
@@ -101,10 +103,10 @@ def export(classifier, export_dir):
   process of another user can read it.
   """
   if os.path.exists(export_dir):
-    raise run_control.UsageError('--export_dir %s exists; remove it or choose '
+    raise errors.UsageError('--export_dir %s exists; remove it or choose '
                                'another' % export_dir)
   parent = os.path.dirname(os.path.abspath(export_dir))
-  checkpoints.prepare_dir(parent, '--export_dir')
+  run_folder.prepare_dir(parent, '--export_dir')
   _remove_stale_exports(parent)
   tmp = tempfile.mkdtemp(prefix='%s%d-' % (EXPORT_TMP_PREFIX, os.getpid()),
                          dir=parent)

@@ -14,7 +14,7 @@ Building blocks shared with other input paths (the whole data set on an
 accelerator, see distort_images): decode_records, distort_images,
 central_crop_and_standardize, load_records.
 
-Every problem with the data is raised as cifar10_data.DataSetError with a
+Every problem with the data is raised as errors.DataSetError with a
 one-line message that names the file (or folder) and what is wrong.
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 import cifar10_data
+import errors
 
 IMAGE_SIZE = 24            # side of the crops fed to the network
 
@@ -251,9 +252,9 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
 
   Raises:
     ValueError: batch_size is not a positive integer (a bug: flags check it).
-    cifar10_data.DataSetError: the global batch exceeds the
+    errors.DataSetError: the global batch exceeds the
       training set.
-    cifar10_data.DataSetError: a training file is missing or malformed.
+    errors.DataSetError: a training file is missing or malformed.
   """
   check_batch_size(batch_size)
   records = load_records(_filenames(False, data_dir))
@@ -267,7 +268,7 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
   global_batch = batch_size * replicas
   num_examples = int(records.shape[0])
   if global_batch > num_examples:
-    raise cifar10_data.DataSetError('batch_size %d x %d replicas exceeds the %d training '
+    raise errors.DataSetError('batch_size %d x %d replicas exceeds the %d training '
                      'examples in %s' % (batch_size, replicas, num_examples,
                                          data_dir))
   lo = first * batch_size

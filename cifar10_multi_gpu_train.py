@@ -75,10 +75,12 @@ if __name__ == '__main__':
   cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
 
 import tensorflow as tf
+import errors
 import train_loop
 import hardware
 import checkpoints
 import run_control
+import run_folder
 
 
 def split_device(device_type, count):
@@ -89,7 +91,7 @@ def split_device(device_type, count):
   """
   bound = max_logical_devices(device_type)
   if count > bound:
-    raise run_control.UsageError(
+    raise errors.UsageError(
         '--logical_devices %d: at most %d on this machine (%s)' % (
             count, bound, 'GPU: 8 GB each' if device_type == 'GPU' else
             '%d CPU cores' % (os.cpu_count() or 1)))
@@ -102,7 +104,7 @@ def split_device(device_type, count):
     try:
       tf.config.set_logical_device_configuration(physical, config)
     except RuntimeError as e:
-      raise run_control.UsageError('--logical_devices %d: %s' % (count, e))
+      raise errors.UsageError('--logical_devices %d: %s' % (count, e))
   return [d.name for d in tf.config.list_logical_devices(device_type)][:count]
 
 
@@ -131,24 +133,24 @@ def read_tf_config():
   try:
     config = json.loads(os.environ.get('TF_CONFIG', ''))
   except ValueError as e:
-    raise run_control.UsageError('%s; it is not JSON (%s)' % (need, e))
+    raise errors.UsageError('%s; it is not JSON (%s)' % (need, e))
   if not isinstance(config, dict) or 'cluster' not in config or \
       'task' not in config:
-    raise run_control.UsageError(need)
+    raise errors.UsageError(need)
   cluster, task = config['cluster'], config['task']
   if not isinstance(cluster, dict) or not cluster or not all(
       isinstance(v, list) and v and all(isinstance(a, str) for a in v)
       for v in cluster.values()):
-    raise run_control.UsageError(
+    raise errors.UsageError(
         'TF_CONFIG: "cluster" must map each task type to a list of '
         '"host:port" strings, got %s' % json.dumps(cluster))
   if not isinstance(task, dict) or not isinstance(task.get('type'), str) or \
       type(task.get('index')) is not int:
-    raise run_control.UsageError(
+    raise errors.UsageError(
         'TF_CONFIG: "task" must be {"type": "worker", "index": 0} (the index '
         'a number), got %s' % json.dumps(task))
   if not 0 <= task['index'] < len(cluster.get(task['type'], [])):
-    raise run_control.UsageError(
+    raise errors.UsageError(
         'TF_CONFIG: task %s %d is not in the cluster (%s)' % (
             task['type'], task['index'], json.dumps(cluster)))
   return cluster, task['type'], task['index']
@@ -212,7 +214,7 @@ def wait_for_cluster(cluster, kind, index, wait_secs):
     listener.bind(('', _split(own)[1]))
   except OSError as e:
     listener.close()
-    raise run_control.UsageError('TF_CONFIG: this task\'s address %s cannot be '
+    raise errors.UsageError('TF_CONFIG: this task\'s address %s cannot be '
                                'used (%s)' % (own, e.strerror or e))
   listener.listen(16)
   listener.settimeout(0.1)
@@ -234,7 +236,7 @@ def wait_for_cluster(cluster, kind, index, wait_secs):
         for name in [n for n, a in others.items() if answers(a)]:
           del others[name]
         if others and time.time() > end:
-          raise run_control.UsageError(
+          raise errors.UsageError(
               'the cluster did not come together within %g s '
               '(--cluster_wait_secs): no answer from %s' % (
                   wait_secs, ', '.join(others)))
@@ -259,7 +261,7 @@ def main(argv=None):
   multi_worker = args.strategy == 'multi_worker'
   is_chief, task = worker_role() if multi_worker else (True, None)
   # before anything starts TensorFlow's runtime (its thread pools)
-  args.shards = train_loop.num_shards(args, planned_replicas(args))
+  args.shards = hardware.num_shards(args, planned_replicas(args))
   hardware.set_threads(hardware.describe(), args.shards)
   if multi_worker:
     if args.logical_devices:
@@ -276,7 +278,7 @@ def main(argv=None):
       worker_dir = os.path.join(args.train_dir,
                                 checkpoints.WORKER_DIR_PREFIX + task)
       shutil.rmtree(worker_dir, ignore_errors=True)
-      checkpoints.prepare_dir(worker_dir, '--train_dir')
+      run_folder.prepare_dir(worker_dir, '--train_dir')
   else:
     strategy = tf.distribute.MirroredStrategy(
         mirrored_devices(args.num_gpus, args.logical_devices))
@@ -300,7 +302,7 @@ def lost_peer(error, task, train_dir):
   latest = tf.train.latest_checkpoint(train_dir)
   reason = re.search(r'(?:recvmsg:|Socket closed|Connection |failed to '
                      r'connect|task \S+ (?:is|has) )[^\n"{}]*', str(error))
-  return run_control.UsageError(
+  return errors.UsageError(
       'the cluster lost %s during training (%s%s); %s' % (
           ', '.join(named) or 'a task', type(error).__name__,
           ': ' + reason.group(0).strip() if reason else '',

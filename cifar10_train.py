@@ -40,7 +40,7 @@ import train_loop  # noqa: E402
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  args.shards = train_loop.num_shards(args)
+  args.shards = hardware.num_shards(args)
   hardware.set_threads(hardware.describe(), args.shards)
   return train_loop.train(args)
 

@@ -11,7 +11,7 @@ Functions, in the order run_fc_model.py chains them:
       exactly once per epoch.
 
 Images are float32 (not float64), filled file by file with no second copy, so
-load_data adds about 0.75 GB to a process rather than several. Errors are cifar10_data.DataSetError with
+load_data adds about 0.75 GB to a process rather than several. Errors are errors.DataSetError with
 a message naming the file and what is wrong.
 """
 
@@ -22,8 +22,9 @@ import numpy as np
 
 from cifar10_data import (BATCHES_DIR, CLASS_NAMES, IMAGE_BYTES, NUM_CLASSES,
                           RECORD_BYTES, RECORDS_PER_FILE, TEST_FILE,
-                          TRAIN_FILES, DataSetError, check_bin_file,
+                          TRAIN_FILES, check_bin_file,
                           check_record_counts)
+from errors import DataSetError
 
 PY_BATCHES_DIR = 'cifar-10-batches-py'
 PY_TRAIN_FILES = tuple('data_batch_%d' % i for i in range(1, 6))

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import cifar10_data
 import cifar10_input
+import errors
 
 
 class DeviceInput:
@@ -53,7 +54,7 @@ class DeviceInput:
         data_dir's (e.g. to trace the training functions, gpu_audit.py).
 
     Raises:
-      ValueError, cifar10_data.DataSetError: as distorted_inputs.
+      ValueError, errors.DataSetError: as distorted_inputs.
     """
     cifar10_input.check_batch_size(batch_size)
     strategy = strategy or tf.distribute.get_strategy()
@@ -64,7 +65,7 @@ class DeviceInput:
     self.batch_size = batch_size
     self.global_batch = batch_size * strategy.num_replicas_in_sync
     if self.global_batch > self.num_examples:
-      raise cifar10_data.DataSetError('batch_size %d x %d replicas exceeds the %d training '
+      raise errors.DataSetError('batch_size %d x %d replicas exceeds the %d training '
                        'examples in %s' % (
                            batch_size, strategy.num_replicas_in_sync,
                            self.num_examples, data_dir))

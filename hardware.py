@@ -4,13 +4,16 @@ Each choice is a pure function of a Device description, so that a GPU's
 defaults are tested on a CPU with made-up descriptions:
 
   describe() -> Device                  this machine (its first GPU, else CPU)
-  precision(device) -> dtype name       --use_bf16 / --use_fp16 unset
-  jit_compile(device) -> bool           --jit_compile auto
-  shards(device, batch, replicas, min)  --shards auto
-  data_on_device(device) -> bool        --data_on_device auto
+  auto_precision(device) -> dtype name  --use_bf16 / --use_fp16 unset
+  auto_jit_compile(device) -> bool      --jit_compile auto
+  auto_shards(device, batch, replicas, min)   --shards auto
+  auto_data_on_device(device) -> bool   --data_on_device auto
   set_memory_growth()                   every script, before TensorFlow
                                         allocates on a GPU
   set_threads(device, shards)           TensorFlow's CPU thread pools
+
+and the training flags resolved with them: compute_dtype(args),
+jit_compile(args), num_shards(args, replicas), data_on_device(args).
 
 What a GPU gets (one slice, XLA, bfloat16 or float16) is reasoned from
 TensorFlow's kernel registry and the counted launches (gpu_audit.py), not
@@ -21,6 +24,9 @@ import collections
 import os
 
 import tensorflow as tf
+
+import cli
+import errors
 
 # kind: 'GPU' or 'CPU'; compute_capability: (major, minor) of a GPU, else
 # None; cores: the cores this process may run on; native_bf16: the device
@@ -70,7 +76,7 @@ def describe():
   return Device('CPU', None, usable_cores(), native_bf16_cpu())
 
 
-def precision(device):
+def auto_precision(device):
   """The compute precision when no precision flag is given.
 
   bfloat16 where the device computes it natively (float32's range: no loss
@@ -87,14 +93,14 @@ def precision(device):
   return 'float32'
 
 
-def jit_compile(device):
+def auto_jit_compile(device):
   """--jit_compile auto: XLA on a GPU, where a step is otherwise hundreds
   of kernel launches (gpu_audit.py counts them); off on a CPU, where XLA
   measured slower than TensorFlow's oneDNN kernels (see the README)."""
   return device.kind == 'GPU'
 
 
-def shards(device, batch_size, replicas, min_examples):
+def auto_shards(device, batch_size, replicas, min_examples):
   """--shards auto: the slices one replica's batch is computed in.
 
   1 on a GPU or with several replicas (they already split the work); on a
@@ -108,7 +114,7 @@ def shards(device, batch_size, replicas, min_examples):
              (n == 1 or batch_size // n >= min_examples))
 
 
-def data_on_device(device):
+def auto_data_on_device(device):
   """--data_on_device auto: the training set on the device, on GPUs and
   CPUs alike (150 MB as 32-bit words, every op of the in-graph input with
   a GPU kernel; no host round trip per step)."""
@@ -144,3 +150,43 @@ def set_threads(device, num_shards):
       tf.config.threading.set_inter_op_parallelism_threads(max(2, num_shards))
     except RuntimeError:  # already running: keep its pools
       pass
+
+
+def data_on_device(args, device=None):
+  """Whether the training set lives on the device (--data_on_device)."""
+  if args.data_on_device == 'auto':
+    return auto_data_on_device(device or describe())
+  return args.data_on_device == 'true'
+
+
+def num_shards(args, replicas=1, device=None):
+  """The slices each replica's batch is computed in (--shards; 'auto':
+  auto_shards, measured on 2 cores: see the README)."""
+  if args.shards == 'auto':
+    return auto_shards(device or describe(), args.batch_size, replicas,
+                       cli.MIN_SHARD_EXAMPLES)
+  if args.batch_size % args.shards:
+    raise errors.UsageError(
+        '--shards %d does not divide --batch_size %d' % (args.shards,
+                                                         args.batch_size))
+  return args.shards
+
+
+def compute_dtype(args, device=None):
+  """float16 with --use_fp16; bfloat16 with --use_bf16; float32 with
+  --nouse_bf16; else auto_precision (bfloat16 where native)."""
+  if args.use_fp16 and args.use_bf16:
+    raise errors.UsageError('--use_fp16 and --use_bf16 exclude each other')
+  if args.use_fp16:
+    return tf.float16
+  if args.use_bf16 is None:
+    return tf.as_dtype(auto_precision(device or describe()))
+  return tf.bfloat16 if args.use_bf16 else tf.float32
+
+
+def jit_compile(args, device=None):
+  """Whether XLA compiles the replica step (--jit_compile; 'auto':
+  auto_jit_compile, on a GPU only)."""
+  if args.jit_compile is None:
+    return auto_jit_compile(device or describe())
+  return args.jit_compile

@@ -35,6 +35,7 @@ if __name__ == '__main__':
   cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
 
 import tensorflow as tf
+import errors
 import run_fc_model
 import checkpoints
 import run_control
@@ -72,7 +73,7 @@ def check_fits(path, hidden1):
   shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
   key = [k for k in shapes if k.startswith('model/params/layer1.Sweights/')]
   if key and shapes[key[0]][1] != hidden1:
-    raise run_control.UsageError(
+    raise errors.UsageError(
         'checkpoint %s has %d hidden units, not --hidden1 %d; pass --hidden1 '
         '%d' % (path, shapes[key[0]][1], hidden1, shapes[key[0]][1]))
 
@@ -81,7 +82,7 @@ def main(argv=None):
   args = build_parser().parse_args(argv)
   paths = checkpoints_newest_first(args.train_dir)
   if not paths:
-    raise run_control.UsageError('no checkpoint under %s (run run_fc_model.py '
+    raise errors.UsageError('no checkpoint under %s (run run_fc_model.py '
                                'first)' % args.train_dir)
   model = two_layer_fc.TwoLayerFC(args.hidden1)
   state = two_layer_fc.TrainState()
@@ -95,7 +96,7 @@ def main(argv=None):
     print('Skipping checkpoint %s: %s' % (path, problem))
     reasons.append('%s: %s' % (path, problem))
   else:
-    raise run_control.UsageError('no checkpoint under %s can be read (%s)' % (
+    raise errors.UsageError('no checkpoint under %s can be read (%s)' % (
         args.train_dir, '; '.join(reasons)))
   data = run_fc_model.load(args)
   print('Restored %s' % path)

@@ -2,7 +2,7 @@
 
   run_main(main)              the toolkit's errors as one line, exit codes;
                               memory growth set before anything runs
-  UsageError, NanLossError    the toolkit's own errors (with DataSetError)
+  errors.UsageError, errors.NanLossError    the toolkit's own errors (with DataSetError)
   GracefulStop                Ctrl-C / SIGTERM / SIGHUP: finish, save, exit
   signals_raise()             the same signals as an exception (Stopped)
   record_stop_signals()       a signal during start-up is kept for the loop
@@ -25,22 +25,15 @@ import tensorflow as tf
 
 import console
 import cli
+import errors
 import hardware
-from cifar10_data import DataSetError
-
-class UsageError(Exception):
-  """A flag value or a request that cannot be carried out."""
-
-
-class NanLossError(Exception):
-  """The loss became NaN or infinite."""
 
 
 def run_main(main, argv=None):
   """Runs main(argv); expected failures become one line on stderr.
 
-  Expected: the toolkit's own errors (DataSetError, UsageError,
-  NanLossError), the file system's (OSError) and TensorFlow's (OpError: a
+  Expected: the toolkit's own errors (DataSetError, errors.UsageError,
+  errors.NanLossError), the file system's (OSError) and TensorFlow's (OpError: a
   file it cannot read or write). Anything else is a bug and keeps its
   traceback.
 
@@ -57,7 +50,7 @@ def run_main(main, argv=None):
     return 130
   try:
     return main(argv)
-  except (DataSetError, UsageError, NanLossError) as e:  # the toolkit's own
+  except (errors.DataSetError, errors.UsageError, errors.NanLossError) as e:  # the toolkit's own
     sys.stderr.write('%s: error: %s\n' % (prog, e))
     return 1
   except OSError as e:

@@ -66,7 +66,9 @@ import tensorflow as tf
 import cifar10_data
 import data_helpers
 import checkpoints
+import errors
 import run_control
+import run_folder
 import summaries
 import two_layer_fc
 
@@ -75,7 +77,7 @@ def load(args):
   """The data set as load_data returns it; fetched if data_dir has none."""
   try:
     data_helpers.find_format(args.data_dir)
-  except cifar10_data.DataSetError:
+  except errors.DataSetError:
     cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
   return data_helpers.load_data(args.data_dir)
 
@@ -104,10 +106,10 @@ def main(argv=None):
   print('Parameters:')
   for key, value in sorted(vars(args).items()):
     print('%s = %s' % (key, value))
-  checkpoints.prepare_dir(args.train_dir, '--train_dir')
+  run_folder.prepare_dir(args.train_dir, '--train_dir')
   data = load(args)
   if args.batch_size > len(data['labels_train']):
-    raise run_control.UsageError('--batch_size %d exceeds the %d training images'
+    raise errors.UsageError('--batch_size %d exceeds the %d training images'
                                % (args.batch_size, len(data['labels_train'])))
   run_dir = make_run_dir(args.train_dir)
   print('Logging to %s' % run_dir)
@@ -155,7 +157,7 @@ def main(argv=None):
         print('Saved checkpoint %s' % saved)
         saved = None
       if not tf.math.is_finite(total):
-        raise run_control.NanLossError('loss is %s at step %d' % (float(total), i))
+        raise errors.NanLossError('loss is %s at step %d' % (float(total), i))
       if stop.requested:
         print('Saved checkpoint %s' % save())
         return stop.exit_status

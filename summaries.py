@@ -15,6 +15,7 @@ import os
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
+import errors
 import run_control
 
 HISTOGRAM_BUCKETS = 30  # as tf.summary.histogram
@@ -25,7 +26,7 @@ def summary_writer(logdir, flag='--train_dir'):
   try:
     return tf.summary.create_file_writer(logdir)
   except tf.errors.OpError as e:
-    raise run_control.UsageError('%s %s: cannot write event files (%s)' % (
+    raise errors.UsageError('%s %s: cannot write event files (%s)' % (
         flag, logdir, run_control.first_line(e)))
 
 

@@ -6,13 +6,13 @@ cifar10_multi_gpu_train.py.
                                one with the summaries' outputs
   console.StepClock                    the console's lines, each with its step's time
   loop_flags / read_flags      stop and save requests, agreed by all workers
-  compute_dtype, jit_compile, num_shards, data_on_device
+  (the flags resolved: hardware.compute_dtype, jit_compile, num_shards,
+  data_on_device)
                                the flags resolved ('auto': hardware.py)
 """
 
 import contextlib
 import os
-import shutil
 import signal
 import time
 
@@ -26,30 +26,16 @@ import cifar10_input
 import cli
 import convnet
 import device_input
+import errors
 import hardware
 import run_control
+import run_folder
 import summaries
 
 # A call into the graph takes at most about this long (fewer steps than
 # --steps_per_loop when steps are slow, e.g. float16 emulated on a CPU), so
 # that a stop signal or a due checkpoint waits no longer.
 CALL_SECS = 10
-
-
-def set_aside(train_dir):
-  """Moves a previous run's files to train_dir/previous-<time>/ (--fresh)."""
-  if not os.path.isdir(train_dir):
-    return
-  entries = [e for e in os.listdir(train_dir)
-             if not e.startswith(('previous-', checkpoints.WORKER_DIR_PREFIX))
-             and e != checkpoints.LOCK_FILE]
-  if not entries:
-    return
-  dest = os.path.join(train_dir, time.strftime('previous-%Y%m%d-%H%M%S'))
-  os.makedirs(dest)
-  for e in entries:
-    shutil.move(os.path.join(train_dir, e), dest)
-  print('Moved the previous run in %s to %s' % (train_dir, dest))
 
 
 def write_summaries(out, model, state, step, steps_per_sec):
@@ -88,7 +74,7 @@ def make_train_loop(strategy, model, state, global_batch, feed,
                     jit_compile=False, shards=1):
   """The training functions: many steps per call, or one with summaries.
 
-  shards: slices each replica's batch is made and computed in (num_shards).
+  shards: slices each replica's batch is made and computed in (hardware.num_shards).
   jit_compile: XLA compiles each replica's step, its input included: with
     one replica the whole step (with the data on the device the batch's
     indices too, derived from the step), so that a step is one launch of an
@@ -208,7 +194,7 @@ def check_finite(losses, first_step, train_dir):
   """Raises NanLossError naming the first step whose loss is not finite."""
   bad = np.flatnonzero(~np.isfinite(losses))
   if bad.size:
-    raise run_control.NanLossError(
+    raise errors.NanLossError(
         'loss is %s at step %d; stopped without saving, the last good '
         'checkpoint is %s' % (losses[bad[0]], first_step + bad[0] + 1,
                               tf.train.latest_checkpoint(train_dir)))
@@ -233,19 +219,19 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, on_call=None):
     worker).
 
   Raises:
-    run_control.NanLossError: the loss became NaN or infinite.
-    run_control.UsageError: a folder, checkpoint or flag problem.
+    errors.NanLossError: the loss became NaN or infinite.
+    errors.UsageError: a folder, checkpoint or flag problem.
   """
   strategy = strategy or tf.distribute.get_strategy()
   tf.debugging.set_log_device_placement(args.log_device_placement)
   if is_chief:
-    checkpoints.prepare_dir(args.train_dir, '--train_dir')
+    run_folder.prepare_dir(args.train_dir, '--train_dir')
   with contextlib.ExitStack() as held:
     if is_chief:
-      held.enter_context(checkpoints.TrainDirLock(args.train_dir))
+      held.enter_context(run_folder.TrainDirLock(args.train_dir))
     cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
     if args.fresh and is_chief:
-      set_aside(args.train_dir)
+      run_folder.set_aside(args.train_dir)
     run = _setup(args, strategy, is_chief, worker_dir)
     return _loop(run, on_call or (lambda step, warm: None)) if run else 0
 
@@ -350,7 +336,7 @@ def _setup(args, strategy, is_chief, worker_dir):
       np.random.randint(0, 2**31 - 1))
   with strategy.scope():
     model = convnet.ConvNet(seed)
-    state = convnet.TrainState(model, seed, compute_dtype(args))
+    state = convnet.TrainState(model, seed, hardware.compute_dtype(args))
   ckpt = tf.train.Checkpoint(model=model, state=state)
   latest = checkpoints.resume(ckpt, args.train_dir, repair=is_chief)
   if latest:
@@ -368,7 +354,7 @@ def _setup(args, strategy, is_chief, worker_dir):
     return None
   seed = int(state.seed.numpy())
 
-  on_device = data_on_device(args)
+  on_device = hardware.data_on_device(args)
   if on_device:
     feed, iterator = device_input.DeviceInput(
         args.data_dir, args.batch_size, seed, strategy), None
@@ -377,8 +363,8 @@ def _setup(args, strategy, is_chief, worker_dir):
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: cifar10_input.distorted_inputs(
             args.data_dir, args.batch_size, seed, start, ctx)))
-  shards = num_shards(args, replicas)
-  jit = jit_compile(args)
+  shards = hardware.num_shards(args, replicas)
+  jit = hardware.jit_compile(args)
   train_loop, aux_step = make_train_loop(strategy, model, state, global_batch,
                                          feed, jit, shards)
   writer = (summaries.summary_writer(args.train_dir) if is_chief
@@ -415,42 +401,3 @@ def _setup(args, strategy, is_chief, worker_dir):
               profile=profile, start=start, global_batch=global_batch)
 
 
-def data_on_device(args, device=None):
-  """Whether the training set lives on the device (--data_on_device)."""
-  if args.data_on_device == 'auto':
-    return hardware.data_on_device(device or hardware.describe())
-  return args.data_on_device == 'true'
-
-
-def num_shards(args, replicas=1, device=None):
-  """The slices each replica's batch is computed in (--shards; 'auto':
-  hardware.shards, measured on 2 cores: see the README)."""
-  if args.shards == 'auto':
-    return hardware.shards(device or hardware.describe(), args.batch_size,
-                           replicas, cli.MIN_SHARD_EXAMPLES)
-  if args.batch_size % args.shards:
-    raise run_control.UsageError(
-        '--shards %d does not divide --batch_size %d' % (args.shards,
-                                                         args.batch_size))
-  return args.shards
-
-
-def compute_dtype(args, device=None):
-  """float16 with --use_fp16; bfloat16 with --use_bf16; float32 with
-  --nouse_bf16; else hardware.precision (bfloat16 where native)."""
-  if args.use_fp16 and args.use_bf16:
-    raise run_control.UsageError(
-        '--use_fp16 and --use_bf16 exclude each other')
-  if args.use_fp16:
-    return tf.float16
-  if args.use_bf16 is None:
-    return tf.as_dtype(hardware.precision(device or hardware.describe()))
-  return tf.bfloat16 if args.use_bf16 else tf.float32
-
-
-def jit_compile(args, device=None):
-  """Whether XLA compiles the replica step (--jit_compile; 'auto':
-  hardware.jit_compile, on a GPU only)."""
-  if args.jit_compile is None:
-    return hardware.jit_compile(device or hardware.describe())
-  return args.jit_compile

@@ -172,7 +172,7 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   strategy = tf.distribute.get_strategy()
   parser = cifar10_train.build_parser()
   model = convnet.ConvNet(1)
-  state = convnet.TrainState(model, compute_dtype=train_loop.compute_dtype(
+  state = convnet.TrainState(model, compute_dtype=hardware.compute_dtype(
       parser.parse_args([])))
   feed, _ = _feed(data_dir, OVERHEAD_BATCH, True, strategy)
   loop, _ = train_loop.make_train_loop(strategy, model, state,
@@ -293,7 +293,7 @@ def paired_keys():
   the same in one slice, where the default has several), and the Keras ones
   (mixed_bfloat16 where the CPU has native bfloat16 or a GPU is present)."""
   keys = ['train_default', 'keras']
-  if train_loop.num_shards(cifar10_train.build_parser().parse_args([])) > 1:
+  if hardware.num_shards(cifar10_train.build_parser().parse_args([])) > 1:
     keys.insert(1, 'train_one_slice')
   if tf.config.list_physical_devices('GPU') or hardware.native_bf16_cpu():
     keys += ['keras_bf16', 'keras_bf16_spe20']
@@ -324,11 +324,11 @@ def serve(key, data_dir, plan):
   """
   if key.startswith('train'):  # default, or in one slice (default pools)
     defaults = cifar10_train.build_parser().parse_args([])
-    shards = (train_loop.num_shards(defaults) if key == 'train_default'
+    shards = (hardware.num_shards(defaults) if key == 'train_default'
               else 1)
     hardware.set_threads(hardware.describe(), shards)
-    run = train_runner(data_dir, plan, train_loop.compute_dtype(defaults),
-                       train_loop.data_on_device(defaults),
+    run = train_runner(data_dir, plan, hardware.compute_dtype(defaults),
+                       hardware.data_on_device(defaults),
                        cli.DEFAULT_STEPS_PER_LOOP, shards=shards)
     say('ready')
     while told_to_run():
@@ -456,10 +456,10 @@ def measure(phase, data_dir, plan):
   pipeline.
   """
   defaults = cifar10_train.build_parser().parse_args([])
-  dtype = train_loop.compute_dtype(defaults)
+  dtype = hardware.compute_dtype(defaults)
   n = cli.DEFAULT_STEPS_PER_LOOP
-  on = train_loop.data_on_device(defaults)
-  shards = train_loop.num_shards(defaults)
+  on = hardware.data_on_device(defaults)
+  shards = hardware.num_shards(defaults)
   gpu = bool(tf.config.list_physical_devices('GPU'))
   fig = {}
   if phase == 'sliced':
@@ -528,10 +528,10 @@ def main(argv=None):
       with open(out) as f:
         fig.update(json.load(f))
   shards = results['shards'] = fig.pop('shards')
-  default = train_loop.compute_dtype(
+  default = hardware.compute_dtype(
       cifar10_train.build_parser().parse_args([]))
   n = cli.DEFAULT_STEPS_PER_LOOP
-  on = train_loop.data_on_device(
+  on = hardware.data_on_device(
       cifar10_train.build_parser().parse_args([]))
 
   keras_keys = [k for k in fig if k.startswith('keras')]

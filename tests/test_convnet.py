@@ -10,7 +10,7 @@ import tensorflow as tf
 import cifar10_eval
 import cifar10_input
 import cifar10_train
-import train_loop
+import errors
 import convnet
 import hardware
 import lrn
@@ -218,31 +218,31 @@ def test_num_shards():
                              (3, 128, 2)):
     cpu = hardware.Device('CPU', None, cores, False)
     args = parse(['--batch_size', str(batch)])
-    assert train_loop.num_shards(args, device=cpu) == want, (cores, batch)
-    assert train_loop.num_shards(args, replicas=2, device=cpu) == 1
-  assert train_loop.num_shards(parse(['--shards', '4'])) == 4
-  with pytest.raises(run_control.UsageError,
+    assert hardware.num_shards(args, device=cpu) == want, (cores, batch)
+    assert hardware.num_shards(args, replicas=2, device=cpu) == 1
+  assert hardware.num_shards(parse(['--shards', '4'])) == 4
+  with pytest.raises(errors.UsageError,
                      match='--shards 3 does not divide --batch_size 128'):
-    train_loop.num_shards(parse(['--shards', '3']))
+    hardware.num_shards(parse(['--shards', '3']))
   gpu = hardware.Device('GPU', (8, 0), 8, True)
-  assert train_loop.num_shards(parse([]), device=gpu) == 1
+  assert hardware.num_shards(parse([]), device=gpu) == 1
 
 
 def test_precision_flags():
   parse = cifar10_train.build_parser().parse_args
-  assert train_loop.compute_dtype(parse(['--use_fp16'])) == tf.float16
-  assert train_loop.compute_dtype(parse(['--use_bf16'])) == tf.bfloat16
-  assert train_loop.compute_dtype(parse(['--use_bf16=False'])) == tf.float32
+  assert hardware.compute_dtype(parse(['--use_fp16'])) == tf.float16
+  assert hardware.compute_dtype(parse(['--use_bf16'])) == tf.bfloat16
+  assert hardware.compute_dtype(parse(['--use_bf16=False'])) == tf.float32
   amx = hardware.Device('CPU', None, 2, True)
   epyc = hardware.Device('CPU', None, 2, False)
-  assert train_loop.compute_dtype(parse([]), amx) == tf.bfloat16
-  assert train_loop.compute_dtype(parse(['--use_bf16=auto']),
+  assert hardware.compute_dtype(parse([]), amx) == tf.bfloat16
+  assert hardware.compute_dtype(parse(['--use_bf16=auto']),
                                      amx) == tf.bfloat16
-  assert train_loop.compute_dtype(parse([]), epyc) == tf.float32
-  assert train_loop.compute_dtype(parse(['--nouse_bf16']), amx
+  assert hardware.compute_dtype(parse([]), epyc) == tf.float32
+  assert hardware.compute_dtype(parse(['--nouse_bf16']), amx
                                      ) == tf.float32
-  with pytest.raises(run_control.UsageError, match='exclude each other'):
-    train_loop.compute_dtype(parse(['--use_fp16', '--use_bf16']))
+  with pytest.raises(errors.UsageError, match='exclude each other'):
+    hardware.compute_dtype(parse(['--use_fp16', '--use_bf16']))
 
 
 def test_mixed_precision_skips_overflowing_steps():

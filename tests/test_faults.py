@@ -14,10 +14,10 @@ import pytest
 import tensorflow as tf
 
 import cifar10_eval
-import cifar10_data
 import cifar10_multi_gpu_train
 import cifar10_train
 import data_helpers
+import errors
 import run_fc_model
 import run_control
 from conftest import (ROOT, free_ports, start_script, start_workers,
@@ -446,10 +446,10 @@ def test_run_main_makes_one_line_of_the_toolkits_errors_only(capsys):
     def main(argv):
       raise error
     return main
-  assert run_control.run_main(failing(run_control.UsageError('--x is bad'))) == 1
+  assert run_control.run_main(failing(errors.UsageError('--x is bad'))) == 1
   assert capsys.readouterr().err.endswith(': error: --x is bad\n')
   assert run_control.run_main(failing(
-      cifar10_data.DataSetError('f.bin: cut'))) == 1
+      errors.DataSetError('f.bin: cut'))) == 1
   assert capsys.readouterr().err.endswith(': error: f.bin: cut\n')
   # a bug is not dressed up as a tidy message: its traceback stays
   with pytest.raises(ValueError, match='a bug'):

@@ -23,6 +23,7 @@ import console
 import cifar10_data
 import cifar10_multi_gpu_train
 import cifar10_train
+import errors
 import train_loop
 import data_helpers
 import restore_model
@@ -141,7 +142,7 @@ def test_official_counts_are_exact():
   check('d', official, names, cifar10_data.TEST_FILE)
   for name, n in [('data_batch_1.bin', 5000), ('data_batch_5.bin', 60000),
                   ('test_batch.bin', 9999)]:
-    with pytest.raises(cifar10_data.DataSetError,
+    with pytest.raises(errors.DataSetError,
                        match=r'^d/%s: %d records' % (name, n)):
       check('d', dict(official, **{name: n}), names, cifar10_data.TEST_FILE)
 
@@ -182,7 +183,7 @@ def test_pickle_asking_for_57_gb_is_refused_by_size(tmp_path):
   path = str(tmp_path / 'data_batch_1')
   _pickle_batch(path, _Declared((10**6, 3072), 'f8'), [0])
   assert os.path.getsize(path) < 1000
-  with pytest.raises(cifar10_data.DataSetError,
+  with pytest.raises(errors.DataSetError,
                      match=r'refused, it declares an array of \(1000000, '
                      r'3072\) \(24576000000 bytes\)'):
     data_helpers._read_pickle_batch(path)
@@ -355,7 +356,7 @@ def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
 # --- 8. smaller faults ------------------------------------------------------
 
 def test_classify_a_folder_says_so(tmp_path, capsys):
-  with pytest.raises(run_control.UsageError,
+  with pytest.raises(errors.UsageError,
                      match=r': a folder, not an image file$'):
     cifar10_classify.read_image(str(tmp_path))
 
@@ -373,7 +374,7 @@ def test_batches_folder_that_is_a_file(tmp_path, capsys):
   (tmp_path / cifar10_data.BATCHES_DIR).write_text('not a folder')
   archive = str(tmp_path / 'archive.tar.gz')
   open(archive, 'wb').close()
-  with pytest.raises(cifar10_data.DataSetError,
+  with pytest.raises(errors.DataSetError,
                      match=r'cifar-10-batches-bin: a file, not the data set'):
     cifar10_data.maybe_download_and_extract(str(tmp_path), archive)
   assert 'Extracting' not in capsys.readouterr().out  # nothing extracted

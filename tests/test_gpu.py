@@ -125,19 +125,19 @@ def test_ops_per_step_counts_a_loop_body():
     (hardware.Device('CPU', None, 1, False), ('float32', False, 1)),
 ])
 def test_defaults_from_a_device_description(device, want):
-  assert (hardware.precision(device), hardware.jit_compile(device),
-          hardware.shards(device, 128, 1, 32)) == want
-  assert hardware.shards(device, 128, 2, 32) == 1
-  assert hardware.data_on_device(device)
+  assert (hardware.auto_precision(device), hardware.auto_jit_compile(device),
+          hardware.auto_shards(device, 128, 1, 32)) == want
+  assert hardware.auto_shards(device, 128, 2, 32) == 1
+  assert hardware.auto_data_on_device(device)
   # and through the flags, as the scripts resolve them
   args = cifar10_train.build_parser().parse_args([])
-  assert train_loop.compute_dtype(args, device).name == want[0]
-  assert train_loop.jit_compile(args, device) == want[1]
-  assert train_loop.num_shards(args, 1, device) == want[2]
+  assert hardware.compute_dtype(args, device).name == want[0]
+  assert hardware.jit_compile(args, device) == want[1]
+  assert hardware.num_shards(args, 1, device) == want[2]
   forced = cifar10_train.build_parser().parse_args(['--nojit_compile'])
-  assert not train_loop.jit_compile(forced, device)
+  assert not hardware.jit_compile(forced, device)
   forced = cifar10_train.build_parser().parse_args(['--jit_compile=true'])
-  assert train_loop.jit_compile(forced, device)
+  assert hardware.jit_compile(forced, device)
 
 
 def test_this_machine_is_described():

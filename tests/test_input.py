@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import cifar10_data
 import cifar10_input as ci
+import errors
 from conftest import write_bin
 
 
@@ -213,9 +214,9 @@ def test_truncated_or_padded_file(bin_dir, change):
   path = os.path.join(bin_dir, cifar10_data.BATCHES_DIR, 'data_batch_3.bin')
   raw = open(path, 'rb').read()
   open(path, 'wb').write(raw[:-10] if change == 'truncate' else raw + b'\0')
-  with pytest.raises(cifar10_data.DataSetError, match='data_batch_3.bin.*whole number'):
+  with pytest.raises(errors.DataSetError, match='data_batch_3.bin.*whole number'):
     ci.distorted_inputs(bin_dir, 10)
-  with pytest.raises(cifar10_data.DataSetError, match='data_batch_3.bin'):
+  with pytest.raises(errors.DataSetError, match='data_batch_3.bin'):
     cifar10_data.maybe_download_and_extract(bin_dir)
 
 
@@ -224,7 +225,7 @@ def test_label_above_nine(bin_dir):
   raw = bytearray(open(path, 'rb').read())
   raw[cifar10_data.RECORD_BYTES * 5] = 12
   open(path, 'wb').write(bytes(raw))
-  with pytest.raises(cifar10_data.DataSetError,
+  with pytest.raises(errors.DataSetError,
                      match=r'test_batch.bin: record 5 has label byte 12'):
     ci.inputs(True, bin_dir, 10)
 
@@ -232,12 +233,12 @@ def test_label_above_nine(bin_dir):
 def test_no_data_and_no_way_to_fetch(tmp_path, monkeypatch):
   monkeypatch.setenv(ci.DATA_SOURCE_ENV, 'http://127.0.0.1:9/cifar.tar.gz')
   data_dir = str(tmp_path / 'data')
-  with pytest.raises(cifar10_data.DataSetError) as e:
+  with pytest.raises(errors.DataSetError) as e:
     cifar10_data.maybe_download_and_extract(data_dir)
   msg = str(e.value)
   assert data_dir in msg and ci.DATA_SOURCE_ENV in msg and '\n' not in msg
   assert os.listdir(data_dir) == []
-  with pytest.raises(cifar10_data.DataSetError, match='does not exist'):
+  with pytest.raises(errors.DataSetError, match='does not exist'):
     cifar10_data.maybe_download_and_extract(data_dir, str(tmp_path / 'nowhere.tar.gz'))
 
 
@@ -305,7 +306,7 @@ def test_environment_variable_selects_source(tmp_path, good_archive,
 def test_official_url_checks_md5(tmp_path, good_archive, monkeypatch):
   monkeypatch.setattr(ci, 'DATA_URL', 'file://' + good_archive)
   monkeypatch.delenv(ci.DATA_SOURCE_ENV, raising=False)
-  with pytest.raises(cifar10_data.DataSetError, match='md5 .* differs from the official'):
+  with pytest.raises(errors.DataSetError, match='md5 .* differs from the official'):
     cifar10_data.maybe_download_and_extract(str(tmp_path))
   _nothing_half_extracted(str(tmp_path))
   assert not os.path.exists(str(tmp_path / cifar10_data.ARCHIVE_NAME))  # bad download gone
@@ -315,7 +316,7 @@ def test_corrupt_archive(tmp_path):
   bad = tmp_path / 'bad.tar.gz'
   bad.write_bytes(b'this is not gzip' * 100)
   data_dir = str(tmp_path / 'data')
-  with pytest.raises(cifar10_data.DataSetError, match='bad.tar.gz: not a readable gzip'):
+  with pytest.raises(errors.DataSetError, match='bad.tar.gz: not a readable gzip'):
     cifar10_data.maybe_download_and_extract(data_dir, str(bad))
   _nothing_half_extracted(data_dir)
 
@@ -324,7 +325,7 @@ def test_cut_off_archive(tmp_path, good_archive):
   cut = tmp_path / 'cut.tar.gz'
   cut.write_bytes(open(good_archive, 'rb').read()[:50000])
   data_dir = str(tmp_path / 'data')
-  with pytest.raises(cifar10_data.DataSetError, match='cut.tar.gz'):
+  with pytest.raises(errors.DataSetError, match='cut.tar.gz'):
     cifar10_data.maybe_download_and_extract(data_dir, str(cut))
   _nothing_half_extracted(data_dir)
 
@@ -333,7 +334,7 @@ def test_archive_with_short_file(tmp_path):
   arch = _make_archive(str(tmp_path / 'short.tar.gz'),
                        sizes={'data_batch_2.bin': cifar10_data.FILE_BYTES - 3073})
   data_dir = str(tmp_path / 'data')
-  with pytest.raises(cifar10_data.DataSetError,
+  with pytest.raises(errors.DataSetError,
                      match=r'short.tar.gz: .*data_batch_2.bin: 30726927 bytes'):
     cifar10_data.maybe_download_and_extract(data_dir, arch)
   _nothing_half_extracted(data_dir)
@@ -343,7 +344,7 @@ def test_archive_with_bad_label(tmp_path):
   arch = _make_archive(str(tmp_path / 'lab.tar.gz'),
                        label_fn=lambda i: 10 if i == 77 else 1)
   data_dir = str(tmp_path / 'data')
-  with pytest.raises(cifar10_data.DataSetError, match=r'record 77 has label byte 10'):
+  with pytest.raises(errors.DataSetError, match=r'record 77 has label byte 10'):
     cifar10_data.maybe_download_and_extract(data_dir, arch)
   _nothing_half_extracted(data_dir)
 

@@ -15,7 +15,7 @@ import cifar10_eval
 import cifar10_input
 import cifar10_multi_gpu_train
 import cifar10_train
-import train_loop
+import hardware
 import convnet
 from conftest import (ROOT, checkpoint_params, free_ports, noisy_batch,
                       train_args)
@@ -211,7 +211,7 @@ def test_planned_replicas_set_shards_auto(monkeypatch):
                       lambda kind=None: [])
   monkeypatch.setattr(cifar10_train.os, 'sched_getaffinity',
                       lambda pid: {0, 1})
-  assert train_loop.num_shards(parse([]), planned(parse([]))) == 2
-  assert train_loop.num_shards(
+  assert hardware.num_shards(parse([]), planned(parse([]))) == 2
+  assert hardware.num_shards(
       parse(['--logical_devices', '2']),
       planned(parse(['--logical_devices', '2']))) == 1

@@ -1,0 +1,96 @@
+"""A run's folder: checked before anything is written, locked while a
+trainer writes it, set aside on request.
+
+  prepare_dir(path, flag)    a folder flag checked (and made): one line if not
+  TrainDirLock(train_dir)    one trainer per folder (an OS lock, released on
+                             any exit)
+  set_aside(train_dir)       --fresh: the previous run to previous-<time>/
+"""
+
+import fcntl
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+
+import checkpoints
+import errors
+import run_control
+
+
+def prepare_dir(path, flag):
+  """Creates the folder a flag names, checking that it can be written.
+
+  Raises:
+    errors.UsageError: it is a file or a dangling symbolic link, or cannot be
+      created or written.
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise errors.UsageError('%s %s is a file, not a folder' % (flag, path))
+  if os.path.islink(path) and not os.path.exists(path):
+    raise errors.UsageError('%s %s is a symbolic link that leads nowhere (a loop, or '
+                     'its target %s is missing)' % (flag, path,
+                                                    os.readlink(path)))
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe-')
+    probe.close()
+  except OSError as e:
+    raise errors.UsageError('%s %s cannot be written (%s)' % (
+        flag, path, e.strerror or run_control.first_line(e)))
+
+
+class TrainDirLock:
+  """An exclusive lock on a train_dir, held while a trainer runs.
+
+  flock on train_dir/.lock: the kernel releases it on any exit, kill -9
+  included, so a lock left by a crash is never an obstacle. The file holds the
+  holder's pid, host and start time, for the error a second trainer gets.
+  The file itself is left in place (removing it would race a new holder).
+  """
+
+  def __init__(self, train_dir):
+    self.path = os.path.join(train_dir, checkpoints.LOCK_FILE)
+    self.train_dir = train_dir
+    self._fd = None
+
+  def __enter__(self):
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      holder = os.read(fd, 1000).decode('utf-8', 'replace').strip()
+      os.close(fd)
+      raise errors.UsageError('--train_dir %s is in use by %s; stop that run or use '
+                       'another --train_dir' % (self.train_dir,
+                                                holder or 'another trainer'))
+    os.ftruncate(fd, 0)
+    os.write(fd, ('%s (pid %d on %s, since %s)\n' % (
+        os.path.basename(sys.argv[0]) or 'python', os.getpid(),
+        socket.gethostname(), time.strftime('%Y-%m-%d %H:%M:%S'))).encode())
+    self._fd = fd
+    return self
+
+  def __exit__(self, *exc):
+    if self._fd is not None:
+      os.close(self._fd)  # releases the flock
+      self._fd = None
+    return False
+
+
+def set_aside(train_dir):
+  """Moves a previous run's files to train_dir/previous-<time>/ (--fresh)."""
+  if not os.path.isdir(train_dir):
+    return
+  entries = [e for e in os.listdir(train_dir)
+             if not e.startswith(('previous-', checkpoints.WORKER_DIR_PREFIX))
+             and e != checkpoints.LOCK_FILE]
+  if not entries:
+    return
+  dest = os.path.join(train_dir, time.strftime('previous-%Y%m%d-%H%M%S'))
+  os.makedirs(dest)
+  for e in entries:
+    shutil.move(os.path.join(train_dir, e), dest)
+  print('Moved the previous run in %s to %s' % (train_dir, dest))
