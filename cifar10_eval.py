@@ -57,6 +57,7 @@ import tensorflow as tf
 import cifar10_data
 import cifar10_input
 import convnet
+import convnet_training
 import checkpoints
 import errors
 import run_control
@@ -71,7 +72,7 @@ class Evaluator:
                dataset=None):
     """dataset: batches to use instead of data_dir's (gpu_audit.py)."""
     self.model = convnet.ConvNet()
-    self.state = convnet.TrainState(self.model)
+    self.state = convnet_training.TrainState(self.model)
     self.ckpt = tf.train.Checkpoint(model=self.model, state=self.state)
     self.dataset = dataset or cifar10_input.inputs(
         eval_data == 'test', data_dir, EVAL_BATCH_SIZE)

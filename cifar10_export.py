@@ -45,6 +45,7 @@ if __name__ == '__main__':
 
 import tensorflow as tf
 import convnet
+import convnet_training
 import checkpoints
 import errors
 import run_control
@@ -61,7 +62,7 @@ def restore_classifier(checkpoint_dir, raw_weights=False):
     errors.UsageError: no checkpoint, or none that reads.
   """
   model = convnet.ConvNet()
-  state = convnet.TrainState(model)
+  state = convnet_training.TrainState(model)
   path = checkpoints.resume(tf.train.Checkpoint(model=model, state=state),
                           checkpoint_dir)
   if path is None:

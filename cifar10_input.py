@@ -76,12 +76,12 @@ def distortion_draws(seed, num):
     (uniform in [-63, 63)), contrast float32 [num, 1, 1, 1] (uniform in
     [0.2, 1.8)).
   """
-  seeds = tf.random.experimental.stateless_split(seed, 4, alg='philox')
+  seeds = tf.random.experimental.stateless_split(seed, 4)
   one = [num, 1, 1, 1]
   return {
       'offsets': tf.random.stateless_uniform(
-          [num, 2], seeds[0], 0, cifar10_data.ORIGINAL_SIZE - IMAGE_SIZE + 1, tf.int32,
-          alg='philox'),
+          [num, 2], seeds[0], 0, cifar10_data.ORIGINAL_SIZE - IMAGE_SIZE + 1,
+          tf.int32),
       'flip': uniform(one, seeds[1]) < 0.5,
       'brightness': uniform(one, seeds[2], -MAX_BRIGHTNESS_DELTA,
                             MAX_BRIGHTNESS_DELTA),
@@ -94,8 +94,9 @@ def uniform(shape, seed, minval=0.0, maxval=1.0):
 
   TensorFlow's kernels (CPU and GPU) make a float from the low 23 bits of a
   Philox draw; XLA makes its floats differently, so a step compiled by XLA
-  would see other crops and another order. Built here from the raw Philox
-  bits, which XLA and the kernels agree on, the values are the kernels'.
+  would see other crops and another order. Built here from the raw bits,
+  which XLA and the kernels agree on (both pick Philox on CPUs and GPUs),
+  the values are the kernels'.
 
   Args:
     shape: of the result.
@@ -105,8 +106,7 @@ def uniform(shape, seed, minval=0.0, maxval=1.0):
   Returns:
     float32 tensor of shape.
   """
-  bits = tf.random.stateless_uniform(shape, seed, None, None, tf.uint32,
-                                     alg='philox')
+  bits = tf.random.stateless_uniform(shape, seed, None, None, tf.uint32)
   mantissa = tf.bitwise.bitwise_and(bits, 0x7fffff)
   unit = tf.cast(mantissa, tf.float32) * (1.0 / (1 << 23))
   return unit * (maxval - minval) + minval

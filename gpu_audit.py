@@ -293,6 +293,7 @@ def trace(config, shards=1):
   import device_input
   import train_loop
   import convnet
+  import convnet_training
   if config.replicas == 1:
     strategy = tf.distribute.get_strategy()
   else:
@@ -301,7 +302,7 @@ def trace(config, shards=1):
          ][:config.replicas])
   with strategy.scope():
     model = convnet.ConvNet(0)
-    state = convnet.TrainState(model, 0, config.dtype)
+    state = convnet_training.TrainState(model, 0, config.dtype)
   global_batch = AUDIT_BATCH * config.replicas
   if config.on_device:
     records = tf.zeros([4 * global_batch, cifar10_data.RECORD_BYTES],

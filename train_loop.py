@@ -25,6 +25,7 @@ import cifar10_data
 import cifar10_input
 import cli
 import convnet
+import convnet_training
 import device_input
 import errors
 import hardware
@@ -40,7 +41,7 @@ CALL_SECS = 10
 
 def write_summaries(out, model, state, step, steps_per_sec):
   """The tutorial's summaries for one step's outputs (docs/tensorboard.md)."""
-  averages = convnet.loss_averages(state)
+  averages = convnet_training.loss_averages(state)
   summaries.write_scalars({'learning_rate': out['learning_rate'],
                            'global_step/sec': steps_per_sec}, step)
   for name in state.loss_averages:
@@ -85,7 +86,7 @@ def make_train_loop(strategy, model, state, global_batch, feed,
 
   Returns:
     train_loop(iterator, num_steps, flags) -> (losses float32 [num_steps],
-      times float64 [num_steps], flags): num_steps steps of convnet.training
+      times float64 [num_steps], flags): num_steps steps of convnet_training.training
       in one graph loop; times[i] is when step i's loss was ready (seconds
       since the epoch, read inside the graph), for the console's lines;
     aux_step(iterator, flags) -> (outputs of one step with activations and
@@ -109,19 +110,19 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   def whole_step(batch, with_aux):
     images, labels = replica_input(batch)
     with tf.name_scope('train_step'):
-      return convnet.training(model, state, images, labels, global_batch,
+      return convnet_training.training(model, state, images, labels, global_batch,
                               with_aux, shards)
 
   def first_half(batch, with_aux):
     images, labels = replica_input(batch)
     with tf.name_scope('train_step'):
-      return convnet.gradients(model, state, images, labels, replicas,
+      return convnet_training.gradients(model, state, images, labels, replicas,
                                with_aux, shards)
 
   def second_half(out):
     with tf.name_scope('train_step'):
-      return convnet.update(model, state, out, global_batch,
-                            convnet.reduce_out(out))
+      return convnet_training.update(model, state, out, global_batch,
+                            convnet_training.reduce_out(out))
 
   if not jit_compile:
     replica_step = whole_step
@@ -336,7 +337,7 @@ def _setup(args, strategy, is_chief, worker_dir):
       np.random.randint(0, 2**31 - 1))
   with strategy.scope():
     model = convnet.ConvNet(seed)
-    state = convnet.TrainState(model, seed, hardware.compute_dtype(args))
+    state = convnet_training.TrainState(model, seed, hardware.compute_dtype(args))
   ckpt = tf.train.Checkpoint(model=model, state=state)
   latest = checkpoints.resume(ckpt, args.train_dir, repair=is_chief)
   if latest:

@@ -65,6 +65,7 @@ import device_input  # noqa: E402
 import cifar10_train  # noqa: E402
 import train_loop  # noqa: E402
 import convnet  # noqa: E402
+import convnet_training  # noqa: E402
 import data_helpers  # noqa: E402
 import gpu_audit  # noqa: E402
 import hardware  # noqa: E402
@@ -130,7 +131,7 @@ def train_runner(data_dir, plan, dtype, on_device=True,
   both loop lengths traced."""
   strategy = tf.distribute.get_strategy()
   model = convnet.ConvNet(1)
-  state = convnet.TrainState(model, compute_dtype=dtype)
+  state = convnet_training.TrainState(model, compute_dtype=dtype)
   feed, iterator = _feed(data_dir, BATCH_SIZE, on_device, strategy)
   loop, _ = train_loop.make_train_loop(strategy, model, state,
                                                 BATCH_SIZE, feed, jit_compile,
@@ -172,7 +173,7 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   strategy = tf.distribute.get_strategy()
   parser = cifar10_train.build_parser()
   model = convnet.ConvNet(1)
-  state = convnet.TrainState(model, compute_dtype=hardware.compute_dtype(
+  state = convnet_training.TrainState(model, compute_dtype=hardware.compute_dtype(
       parser.parse_args([])))
   feed, _ = _feed(data_dir, OVERHEAD_BATCH, True, strategy)
   loop, _ = train_loop.make_train_loop(strategy, model, state,
@@ -183,7 +184,7 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   @tf.function
   def fixed_batch(n):
     for _ in tf.range(n):
-      strategy.run(convnet.training, args=(model, state, images, labels,
+      strategy.run(convnet_training.training, args=(model, state, images, labels,
                                            OVERHEAD_BATCH))
     return state.global_step.read_value()
 

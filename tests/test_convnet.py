@@ -12,6 +12,7 @@ import cifar10_input
 import cifar10_train
 import errors
 import convnet
+import convnet_training
 import hardware
 import lrn
 import run_control
@@ -62,22 +63,22 @@ def test_loss_terms():
 def test_learning_rate_schedule():
   decay_steps = int(50000 / 128 * 350)
   assert decay_steps == 136718
-  lr = lambda s: float(convnet.learning_rate(s, 128))
+  lr = lambda s: float(convnet_training.learning_rate(s, 128))
   assert lr(0) == pytest.approx(0.1)
   assert lr(decay_steps - 1) == pytest.approx(0.1)
   assert lr(decay_steps) == pytest.approx(0.01)
   assert lr(2 * decay_steps) == pytest.approx(0.001)
   # epochs are counted at 50,000 images whatever the global batch
-  assert float(convnet.learning_rate(int(50000 / 256 * 350), 256)) == \
+  assert float(convnet_training.learning_rate(int(50000 / 256 * 350), 256)) == \
       pytest.approx(0.01)
 
 
 @pytest.mark.slow
 def test_loss_falls_and_moving_averages_follow_the_formula():
   model = convnet.ConvNet(seed=1)
-  state = convnet.TrainState(model)
+  state = convnet_training.TrainState(model)
   images, labels = noisy_batch(64)
-  step = tf.function(lambda: convnet.training(model, state, images, labels,
+  step = tf.function(lambda: convnet_training.training(model, state, images, labels,
                                               64))
   losses, ce = [], []
   for _ in range(40):
@@ -102,7 +103,7 @@ def test_loss_falls_and_moving_averages_follow_the_formula():
   # the total adds weight decay (about 2.4 here, falling slowly)
   assert np.median(losses[-10:]) < losses[0] - 0.5
   # the loss averages are zero-debiased averages with decay 0.9
-  avg = convnet.loss_averages(state)['total_loss']
+  avg = convnet_training.loss_averages(state)['total_loss']
   assert min(losses[-15:]) < float(avg) < max(losses[-15:])
 
 
@@ -110,25 +111,25 @@ def test_loss_falls_and_moving_averages_follow_the_formula():
 def test_mixed_precision_keeps_float32_variables():
   # float16 is emulated on CPUs, hence the tiny batch
   model = convnet.ConvNet(seed=1)
-  state = convnet.TrainState(model, compute_dtype=tf.float16)
+  state = convnet_training.TrainState(model, compute_dtype=tf.float16)
   images, labels = noisy_batch(8)
   logits16, _ = convnet.inference(model, images, tf.float16)
   logits32, _ = convnet.inference(model, images)
   np.testing.assert_allclose(logits16, logits32, atol=5e-2)
   before = model.params['local3/weights'].numpy()
-  step = tf.function(lambda: convnet.training(model, state, images, labels, 8))
+  step = tf.function(lambda: convnet_training.training(model, state, images, labels, 8))
   losses = [float(step()['total_loss']) for _ in range(6)]
   assert all(v.dtype == tf.float32 for v in model.trainable_variables)
   assert np.isfinite(losses).all() and losses[-1] < losses[0]
   assert not np.array_equal(model.params['local3/weights'].numpy(), before)
-  assert 1.0 <= float(state.loss_scale) <= convnet.INITIAL_LOSS_SCALE
+  assert 1.0 <= float(state.loss_scale) <= convnet_training.INITIAL_LOSS_SCALE
 
 
 def test_bfloat16_training_keeps_float32_variables():
   model = convnet.ConvNet(seed=1)
-  state = convnet.TrainState(model, compute_dtype=tf.bfloat16)
+  state = convnet_training.TrainState(model, compute_dtype=tf.bfloat16)
   images, labels = noisy_batch(64)
-  step = tf.function(lambda: convnet.training(model, state, images, labels,
+  step = tf.function(lambda: convnet_training.training(model, state, images, labels,
                                               64))
   ce = [float(step()['cross_entropy']) for _ in range(40)]
   assert all(v.dtype == tf.float32 for v in model.trainable_variables)
@@ -247,11 +248,11 @@ def test_precision_flags():
 
 def test_mixed_precision_skips_overflowing_steps():
   model = convnet.ConvNet(seed=1)
-  state = convnet.TrainState(model, compute_dtype=tf.float16)
+  state = convnet_training.TrainState(model, compute_dtype=tf.float16)
   state.loss_scale.assign(1e30)  # float16 gradients overflow at this scale
   before = model.params['conv1/weights'].numpy()
   images, labels = noisy_batch(16)
-  convnet.training(model, state, images, labels, 16)
+  convnet_training.training(model, state, images, labels, 16)
   np.testing.assert_array_equal(model.params['conv1/weights'].numpy(), before)
   assert float(state.loss_scale) == pytest.approx(5e29)
 
@@ -336,7 +337,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
   d = str(tmp_path / 't')
   assert cifar10_train.main(train_args(shared_bin_dir, d,
                                         '--max_steps', '2')) == 0
-  monkeypatch.setattr(convnet, 'INITIAL_LEARNING_RATE', 1e9)
+  monkeypatch.setattr(convnet_training, 'INITIAL_LEARNING_RATE', 1e9)
   status = run_control.run_main(cifar10_train.main, train_args(
       shared_bin_dir, d, '--max_steps', '50', '--save_checkpoint_secs',
       '0.001'))

@@ -17,6 +17,7 @@ import device_input
 import cifar10_train
 import train_loop
 import convnet
+import convnet_training
 import gpu_audit
 import hardware
 import run_control
@@ -167,7 +168,7 @@ def _one_step_each_way(data_dir, seed=4, steps=21):
   results = []
   for jit in (False, True):
     model = convnet.ConvNet(seed)
-    state = convnet.TrainState(model, seed, tf.float32)
+    state = convnet_training.TrainState(model, seed, tf.float32)
     feed = device_input.DeviceInput(data_dir, 32, seed)
     _, aux_step = train_loop.make_train_loop(
         tf.distribute.get_strategy(), model, state, 32, feed, jit)

@@ -12,7 +12,7 @@ import cifar10_input
 import device_input
 import cifar10_multi_gpu_train
 import cifar10_train
-import convnet
+import convnet_training
 import run_control
 from conftest import event_tags, start_script, train_args, wait_for
 
@@ -179,9 +179,10 @@ def test_nan_inside_a_loop_names_its_step_and_saves_nothing(
   assert _run(shared_bin_dir, d, 2, 7, 'true') == 0
   # the update of step 14 (global step 13 before it) makes the weights NaN,
   # so the loss of step 15, inside the loop of steps 4-23, is NaN
-  schedule = convnet.learning_rate
-  monkeypatch.setattr(convnet, 'learning_rate', lambda step, batch: tf.where(
-      step >= 13, float('nan'), schedule(step, batch)))
+  schedule = convnet_training.learning_rate
+  monkeypatch.setattr(convnet_training, 'learning_rate',
+                      lambda step, batch: tf.where(
+                          step >= 13, float('nan'), schedule(step, batch)))
   status = run_control.run_main(cifar10_train.main, train_args(
       shared_bin_dir, d) + ['--max_steps', '60', '--steps_per_loop', '20',
                             '--save_checkpoint_secs', '0.001'])

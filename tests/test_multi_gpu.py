@@ -17,6 +17,7 @@ import cifar10_multi_gpu_train
 import cifar10_train
 import hardware
 import convnet
+import convnet_training
 from conftest import (ROOT, checkpoint_params, free_ports, noisy_batch,
                       train_args)
 
@@ -33,20 +34,20 @@ def _all_values(model, state):
 def test_two_replicas_of_64_equal_one_device_of_128():
   images, labels = noisy_batch(128, seed=3)
   single = convnet.ConvNet(seed=5)
-  single_state = convnet.TrainState(single)
-  convnet.training(single, single_state, images, labels, 128)
+  single_state = convnet_training.TrainState(single)
+  convnet_training.training(single, single_state, images, labels, 128)
 
   strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
   with strategy.scope():
     model = convnet.ConvNet(seed=5)
-    state = convnet.TrainState(model)
+    state = convnet_training.TrainState(model)
   halves = strategy.experimental_distribute_values_from_function(
       lambda ctx: (images[ctx.replica_id_in_sync_group * 64:][:64],
                    labels[ctx.replica_id_in_sync_group * 64:][:64]))
 
   @tf.function
   def step(batch):
-    return strategy.run(lambda x, y: convnet.training(model, state, x, y, 128),
+    return strategy.run(lambda x, y: convnet_training.training(model, state, x, y, 128),
                         args=batch)
 
   out = step(halves)
