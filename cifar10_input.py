@@ -66,6 +66,10 @@ def standardize(images):
 def distortion_draws(seed, num):
   """The random parameters of distort_images for num images.
 
+  All are made from one draw of Philox bits (random_bits), so that they are
+  the same in TensorFlow's kernels and in XLA, and cheap: one key scramble
+  per batch.
+
   Args:
     seed: int [2] stateless seed.
     num: number of images.
@@ -76,27 +80,41 @@ def distortion_draws(seed, num):
     (uniform in [-63, 63)), contrast float32 [num, 1, 1, 1] (uniform in
     [0.2, 1.8)).
   """
-  seeds = tf.random.experimental.stateless_split(seed, 4)
+  bits = random_bits([5, num], seed)
   one = [num, 1, 1, 1]
+  positions = cifar10_data.ORIGINAL_SIZE - IMAGE_SIZE + 1
+  low, high = CONTRAST_RANGE
   return {
-      'offsets': tf.random.stateless_uniform(
-          [num, 2], seeds[0], 0, cifar10_data.ORIGINAL_SIZE - IMAGE_SIZE + 1,
-          tf.int32),
-      'flip': uniform(one, seeds[1]) < 0.5,
-      'brightness': uniform(one, seeds[2], -MAX_BRIGHTNESS_DELTA,
-                            MAX_BRIGHTNESS_DELTA),
-      'contrast': uniform(one, seeds[3], *CONTRAST_RANGE),
+      'offsets': tf.transpose(tf.cast(bits[:2] % positions, tf.int32)),
+      'flip': tf.reshape(unit_floats(bits[2]) < 0.5, one),
+      'brightness': tf.reshape(
+          unit_floats(bits[3]) * (2 * MAX_BRIGHTNESS_DELTA) -
+          MAX_BRIGHTNESS_DELTA, one),
+      'contrast': tf.reshape(unit_floats(bits[4]) * (high - low) + low, one),
   }
 
 
-def uniform(shape, seed, minval=0.0, maxval=1.0):
-  """tf.random.stateless_uniform's float32 values, the same under XLA.
+def random_bits(shape, seed):
+  """uint32 Philox bits from a stateless seed, the same in XLA.
 
-  TensorFlow's kernels (CPU and GPU) make a float from the low 23 bits of a
-  Philox draw; XLA makes its floats differently, so a step compiled by XLA
-  would see other crops and another order. Built here from the raw bits,
-  which XLA and the kernels agree on (both pick Philox on CPUs and GPUs),
-  the values are the kernels'.
+  The algorithm is named: left to choose ('auto_select'), XLA scrambles a
+  negative seed into another key than TensorFlow's kernels do.
+  """
+  return tf.random.stateless_uniform(shape, seed, None, None, tf.uint32,
+                                     alg='philox')
+
+
+def unit_floats(bits):
+  """Floats in [0, 1) from uint32 bits, as TensorFlow's kernels make them
+  (the low 23 bits as the mantissa); XLA makes its floats otherwise, so a
+  step compiled by XLA would see other crops and another order."""
+  mantissa = tf.bitwise.bitwise_and(bits, 0x7fffff)
+  return tf.cast(mantissa, tf.float32) * (1.0 / (1 << 23))
+
+
+def uniform(shape, seed, minval=0.0, maxval=1.0):
+  """tf.random.stateless_uniform's float32 values (Philox), the same under
+  XLA (random_bits, unit_floats).
 
   Args:
     shape: of the result.
@@ -106,10 +124,7 @@ def uniform(shape, seed, minval=0.0, maxval=1.0):
   Returns:
     float32 tensor of shape.
   """
-  bits = tf.random.stateless_uniform(shape, seed, None, None, tf.uint32)
-  mantissa = tf.bitwise.bitwise_and(bits, 0x7fffff)
-  unit = tf.cast(mantissa, tf.float32) * (1.0 / (1 << 23))
-  return unit * (maxval - minval) + minval
+  return unit_floats(random_bits(shape, seed)) * (maxval - minval) + minval
 
 
 def distort_images(images, seed, draws_for=None, offset=0):

@@ -3,7 +3,9 @@
   feed = DeviceInput(data_dir, batch_size, seed, strategy)
   batch = feed.next_batch(step)          cross-replica: records, indices, step
   images, labels = feed.replica_batch(batch)   in replica context
-  images, labels = feed.step_batch(feed.records, step)   both, one replica
+
+With one replica both run in replica context, inside the replica's step
+(train_loop.make_train_loop), so that XLA can compile the whole step.
 
 The batches equal cifar10_input.distorted_inputs' (same seed and step), and
 every op has a GPU kernel (gpu_audit.py): the records are kept as 32-bit
@@ -134,13 +136,6 @@ class DeviceInput:
     if pieces == 1:
       return parts[0]
     return tuple(tf.concat(p, 0) for p in zip(*parts))
-
-  def step_batch(self, records, step, pieces=1):
-    """replica_batch(next_batch(step)), all in replica context: with one
-    replica, so that the whole step (the input included) can be one XLA
-    function (records: this replica's words, self.records)."""
-    _, indices, step = self.next_batch(step)
-    return self.replica_batch((records, indices, step), pieces)
 
 
 _WORD = 4  # bytes

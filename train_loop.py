@@ -102,9 +102,11 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   in_replica = isinstance(feed, device_input.DeviceInput) and replicas == 1
 
   def replica_input(batch):
+    if in_replica:  # batch is this replica's records; the indices from here
+      with tf.name_scope('input'):
+        _, indices, step = feed.next_batch(state.global_step)
+      batch = (batch, indices, step)
     with tf.name_scope('replica_input'):
-      if in_replica:
-        return feed.step_batch(batch, state.global_step, shards)
       return feed.replica_batch(batch, shards)
 
   def whole_step(batch, with_aux):
@@ -135,9 +137,11 @@ def make_train_loop(strategy, model, state, global_batch, feed,
       return second_half(first_half(batch, with_aux))
 
   def step(iterator, with_aux):
-    with tf.name_scope('input'):
-      batch = (feed.records if in_replica else
-               feed.next_batch(state.global_step, iterator))
+    if in_replica:
+      batch = feed.records
+    else:
+      with tf.name_scope('input'):
+        batch = feed.next_batch(state.global_step, iterator)
     out = strategy.run(replica_step, args=(batch, with_aux))
     return _first_replica(strategy, out)
 

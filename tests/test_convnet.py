@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import cifar10_eval
-import cifar10_input
+import cli
 import cifar10_train
 import errors
 import convnet
@@ -381,7 +381,7 @@ def test_help_describes_each_flag(capsys):
 
 
 def test_missing_data_one_line_error(tmp_path, monkeypatch, capsys):
-  monkeypatch.setenv(cifar10_input.DATA_SOURCE_ENV, str(tmp_path / 'none.tgz'))
+  monkeypatch.setenv(cli.DATA_SOURCE_ENV, str(tmp_path / 'none.tgz'))
   status = run_control.run_main(cifar10_train.main, [
       '--data_dir', str(tmp_path / 'data'), '--train_dir', str(tmp_path / 't')])
   err = capsys.readouterr().err.strip().splitlines()

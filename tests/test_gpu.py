@@ -209,9 +209,12 @@ def test_in_replica_batches_equal_tf_data_batches_with_and_without_xla(
   feed = device_input.DeviceInput(shared_bin_dir, 96, seed)
   dataset = iter(cifar10_input.distorted_inputs(shared_bin_dir, 96, seed,
                                                 start))
-  plain = tf.function(lambda step: feed.step_batch(feed.records, step))
-  xla = tf.function(lambda step: feed.step_batch(feed.records, step),
-                    jit_compile=True)
+
+  def batch(step):  # as one replica makes it, inside its step
+    _, indices, step = feed.next_batch(step)
+    return feed.replica_batch((feed.records, indices, step))
+  plain = tf.function(batch)
+  xla = tf.function(batch, jit_compile=True)
   for step in range(start, start + 4):  # step 10 straddles two epochs
     want = next(dataset)
     got = plain(tf.constant(step, tf.int64))

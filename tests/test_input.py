@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import cifar10_data
 import cifar10_input as ci
+import cli
 import errors
 from conftest import write_bin
 
@@ -231,12 +232,12 @@ def test_label_above_nine(bin_dir):
 
 
 def test_no_data_and_no_way_to_fetch(tmp_path, monkeypatch):
-  monkeypatch.setenv(ci.DATA_SOURCE_ENV, 'http://127.0.0.1:9/cifar.tar.gz')
+  monkeypatch.setenv(cli.DATA_SOURCE_ENV, 'http://127.0.0.1:9/cifar.tar.gz')
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError) as e:
     cifar10_data.maybe_download_and_extract(data_dir)
   msg = str(e.value)
-  assert data_dir in msg and ci.DATA_SOURCE_ENV in msg and '\n' not in msg
+  assert data_dir in msg and cli.DATA_SOURCE_ENV in msg and '\n' not in msg
   assert os.listdir(data_dir) == []
   with pytest.raises(errors.DataSetError, match='does not exist'):
     cifar10_data.maybe_download_and_extract(data_dir, str(tmp_path / 'nowhere.tar.gz'))
@@ -292,20 +293,20 @@ def test_download_by_url_then_never_again(tmp_path, good_archive, monkeypatch,
   # without fetching, even from an unreachable source.
   import shutil
   shutil.rmtree(os.path.join(data_dir, cifar10_data.BATCHES_DIR))
-  monkeypatch.setenv(ci.DATA_SOURCE_ENV, 'http://127.0.0.1:9/x.tar.gz')
+  monkeypatch.setenv(cli.DATA_SOURCE_ENV, 'http://127.0.0.1:9/x.tar.gz')
   cifar10_data.maybe_download_and_extract(data_dir)
   assert 'Downloading' not in capsys.readouterr().out
 
 
 def test_environment_variable_selects_source(tmp_path, good_archive,
                                              monkeypatch):
-  monkeypatch.setenv(ci.DATA_SOURCE_ENV, good_archive)
+  monkeypatch.setenv(cli.DATA_SOURCE_ENV, good_archive)
   assert os.path.isdir(cifar10_data.maybe_download_and_extract(str(tmp_path)))
 
 
 def test_official_url_checks_md5(tmp_path, good_archive, monkeypatch):
-  monkeypatch.setattr(ci, 'DATA_URL', 'file://' + good_archive)
-  monkeypatch.delenv(ci.DATA_SOURCE_ENV, raising=False)
+  monkeypatch.setattr(cifar10_data, 'DATA_URL', 'file://' + good_archive)
+  monkeypatch.delenv(cli.DATA_SOURCE_ENV, raising=False)
   with pytest.raises(errors.DataSetError, match='md5 .* differs from the official'):
     cifar10_data.maybe_download_and_extract(str(tmp_path))
   _nothing_half_extracted(str(tmp_path))

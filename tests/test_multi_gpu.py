@@ -208,11 +208,8 @@ def test_planned_replicas_set_shards_auto(monkeypatch):
   assert planned(parse(['--strategy', 'multi_worker'])) == 3
   assert planned(parse(['--strategy', 'multi_worker',
                         '--logical_devices', '2'])) == 6
-  monkeypatch.setattr(cifar10_train.tf.config, 'list_physical_devices',
-                      lambda kind=None: [])
-  monkeypatch.setattr(cifar10_train.os, 'sched_getaffinity',
-                      lambda pid: {0, 1})
-  assert hardware.num_shards(parse([]), planned(parse([]))) == 2
+  cpu = hardware.Device('CPU', None, 2, False)  # 2 cores
+  assert hardware.num_shards(parse([]), planned(parse([])), cpu) == 2
   assert hardware.num_shards(
       parse(['--logical_devices', '2']),
-      planned(parse(['--logical_devices', '2']))) == 1
+      planned(parse(['--logical_devices', '2'])), cpu) == 1

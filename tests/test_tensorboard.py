@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 
 import cifar10_eval
 import cifar10_data
-import cifar10_input
+import cli
 import cifar10_train
 import run_fc_model
 from conftest import train_args
@@ -144,7 +144,7 @@ def test_both_models_write_hparams(trained, shared_bin_dir, tmp_path):
 
 def test_fc_prints_the_effective_source_and_saved_paths(
     shared_bin_dir, tmp_path, monkeypatch, capsys):
-  monkeypatch.setenv(cifar10_input.DATA_SOURCE_ENV, '/some/archive.tar.gz')
+  monkeypatch.setenv(cli.DATA_SOURCE_ENV, '/some/archive.tar.gz')
   assert run_fc_model.main(['--data_dir', shared_bin_dir, '--train_dir',
                             str(tmp_path), '--max_steps', '2',
                             '--batch_size', '50']) == 0
