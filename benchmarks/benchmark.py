@@ -68,6 +68,7 @@ import convnet  # noqa: E402
 import convnet_training  # noqa: E402
 import data_helpers  # noqa: E402
 import gpu_audit  # noqa: E402
+import kernel_audit  # noqa: E402
 import hardware  # noqa: E402
 import two_layer_fc  # noqa: E402
 
@@ -553,12 +554,12 @@ def main(argv=None):
       'best_train': best,
       'pipeline_over_default_train': fig['pipeline']['median'] /
                                      fig['train_default']['median']}
-  # executor ops per step of the graph loop (gpu_audit.ops_per_step): the
+  # executor ops per step of the graph loop (kernel_audit.ops_per_step): the
   # CPU default, and the GPU configuration (one slice, XLA) traced here
   fig['ops_per_step'] = {
-      'cpu_default': gpu_audit.ops_per_step(gpu_audit.trace(gpu_audit.Config(
+      'cpu_default': kernel_audit.ops_per_step(gpu_audit.trace(gpu_audit.Config(
           1, default.name, on, False), shards)['train_loop']),
-      'gpu_configuration': gpu_audit.ops_per_step(gpu_audit.trace(
+      'gpu_configuration': kernel_audit.ops_per_step(gpu_audit.trace(
           gpu_audit.Config(1, default.name, True, True))['train_loop'])}
   results['seconds'] = time.time() - began
 

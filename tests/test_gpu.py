@@ -19,6 +19,7 @@ import train_loop
 import convnet
 import convnet_training
 import gpu_audit
+import kernel_audit
 import hardware
 import run_control
 from conftest import ROOT
@@ -51,7 +52,7 @@ def test_every_op_of_every_configuration_has_a_gpu_kernel(audit_results):
   for r in audit_results:
     assert r['offenders'] == [], r['config']
     for op, dtypes, scope in r['host']:  # host-side only by design
-      assert op in gpu_audit.HOST_BY_DESIGN or 'string' in dtypes, (op, scope)
+      assert op in kernel_audit.HOST_BY_DESIGN or 'string' in dtypes, (op, scope)
   # the summaries and the console's clock are there, and seen as host-side
   host_ops = {h[0] for r in audit_results for h in r['host']}
   assert {'WriteSummary', 'EncodePng', 'Timestamp'} <= host_ops
@@ -81,11 +82,11 @@ def test_audit_finds_an_op_without_a_gpu_kernel():
     return tf.gather(tf.cast(records, tf.int32), i)
 
   fn = gather_bytes.get_concrete_function(tf.TensorSpec([None], tf.int32))
-  offenders, host = gpu_audit.audit([fn])
+  offenders, host = kernel_audit.audit([fn])
   assert [o[:2] for o in offenders] == [('GatherV2', 'int32,uint8')]
   assert [h[0] for h in host] == ['Timestamp']
   fn = gather_words.get_concrete_function(tf.TensorSpec([None], tf.int32))
-  assert gpu_audit.audit([fn]) == ([], [])
+  assert kernel_audit.audit([fn]) == ([], [])
 
 
 def test_ops_per_step_counts_a_loop_body():
@@ -105,9 +106,9 @@ def test_ops_per_step_counts_a_loop_body():
         total += tf.reduce_sum(tf.sin(tf.ones([4])) * 3.0 + v)
     return total
 
-  with_xla = gpu_audit.ops_per_step(loop.get_concrete_function(
+  with_xla = kernel_audit.ops_per_step(loop.get_concrete_function(
       tf.TensorSpec([], tf.int32), True))
-  without = gpu_audit.ops_per_step(loop.get_concrete_function(
+  without = kernel_audit.ops_per_step(loop.get_concrete_function(
       tf.TensorSpec([], tf.int32), False))
   # the loop's own: the counter and the index (2 AddV2) and the sum; XLA 1
   assert with_xla == 4
