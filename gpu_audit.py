@@ -59,6 +59,7 @@ if __name__ == '__main__':
 import tensorflow as tf  # noqa: E402
 
 import kernel_audit  # noqa: E402
+import run_control  # noqa: E402
 
 Config = collections.namedtuple('Config', 'replicas dtype on_device jit')
 
@@ -120,7 +121,7 @@ def trace(config, shards=1):
         lambda ctx: ds))
   loop, aux_step = train_loop.make_train_loop(
       strategy, model, state, global_batch, feed, config.jit, shards)
-  flags = train_loop.loop_flags(0, False)
+  flags = run_control.loop_flags(0, False)
   out = {'train_loop': loop.get_concrete_function(
       iterator, tf.constant(2), flags),
          'aux_step': aux_step.get_concrete_function(iterator, flags)}
@@ -214,5 +215,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  import run_control
   sys.exit(run_control.run_main(main))

@@ -6,6 +6,7 @@
   GracefulStop                Ctrl-C / SIGTERM / SIGHUP: finish, save, exit
   signals_raise()             the same signals as an exception (Stopped)
   record_stop_signals()       a signal during start-up is kept for the loop
+  loop_flags / read_flags     stop and save requests, agreed by all workers
   ClosableConsole             stdout that a closed reader cannot stop
   console.now(), console.progress_line()      the console's time stamps and time-to-go line
 
@@ -192,3 +193,18 @@ class GracefulStop:
     return 128 + self.signum if self.signum else 0
 
 
+def loop_flags(signum, save):
+  """This worker's float32 flags for the training functions: one per stop
+  signal (STOP_SIGNALS), then save wanted.
+
+  (float32: MirroredStrategy cannot all-reduce an int32 tensor.)"""
+  return tf.constant([float(signum == s) for s in STOP_SIGNALS] +
+                     [float(save)], tf.float32)
+
+
+def read_flags(flags):
+  """(signal number or 0, save wanted) from the summed flags of all workers."""
+  flags = flags.numpy()
+  signum = next((int(s) for s, n in zip(STOP_SIGNALS, flags)
+                 if n), 0)
+  return signum, bool(flags[-1])

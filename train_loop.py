@@ -5,7 +5,6 @@ cifar10_multi_gpu_train.py.
   make_train_loop(...)         the graph functions: many steps per call, or
                                one with the summaries' outputs
   console.StepClock                    the console's lines, each with its step's time
-  loop_flags / read_flags      stop and save requests, agreed by all workers
   (the flags resolved: hardware.compute_dtype, jit_compile, num_shards,
   data_on_device)
                                the flags resolved ('auto': hardware.py)
@@ -92,8 +91,9 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     aux_step(iterator, flags) -> (outputs of one step with activations and
       gradients, for the summaries, its time, flags).
     flags is float32 [4] (SIGINT, SIGTERM, SIGHUP caught, save wanted) of this
-    worker (see loop_flags); what returns is its sum over all replicas and
-    workers, so that every worker stops, or saves, after the same step.
+    worker (run_control.loop_flags); what returns is its sum over all
+    replicas and workers, so that every worker stops, or saves, after the
+    same step.
     iterator is the distributed tf.data iterator, or None with the data set
     on the device (feed is then a device_input.DeviceInput).
   """
@@ -178,23 +178,6 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   return train_loop, aux_step
 
 
-def loop_flags(signum, save):
-  """This worker's float32 flags for the training functions: one per stop
-  signal (run_control.STOP_SIGNALS), then save wanted.
-
-  (float32: MirroredStrategy cannot all-reduce an int32 tensor.)"""
-  return tf.constant([float(signum == s) for s in run_control.STOP_SIGNALS] +
-                     [float(save)], tf.float32)
-
-
-def read_flags(flags):
-  """(signal number or 0, save wanted) from the summed flags of all workers."""
-  flags = flags.numpy()
-  signum = next((int(s) for s, n in zip(run_control.STOP_SIGNALS, flags)
-                 if n), 0)
-  return signum, bool(flags[-1])
-
-
 def check_finite(losses, first_step, train_dir):
   """Raises NanLossError naming the first step whose loss is not finite."""
   bad = np.flatnonzero(~np.isfinite(losses))
@@ -250,7 +233,7 @@ def _loop(run, on_call):
       run.profile:
     run.profile.at(step)
     while step < args.max_steps:
-      flags = loop_flags(stop.signum,
+      flags = run_control.loop_flags(stop.signum,
                          time.time() - saved >= args.save_checkpoint_secs)
       losses, times, flags, first = _call(run, step, clock, flags)
       check_finite(losses, step, args.train_dir)
@@ -264,7 +247,7 @@ def _loop(run, on_call):
       line = clock.progress(step, args.max_steps, args.progress_secs)
       if line:
         print(line, flush=True)
-      signum, save_now = read_flags(flags)
+      signum, save_now = run_control.read_flags(flags)
       if signum:
         if not stop.requested:
           print('%s: another worker was stopped by %s; saving and stopping' %

@@ -69,6 +69,7 @@ import convnet_training  # noqa: E402
 import data_helpers  # noqa: E402
 import gpu_audit  # noqa: E402
 import kernel_audit  # noqa: E402
+import run_control  # noqa: E402
 import hardware  # noqa: E402
 import two_layer_fc  # noqa: E402
 
@@ -137,7 +138,7 @@ def train_runner(data_dir, plan, dtype, on_device=True,
   loop, _ = train_loop.make_train_loop(strategy, model, state,
                                                 BATCH_SIZE, feed, jit_compile,
                                                 shards)
-  flags = train_loop.loop_flags(0, False)
+  flags = run_control.loop_flags(0, False)
 
   def run(steps=plan['steps']):
     done = 0
@@ -179,7 +180,7 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   feed, _ = _feed(data_dir, OVERHEAD_BATCH, True, strategy)
   loop, _ = train_loop.make_train_loop(strategy, model, state,
                                                 OVERHEAD_BATCH, feed)
-  flags = train_loop.loop_flags(0, False)
+  flags = run_control.loop_flags(0, False)
   images, labels = feed.replica_batch(feed.next_batch(0))
 
   @tf.function

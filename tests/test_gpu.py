@@ -173,7 +173,7 @@ def _one_step_each_way(data_dir, seed=4, steps=21):
     feed = device_input.DeviceInput(data_dir, 32, seed)
     _, aux_step = train_loop.make_train_loop(
         tf.distribute.get_strategy(), model, state, 32, feed, jit)
-    flags = train_loop.loop_flags(0, False)
+    flags = run_control.loop_flags(0, False)
     # (the step with summaries, called again and again: one compilation)
     outs = [aux_step(None, flags)[0] for _ in range(steps)]
     results.append((tf.nest.map_structure(np.asarray, outs[0]),
