@@ -58,8 +58,15 @@ if __name__ == '__main__':
 
 import tensorflow as tf  # noqa: E402
 
+import cifar10_data  # noqa: E402
+import cifar10_eval  # noqa: E402
+import cifar10_input  # noqa: E402
+import convnet  # noqa: E402
+import convnet_training  # noqa: E402
+import device_input  # noqa: E402
 import kernel_audit  # noqa: E402
 import run_control  # noqa: E402
+import train_loop  # noqa: E402
 
 Config = collections.namedtuple('Config', 'replicas dtype on_device jit')
 
@@ -90,12 +97,6 @@ def trace(config, shards=1):
   Returns:
     dict: 'train_loop', 'aux_step', 'summaries' -> ConcreteFunction.
   """
-  import cifar10_data
-  import cifar10_input
-  import device_input
-  import train_loop
-  import convnet
-  import convnet_training
   if config.replicas == 1:
     strategy = tf.distribute.get_strategy()
   else:
@@ -142,9 +143,6 @@ def trace_serving():
   Returns:
     dict: 'eval_step', 'serve' -> ConcreteFunction.
   """
-  import cifar10_eval
-  import cifar10_input
-  import convnet
   size = cifar10_input.IMAGE_SIZE
   evaluator = cifar10_eval.Evaluator(None, 'test', 0,
                                      dataset=tf.data.Dataset.range(0))
