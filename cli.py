@@ -245,9 +245,9 @@ NOISE = [re.compile(p) for p in (
     r'operations\.',
     r'To enable the following instructions: [A-Z0-9_ ]+, in other operations, '
     r'rebuild TensorFlow with the appropriate compiler flags\.',
-    r'E0000 [\d:. ]+\d+ util\.cc:\d+\] oneDNN supports DT_UINT8 only on '
-    r'platforms with AVX-512\. Falling back to the default Eigen-based '
-    r'implementation if present\.',
+    r'E0000 [\d:. ]+\d+ util\.cc:\d+\] oneDNN supports DT_(UINT8|INT32) '
+    r'only on platforms with AVX-512\. Falling back to the default '
+    r'Eigen-based implementation if present\.',
 )]
 # Only where no NVIDIA driver is installed: then a failed cuInit is expected.
 NO_DRIVER_NOISE = re.compile(

@@ -141,14 +141,15 @@ def train_args(data_dir, train_dir, *extra):
 
 
 def checkpoint_params(path):
-  """name -> raw weights and name -> moving averages stored in a checkpoint."""
+  """name -> raw weights and name -> moving averages stored in a checkpoint
+  (names as in model.params: 'conv1/weights'; a checkpoint's keys write the
+  dict key's '/' as '.S')."""
   reader = tf.train.load_checkpoint(path)
   raw, avg = {}, {}
   for key in reader.get_variable_to_shape_map():
-    if key.startswith('model/params/') and key.endswith('VARIABLE_VALUE'):
-      raw[key.split('/')[2]] = reader.get_tensor(key)
-    if key.startswith('state/averages/') and key.endswith('VARIABLE_VALUE'):
-      avg[key.split('/')[2]] = reader.get_tensor(key)
+    for prefix, out in (('model/params/', raw), ('state/averages/', avg)):
+      if key.startswith(prefix) and key.endswith('VARIABLE_VALUE'):
+        out[key.split('/')[2].replace('.S', '/')] = reader.get_tensor(key)
   return raw, avg
 
 
