@@ -422,13 +422,13 @@ def test_eval_restores_the_moving_averages(shared_bin_dir, trained):
   ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
   assert ev.restore(path) == 5
   for k, v in ev.model.params.items():
-    np.testing.assert_array_equal(v.numpy(), avg[k.replace('/', '.S')])
+    np.testing.assert_array_equal(v.numpy(), avg[k])
   assert any(not np.array_equal(raw[k], avg[k]) for k in raw)
   ev_raw = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000,
                                   raw_weights=True)
   ev_raw.restore(path)
   for k, v in ev_raw.model.params.items():
-    np.testing.assert_array_equal(v.numpy(), raw[k.replace('/', '.S')])
+    np.testing.assert_array_equal(v.numpy(), raw[k])
 
 
 def test_eval_counts_each_example_once(shared_bin_dir, trained):
