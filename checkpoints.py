@@ -59,7 +59,7 @@ def checkpoint_manager(directory, max_to_keep=MAX_CHECKPOINTS_TO_KEEP,
   return ckpt, manager
 
 
-INDEX_FILE = 'checkpoint'          # TensorFlow's list of a folder's checkpoints
+INDEX_FILE = 'checkpoint'  # TensorFlow's list of a folder's checkpoints
 
 
 LOCK_FILE = '.lock'                # held by the trainer writing a train_dir
@@ -94,7 +94,8 @@ def _listed_checkpoints(directory):
   try:
     state = tf.train.get_checkpoint_state(directory)
   except Exception as e:  # garbage: UnicodeDecodeError, ParseError, ...
-    return set(), 'index file %s is unreadable (%s)' % (path, run_control.first_line(e))
+    return set(), 'index file %s is unreadable (%s)' % (
+        path, run_control.first_line(e))
   if state is None:
     return set(), 'index file %s is unreadable' % path
   steps, outside = set(), []
@@ -321,8 +322,9 @@ def resume(ckpt, directory, repair=False, skip=None):
     break
   if restored is None:
     if candidates and not all(skipped(p) for _, p in candidates):
-      raise errors.UsageError('no checkpoint in %s can be read (%s); nothing was '
-                       'changed' % (directory, '; '.join(reasons)))
+      raise errors.UsageError(
+          'no checkpoint in %s can be read (%s); nothing was '
+          'changed' % (directory, '; '.join(reasons)))
     if repair and index_problem:  # nothing of this folder's to list
       os.remove(os.path.join(directory, INDEX_FILE))
     return None
@@ -362,5 +364,3 @@ def save_checkpoint(manager, step):
         base, directory, run_control.first_line(e),
         'the last good checkpoint is %s' % manager.latest_checkpoint
         if manager.latest_checkpoint else 'there is no earlier checkpoint'))
-
-

@@ -72,7 +72,8 @@ def _download(url, dest):
                         ARCHIVE_NAME, os.path.dirname(dest), DATA_SOURCE_ENV))
   print()
   os.replace(partial, dest)
-  print('Successfully downloaded %s (%d bytes).' % (name, os.path.getsize(dest)))
+  print('Successfully downloaded %s (%d bytes).' %
+        (name, os.path.getsize(dest)))
 
 
 def check_batches_bin(batches_dir, exact_size=False):
@@ -134,11 +135,13 @@ def check_bin_file(path, exact_size=False):
     raise errors.DataSetError('%s: missing' % path)
   size = os.path.getsize(path)
   if exact_size and size != FILE_BYTES:
-    raise errors.DataSetError('%s: %d bytes, expected exactly %d (10000 records of %d '
-                       'bytes)' % (path, size, FILE_BYTES, RECORD_BYTES))
+    raise errors.DataSetError(
+        '%s: %d bytes, expected exactly %d (10000 records of %d '
+        'bytes)' % (path, size, FILE_BYTES, RECORD_BYTES))
   if size == 0 or size % RECORD_BYTES:
-    raise errors.DataSetError('%s: %d bytes is not a whole number of %d-byte records '
-                       '(truncated or padded file)' % (path, size, RECORD_BYTES))
+    raise errors.DataSetError(
+        '%s: %d bytes is not a whole number of %d-byte records '
+        '(truncated or padded file)' % (path, size, RECORD_BYTES))
   labels = np.memmap(path, dtype=np.uint8, mode='r').reshape(
       -1, RECORD_BYTES)[:, 0]
   bad = np.flatnonzero(labels >= NUM_CLASSES)
@@ -162,15 +165,17 @@ def _extract(archive, data_dir):
                    (m.isfile() or m.isdir())]
         tar.extractall(tmp, members=members, filter='data')
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-      raise errors.DataSetError('%s: not a readable gzip-compressed tar archive (%s)' %
-                         (archive, e))
+      raise errors.DataSetError(
+          '%s: not a readable gzip-compressed tar archive (%s)' % (archive, e))
     extracted = os.path.join(tmp, BATCHES_DIR)
     if not os.path.isdir(extracted):
-      raise errors.DataSetError('%s: holds no %s/ folder' % (archive, BATCHES_DIR))
+      raise errors.DataSetError('%s: holds no %s/ folder' %
+                                (archive, BATCHES_DIR))
     try:
       check_batches_bin(extracted, exact_size=True)
     except errors.DataSetError as e:
-      raise errors.DataSetError('%s: %s' % (archive, str(e).replace(tmp + os.sep, '')))
+      raise errors.DataSetError('%s: %s' %
+                                (archive, str(e).replace(tmp + os.sep, '')))
     os.replace(extracted, os.path.join(data_dir, BATCHES_DIR))
     print('Extracted %s in %.0f s' % (os.path.join(data_dir, BATCHES_DIR),
                                       time.time() - began), flush=True)
@@ -210,12 +215,14 @@ def maybe_download_and_extract(data_dir, url=None):
     check_batches_bin(batches_dir)
     return batches_dir
   if os.path.lexists(batches_dir):
-    raise errors.DataSetError('%s: a file, not the data set\'s folder; move it away '
-                       'and run again to fetch the data set' % batches_dir)
+    raise errors.DataSetError(
+        '%s: a file, not the data set\'s folder; move it away '
+        'and run again to fetch the data set' % batches_dir)
   try:
     os.makedirs(data_dir, exist_ok=True)
   except OSError as e:
-    raise errors.DataSetError('data_dir %s: cannot be created (%s)' % (data_dir, e))
+    raise errors.DataSetError('data_dir %s: cannot be created (%s)' %
+                              (data_dir, e))
   source = resolve_source(url)
   archive = os.path.join(data_dir, ARCHIVE_NAME)
   downloaded = False
@@ -234,8 +241,9 @@ def maybe_download_and_extract(data_dir, url=None):
       archive = source  # extract straight from the local file, no copy
   try:
     if downloaded and source == DATA_URL and _md5(archive) != OFFICIAL_MD5:
-      raise errors.DataSetError('%s: md5 %s differs from the official %s (corrupt '
-                         'download)' % (archive, _md5(archive), OFFICIAL_MD5))
+      raise errors.DataSetError(
+          '%s: md5 %s differs from the official %s (corrupt '
+          'download)' % (archive, _md5(archive), OFFICIAL_MD5))
     _extract(archive, data_dir)
   except errors.DataSetError:
     if downloaded:  # never keep a bad download: the next run fetches again

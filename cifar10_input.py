@@ -50,8 +50,10 @@ def decode_records(records):
     images: uint8 [batch, 32, 32, 3]; labels: int32 [batch].
   """
   labels = tf.cast(records[:, 0], tf.int32)
-  planes = tf.reshape(records[:, cifar10_data.LABEL_BYTES:],
-                      [-1, cifar10_data.NUM_CHANNELS, cifar10_data.ORIGINAL_SIZE, cifar10_data.ORIGINAL_SIZE])
+  planes = tf.reshape(records[:, cifar10_data.LABEL_BYTES:], [
+      -1, cifar10_data.NUM_CHANNELS, cifar10_data.ORIGINAL_SIZE,
+      cifar10_data.ORIGINAL_SIZE
+  ])
   return tf.transpose(planes, [0, 2, 3, 1]), labels
 
 
@@ -207,9 +209,11 @@ def load_records(filenames):
   """
   ds = tf.data.FixedLengthRecordDataset(filenames, cifar10_data.RECORD_BYTES,
                                         buffer_size=1 << 20)
-  ds = ds.batch(cifar10_data.RECORDS_PER_FILE).map(lambda r: tf.io.decode_raw(r, tf.uint8))
+  ds = ds.batch(cifar10_data.RECORDS_PER_FILE).map(
+      lambda r: tf.io.decode_raw(r, tf.uint8))
   ds = ds.unbatch()
-  count = sum(os.path.getsize(f) // cifar10_data.RECORD_BYTES for f in filenames)
+  count = sum(
+      os.path.getsize(f) // cifar10_data.RECORD_BYTES for f in filenames)
   return ds.batch(count).get_single_element()
 
 
@@ -283,9 +287,9 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
   global_batch = batch_size * replicas
   num_examples = int(records.shape[0])
   if global_batch > num_examples:
-    raise errors.DataSetError('batch_size %d x %d replicas exceeds the %d training '
-                     'examples in %s' % (batch_size, replicas, num_examples,
-                                         data_dir))
+    raise errors.DataSetError(
+        'batch_size %d x %d replicas exceeds the %d training '
+        'examples in %s' % (batch_size, replicas, num_examples, data_dir))
   lo = first * batch_size
   size = local * batch_size
 

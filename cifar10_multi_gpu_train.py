@@ -114,9 +114,11 @@ def mirrored_devices(num_gpus, logical_devices):
   if logical_devices:
     return split_device('GPU' if gpus else 'CPU', logical_devices)
   if len(gpus) < num_gpus:
-    print('WARNING: --num_gpus %d but %d GPU(s) found; running on %s' %
-          (num_gpus, len(gpus), '%d GPU(s)' % len(gpus) if gpus else 'the CPU'),
-          file=sys.stderr, flush=True)
+    print(
+        'WARNING: --num_gpus %d but %d GPU(s) found; running on %s' %
+        (num_gpus, len(gpus), '%d GPU(s)' % len(gpus) if gpus else 'the CPU'),
+        file=sys.stderr,
+        flush=True)
   if not gpus:
     return ['/cpu:0']
   return ['/gpu:%d' % i for i in range(min(num_gpus, len(gpus)))]

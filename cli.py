@@ -77,7 +77,8 @@ seed_int = bounded_int(0, MAX_SEED)
 def auto_or_positive_int(text):
   """'auto', or a positive integer."""
   return text if text == 'auto' else _typed(
-      int, lambda v: 0 < v <= 1024, "'auto' or an integer from 1 to 1024")(text)
+      int, lambda v: 0 < v <= 1024,
+      "'auto' or an integer from 1 to 1024")(text)
 
 
 def step_range(text):
@@ -172,11 +173,12 @@ def convnet_train_parser(description):
   add_data_flags(p)
   add_bool(p, 'use_fp16', False, 'mixed precision: float16 '
                      'compute, float32 variables, dynamic loss scaling')
-  add_bool(p, 'use_bf16', None, 'mixed precision: bfloat16 compute, '
-                     'float32 variables', 'auto: on where the device computes '
-           'bfloat16 natively (a CPU with AMX or AVX512-BF16, a GPU of compute '
-           'capability 8.0 or more); a GPU without it takes float16 from '
-           'compute capability 7.0')
+  add_bool(
+      p, 'use_bf16', None, 'mixed precision: bfloat16 compute, '
+      'float32 variables', 'auto: on where the device computes '
+      'bfloat16 natively (a CPU with AMX or AVX512-BF16, a GPU of compute '
+      'capability 8.0 or more); a GPU without it takes float16 from '
+      'compute capability 7.0')
   add_bool(p, 'log_device_placement', False,
                      'log where each operation runs')
   p.add_argument('--seed', type=seed_int, default=None,

@@ -80,7 +80,8 @@ class TrainState(tf.Module):
         l + '/weight_loss' for l, s in convnet.LAYERS.items()
                                  if s[2]] + ['total_loss']
     self.loss_averages = collections.OrderedDict(
-        (k, tf.Variable(0.0, name=k + '/avg', trainable=False, **convnet._SYNC))
+        (k,
+         tf.Variable(0.0, name=k + '/avg', trainable=False, **convnet._SYNC))
         for k in names)
     self.compute_dtype = tf.as_dtype(compute_dtype)
     self.loss_scaling = self.compute_dtype == tf.float16
@@ -135,8 +136,8 @@ def gradients(model, state, images, labels, replicas, with_aux=False,
   """
   variables = list(model.params.values())
   with tf.GradientTape() as tape:
-    logits, acts = convnet.sharded_inference(model, images, state.compute_dtype,
-                                     shards)
+    logits, acts = convnet.sharded_inference(model, images,
+                                             state.compute_dtype, shards)
     with tf.name_scope('loss'):
       losses = convnet.loss(model, logits, labels)
       scaled = losses['total_loss'] / replicas

@@ -11,8 +11,8 @@ Functions, in the order run_fc_model.py chains them:
       exactly once per epoch.
 
 Images are float32 (not float64), filled file by file with no second copy, so
-load_data adds about 0.75 GB to a process rather than several. Errors are errors.DataSetError with
-a message naming the file and what is wrong.
+load_data adds about 0.75 GB to a process rather than several. Errors are
+errors.DataSetError with a message naming the file and what is wrong.
 """
 
 import os
@@ -186,7 +186,8 @@ def find_format(data_dir):
                 (os.path.join(data_dir, BATCHES_DIR), 'bin'),
                 (data_dir, 'py'), (data_dir, 'bin')]
   for folder, kind in candidates:
-    if kind == 'py' and os.path.isfile(os.path.join(folder, PY_TRAIN_FILES[0])):
+    if kind == 'py' and os.path.isfile(os.path.join(folder,
+                                                    PY_TRAIN_FILES[0])):
       return folder, _read_pickle_batch, PY_TRAIN_FILES, PY_TEST_FILE
     if kind == 'bin' and os.path.isfile(os.path.join(folder, TRAIN_FILES[0])):
       return folder, _read_bin_batch, TRAIN_FILES, TEST_FILE

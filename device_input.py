@@ -6,6 +6,8 @@
 
 With one replica both run in replica context, inside the replica's step
 (train_loop.make_train_loop), so that XLA can compile the whole step.
+DatasetFeed gives the tf.data path (cifar10_input.distorted_inputs) the same
+interface.
 
 The batches equal cifar10_input.distorted_inputs' (same seed and step), and
 every op has a GPU kernel (gpu_audit.py): the records are kept as 32-bit
@@ -67,10 +69,10 @@ class DeviceInput:
     self.batch_size = batch_size
     self.global_batch = batch_size * strategy.num_replicas_in_sync
     if self.global_batch > self.num_examples:
-      raise errors.DataSetError('batch_size %d x %d replicas exceeds the %d training '
-                       'examples in %s' % (
-                           batch_size, strategy.num_replicas_in_sync,
-                           self.num_examples, data_dir))
+      raise errors.DataSetError(
+          'batch_size %d x %d replicas exceeds the %d training '
+          'examples in %s' % (batch_size, strategy.num_replicas_in_sync,
+                              self.num_examples, data_dir))
     self.seed = tf.constant(seed, tf.int64)
     # One copy on each replica's device (a PerReplica value, fed to
     # strategy.run), as 32-bit words: a GPU has gather kernels for int32
@@ -145,11 +147,22 @@ def to_words(records):
   """uint8 [N, 3073] records as int32 [N, 769] words (zero-padded)."""
   pad = -cifar10_data.RECORD_BYTES % _WORD
   padded = tf.pad(records, [[0, 0], [0, pad]])
-  return tf.bitcast(tf.reshape(padded, [-1, (cifar10_data.RECORD_BYTES + pad) // _WORD,
-                                        _WORD]), tf.int32)
+  words = (cifar10_data.RECORD_BYTES + pad) // _WORD
+  return tf.bitcast(tf.reshape(padded, [-1, words, _WORD]), tf.int32)
 
 
 def from_words(words):
   """to_words undone: int32 [N, 769] -> uint8 [N, 3073]."""
   return tf.reshape(tf.bitcast(words, tf.uint8), [tf.shape(words)[0], -1]
                     )[:, :cifar10_data.RECORD_BYTES]
+
+
+class DatasetFeed:
+  """Batches from a distributed tf.data iterator (the --data_on_device=false
+  path), with the interface of DeviceInput."""
+
+  def next_batch(self, step, iterator):
+    return next(iterator)
+
+  def replica_batch(self, batch, pieces=1):
+    return batch

@@ -117,7 +117,7 @@ def trace(config, shards=1):
     ds = tf.data.Dataset.from_tensors((
         tf.zeros([AUDIT_BATCH, size, size, 3]),
         tf.zeros([AUDIT_BATCH], tf.int32))).repeat()
-    feed = train_loop.DatasetFeed()
+    feed = device_input.DatasetFeed()
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: ds))
   loop, aux_step = train_loop.make_train_loop(

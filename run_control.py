@@ -1,14 +1,14 @@
-"""Run control for the scripts: errors, exit codes, signals, the console.
+"""Run control for the scripts: errors, exit codes, signals, stdout.
 
-  run_main(main)              the toolkit's errors as one line, exit codes;
-                              memory growth set before anything runs
-  errors.UsageError, errors.NanLossError    the toolkit's own errors (with DataSetError)
+  run_main(main)              the toolkit's errors (errors.py) as one line,
+                              exit codes; memory growth set before anything
+                              runs
   GracefulStop                Ctrl-C / SIGTERM / SIGHUP: finish, save, exit
   signals_raise()             the same signals as an exception (Stopped)
   record_stop_signals()       a signal during start-up is kept for the loop
   loop_flags / read_flags     stop and save requests, agreed by all workers
   ClosableConsole             stdout that a closed reader cannot stop
-  console.now(), console.progress_line()      the console's time stamps and time-to-go line
+  check_finite(losses, ...)   a NaN loss stops the run, naming its step
 
 Exit status: 0 done; 1 a data, checkpoint or usage problem, a NaN loss, a file
 system error; 128 + the signal's number when stopped by a signal (after
@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 
+import numpy as np
 import tensorflow as tf
 
 import console
@@ -51,7 +52,8 @@ def run_main(main, argv=None):
     return 130
   try:
     return main(argv)
-  except (errors.DataSetError, errors.UsageError, errors.NanLossError) as e:  # the toolkit's own
+  except (errors.DataSetError, errors.UsageError,
+          errors.NanLossError) as e:  # the toolkit's own
     sys.stderr.write('%s: error: %s\n' % (prog, e))
     return 1
   except OSError as e:
@@ -208,3 +210,13 @@ def read_flags(flags):
   signum = next((int(s) for s, n in zip(STOP_SIGNALS, flags)
                  if n), 0)
   return signum, bool(flags[-1])
+
+
+def check_finite(losses, first_step, train_dir):
+  """Raises NanLossError naming the first step whose loss is not finite."""
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if bad.size:
+    raise errors.NanLossError(
+        'loss is %s at step %d; stopped without saving, the last good '
+        'checkpoint is %s' % (losses[bad[0]], first_step + bad[0] + 1,
+                              tf.train.latest_checkpoint(train_dir)))

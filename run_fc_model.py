@@ -116,7 +116,9 @@ def main(argv=None):
   seed = args.seed if args.seed is not None else int(time.time()) % (2**31)
   model = two_layer_fc.TwoLayerFC(args.hidden1, seed=seed)
   state = two_layer_fc.TrainState()
-  _, manager = checkpoints.checkpoint_manager(run_dir, model=model, state=state)
+  _, manager = checkpoints.checkpoint_manager(run_dir,
+                                              model=model,
+                                              state=state)
   writer = tf.summary.create_file_writer(run_dir)
 
   @tf.function

@@ -30,9 +30,9 @@ def prepare_dir(path, flag):
   if os.path.exists(path) and not os.path.isdir(path):
     raise errors.UsageError('%s %s is a file, not a folder' % (flag, path))
   if os.path.islink(path) and not os.path.exists(path):
-    raise errors.UsageError('%s %s is a symbolic link that leads nowhere (a loop, or '
-                     'its target %s is missing)' % (flag, path,
-                                                    os.readlink(path)))
+    raise errors.UsageError(
+        '%s %s is a symbolic link that leads nowhere (a loop, or '
+        'its target %s is missing)' % (flag, path, os.readlink(path)))
   try:
     os.makedirs(path, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe-')
@@ -63,9 +63,10 @@ class TrainDirLock:
     except OSError:
       holder = os.read(fd, 1000).decode('utf-8', 'replace').strip()
       os.close(fd)
-      raise errors.UsageError('--train_dir %s is in use by %s; stop that run or use '
-                       'another --train_dir' % (self.train_dir,
-                                                holder or 'another trainer'))
+      raise errors.UsageError(
+          '--train_dir %s is in use by %s; stop that run or use '
+          'another --train_dir' %
+          (self.train_dir, holder or 'another trainer'))
     os.ftruncate(fd, 0)
     os.write(fd, ('%s (pid %d on %s, since %s)\n' % (
         os.path.basename(sys.argv[0]) or 'python', os.getpid(),

@@ -4,10 +4,10 @@ cifar10_multi_gpu_train.py.
   train(args, strategy)        the whole run: resume, loop, save; exit status
   make_train_loop(...)         the graph functions: many steps per call, or
                                one with the summaries' outputs
-  console.StepClock                    the console's lines, each with its step's time
-  (the flags resolved: hardware.compute_dtype, jit_compile, num_shards,
-  data_on_device)
-                               the flags resolved ('auto': hardware.py)
+  write_summaries(...)         the tutorial's summaries of a step
+
+The console's lines are console.StepClock's; the flags are resolved by
+hardware.py ('auto'); the feeds are device_input.py's.
 """
 
 import contextlib
@@ -26,7 +26,6 @@ import cli
 import convnet
 import convnet_training
 import device_input
-import errors
 import hardware
 import run_control
 import run_folder
@@ -59,22 +58,12 @@ def _first_replica(strategy, structure):
       lambda v: strategy.experimental_local_results(v)[0], structure)
 
 
-class DatasetFeed:
-  """Batches from a distributed tf.data iterator (the --data_on_device=false
-  path), with the interface of device_input.DeviceInput."""
-
-  def next_batch(self, step, iterator):
-    return next(iterator)
-
-  def replica_batch(self, batch, pieces=1):
-    return batch
-
-
 def make_train_loop(strategy, model, state, global_batch, feed,
                     jit_compile=False, shards=1):
   """The training functions: many steps per call, or one with summaries.
 
-  shards: slices each replica's batch is made and computed in (hardware.num_shards).
+  shards: slices each replica's batch is made and computed in
+    (hardware.num_shards).
   jit_compile: XLA compiles each replica's step, its input included: with
     one replica the whole step (with the data on the device the batch's
     indices too, derived from the step), so that a step is one launch of an
@@ -85,8 +74,8 @@ def make_train_loop(strategy, model, state, global_batch, feed,
 
   Returns:
     train_loop(iterator, num_steps, flags) -> (losses float32 [num_steps],
-      times float64 [num_steps], flags): num_steps steps of convnet_training.training
-      in one graph loop; times[i] is when step i's loss was ready (seconds
+      times float64 [num_steps], flags): num_steps steps of
+      convnet_training.training in one graph loop; times[i] is when step i's loss was ready (seconds
       since the epoch, read inside the graph), for the console's lines;
     aux_step(iterator, flags) -> (outputs of one step with activations and
       gradients, for the summaries, its time, flags).
@@ -112,8 +101,8 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   def whole_step(batch, with_aux):
     images, labels = replica_input(batch)
     with tf.name_scope('train_step'):
-      return convnet_training.training(model, state, images, labels, global_batch,
-                              with_aux, shards)
+      return convnet_training.training(model, state, images, labels,
+                                       global_batch, with_aux, shards)
 
   def first_half(batch, with_aux):
     images, labels = replica_input(batch)
@@ -178,16 +167,6 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   return train_loop, aux_step
 
 
-def check_finite(losses, first_step, train_dir):
-  """Raises NanLossError naming the first step whose loss is not finite."""
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if bad.size:
-    raise errors.NanLossError(
-        'loss is %s at step %d; stopped without saving, the last good '
-        'checkpoint is %s' % (losses[bad[0]], first_step + bad[0] + 1,
-                              tf.train.latest_checkpoint(train_dir)))
-
-
 def train(args, strategy=None, is_chief=True, worker_dir=None, on_call=None):
   """The training run shared by cifar10_train.py and the multi-GPU script.
 
@@ -236,7 +215,7 @@ def _loop(run, on_call):
       flags = run_control.loop_flags(stop.signum,
                          time.time() - saved >= args.save_checkpoint_secs)
       losses, times, flags, first = _call(run, step, clock, flags)
-      check_finite(losses, step, args.train_dir)
+      run_control.check_finite(losses, step, args.train_dir)
       clock.log(step, losses, times, first_call=first)
       step += len(losses)
       run.profile.at(step)
@@ -324,7 +303,8 @@ def _setup(args, strategy, is_chief, worker_dir):
       np.random.randint(0, 2**31 - 1))
   with strategy.scope():
     model = convnet.ConvNet(seed)
-    state = convnet_training.TrainState(model, seed, hardware.compute_dtype(args))
+    state = convnet_training.TrainState(model, seed,
+                                        hardware.compute_dtype(args))
   ckpt = tf.train.Checkpoint(model=model, state=state)
   latest = checkpoints.resume(ckpt, args.train_dir, repair=is_chief)
   if latest:
@@ -347,7 +327,7 @@ def _setup(args, strategy, is_chief, worker_dir):
     feed, iterator = device_input.DeviceInput(
         args.data_dir, args.batch_size, seed, strategy), None
   else:
-    feed = DatasetFeed()
+    feed = device_input.DatasetFeed()
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: cifar10_input.distorted_inputs(
             args.data_dir, args.batch_size, seed, start, ctx)))
@@ -387,5 +367,3 @@ def _setup(args, strategy, is_chief, worker_dir):
               manager=manager, iterator=iterator, train_loop=train_loop,
               aux_step=aux_step, summarize=summarize, writer=writer,
               profile=profile, start=start, global_batch=global_batch)
-
-

@@ -86,8 +86,10 @@ def inference(model, images):
 
 def regularization(model, reg_constant):
   """reg_constant x sum(w^2)/2, summed over both weight matrices."""
-  return reg_constant * tf.add_n([tf.nn.l2_loss(model.params[k])
-                                  for k in ('layer1/weights', 'layer2/weights')])
+  return reg_constant * tf.add_n([
+      tf.nn.l2_loss(model.params[k])
+      for k in ('layer1/weights', 'layer2/weights')
+  ])
 
 
 def loss(model, logits, labels, reg_constant):

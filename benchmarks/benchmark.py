@@ -119,7 +119,7 @@ def _feed(data_dir, batch_size, on_device, strategy):
   """(feed, iterator) as train_loop.train makes them, seed 1."""
   if on_device:
     return device_input.DeviceInput(data_dir, batch_size, 1, strategy), None
-  return train_loop.DatasetFeed(), iter(
+  return device_input.DatasetFeed(), iter(
       strategy.distribute_datasets_from_function(
           lambda ctx: cifar10_input.distorted_inputs(data_dir, batch_size, 1,
                                                      0, ctx)))
@@ -175,8 +175,9 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   strategy = tf.distribute.get_strategy()
   parser = cifar10_train.build_parser()
   model = convnet.ConvNet(1)
-  state = convnet_training.TrainState(model, compute_dtype=hardware.compute_dtype(
-      parser.parse_args([])))
+  state = convnet_training.TrainState(model,
+                                      compute_dtype=hardware.compute_dtype(
+                                          parser.parse_args([])))
   feed, _ = _feed(data_dir, OVERHEAD_BATCH, True, strategy)
   loop, _ = train_loop.make_train_loop(strategy, model, state,
                                                 OVERHEAD_BATCH, feed)
@@ -186,8 +187,8 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   @tf.function
   def fixed_batch(n):
     for _ in tf.range(n):
-      strategy.run(convnet_training.training, args=(model, state, images, labels,
-                                           OVERHEAD_BATCH))
+      strategy.run(convnet_training.training,
+                   args=(model, state, images, labels, OVERHEAD_BATCH))
     return state.global_step.read_value()
 
   def per_step(call, n):
@@ -441,8 +442,10 @@ def machine():
                  if l.startswith('model name'))
   except (OSError, StopIteration):
     pass
-  gpus = [tf.config.experimental.get_device_details(g).get('device_name', g.name)
-          for g in tf.config.list_physical_devices('GPU')]
+  gpus = [
+      tf.config.experimental.get_device_details(g).get('device_name', g.name)
+      for g in tf.config.list_physical_devices('GPU')
+  ]
   return {'cpu': cpu, 'cores': os.cpu_count(), 'gpus': gpus,
           'tensorflow': tf.__version__, 'python': platform.python_version()}
 
@@ -558,10 +561,15 @@ def main(argv=None):
   # executor ops per step of the graph loop (kernel_audit.ops_per_step): the
   # CPU default, and the GPU configuration (one slice, XLA) traced here
   fig['ops_per_step'] = {
-      'cpu_default': kernel_audit.ops_per_step(gpu_audit.trace(gpu_audit.Config(
-          1, default.name, on, False), shards)['train_loop']),
-      'gpu_configuration': kernel_audit.ops_per_step(gpu_audit.trace(
-          gpu_audit.Config(1, default.name, True, True))['train_loop'])}
+      'cpu_default':
+          kernel_audit.ops_per_step(
+              gpu_audit.trace(gpu_audit.Config(1, default.name, on, False),
+                              shards)['train_loop']),
+      'gpu_configuration':
+          kernel_audit.ops_per_step(
+              gpu_audit.trace(gpu_audit.Config(1, default.name, True,
+                                               True))['train_loop'])
+  }
   results['seconds'] = time.time() - began
 
   m = results['machine']

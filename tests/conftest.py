@@ -81,8 +81,12 @@ def write_py(folder, per_file=100, seed=0):
   names = ['data_batch_%d' % i for i in range(1, 6)] + ['test_batch']
   for i, name in enumerate(names):
     data, labels = make_arrays(per_file, seed * 100 + i)
-    d = {b'batch_label': b'batch', b'labels': [int(x) for x in labels],
-         b'data': data, b'filenames': [b'f%d.png' % j for j in range(per_file)]}
+    d = {
+        b'batch_label': b'batch',
+        b'labels': [int(x) for x in labels],
+        b'data': data,
+        b'filenames': [b'f%d.png' % j for j in range(per_file)]
+    }
     with open(os.path.join(out, name), 'wb') as f:
       pickle.dump(d, f, protocol=2)
     files[name] = (data, labels)

@@ -78,8 +78,8 @@ def test_loss_falls_and_moving_averages_follow_the_formula():
   model = convnet.ConvNet(seed=1)
   state = convnet_training.TrainState(model)
   images, labels = noisy_batch(64)
-  step = tf.function(lambda: convnet_training.training(model, state, images, labels,
-                                              64))
+  step = tf.function(
+      lambda: convnet_training.training(model, state, images, labels, 64))
   losses, ce = [], []
   for _ in range(40):
     before = {k: v.numpy() for k, v in state.averages.items()}
@@ -117,7 +117,8 @@ def test_mixed_precision_keeps_float32_variables():
   logits32, _ = convnet.inference(model, images)
   np.testing.assert_allclose(logits16, logits32, atol=5e-2)
   before = model.params['local3/weights'].numpy()
-  step = tf.function(lambda: convnet_training.training(model, state, images, labels, 8))
+  step = tf.function(
+      lambda: convnet_training.training(model, state, images, labels, 8))
   losses = [float(step()['total_loss']) for _ in range(6)]
   assert all(v.dtype == tf.float32 for v in model.trainable_variables)
   assert np.isfinite(losses).all() and losses[-1] < losses[0]
@@ -129,8 +130,8 @@ def test_bfloat16_training_keeps_float32_variables():
   model = convnet.ConvNet(seed=1)
   state = convnet_training.TrainState(model, compute_dtype=tf.bfloat16)
   images, labels = noisy_batch(64)
-  step = tf.function(lambda: convnet_training.training(model, state, images, labels,
-                                              64))
+  step = tf.function(
+      lambda: convnet_training.training(model, state, images, labels, 64))
   ce = [float(step()['cross_entropy']) for _ in range(40)]
   assert all(v.dtype == tf.float32 for v in model.trainable_variables)
   # SGD 0.1 on one batch is chaotic (spikes above 8 near step 8; round-off
@@ -280,9 +281,10 @@ def test_train_writes_checkpoints_and_summaries(shared_bin_dir, tmp_path,
       '2')) == 0
   out = capsys.readouterr().out
   import re
-  lines = re.findall(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), '
-                     r'loss = \d+\.\d\d \(\d+\.\d examples/sec; '
-                     r'\d+\.\d{3} sec/batch(; includes start-up)?\)$', out, re.M)
+  lines = re.findall(
+      r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), '
+      r'loss = \d+\.\d\d \(\d+\.\d examples/sec; '
+      r'\d+\.\d{3} sec/batch(; includes start-up)?\)$', out, re.M)
   # steps 1 (the summary step's first call) and 3 (the loop's first call)
   # include tracing, and say so
   assert lines == [('1', '; includes start-up'), ('2', ''),
@@ -383,7 +385,10 @@ def test_help_describes_each_flag(capsys):
 def test_missing_data_one_line_error(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv(cli.DATA_SOURCE_ENV, str(tmp_path / 'none.tgz'))
   status = run_control.run_main(cifar10_train.main, [
-      '--data_dir', str(tmp_path / 'data'), '--train_dir', str(tmp_path / 't')])
+      '--data_dir',
+      str(tmp_path / 'data'), '--train_dir',
+      str(tmp_path / 't')
+  ])
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1 and 'data_source' in err[0]
 
@@ -469,8 +474,10 @@ def test_eval_without_checkpoint(tmp_path, shared_bin_dir, capsys):
 def test_eval_waits_for_new_checkpoints_and_stops_on_ctrl_c(shared_bin_dir,
                                                             tmp_path):
   t, e = str(tmp_path / 't'), str(tmp_path / 'e')
-  proc = start_script(['cifar10_eval.py', '--checkpoint_dir', t, '--eval_dir', e,
-                 '--data_dir', shared_bin_dir, '--eval_interval_secs', '0.5'])
+  proc = start_script([
+      'cifar10_eval.py', '--checkpoint_dir', t, '--eval_dir', e, '--data_dir',
+      shared_bin_dir, '--eval_interval_secs', '0.5'
+  ])
   try:
     wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
     cifar10_train.main(train_args(shared_bin_dir, t, '--max_steps', '2'))

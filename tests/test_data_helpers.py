@@ -105,7 +105,8 @@ def test_pickle_without_entry(tmp_path, missing):
   d = pickle.load(open(path, 'rb'), encoding='bytes')
   del d[missing.encode()]
   pickle.dump(d, open(path, 'wb'), protocol=2)
-  with pytest.raises(DataSetError, match="data_batch_2: no '%s' entry" % missing):
+  with pytest.raises(DataSetError,
+                     match="data_batch_2: no '%s' entry" % missing):
     dh.load_data(str(tmp_path))
 
 
@@ -113,7 +114,8 @@ def test_corrupt_pickle(tmp_path):
   write_py(str(tmp_path), per_file=20)
   path = tmp_path / 'cifar-10-batches-py' / 'data_batch_4'
   path.write_bytes(path.read_bytes()[:100])
-  with pytest.raises(DataSetError, match='data_batch_4: not a readable pickle'):
+  with pytest.raises(DataSetError,
+                     match='data_batch_4: not a readable pickle'):
     dh.load_data(str(tmp_path))
 
 

@@ -287,14 +287,17 @@ def test_a_folder_flag_naming_a_file(shared_bin_dir, tmp_path, capsys,
                                      script):
   f = _file(tmp_path)
   main, args, flag = {
-      'train': (cifar10_train.main, train_args(shared_bin_dir, f), '--train_dir'),
-      'multi': (cifar10_multi_gpu_train.main, train_args(shared_bin_dir, f),
-                '--train_dir'),
-      'fc': (run_fc_model.main, ['--data_dir', shared_bin_dir,
-                                 '--train_dir', f], '--train_dir'),
-      'eval': (cifar10_eval.main, ['--data_dir', shared_bin_dir,
-                                   '--eval_dir', f, '--run_once'],
-               '--eval_dir')}[script]
+      'train': (cifar10_train.main, train_args(shared_bin_dir,
+                                               f), '--train_dir'),
+      'multi': (cifar10_multi_gpu_train.main, train_args(shared_bin_dir,
+                                                         f), '--train_dir'),
+      'fc':
+          (run_fc_model.main, ['--data_dir', shared_bin_dir, '--train_dir',
+                               f], '--train_dir'),
+      'eval': (cifar10_eval.main,
+               ['--data_dir', shared_bin_dir, '--eval_dir', f,
+                '--run_once'], '--eval_dir')
+  }[script]
   status = run_control.run_main(main, args)
   line = _one_error_line(capsys.readouterr().err)
   assert status == 1 and '%s %s is a file, not a folder' % (flag, f) in line

@@ -189,10 +189,12 @@ def test_pickle_asking_for_57_gb_is_refused_by_size(tmp_path):
     data_helpers._read_pickle_batch(path)
 
 
-@pytest.mark.parametrize('labels,what', [
-    ([float('nan')] * 20, 'holds float64 values'),
-    (b'\x01' * 20, 'is a bytes'), (None, 'is a NoneType'),
-    ([True] * 20, 'holds bool values'), ([1, None] * 10, 'holds mixed values')])
+@pytest.mark.parametrize('labels,what',
+                         [([float('nan')] * 20, 'holds float64 values'),
+                          (b'\x01' * 20, 'is a bytes'),
+                          (None, 'is a NoneType'),
+                          ([True] * 20, 'holds bool values'),
+                          ([1, None] * 10, 'holds mixed values')])
 def test_bad_pickle_labels_are_one_line(tmp_path, capsys, labels, what):
   write_py(str(tmp_path), per_file=20)
   path = os.path.join(str(tmp_path), 'cifar-10-batches-py', 'data_batch_4')
@@ -304,18 +306,22 @@ def test_export_gets_the_umask_mode_and_removes_dead_exports(exported,
 @pytest.mark.slow
 def test_sigterm_during_export_leaves_nothing(exported, tmp_path):
   train, _ = exported
-  proc = subprocess.Popen(
-      [sys.executable, '-c',
-       'import sys, time, signal, os, run_control, cifar10_export, tensorflow '
-       'as tf\n'
-       'save = tf.saved_model.save\n'
-       'def slow(*a, **k):\n'
-       '  save(*a, **k); print("saved", flush=True); time.sleep(60)\n'
-       'tf.saved_model.save = slow\n'
-       'sys.argv = ["cifar10_export.py"]\n'
-       'sys.exit(run_control.run_main(cifar10_export.main, ["--checkpoint_dir",'
-       ' %r, "--export_dir", %r]))' % (train, str(tmp_path / 'm'))],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen([
+      sys.executable, '-c',
+      'import sys, time, signal, os, run_control, cifar10_export, tensorflow '
+      'as tf\n'
+      'save = tf.saved_model.save\n'
+      'def slow(*a, **k):\n'
+      '  save(*a, **k); print("saved", flush=True); time.sleep(60)\n'
+      'tf.saved_model.save = slow\n'
+      'sys.argv = ["cifar10_export.py"]\n'
+      'sys.exit(run_control.run_main(cifar10_export.main, ["--checkpoint_dir",'
+      ' %r, "--export_dir", %r]))' % (train, str(tmp_path / 'm'))
+  ],
+                          cwd=ROOT,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          text=True)
   try:
     assert proc.stdout.readline() == 'saved\n'
     proc.send_signal(signal.SIGTERM)

@@ -81,7 +81,8 @@ def test_run_then_restore(py_dir, tmp_path, capsys):
                              py_dir]) == 0
   out = capsys.readouterr().out
   assert 'Current step: 30\n' in out
-  assert re.search(r'^Test accuracy ([\d.]+)$', out, re.M).group(1) == test_line
+  assert re.search(r'^Test accuracy ([\d.]+)$', out,
+                   re.M).group(1) == test_line
 
 
 def test_checkpoint_restores_identical_predictions(py_dir, tmp_path, capsys):

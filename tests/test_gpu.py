@@ -52,7 +52,8 @@ def test_every_op_of_every_configuration_has_a_gpu_kernel(audit_results):
   for r in audit_results:
     assert r['offenders'] == [], r['config']
     for op, dtypes, scope in r['host']:  # host-side only by design
-      assert op in kernel_audit.HOST_BY_DESIGN or 'string' in dtypes, (op, scope)
+      assert op in kernel_audit.HOST_BY_DESIGN or 'string' in dtypes, (op,
+                                                                       scope)
   # the summaries and the console's clock are there, and seen as host-side
   host_ops = {h[0] for r in audit_results for h in r['host']}
   assert {'WriteSummary', 'EncodePng', 'Timestamp'} <= host_ops

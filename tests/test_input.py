@@ -63,7 +63,8 @@ def test_eval_input_covers_every_example_once_in_order(bin_dir):
   assert [b[0].shape[0] for b in batches] == [64, 64, 22]
   got_images = np.concatenate([b[0].numpy() for b in batches])
   got_labels = np.concatenate([b[1].numpy() for b in batches])
-  assert got_images.shape == (150, 24, 24, 3) and got_images.dtype == np.float32
+  assert got_images.shape == (150, 24, 24,
+                              3) and got_images.dtype == np.float32
   assert got_labels.dtype == np.int32
   np.testing.assert_array_equal(got_labels, labels)
   want = np.stack([_numpy_standardize(im[4:28, 4:28]) for im in _as_hwc(data)])
@@ -73,7 +74,8 @@ def test_eval_input_covers_every_example_once_in_order(bin_dir):
 
 
 def test_eval_input_on_training_files(bin_dir):
-  labels = np.concatenate([b[1].numpy() for b in ci.inputs(False, bin_dir, 128)])
+  labels = np.concatenate(
+      [b[1].numpy() for b in ci.inputs(False, bin_dir, 128)])
   assert labels.shape == (500,)
 
 
@@ -100,7 +102,8 @@ def _find_crop(out, image):
 def test_distortions_are_crops_flips_and_affine_changes(bin_dir):
   files = write_bin(bin_dir, per_file=40, seed=2)
   train = np.concatenate([files[n][0] for n in cifar10_data.TRAIN_FILES])
-  train_labels = np.concatenate([files[n][1] for n in cifar10_data.TRAIN_FILES])
+  train_labels = np.concatenate(
+      [files[n][1] for n in cifar10_data.TRAIN_FILES])
   images = _as_hwc(train)
   ds = ci.distorted_inputs(bin_dir, 50, seed=3)
   found = set()
@@ -174,7 +177,8 @@ def test_replica_slices_equal_the_single_device_batch(bin_dir):
   single = next(iter(ci.distorted_inputs(bin_dir, 128, seed=5)))
   ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
                                    num_replicas_in_sync=2)
-  two = list(ci.distorted_inputs(bin_dir, 64, seed=5, input_context=ctx).take(2))
+  two = list(
+      ci.distorted_inputs(bin_dir, 64, seed=5, input_context=ctx).take(2))
   np.testing.assert_allclose(np.concatenate([two[0][0], two[1][0]]), single[0],
                              atol=1e-5)
   np.testing.assert_array_equal(np.concatenate([two[0][1], two[1][1]]),
@@ -215,7 +219,8 @@ def test_truncated_or_padded_file(bin_dir, change):
   path = os.path.join(bin_dir, cifar10_data.BATCHES_DIR, 'data_batch_3.bin')
   raw = open(path, 'rb').read()
   open(path, 'wb').write(raw[:-10] if change == 'truncate' else raw + b'\0')
-  with pytest.raises(errors.DataSetError, match='data_batch_3.bin.*whole number'):
+  with pytest.raises(errors.DataSetError,
+                     match='data_batch_3.bin.*whole number'):
     ci.distorted_inputs(bin_dir, 10)
   with pytest.raises(errors.DataSetError, match='data_batch_3.bin'):
     cifar10_data.maybe_download_and_extract(bin_dir)
@@ -240,7 +245,8 @@ def test_no_data_and_no_way_to_fetch(tmp_path, monkeypatch):
   assert data_dir in msg and cli.DATA_SOURCE_ENV in msg and '\n' not in msg
   assert os.listdir(data_dir) == []
   with pytest.raises(errors.DataSetError, match='does not exist'):
-    cifar10_data.maybe_download_and_extract(data_dir, str(tmp_path / 'nowhere.tar.gz'))
+    cifar10_data.maybe_download_and_extract(data_dir,
+                                            str(tmp_path / 'nowhere.tar.gz'))
 
 
 # --- archives ---------------------------------------------------------------
@@ -250,8 +256,10 @@ def _make_archive(path, label_fn=lambda i: i % 10, sizes=None, extra=None):
   names = list(cifar10_data.TRAIN_FILES) + [cifar10_data.TEST_FILE]
   with tarfile.open(path, 'w:gz', compresslevel=1) as tar:
     for k, name in enumerate(names):
-      records = np.zeros((cifar10_data.RECORDS_PER_FILE, cifar10_data.RECORD_BYTES), np.uint8)
-      records[:, 0] = [label_fn(i) for i in range(cifar10_data.RECORDS_PER_FILE)]
+      records = np.zeros(
+          (cifar10_data.RECORDS_PER_FILE, cifar10_data.RECORD_BYTES), np.uint8)
+      records[:,
+              0] = [label_fn(i) for i in range(cifar10_data.RECORDS_PER_FILE)]
       records[:, 1:] = k
       raw = records.tobytes()
       if sizes and name in sizes:
@@ -268,7 +276,8 @@ def _make_archive(path, label_fn=lambda i: i % 10, sizes=None, extra=None):
 
 @pytest.fixture(scope='module')
 def good_archive(tmp_path_factory):
-  return _make_archive(str(tmp_path_factory.mktemp('arch') / cifar10_data.ARCHIVE_NAME))
+  return _make_archive(
+      str(tmp_path_factory.mktemp('arch') / cifar10_data.ARCHIVE_NAME))
 
 
 def _nothing_half_extracted(data_dir):
@@ -279,7 +288,8 @@ def _nothing_half_extracted(data_dir):
 def test_extract_from_local_archive_path(tmp_path, good_archive):
   out = cifar10_data.maybe_download_and_extract(str(tmp_path), good_archive)
   assert sorted(os.listdir(out)) == sorted(
-      list(cifar10_data.TRAIN_FILES) + [cifar10_data.TEST_FILE, 'batches.meta.txt'])
+      list(cifar10_data.TRAIN_FILES) +
+      [cifar10_data.TEST_FILE, 'batches.meta.txt'])
   assert glob.glob(str(tmp_path / '.extract-*')) == []
 
 
@@ -307,17 +317,20 @@ def test_environment_variable_selects_source(tmp_path, good_archive,
 def test_official_url_checks_md5(tmp_path, good_archive, monkeypatch):
   monkeypatch.setattr(cifar10_data, 'DATA_URL', 'file://' + good_archive)
   monkeypatch.delenv(cli.DATA_SOURCE_ENV, raising=False)
-  with pytest.raises(errors.DataSetError, match='md5 .* differs from the official'):
+  with pytest.raises(errors.DataSetError,
+                     match='md5 .* differs from the official'):
     cifar10_data.maybe_download_and_extract(str(tmp_path))
   _nothing_half_extracted(str(tmp_path))
-  assert not os.path.exists(str(tmp_path / cifar10_data.ARCHIVE_NAME))  # bad download gone
+  assert not os.path.exists(str(
+      tmp_path / cifar10_data.ARCHIVE_NAME))  # bad download gone
 
 
 def test_corrupt_archive(tmp_path):
   bad = tmp_path / 'bad.tar.gz'
   bad.write_bytes(b'this is not gzip' * 100)
   data_dir = str(tmp_path / 'data')
-  with pytest.raises(errors.DataSetError, match='bad.tar.gz: not a readable gzip'):
+  with pytest.raises(errors.DataSetError,
+                     match='bad.tar.gz: not a readable gzip'):
     cifar10_data.maybe_download_and_extract(data_dir, str(bad))
   _nothing_half_extracted(data_dir)
 
@@ -332,11 +345,13 @@ def test_cut_off_archive(tmp_path, good_archive):
 
 
 def test_archive_with_short_file(tmp_path):
-  arch = _make_archive(str(tmp_path / 'short.tar.gz'),
-                       sizes={'data_batch_2.bin': cifar10_data.FILE_BYTES - 3073})
+  arch = _make_archive(
+      str(tmp_path / 'short.tar.gz'),
+      sizes={'data_batch_2.bin': cifar10_data.FILE_BYTES - 3073})
   data_dir = str(tmp_path / 'data')
-  with pytest.raises(errors.DataSetError,
-                     match=r'short.tar.gz: .*data_batch_2.bin: 30726927 bytes'):
+  with pytest.raises(
+      errors.DataSetError,
+      match=r'short.tar.gz: .*data_batch_2.bin: 30726927 bytes'):
     cifar10_data.maybe_download_and_extract(data_dir, arch)
   _nothing_half_extracted(data_dir)
 
@@ -345,7 +360,8 @@ def test_archive_with_bad_label(tmp_path):
   arch = _make_archive(str(tmp_path / 'lab.tar.gz'),
                        label_fn=lambda i: 10 if i == 77 else 1)
   data_dir = str(tmp_path / 'data')
-  with pytest.raises(errors.DataSetError, match=r'record 77 has label byte 10'):
+  with pytest.raises(errors.DataSetError,
+                     match=r'record 77 has label byte 10'):
     cifar10_data.maybe_download_and_extract(data_dir, arch)
   _nothing_half_extracted(data_dir)
 
@@ -355,7 +371,8 @@ def test_archive_with_bad_label(tmp_path):
 def test_real_data_set_counts(real_data_dir):
   d = os.path.join(real_data_dir, cifar10_data.BATCHES_DIR)
   cifar10_data.check_batches_bin(d, exact_size=True)
-  train = ci.load_records([os.path.join(d, n) for n in cifar10_data.TRAIN_FILES])
+  train = ci.load_records(
+      [os.path.join(d, n) for n in cifar10_data.TRAIN_FILES])
   test = ci.load_records([os.path.join(d, cifar10_data.TEST_FILE)])
   assert train.shape == (50000, 3073) and test.shape == (10000, 3073)
   assert np.bincount(train[:, 0].numpy()).tolist() == [5000] * 10

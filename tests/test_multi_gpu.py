@@ -47,8 +47,9 @@ def test_two_replicas_of_64_equal_one_device_of_128():
 
   @tf.function
   def step(batch):
-    return strategy.run(lambda x, y: convnet_training.training(model, state, x, y, 128),
-                        args=batch)
+    return strategy.run(
+        lambda x, y: convnet_training.training(model, state, x, y, 128),
+        args=batch)
 
   out = step(halves)
   want = _all_values(single, single_state)
@@ -158,7 +159,8 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
     assert p.returncode == 0, out
     assert '2 replica(s) x batch 16' in out and 'step 4, loss' in out
     assert ', XLA' in out
-  assert 'saved checkpoint /' in outs[0] and 'of this worker at step 4' in outs[1]
+  assert 'saved checkpoint /' in outs[
+      0] and 'of this worker at step 4' in outs[1]
   assert sorted(f for f in os.listdir(d) if f.startswith('ckpt-')) == [
       'ckpt-4.data-00000-of-00001', 'ckpt-4.index']
   # the non-chief's own checkpoints lived in train_dir, and are gone

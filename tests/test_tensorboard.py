@@ -48,10 +48,11 @@ def test_convnet_graph_has_the_layers_as_named_scopes(trained):
   names = {n.name for n in graph.node}
   for layer in LAYERS:
     assert any(n.startswith('train_step/%s/' % layer) for n in names), layer
-  for group in ('train_step/loss/cross_entropy', 'train_step/loss/weight_decay',
-                'train_step/gradients', 'train_step/sgd',
-                'train_step/moving_averages', 'train_step/loss_averages',
-                'input', 'replica_input', 'stop_and_save_flags'):
+  for group in ('train_step/loss/cross_entropy',
+                'train_step/loss/weight_decay', 'train_step/gradients',
+                'train_step/sgd', 'train_step/moving_averages',
+                'train_step/loss_averages', 'input', 'replica_input',
+                'stop_and_save_flags'):
     assert any(n.startswith(group + '/') for n in names), group
   scopes, singles = _top_level(graph)
   # Before the scopes: 673 nodes under 396 top-level names. Now 672 nodes
@@ -197,9 +198,9 @@ def test_console_lines_carry_their_own_step_times(shared_bin_dir, tmp_path,
   assert cifar10_train.main(train_args(shared_bin_dir, d) + [
       '--max_steps', '24', '--steps_per_loop', '10']) == 0
   out = capsys.readouterr().out
-  lines = re.findall(r'^(\S+ \S+): step (\d+), loss = [\d.]+ \(([\d.]+) '
-                     r'examples/sec; ([\d.]+) sec/batch(; includes start-up)?\)$',
-                     out, re.M)
+  lines = re.findall(
+      r'^(\S+ \S+): step (\d+), loss = [\d.]+ \(([\d.]+) '
+      r'examples/sec; ([\d.]+) sec/batch(; includes start-up)?\)$', out, re.M)
   assert [int(l[1]) for l in lines] == list(range(1, 25))
   # the first line (step 1: tracing) and the first of train_loop's first
   # call (step 2) include start-up; no later line does
