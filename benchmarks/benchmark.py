@@ -1,6 +1,6 @@
 """Measures the toolkit against a Keras equivalent, in one run on one machine.
 
-    python3 benchmarks/benchmark.py [--quick] [--data_dir /tmp/cifar10_data]
+    python3 benchmarks/benchmark.py [--quick | --smoke] [--data_dir /tmp/cifar10_data]
 
 Prints a table and writes it as JSON (--json, default
 benchmarks/results/benchmark-<date>.json):
@@ -83,7 +83,13 @@ PLAN = {'full': dict(repeats=5, steps=100, warmup=20, turns=7,
         'quick': dict(repeats=3, steps=20, warmup=5, turns=3,
                       keras_processes=1, fc_steps=60, memory_steps=60,
                       eval_examples=2000, overhead_steps=600,
-                      overhead_steps_1=200)}
+                      overhead_steps_1=200),
+        # --smoke: every row measured and printed, in a minute or two (what
+        # the tests run); its figures say nothing about speed
+        'smoke': dict(repeats=3, steps=4, warmup=2, turns=3,
+                      keras_processes=1, fc_steps=10, memory_steps=20,
+                      eval_examples=500, overhead_steps=250,
+                      overhead_steps_1=20)}
 OVERHEAD_BATCH = 2
 PHASES = ('sliced', 'default')
 
@@ -368,7 +374,7 @@ def heard(key, child):
                      % (key, child.wait()))
 
 
-def paired(data_dir, plan, quick):
+def paired(data_dir, plan, plan_flags):
   """The default training and the Keras configurations, timed in turns.
 
   Each configuration runs in a child process of its own (its own thread
@@ -389,7 +395,7 @@ def paired(data_dir, plan, quick):
       for _ in range(plan['keras_processes'] if key in KERAS else 1):
         child = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), '--serve', key,
-             '--data_dir', data_dir] + (['--quick'] if quick else []),
+             '--data_dir', data_dir] + plan_flags,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         children.append((key, child))
         heard(key, child)  # warm-ups one at a time
@@ -497,8 +503,12 @@ def measure(phase, data_dir, plan):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--quick', action='store_true',
+  p.add_argument('--quick', dest='plan', action='store_const', const='quick',
+                 default='full',
                  help='fewer, shorter repeats (about 4 minutes on 2 cores)')
+  p.add_argument('--smoke', dest='plan', action='store_const', const='smoke',
+                 help='every row, with too few steps to mean anything (a '
+                 'check that the benchmark runs)')
   cli.add_data_flags(p)
   p.add_argument('--json', default=None, help='where to write the results')
   p.add_argument('--phase', choices=PHASES, help=argparse.SUPPRESS)
@@ -506,7 +516,8 @@ def main(argv=None):
                  tuple(KERAS),
                  help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  plan = PLAN['quick' if args.quick else 'full']
+  plan = PLAN[args.plan]
+  plan_flags = ['--%s' % args.plan] if args.plan != 'full' else []
   if args.serve:  # a child timing one configuration in turns (paired())
     serve(args.serve, args.data_dir, plan)
     return 0
@@ -519,10 +530,10 @@ def main(argv=None):
   began = time.time()
 
   results = {'machine': machine(), 'date': datetime.date.today().isoformat(),
-             'mode': 'quick' if args.quick else 'full', 'plan': plan}
+             'mode': args.plan, 'plan': plan}
   fig = results['figures'] = {}
   fig['peak_train_rss_mb'] = bench_memory(args.data_dir, plan)
-  turns, rounds = paired(args.data_dir, plan, args.quick)
+  turns, rounds = paired(args.data_dir, plan, plan_flags)
   fig.update(turns)
   # Thread pools are set once per process: each phase runs in a child.
   with tempfile.TemporaryDirectory() as tmp:
@@ -530,7 +541,7 @@ def main(argv=None):
       out = os.path.join(tmp, phase + '.json')
       subprocess.run([sys.executable, os.path.abspath(__file__), '--phase',
                       phase, '--json', out, '--data_dir', args.data_dir] +
-                     (['--quick'] if args.quick else []), check=True)
+                     plan_flags, check=True)
       with open(out) as f:
         fig.update(json.load(f))
   shards = results['shards'] = fig.pop('shards')

@@ -14,10 +14,10 @@ NUMBER = r'(-?\d+(?:\.\d+)?)'  # an overhead within noise of 0 can be < 0
 pytestmark = pytest.mark.slow
 
 
-def test_benchmark_quick(shared_bin_dir, tmp_path):
+def test_benchmark_smoke(shared_bin_dir, tmp_path):
   out_json = str(tmp_path / 'bench.json')
   out = subprocess.run(
-      [sys.executable, 'benchmarks/benchmark.py', '--quick', '--data_dir',
+      [sys.executable, 'benchmarks/benchmark.py', '--smoke', '--data_dir',
        shared_bin_dir, '--json', out_json], cwd=ROOT, check=True,
       capture_output=True, text=True, timeout=600).stdout
   for label in ('input pipeline alone', 'training, default: ',
