@@ -24,15 +24,13 @@ import errors
 class DeviceInput:
   """distorted_inputs with the data set on the compute device, in the graph.
 
-  The training records (uint8, 150 MB) are placed once on every replica's
-  device, and each
-  step's batch is made inside the training function from (seed, step): the
-  same epoch permutation, gather, decode and distort_images as
-  distorted_inputs (cifar10_input), so the batches are identical to the
-  tf.data path's, on
-  one replica or several (each replica takes its own slice of the global
-  batch). Nothing runs on the host between steps, so a training loop of many
-  steps is one graph with no tf.data in it.
+  The training records (150 MB, as int32 words) are placed once on every
+  replica's device, and each step's batch is made inside the training function
+  from (seed, step): the same epoch permutation, gather, decode and
+  distort_images as distorted_inputs (cifar10_input), so the batches are
+  identical to the tf.data path's, on one replica or several (each replica
+  takes its own slice of the global batch). Nothing runs on the host between
+  steps, so a training loop of many steps is one graph with no tf.data in it.
 
   The permutations cost an argsort of 50,000 keys each (5 ms on a CPU), so
   they are not recomputed per step or per call: the permutations of the

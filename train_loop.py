@@ -75,7 +75,8 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   Returns:
     train_loop(iterator, num_steps, flags) -> (losses float32 [num_steps],
       times float64 [num_steps], flags): num_steps steps of
-      convnet_training.training in one graph loop; times[i] is when step i's loss was ready (seconds
+      convnet_training.training in one graph loop; times[i] is when step
+      i's loss was ready (seconds
       since the epoch, read inside the graph), for the console's lines;
     aux_step(iterator, flags) -> (outputs of one step with activations and
       gradients, for the summaries, its time, flags).
@@ -297,6 +298,7 @@ class _Run:
 def _setup(args, strategy, is_chief, worker_dir):
   """The model, resumed; the input; the graph functions; the run's summary
   writer and HParams; the start line. None when max_steps is reached."""
+  device = hardware.describe()  # read once, for every 'auto' flag
   replicas = strategy.num_replicas_in_sync
   global_batch = args.batch_size * replicas
   seed = args.seed if args.seed is not None else int(
@@ -304,7 +306,7 @@ def _setup(args, strategy, is_chief, worker_dir):
   with strategy.scope():
     model = convnet.ConvNet(seed)
     state = convnet_training.TrainState(model, seed,
-                                        hardware.compute_dtype(args))
+                                        hardware.compute_dtype(args, device))
   ckpt = tf.train.Checkpoint(model=model, state=state)
   latest = checkpoints.resume(ckpt, args.train_dir, repair=is_chief)
   if latest:
@@ -322,7 +324,7 @@ def _setup(args, strategy, is_chief, worker_dir):
     return None
   seed = int(state.seed.numpy())
 
-  on_device = hardware.data_on_device(args)
+  on_device = hardware.data_on_device(args, device)
   if on_device:
     feed, iterator = device_input.DeviceInput(
         args.data_dir, args.batch_size, seed, strategy), None
@@ -331,8 +333,8 @@ def _setup(args, strategy, is_chief, worker_dir):
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: cifar10_input.distorted_inputs(
             args.data_dir, args.batch_size, seed, start, ctx)))
-  shards = hardware.num_shards(args, replicas)
-  jit = hardware.jit_compile(args)
+  shards = hardware.num_shards(args, replicas, device)
+  jit = hardware.jit_compile(args, device)
   train_loop, aux_step = make_train_loop(strategy, model, state, global_batch,
                                          feed, jit, shards)
   writer = (summaries.summary_writer(args.train_dir) if is_chief
