@@ -13,40 +13,38 @@ before anything is classified.
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import cli
+from cifar10_toolkit import startup
 if __name__ == '__main__':
-  cli.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
+  startup.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
 import sys
 
+from absl import flags
 
-SIZE = 32  # cifar10_data.ORIGINAL_SIZE (checked there by a test)
+from cifar10_toolkit import cli
 
+SIZE = 32  # dataset.ORIGINAL_SIZE (checked there by a test)
 
-def build_parser():
-  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('images', nargs='+', help='image files (PNG, JPEG, ...)')
-  p.add_argument('--checkpoint_dir', default='/tmp/cifar10_train',
-                 help='classify with the newest checkpoint here, its '
-                 'moving-average weights (default %(default)s)')
-  p.add_argument('--model', default=None,
-                 help='classify with this exported SavedModel instead '
-                 '(cifar10_export.py)')
-  p.add_argument('--top_k', type=cli.bounded_int(1, 10), default=3,
-                 help='classes to print per image (default %(default)s)')
-  cli.add_bool(p, 'resize', False, 'scale images of another size to '
-                     '32x32 (bilinear) instead of refusing them')
-  return p
-
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train', 'classify with '
+                    'the newest checkpoint here, its moving-average weights',
+                    flag_values=FLAGS)
+flags.DEFINE_string('model', None, 'classify with this exported SavedModel '
+                    'instead (cifar10_export.py)', flag_values=FLAGS)
+flags.DEFINE_integer('top_k', 3, 'classes to print per image', lower_bound=1,
+                     upper_bound=10, flag_values=FLAGS)
+flags.DEFINE_boolean('resize', False, 'scale images of another size to 32x32 '
+                     '(bilinear) instead of refusing them', flag_values=FLAGS)
 
 if __name__ == '__main__':
-  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+  cli.parse_early(FLAGS, __doc__, 'IMAGE')  # -h and flag errors, before TensorFlow loads
 
-import numpy as np
-import tensorflow as tf
-import cifar10_data
-import errors
-import run_control
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from cifar10_toolkit import dataset  # noqa: E402
+from cifar10_toolkit import errors  # noqa: E402
+from cifar10_toolkit import run_control  # noqa: E402
+from cifar10_toolkit import serving  # noqa: E402
 
 
 def read_image(path, resize=False):
@@ -80,7 +78,8 @@ def read_image(path, resize=False):
 
 
 def load_serving(args):
-  """The serving function: of --model, or of the newest checkpoint."""
+  """The serving function: of --model, or of the newest checkpoint (args:
+  the parsed FLAGS)."""
   if args.model:
     if not os.path.isdir(args.model):
       raise errors.UsageError('--model %s: no such folder' % args.model)
@@ -91,20 +90,19 @@ def load_serving(args):
       raise errors.UsageError('--model %s is not a model exported by '
                                  'cifar10_export.py (%s)' % (
                                      args.model, str(e).splitlines()[0]))
-  import cifar10_export
-  classifier, _, _ = cifar10_export.restore_classifier(args.checkpoint_dir)
+  classifier, _, _ = serving.restore_classifier(args.checkpoint_dir)
   return lambda images: classifier.serve(images)
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
-  images = np.stack([read_image(p, args.resize) for p in args.images])
-  serve = load_serving(args)
+  paths = cli.parse(FLAGS, argv, __doc__, 'IMAGE')
+  images = np.stack([read_image(p, FLAGS.resize) for p in paths])
+  serve = load_serving(FLAGS)
   probabilities = serve(images=tf.constant(images))['probabilities'].numpy()
-  for path, probs in zip(args.images, probabilities):
-    top = np.argsort(-probs)[:args.top_k]
+  for path, probs in zip(paths, probabilities):
+    top = np.argsort(-probs)[:FLAGS.top_k]
     print('%s: %s' % (path, ', '.join('%s %.3f' % (
-        cifar10_data.CLASS_NAMES[i], probs[i]) for i in top)))
+        dataset.CLASS_NAMES[i], probs[i]) for i in top)))
   return 0
 
 

@@ -1,7 +1,7 @@
 """Feeding CIFAR-10 to TensorFlow: the tutorial's preprocessing, tf.data.
 
 Functions, in the order a training program chains them (after
-cifar10_data.maybe_download_and_extract(data_dir) has the files in place):
+dataset.maybe_download_and_extract(data_dir) has the files in place):
 
   distorted_inputs(data_dir, batch_size) -> tf.data.Dataset of training batches
       (images float32 [batch, 24, 24, 3], labels int32 [batch]) with the
@@ -23,8 +23,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-import cifar10_data
-import errors
+from cifar10_toolkit import dataset
+from cifar10_toolkit import errors
 
 IMAGE_SIZE = 24            # side of the crops fed to the network
 
@@ -50,9 +50,9 @@ def decode_records(records):
     images: uint8 [batch, 32, 32, 3]; labels: int32 [batch].
   """
   labels = tf.cast(records[:, 0], tf.int32)
-  planes = tf.reshape(records[:, cifar10_data.LABEL_BYTES:], [
-      -1, cifar10_data.NUM_CHANNELS, cifar10_data.ORIGINAL_SIZE,
-      cifar10_data.ORIGINAL_SIZE
+  planes = tf.reshape(records[:, dataset.LABEL_BYTES:], [
+      -1, dataset.NUM_CHANNELS, dataset.ORIGINAL_SIZE,
+      dataset.ORIGINAL_SIZE
   ])
   return tf.transpose(planes, [0, 2, 3, 1]), labels
 
@@ -84,7 +84,7 @@ def distortion_draws(seed, num):
   """
   bits = random_bits([5, num], seed)
   one = [num, 1, 1, 1]
-  positions = cifar10_data.ORIGINAL_SIZE - IMAGE_SIZE + 1
+  positions = dataset.ORIGINAL_SIZE - IMAGE_SIZE + 1
   low, high = CONTRAST_RANGE
   return {
       'offsets': tf.transpose(tf.cast(bits[:2] % positions, tf.int32)),
@@ -171,7 +171,7 @@ def distort_images(images, seed, draws_for=None, offset=0):
 
 def central_crop_and_standardize(images):
   """Evaluation preprocessing: central 24x24 crop, per-image standardization."""
-  start = (cifar10_data.ORIGINAL_SIZE - IMAGE_SIZE) // 2
+  start = (dataset.ORIGINAL_SIZE - IMAGE_SIZE) // 2
   crop = images[:, start:start + IMAGE_SIZE, start:start + IMAGE_SIZE, :]
   return standardize(tf.cast(crop, tf.float32))
 
@@ -186,11 +186,11 @@ def training_files(data_dir):
 
 
 def _filenames(eval_data, data_dir):
-  batches_dir = os.path.join(data_dir, cifar10_data.BATCHES_DIR)
-  names = (cifar10_data.TEST_FILE,) if eval_data else cifar10_data.TRAIN_FILES
+  batches_dir = os.path.join(data_dir, dataset.BATCHES_DIR)
+  names = (dataset.TEST_FILE,) if eval_data else dataset.TRAIN_FILES
   paths = [os.path.join(batches_dir, n) for n in names]
   for p in paths:
-    cifar10_data.check_bin_file(p)
+    dataset.check_bin_file(p)
   return paths
 
 
@@ -207,13 +207,13 @@ def load_records(filenames):
   Reading goes through tf.data.FixedLengthRecordDataset, file after file, so
   row i is the i-th record of the files in the order given.
   """
-  ds = tf.data.FixedLengthRecordDataset(filenames, cifar10_data.RECORD_BYTES,
+  ds = tf.data.FixedLengthRecordDataset(filenames, dataset.RECORD_BYTES,
                                         buffer_size=1 << 20)
-  ds = ds.batch(cifar10_data.RECORDS_PER_FILE).map(
+  ds = ds.batch(dataset.RECORDS_PER_FILE).map(
       lambda r: tf.io.decode_raw(r, tf.uint8))
   ds = ds.unbatch()
   count = sum(
-      os.path.getsize(f) // cifar10_data.RECORD_BYTES for f in filenames)
+      os.path.getsize(f) // dataset.RECORD_BYTES for f in filenames)
   return ds.batch(count).get_single_element()
 
 
@@ -323,7 +323,7 @@ def inputs(eval_data, data_dir, batch_size, drop_remainder=False):
   """
   check_batch_size(batch_size)
   ds = tf.data.FixedLengthRecordDataset(_filenames(eval_data, data_dir),
-                                        cifar10_data.RECORD_BYTES)
+                                        dataset.RECORD_BYTES)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
   def preprocess(raw):

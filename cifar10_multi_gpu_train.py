@@ -9,8 +9,8 @@ batch_size x replicas examples; gradients are summed over replicas from
 per-replica losses scaled by 1/replicas (the update equals one device's on the
 combined batch) and applied once; examples/sec counts all replicas. The loop,
 checkpoints, summaries, resume, NaN stop and Ctrl-C handling are
-cifar10_train.py's own (train_loop.train), so either script resumes the
-other's runs and cifar10_eval.py evaluates both.
+cifar10_train.py's own (cifar10_toolkit.train_loop), so either script resumes
+the other's runs and cifar10_eval.py evaluates both.
 
 --strategy multi_worker uses tf.distribute.MultiWorkerMirroredStrategy, set
 up from the standard TF_CONFIG variable; only the chief writes summaries and
@@ -20,256 +20,64 @@ the canonical checkpoints into train_dir (which the workers share).
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import cli
+from cifar10_toolkit import startup
 if __name__ == '__main__':
-  cli.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
+  startup.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
-import json
-import re
 import shutil
-import socket
 import sys
-import time
 
+from absl import flags
 
-GPU_MEMORY_PER_LOGICAL_DEVICE_MB = 8192
-MAX_LOGICAL_DEVICES = 64  # any flag value above this is refused at once
+from cifar10_toolkit import cli
 
-
-def max_logical_devices(device_type):
-  """How many logical devices one device may be split into here.
-
-  A CPU: its cores (at least 2, so that two replicas can be tried anywhere):
-  more replicas than cores only queue for them. A GPU: as many 8 GB slices
-  as 80 GB (the largest common card) holds, 10.
-  """
-  if device_type == 'GPU':
-    return 80 * 1024 // GPU_MEMORY_PER_LOGICAL_DEVICE_MB
-  return max(2, os.cpu_count() or 1)
-
-
-def build_parser():
-  p = cli.convnet_train_parser(__doc__)
-  p.add_argument('--num_gpus', type=cli.positive_int, default=1,
-                 help='how many GPUs to use (default %(default)s); with fewer '
-                 'present, a warning, and it runs on those there are')
-  p.add_argument('--logical_devices',
-                 type=cli.bounded_int(0, MAX_LOGICAL_DEVICES),
-                 default=0, help='split one device (the first GPU, else the '
-                 'CPU) into this many logical devices and train a replica on '
-                 'each: multi-replica training without several GPUs (default '
-                 '0: off)')
-  p.add_argument('--strategy', default='mirrored',
-                 choices=['mirrored', 'multi_worker'],
-                 help="'mirrored': one machine; 'multi_worker': "
-                 'MultiWorkerMirroredStrategy from $TF_CONFIG (default '
-                 '%(default)s)')
-  p.add_argument('--cluster_wait_secs', type=cli.positive_float, default=300,
-                 help="multi_worker: how long to wait for every task of "
-                 "$TF_CONFIG's cluster to answer before giving up, naming "
-                 "the missing ones (default %(default)s)")
-  return p
-
+FLAGS = flags.FlagValues()
+cli.define_training_flags(FLAGS)  # cifar10_train.py's
+flags.DEFINE_integer('num_gpus', 1, 'how many GPUs to use; with fewer '
+                     'present, a warning, and it runs on those there are',
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('logical_devices', 0, 'split one device (the first GPU, '
+                     'else the CPU) into this many logical devices and train a '
+                     'replica on each: multi-replica training without several '
+                     'GPUs (0: off)', lower_bound=0,
+                     upper_bound=cli.MAX_LOGICAL_DEVICES, flag_values=FLAGS)
+flags.DEFINE_enum('strategy', 'mirrored', ['mirrored', 'multi_worker'],
+                  "'mirrored': one machine; 'multi_worker': "
+                  'MultiWorkerMirroredStrategy from $TF_CONFIG',
+                  flag_values=FLAGS)
+flags.DEFINE_float('cluster_wait_secs', 300, "multi_worker: how long to wait "
+                   "for every task of $TF_CONFIG's cluster to answer before "
+                   'giving up, naming the missing ones', flag_values=FLAGS)
+cli.positive('cluster_wait_secs', FLAGS)
 
 if __name__ == '__main__':
-  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+  cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
-import tensorflow as tf
-import errors
-import train_loop
-import hardware
-import checkpoints
-import run_control
-import run_folder
-
-
-def split_device(device_type, count):
-  """Splits the first physical device of a type into count logical devices.
-
-  Returns:
-    The names of the logical devices.
-  """
-  bound = max_logical_devices(device_type)
-  if count > bound:
-    raise errors.UsageError(
-        '--logical_devices %d: at most %d on this machine (%s)' % (
-            count, bound, 'GPU: 8 GB each' if device_type == 'GPU' else
-            '%d CPU cores' % (os.cpu_count() or 1)))
-  physical = tf.config.list_physical_devices(device_type)[0]
-  config = [tf.config.LogicalDeviceConfiguration(
-      memory_limit=GPU_MEMORY_PER_LOGICAL_DEVICE_MB if device_type == 'GPU'
-      else None) for _ in range(count)]
-  current = tf.config.get_logical_device_configuration(physical)
-  if current is None or len(current) != count:
-    try:
-      tf.config.set_logical_device_configuration(physical, config)
-    except RuntimeError as e:
-      raise errors.UsageError('--logical_devices %d: %s' % (count, e))
-  return [d.name for d in tf.config.list_logical_devices(device_type)][:count]
-
-
-def mirrored_devices(num_gpus, logical_devices):
-  """The devices of the replicas on this machine, with the tutorial's warning."""
-  gpus = tf.config.list_physical_devices('GPU')
-  if logical_devices:
-    return split_device('GPU' if gpus else 'CPU', logical_devices)
-  if len(gpus) < num_gpus:
-    print(
-        'WARNING: --num_gpus %d but %d GPU(s) found; running on %s' %
-        (num_gpus, len(gpus), '%d GPU(s)' % len(gpus) if gpus else 'the CPU'),
-        file=sys.stderr,
-        flush=True)
-  if not gpus:
-    return ['/cpu:0']
-  return ['/gpu:%d' % i for i in range(min(num_gpus, len(gpus)))]
-
-
-def read_tf_config():
-  """$TF_CONFIG, checked: (cluster {type: [host:port, ...]}, task type, index).
-
-  Raises:
-    UsageError: one line saying what is missing or of the wrong type.
-  """
-  need = ('--strategy multi_worker needs TF_CONFIG, a JSON object with '
-          '"cluster" and "task"')
-  try:
-    config = json.loads(os.environ.get('TF_CONFIG', ''))
-  except ValueError as e:
-    raise errors.UsageError('%s; it is not JSON (%s)' % (need, e))
-  if not isinstance(config, dict) or 'cluster' not in config or \
-      'task' not in config:
-    raise errors.UsageError(need)
-  cluster, task = config['cluster'], config['task']
-  if not isinstance(cluster, dict) or not cluster or not all(
-      isinstance(v, list) and v and all(isinstance(a, str) for a in v)
-      for v in cluster.values()):
-    raise errors.UsageError(
-        'TF_CONFIG: "cluster" must map each task type to a list of '
-        '"host:port" strings, got %s' % json.dumps(cluster))
-  if not isinstance(task, dict) or not isinstance(task.get('type'), str) or \
-      type(task.get('index')) is not int:
-    raise errors.UsageError(
-        'TF_CONFIG: "task" must be {"type": "worker", "index": 0} (the index '
-        'a number), got %s' % json.dumps(task))
-  if not 0 <= task['index'] < len(cluster.get(task['type'], [])):
-    raise errors.UsageError(
-        'TF_CONFIG: task %s %d is not in the cluster (%s)' % (
-            task['type'], task['index'], json.dumps(cluster)))
-  return cluster, task['type'], task['index']
-
-
-def worker_role():
-  """(is_chief, task id) from $TF_CONFIG, as MultiWorkerMirroredStrategy sees it."""
-  cluster, kind, index = read_tf_config()
-  is_chief = kind == 'chief' or (
-      kind == 'worker' and index == 0 and 'chief' not in cluster)
-  return is_chief, '%s-%d' % (kind, index)
-
-
-RENDEZVOUS = b'cifar10-toolkit: waiting for the cluster\n'
-HTTP2_PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
-
-
-def _split(address):
-  host, _, port = address.rpartition(':')
-  return host.strip('[]'), int(port)
-
-
-def answers(address):
-  """Whether the task at address is up: waiting for the cluster here (it
-  sends RENDEZVOUS), or already in TensorFlow's set-up (a gRPC server, which
-  answers HTTP/2's preface with a SETTINGS frame). A port held by some other
-  program is neither."""
-  try:
-    with socket.create_connection(_split(address), timeout=2) as s:
-      try:
-        head = s.recv(64)
-      except socket.timeout:  # a server that waits for the client to speak
-        s.sendall(HTTP2_PREFACE)
-        head = s.recv(64)
-  except (OSError, ValueError):
-    return False
-  return head.startswith(RENDEZVOUS) or (
-      len(head) >= 4 and head[3] == 0x04)  # HTTP/2's SETTINGS frame
-
-
-def wait_for_cluster(cluster, kind, index, wait_secs):
-  """Waits, bounded and with stop signals honoured, until every other task
-  of the cluster answers, before TensorFlow's own wait (which has no bound
-  and, holding the interpreter, hears no signal) begins.
-
-  This task answers at its own address meanwhile. A signal ends the wait
-  with run_control.Stopped (exit 128 + its number, nothing written).
-
-  Raises:
-    UsageError: this task's address is taken by another program, or some
-      task did not answer within wait_secs (named in the message).
-  """
-  others = {'%s %d (%s)' % (k, i, a): a for k, addresses in
-            sorted(cluster.items()) for i, a in enumerate(addresses)
-            if (k, i) != (kind, index)}
-  own = cluster[kind][index]
-  listener = socket.socket(socket.AF_INET6 if ':' in _split(own)[0]
-                           else socket.AF_INET)
-  listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-  try:
-    listener.bind(('', _split(own)[1]))
-  except OSError as e:
-    listener.close()
-    raise errors.UsageError('TF_CONFIG: this task\'s address %s cannot be '
-                               'used (%s)' % (own, e.strerror or e))
-  listener.listen(16)
-  listener.settimeout(0.1)
-  end = time.time() + wait_secs
-  try:
-    with run_control.signals_raise():
-      # (said once the signals are heard: a signal after it is honoured)
-      print('Waiting up to %g s for the cluster: this is %s %d; the others '
-            'are %s' % (wait_secs, kind, index, ', '.join(others)),
-            flush=True)
-      while others:
-        try:
-          while True:
-            conn, _ = listener.accept()
-            with conn:
-              conn.sendall(RENDEZVOUS)
-        except (socket.timeout, OSError):
-          pass
-        for name in [n for n, a in others.items() if answers(a)]:
-          del others[name]
-        if others and time.time() > end:
-          raise errors.UsageError(
-              'the cluster did not come together within %g s '
-              '(--cluster_wait_secs): no answer from %s' % (
-                  wait_secs, ', '.join(others)))
-  finally:
-    listener.close()
-
-
-def planned_replicas(args):
-  """The replicas of the run, known before TensorFlow starts (for --shards
-  auto): this machine's devices times the workers in $TF_CONFIG's cluster.
-  On a GPU --shards auto is 1 whatever this says."""
-  local = args.logical_devices or 1
-  if args.strategy != 'multi_worker':
-    return local
-  cluster, _, _ = read_tf_config()
-  return local * sum(len(cluster.get(k, [])) for k in ('chief', 'worker'))
+import tensorflow as tf  # noqa: E402
+from cifar10_toolkit import checkpoints  # noqa: E402
+from cifar10_toolkit import cluster  # noqa: E402
+from cifar10_toolkit import config  # noqa: E402
+from cifar10_toolkit import hardware  # noqa: E402
+from cifar10_toolkit import run_control  # noqa: E402
+from cifar10_toolkit import run_folder  # noqa: E402
+from cifar10_toolkit import train_loop  # noqa: E402
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
+  cli.parse(FLAGS, argv, __doc__)
+  multi_worker = FLAGS.strategy == 'multi_worker'
+  is_chief, task = cluster.worker_role() if multi_worker else (True, None)
+  device = hardware.describe()
+  run = config.resolve(FLAGS, device, cluster.planned_replicas(
+      FLAGS.num_gpus, FLAGS.logical_devices, multi_worker))
+  hardware.set_threads(device, run.slices)  # before TensorFlow's runtime starts
   worker_dir = None
-  multi_worker = args.strategy == 'multi_worker'
-  is_chief, task = worker_role() if multi_worker else (True, None)
-  # before anything starts TensorFlow's runtime (its thread pools)
-  args.shards = hardware.num_shards(args, planned_replicas(args))
-  hardware.set_threads(hardware.describe(), args.shards)
   if multi_worker:
-    if args.logical_devices:
-      split_device('GPU' if tf.config.list_physical_devices('GPU') else 'CPU',
-                   args.logical_devices)
-    wait_for_cluster(*read_tf_config(), args.cluster_wait_secs)
+    if FLAGS.logical_devices:
+      cluster.split_device('GPU' if tf.config.list_physical_devices('GPU')
+                           else 'CPU', FLAGS.logical_devices)
+    cluster.wait_for_cluster(*cluster.read_tf_config(),
+                             FLAGS.cluster_wait_secs)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     # TensorFlow's cluster set-up takes over the stop signals: take them
     # back, recording one that comes before training starts (GracefulStop
@@ -277,40 +85,24 @@ def main(argv=None):
     run_control.record_stop_signals()
     if not is_chief:  # its own, inside train_dir: a killed worker's is
       # removed by its next start, and nothing is written elsewhere
-      worker_dir = os.path.join(args.train_dir,
+      worker_dir = os.path.join(run.train_dir,
                                 checkpoints.WORKER_DIR_PREFIX + task)
       shutil.rmtree(worker_dir, ignore_errors=True)
       run_folder.prepare_dir(worker_dir, '--train_dir')
   else:
     strategy = tf.distribute.MirroredStrategy(
-        mirrored_devices(args.num_gpus, args.logical_devices))
+        cluster.mirrored_devices(FLAGS.num_gpus, FLAGS.logical_devices))
+  startup.end_startup(run_control.warm_up)  # (the strategy made: it may start)
   try:
-    return train_loop.train(args, strategy, is_chief, worker_dir)
+    return train_loop.train(run, strategy, is_chief, worker_dir)
   except tf.errors.OpError as e:
     if not multi_worker:
       raise
-    raise lost_peer(e, task, args.train_dir)
+    raise cluster.lost_peer(e, task, run.train_dir)
   finally:
     if worker_dir:
       shutil.rmtree(worker_dir, ignore_errors=True)
 
 
-def lost_peer(error, task, train_dir):
-  """The one line for a multi-worker run that a peer's failure ended: which
-  task TensorFlow names, and the checkpoint that every task resumes from."""
-  named = sorted(set('%s %s' % m for m in re.findall(
-      r'/job:(\w+)/replica:\d+/task:(\d+)', str(error))) - {
-          task.replace('-', ' ')} if task else set())
-  latest = tf.train.latest_checkpoint(train_dir)
-  reason = re.search(r'(?:recvmsg:|Socket closed|Connection |failed to '
-                     r'connect|task \S+ (?:is|has) )[^\n"{}]*', str(error))
-  return errors.UsageError(
-      'the cluster lost %s during training (%s%s); %s' % (
-          ', '.join(named) or 'a task', type(error).__name__,
-          ': ' + reason.group(0).strip() if reason else '',
-          'the last checkpoint is %s: restart every task to resume from it'
-          % latest if latest else 'no checkpoint was saved yet'))
-
-
 if __name__ == '__main__':
-  sys.exit(run_control.run_main(main))
+  sys.exit(run_control.run_main(main, ends_startup=False))

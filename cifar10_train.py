@@ -9,41 +9,44 @@ A run resumes from the newest checkpoint in train_dir (--fresh sets old
 checkpoints and logs aside instead); Ctrl-C, SIGTERM or SIGHUP saves before
 exiting; a NaN loss stops the run and keeps the last good checkpoint.
 
-The loop (train_loop.train) runs under any tf.distribute strategy: the
-default one here, MirroredStrategy / MultiWorkerMirroredStrategy from
+The loop (cifar10_toolkit.train_loop) runs under any tf.distribute strategy:
+the default one here, MirroredStrategy / MultiWorkerMirroredStrategy from
 cifar10_multi_gpu_train.py.
 """
 
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import cli
+from cifar10_toolkit import startup
 if __name__ == '__main__':
-  cli.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
+  startup.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
 import sys
 
+from absl import flags
 
-def build_parser(description=__doc__):
-  """The tutorial's training flags and defaults, plus the toolkit's own
-  (cli.convnet_train_parser, shared with cifar10_multi_gpu_train.py)."""
-  return cli.convnet_train_parser(description)
+from cifar10_toolkit import cli
 
+FLAGS = flags.FlagValues()
+cli.define_training_flags(FLAGS)  # the tutorial's, shared with the multi-GPU script
 
 if __name__ == '__main__':
-  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+  cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
-import hardware  # noqa: E402  (TensorFlow loads here)
-import run_control  # noqa: E402
-import train_loop  # noqa: E402
+from cifar10_toolkit import config  # noqa: E402  (TensorFlow loads here)
+from cifar10_toolkit import hardware  # noqa: E402
+from cifar10_toolkit import run_control  # noqa: E402
+from cifar10_toolkit import train_loop  # noqa: E402
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
-  args.shards = hardware.num_shards(args)
-  hardware.set_threads(hardware.describe(), args.shards)
-  return train_loop.train(args)
+  cli.parse(FLAGS, argv, __doc__)
+  device = hardware.describe()
+  run = config.resolve(FLAGS, device)
+  hardware.set_threads(device, run.slices)  # before TensorFlow's runtime starts
+  startup.end_startup(run_control.warm_up)
+  return train_loop.train(run)
 
 
 if __name__ == '__main__':
-  sys.exit(run_control.run_main(main))
+  sys.exit(run_control.run_main(main, ends_startup=False))

@@ -20,11 +20,11 @@ import pickle
 
 import numpy as np
 
-from cifar10_data import (BATCHES_DIR, CLASS_NAMES, IMAGE_BYTES, NUM_CLASSES,
-                          RECORD_BYTES, RECORDS_PER_FILE, TEST_FILE,
-                          TRAIN_FILES, check_bin_file,
-                          check_record_counts)
-from errors import DataSetError
+from cifar10_toolkit.dataset import (BATCHES_DIR, CLASS_NAMES, IMAGE_BYTES,
+                                     NUM_CLASSES, RECORD_BYTES,
+                                     RECORDS_PER_FILE, TEST_FILE, TRAIN_FILES,
+                                     check_bin_file, check_record_counts)
+from cifar10_toolkit.errors import DataSetError
 
 PY_BATCHES_DIR = 'cifar-10-batches-py'
 PY_TRAIN_FILES = tuple('data_batch_%d' % i for i in range(1, 6))

@@ -14,106 +14,83 @@ checkpoints), which restore_model.py reads.
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import cli
+from cifar10_toolkit import startup
 if __name__ == '__main__':
-  cli.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
+  startup.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
+import dataclasses
 import sys
 import time
 
+from absl import flags
+
+from cifar10_toolkit import cli
 
 SUMMARY_STEPS = 100      # print and write summaries every this many steps
 CHECKPOINT_STEPS = 1000  # save a checkpoint every this many steps
 MAX_HIDDEN1 = 65536      # 3072 x 65536 float32 weights: 805 MB
-# The scalars the HParams dashboard shows beside each run's flags.
+# The scalars the HParams dashboard shows beside each run's values.
 HPARAMS_METRICS = [('test_accuracy', '', 'test accuracy'),
                    ('train_accuracy', '', 'training accuracy'),
                    ('loss', '', 'training loss')]
 
 
-def build_parser():
-  """The blog's flags and defaults, plus data_dir, data_source and seed."""
-  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--learning_rate', type=cli.positive_float,
-                 default=0.001, help='learning rate (default %(default)s)')
-  p.add_argument('--max_steps', type=cli.positive_int, default=2000,
-                 help='number of training steps (default %(default)s)')
-  p.add_argument('--hidden1', type=cli.bounded_int(1, MAX_HIDDEN1),
-                 default=120,
-                 help='units in the hidden layer (default %(default)s)')
-  p.add_argument('--batch_size', type=cli.positive_int, default=400,
-                 help='images per batch (default %(default)s)')
-  p.add_argument('--train_dir', default='tf_logs',
-                 help='each run logs into a time-stamped folder under it '
-                 '(default %(default)s)')
-  p.add_argument('--reg_constant', type=cli.non_negative_float,
-                 default=0.1, help='regularization constant (default '
-                 '%(default)s)')
-  cli.add_data_flags(p, 'folder holding cifar-10-batches-py or '
-                           'cifar-10-batches-bin, or where the binary '
-                           'version is fetched to')
-  p.add_argument('--seed', type=cli.seed_int, default=None,
-                 help='seed of the initial weights and batch order (default: '
-                 'random)')
-  cli.add_profile_flag(p)
-  return p
-
+FLAGS = flags.FlagValues()
+# The blog's flags and defaults, plus data_dir, data_source and seed.
+flags.DEFINE_float('learning_rate', 0.001, 'learning rate', flag_values=FLAGS)
+flags.DEFINE_integer('max_steps', 2000, 'number of training steps',
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('hidden1', 120, 'units in the hidden layer',
+                     lower_bound=1, upper_bound=MAX_HIDDEN1, flag_values=FLAGS)
+flags.DEFINE_integer('batch_size', 400, 'images per batch', lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_string('train_dir', 'tf_logs', 'each run logs into a '
+                    'time-stamped folder under it', flag_values=FLAGS)
+flags.DEFINE_float('reg_constant', 0.1, 'regularization constant',
+                   lower_bound=0, flag_values=FLAGS)
+cli.define_data_flags(FLAGS, 'folder holding cifar-10-batches-py or '
+                      'cifar-10-batches-bin, or where the binary version is '
+                      'fetched to')
+flags.DEFINE_integer('seed', None, 'seed of the initial weights and batch '
+                     'order (default: random)', lower_bound=0,
+                     upper_bound=cli.MAX_SEED, flag_values=FLAGS)
+cli.define_profile_flag(FLAGS)
+# (float32 values: beyond its range a step computes NaN)
+flags.register_validator('learning_rate', lambda v: 0 < v <= cli.FLOAT32_MAX,
+                         message='must be a positive float32 number',
+                         flag_values=FLAGS)
+flags.register_validator('reg_constant', lambda v: v <= cli.FLOAT32_MAX,
+                         message='must be a float32 number', flag_values=FLAGS)
 
 if __name__ == '__main__':
-  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+  cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
-import tensorflow as tf
-import cifar10_data
-import data_helpers
-import checkpoints
-import errors
-import run_control
-import run_folder
-import summaries
-import two_layer_fc
-
-
-def load(args):
-  """The data set as load_data returns it; fetched if data_dir has none."""
-  try:
-    data_helpers.find_format(args.data_dir)
-  except errors.DataSetError:
-    cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
-  return data_helpers.load_data(args.data_dir)
-
-
-def test_accuracy(model, data):
-  """Accuracy of model on the whole test set (float)."""
-  logits = two_layer_fc.inference(model, tf.constant(data['images_test']))
-  return float(two_layer_fc.evaluation(logits, data['labels_test']))
-
-
-def make_run_dir(train_dir):
-  """train_dir/<YYYYmmdd-HHMMSS>[-N]/, new for each run."""
-  base = os.path.join(train_dir, time.strftime('%Y%m%d-%H%M%S'))
-  path, n = base, 1
-  while os.path.exists(path):
-    path, n = '%s-%d' % (base, n), n + 1
-  os.makedirs(path)
-  return path
+import tensorflow as tf  # noqa: E402  (TensorFlow loads here)
+import data_helpers  # noqa: E402
+import two_layer_fc  # noqa: E402
+from cifar10_toolkit import checkpoints  # noqa: E402
+from cifar10_toolkit import errors  # noqa: E402
+from cifar10_toolkit import fc_runs  # noqa: E402
+from cifar10_toolkit import run_control  # noqa: E402
+from cifar10_toolkit import run_folder  # noqa: E402
+from cifar10_toolkit import summaries  # noqa: E402
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
+  cli.parse(FLAGS, argv, __doc__)
   begin = time.time()
-  # the source that would be used to fetch the data set, not just the flag
-  args.data_source = cifar10_data.resolve_source(args.data_source)
+  args = fc_runs.resolve(FLAGS)  # the seed drawn, the data source used
   print('Parameters:')
-  for key, value in sorted(vars(args).items()):
+  for key, value in sorted(dataclasses.asdict(args).items()):
     print('%s = %s' % (key, value))
   run_folder.prepare_dir(args.train_dir, '--train_dir')
-  data = load(args)
+  data = fc_runs.load(args.data_dir, args.data_source)
   if args.batch_size > len(data['labels_train']):
     raise errors.UsageError('--batch_size %d exceeds the %d training images'
                                % (args.batch_size, len(data['labels_train'])))
-  run_dir = make_run_dir(args.train_dir)
+  run_dir = fc_runs.make_run_dir(args.train_dir)
   print('Logging to %s' % run_dir)
-  seed = args.seed if args.seed is not None else int(time.time()) % (2**31)
+  seed = args.seed
   model = two_layer_fc.TwoLayerFC(args.hidden1, seed=seed)
   state = two_layer_fc.TrainState()
   _, manager = checkpoints.checkpoint_manager(run_dir,
@@ -139,8 +116,7 @@ def main(argv=None):
       args.max_steps, seed=seed)
   profile = summaries.Profile(args.profile_steps, run_dir)
   with run_control.GracefulStop() as stop, writer.as_default(), profile:
-    summaries.write_hparams(summaries.hparams_values(args, seed=seed),
-                            HPARAMS_METRICS)
+    summaries.write_hparams(args.hparams(), HPARAMS_METRICS)
     saved = None  # the checkpoint saved before this step, said after its line
     for i, (images, labels) in enumerate(batches):
       profile.at(i)
@@ -165,7 +141,7 @@ def main(argv=None):
         return stop.exit_status
     print('Saved checkpoint %s' % save())  # the last step's weights
     profile.stop()
-    accuracy = test_accuracy(model, data)
+    accuracy = fc_runs.test_accuracy(model, data)
     tf.summary.scalar('test_accuracy', accuracy,
                       step=int(state.global_step))
   print('Test accuracy {:g}'.format(accuracy))

@@ -1,6 +1,6 @@
 """Measures the toolkit against a Keras equivalent, in one run on one machine.
 
-    python3 benchmarks/benchmark.py [--quick | --smoke] [--data_dir /tmp/cifar10_data]
+    python3 benchmarks/benchmark.py [--quick | --smoke] [--data_dir /tmp/dataset]
 
 Prints a table and writes it as JSON (--json, default
 benchmarks/results/benchmark-<date>.json):
@@ -8,7 +8,7 @@ benchmarks/results/benchmark-<date>.json):
   - convnet training at batch 128 through train_loop.make_train_loop (the
     loop cifar10_train.py runs, the host reading the losses after each call):
     the default configuration (steps_per_loop 100, data on the device, the
-    precision and the slices (--shards) cifar10_train picks, with the thread
+    precision and the slices (--slices) cifar10_train picks, with the thread
     pools it sets), and each choice changed alone: one step per call,
     tf.data input, float32, one slice with TensorFlow's default threads; XLA
     (float32, one slice); and the earlier defaults (one step per call from
@@ -29,7 +29,7 @@ benchmarks/results/benchmark-<date>.json):
     process of its own kept alive throughout (see paired()), so that their
     ratios do not carry this machine's drift; the ratio is also printed for
     each round;
-  - evaluation (cifar10_eval.Evaluator), examples/sec;
+  - evaluation (cifar10_toolkit.evaluation.Evaluator), examples/sec;
   - the fully connected model's training, steps/sec;
   - peak resident memory of a cifar10_train.py run (a child process).
 Warm-up (tracing) is excluded; each figure is the median of several timed
@@ -57,21 +57,21 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import tensorflow as tf  # noqa: E402
 
-import cifar10_eval  # noqa: E402
-import cli  # noqa: E402
-import cifar10_data  # noqa: E402
 import cifar10_input  # noqa: E402
-import device_input  # noqa: E402
-import cifar10_train  # noqa: E402
-import train_loop  # noqa: E402
+import cifar10_train  # noqa: E402  (its flags: what its defaults resolve to)
 import convnet  # noqa: E402
-import convnet_training  # noqa: E402
 import data_helpers  # noqa: E402
-import gpu_audit  # noqa: E402
-import kernel_audit  # noqa: E402
-import run_control  # noqa: E402
-import hardware  # noqa: E402
 import two_layer_fc  # noqa: E402
+from cifar10_toolkit import cli  # noqa: E402
+from cifar10_toolkit import config  # noqa: E402
+from cifar10_toolkit import dataset  # noqa: E402
+from cifar10_toolkit import device_input  # noqa: E402
+from cifar10_toolkit import evaluation  # noqa: E402
+from cifar10_toolkit import hardware  # noqa: E402
+from cifar10_toolkit import run_control  # noqa: E402
+from cifar10_toolkit import train_loop  # noqa: E402
+from tools import gpu_audit  # noqa: E402
+from tools import kernel_audit  # noqa: E402
 
 BATCH_SIZE = 128
 # Per mode: timed repeats, steps per repeat, warm-up steps; rounds of the
@@ -121,6 +121,14 @@ def bench_pipeline(data_dir, plan):
               n * BATCH_SIZE)
 
 
+def default_config(**flag_values):
+  """The config.TrainConfig cifar10_train.py resolves here from its
+  defaults, with the flags given as name=value."""
+  cli.parse(cifar10_train.FLAGS, ['--%s=%s' % kv for kv in
+                                  flag_values.items()])
+  return config.resolve(cifar10_train.FLAGS, hardware.describe())
+
+
 def _feed(data_dir, batch_size, on_device, strategy):
   """(feed, iterator) as train_loop.train makes them, seed 1."""
   if on_device:
@@ -133,24 +141,23 @@ def _feed(data_dir, batch_size, on_device, strategy):
 
 def train_runner(data_dir, plan, dtype, on_device=True,
                  steps_per_loop=cli.DEFAULT_STEPS_PER_LOOP,
-                 jit_compile=False, shards=1):
+                 jit_compile=False, slices=1):
   """run(steps) training the convnet through cifar10_train's loop at batch
   128 (losses read back after each call, as the loop's NaN check does),
   both loop lengths traced."""
   strategy = tf.distribute.get_strategy()
   model = convnet.ConvNet(1)
-  state = convnet_training.TrainState(model, compute_dtype=dtype)
+  state = convnet.TrainState(model, compute_dtype=dtype)
   feed, iterator = _feed(data_dir, BATCH_SIZE, on_device, strategy)
-  loop, _ = train_loop.make_train_loop(strategy, model, state,
-                                                BATCH_SIZE, feed, jit_compile,
-                                                shards)
-  flags = run_control.loop_flags(0, False)
+  loop, _ = train_loop.make_train_loop(strategy, model, state, BATCH_SIZE,
+                                       feed, jit_compile, slices)
+  votes = run_control.stop_votes(0, False)
 
   def run(steps=plan['steps']):
     done = 0
     while done < steps:
       n = min(steps_per_loop, steps - done)
-      losses, _, _ = loop(iterator, tf.constant(n), flags)
+      losses, _, _ = loop(iterator, tf.constant(n), votes)
       losses.numpy()
       done += n
   run(min(steps_per_loop, plan['warmup']))
@@ -179,21 +186,19 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   shown too (device work, not host overhead).
   """
   strategy = tf.distribute.get_strategy()
-  parser = cifar10_train.build_parser()
   model = convnet.ConvNet(1)
-  state = convnet_training.TrainState(model,
-                                      compute_dtype=hardware.compute_dtype(
-                                          parser.parse_args([])))
+  state = convnet.TrainState(model,
+                             compute_dtype=default_config().precision)
   feed, _ = _feed(data_dir, OVERHEAD_BATCH, True, strategy)
   loop, _ = train_loop.make_train_loop(strategy, model, state,
-                                                OVERHEAD_BATCH, feed)
-  flags = run_control.loop_flags(0, False)
+                                       OVERHEAD_BATCH, feed)
+  votes = run_control.stop_votes(0, False)
   images, labels = feed.replica_batch(feed.next_batch(0))
 
   @tf.function
   def fixed_batch(n):
     for _ in tf.range(n):
-      strategy.run(convnet_training.training,
+      strategy.run(convnet.training,
                    args=(model, state, images, labels, OVERHEAD_BATCH))
     return state.global_step.read_value()
 
@@ -202,21 +207,20 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
     call(tf.constant(n))
     return (time.perf_counter() - t) / n
 
-  one_call = lambda n: loop(None, n, flags)[0].numpy()
+  one_call = lambda n: loop(None, n, votes)[0].numpy()
   fixed = lambda n: fixed_batch(n).numpy()
   real, ref, fix = [], [], []
   for repeat in range(plan['repeats']):
     with tempfile.TemporaryDirectory() as train_dir:
-      args = parser.parse_args([
-          '--train_dir', train_dir, '--data_dir', data_dir, '--batch_size',
-          str(OVERHEAD_BATCH), '--max_steps', str(steps), '--seed', '1',
-          '--steps_per_loop', str(steps_per_loop), '--data_on_device',
-          'true', '--summary_steps', str(10**9), '--save_checkpoint_secs',
-          str(10**9)])
+      run = default_config(
+          train_dir=train_dir, data_dir=data_dir, batch_size=OVERHEAD_BATCH,
+          max_steps=steps, seed=1, steps_per_loop=steps_per_loop,
+          data_on_device=True, summary_steps=10**9,
+          save_checkpoint_secs=10**9)
       calls = []  # (step, time) of the calls once both functions have run
       on_call = lambda step, warm: warm and calls.append((step, time.time()))
       with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
-        train_loop.train(args, on_call=on_call)
+        train_loop.train(run, on_call=on_call)
     n = calls[-1][0] - calls[0][0]
     if not repeat:  # trace the references
       one_call(tf.constant(n))
@@ -234,7 +238,7 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
 
 
 def bench_eval(data_dir, plan):
-  ev = cifar10_eval.Evaluator(data_dir, 'test', plan['eval_examples'])
+  ev = evaluation.Evaluator(data_dir, 'test', plan['eval_examples'])
   seen = ev.evaluate()[2]  # also the warm-up
   return rate(timed_repeats(lambda *_: ev.evaluate(), plan['repeats'], 0),
               seen)
@@ -303,7 +307,7 @@ def paired_keys():
   the same in one slice, where the default has several), and the Keras ones
   (mixed_bfloat16 where the CPU has native bfloat16 or a GPU is present)."""
   keys = ['train_default', 'keras']
-  if hardware.num_shards(cifar10_train.build_parser().parse_args([])) > 1:
+  if default_config().slices > 1:
     keys.insert(1, 'train_one_slice')
   if tf.config.list_physical_devices('GPU') or hardware.native_bf16_cpu():
     keys += ['keras_bf16', 'keras_bf16_spe20']
@@ -333,13 +337,12 @@ def serve(key, data_dir, plan):
   blocked between epochs by a callback.
   """
   if key.startswith('train'):  # default, or in one slice (default pools)
-    defaults = cifar10_train.build_parser().parse_args([])
-    shards = (hardware.num_shards(defaults) if key == 'train_default'
-              else 1)
-    hardware.set_threads(hardware.describe(), shards)
-    run = train_runner(data_dir, plan, hardware.compute_dtype(defaults),
-                       hardware.data_on_device(defaults),
-                       cli.DEFAULT_STEPS_PER_LOOP, shards=shards)
+    defaults = default_config()
+    slices = defaults.slices if key == 'train_default' else 1
+    hardware.set_threads(hardware.describe(), slices)
+    run = train_runner(data_dir, plan, defaults.precision,
+                       defaults.data_on_device, defaults.steps_per_loop,
+                       slices=slices)
     say('ready')
     while told_to_run():
       t = time.perf_counter()
@@ -467,25 +470,25 @@ def measure(phase, data_dir, plan):
   2 is one slice), evaluation, the fully connected model, the input
   pipeline.
   """
-  defaults = cifar10_train.build_parser().parse_args([])
-  dtype = hardware.compute_dtype(defaults)
-  n = cli.DEFAULT_STEPS_PER_LOOP
-  on = hardware.data_on_device(defaults)
-  shards = hardware.num_shards(defaults)
+  defaults = default_config()
+  dtype = tf.as_dtype(defaults.precision)
+  n = defaults.steps_per_loop
+  on = defaults.data_on_device
+  slices = defaults.slices
   gpu = bool(tf.config.list_physical_devices('GPU'))
   fig = {}
   if phase == 'sliced':
-    hardware.set_threads(hardware.describe(), shards)
+    hardware.set_threads(hardware.describe(), slices)
     fig['train_loop1'] = bench_train(data_dir, plan, dtype, on, 1,
-                                     shards=shards)
+                                     slices=slices)
     fig['train_tfdata' if on else 'train_device'] = bench_train(
-        data_dir, plan, dtype, not on, n, shards=shards)
+        data_dir, plan, dtype, not on, n, slices=slices)
     if dtype != tf.float32:
       fig['train'] = bench_train(data_dir, plan, tf.float32, on, n,
-                                 shards=shards)
+                                 slices=slices)
     if gpu:
       fig['train_fp16'] = bench_train(data_dir, plan, tf.float16, on, n,
-                                      shards=shards)
+                                      slices=slices)
     return fig
   fig['train_previous'] = bench_train(data_dir, plan, dtype, False, 1)
   fig['train_xla'] = bench_train(data_dir, plan, tf.float32, on, n,
@@ -497,7 +500,7 @@ def measure(phase, data_dir, plan):
   fig['eval'] = bench_eval(data_dir, plan)
   fig['fc_steps_per_sec'] = bench_fc(data_dir, plan)
   fig['pipeline'] = bench_pipeline(data_dir, plan)
-  fig['shards'] = shards
+  fig['slices'] = slices
   return fig
 
 
@@ -525,7 +528,7 @@ def main(argv=None):
     with open(args.json, 'w') as f:
       json.dump(measure(args.phase, args.data_dir, plan), f)
     return 0
-  cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
+  dataset.maybe_download_and_extract(args.data_dir, args.data_source)
   gpu = bool(tf.config.list_physical_devices('GPU'))
   began = time.time()
 
@@ -544,12 +547,11 @@ def main(argv=None):
                      plan_flags, check=True)
       with open(out) as f:
         fig.update(json.load(f))
-  shards = results['shards'] = fig.pop('shards')
-  default = hardware.compute_dtype(
-      cifar10_train.build_parser().parse_args([]))
-  n = cli.DEFAULT_STEPS_PER_LOOP
-  on = hardware.data_on_device(
-      cifar10_train.build_parser().parse_args([]))
+  slices = results['slices'] = fig.pop('slices')
+  defaults = default_config()
+  default = tf.as_dtype(defaults.precision)
+  n = defaults.steps_per_loop
+  on = defaults.data_on_device
 
   keras_keys = [k for k in fig if k.startswith('keras')]
   best_keras = max(keras_keys, key=lambda k: fig[k]['median'])
@@ -575,7 +577,7 @@ def main(argv=None):
       'cpu_default':
           kernel_audit.ops_per_step(
               gpu_audit.trace(gpu_audit.Config(1, default.name, on, False),
-                              shards)['train_loop']),
+                              slices)['train_loop']),
       'gpu_configuration':
           kernel_audit.ops_per_step(
               gpu_audit.trace(gpu_audit.Config(1, default.name, True,
@@ -595,7 +597,7 @@ def main(argv=None):
       'pipeline': 'input pipeline alone (examples/sec)',
       'train_default': 'training, default: %s, %s, %d steps/call, %d '
                        'slice(s) (examples/sec)' % (default.name, data, n,
-                                                    shards),
+                                                    slices),
       'train_loop1': '  default but 1 step per call (examples/sec)',
       'train_tfdata': '  default but tf.data input (examples/sec)',
       'train_device': '  default but data on device (examples/sec)',

@@ -1,6 +1,6 @@
 """Test accuracy of run_fc_model.py with its defaults over several seeds.
 
-    python3 benchmarks/fc_accuracy.py [--seeds 1 2 3] [--data_dir /tmp/cifar10_data]
+    python3 benchmarks/fc_accuracy.py [--seeds 1 2 3] [--data_dir /tmp/dataset]
 
 Runs run_fc_model.py once per seed (a child process each, default flags but
 --seed and a temporary train_dir) and prints each run's test accuracy and
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
-  p.add_argument('--data_dir', default='/tmp/cifar10_data')
+  p.add_argument('--data_dir', default='/tmp/dataset')
   p.add_argument('--extra', nargs=argparse.REMAINDER, default=[],
                  help='further flags for run_fc_model.py')
   args = p.parse_args(argv)

@@ -119,9 +119,9 @@ def real_data_dir(tmp_path_factory):
   if archive is None:
     pytest.skip('real data set not found: set CIFAR10_DATA_SOURCE to the '
                 'path of cifar-10-binary.tar.gz')
-  import cifar10_data
+  from cifar10_toolkit import dataset
   d = str(tmp_path_factory.mktemp('cifar_real'))
-  cifar10_data.maybe_download_and_extract(d, archive)
+  dataset.maybe_download_and_extract(d, archive)
   return d
 
 

@@ -8,15 +8,16 @@ import pytest
 import tensorflow as tf
 
 import cifar10_eval
-import cli
+from cifar10_toolkit import cli
+from cifar10_toolkit import config
 import cifar10_train
-import errors
+from cifar10_toolkit import errors
 import convnet
-import convnet_training
-import hardware
-import lrn
-import run_control
-import summaries
+from cifar10_toolkit import hardware
+from cifar10_toolkit import lrn
+from cifar10_toolkit import run_control
+from cifar10_toolkit import summaries
+from cifar10_toolkit import evaluation
 from conftest import (checkpoint_params, event_tags, noisy_batch,
                       start_script, train_args, wait_for)
 
@@ -63,23 +64,23 @@ def test_loss_terms():
 def test_learning_rate_schedule():
   decay_steps = int(50000 / 128 * 350)
   assert decay_steps == 136718
-  lr = lambda s: float(convnet_training.learning_rate(s, 128))
+  lr = lambda s: float(convnet.learning_rate(s, 128))
   assert lr(0) == pytest.approx(0.1)
   assert lr(decay_steps - 1) == pytest.approx(0.1)
   assert lr(decay_steps) == pytest.approx(0.01)
   assert lr(2 * decay_steps) == pytest.approx(0.001)
   # epochs are counted at 50,000 images whatever the global batch
-  assert float(convnet_training.learning_rate(int(50000 / 256 * 350), 256)) == \
+  assert float(convnet.learning_rate(int(50000 / 256 * 350), 256)) == \
       pytest.approx(0.01)
 
 
 @pytest.mark.slow
 def test_loss_falls_and_moving_averages_follow_the_formula():
   model = convnet.ConvNet(seed=1)
-  state = convnet_training.TrainState(model)
+  state = convnet.TrainState(model)
   images, labels = noisy_batch(64)
   step = tf.function(
-      lambda: convnet_training.training(model, state, images, labels, 64))
+      lambda: convnet.training(model, state, images, labels, 64))
   losses, ce = [], []
   for _ in range(40):
     before = {k: v.numpy() for k, v in state.averages.items()}
@@ -103,7 +104,7 @@ def test_loss_falls_and_moving_averages_follow_the_formula():
   # the total adds weight decay (about 2.4 here, falling slowly)
   assert np.median(losses[-10:]) < losses[0] - 0.5
   # the loss averages are zero-debiased averages with decay 0.9
-  avg = convnet_training.loss_averages(state)['total_loss']
+  avg = convnet.loss_averages(state)['total_loss']
   assert min(losses[-15:]) < float(avg) < max(losses[-15:])
 
 
@@ -111,27 +112,27 @@ def test_loss_falls_and_moving_averages_follow_the_formula():
 def test_mixed_precision_keeps_float32_variables():
   # float16 is emulated on CPUs, hence the tiny batch
   model = convnet.ConvNet(seed=1)
-  state = convnet_training.TrainState(model, compute_dtype=tf.float16)
+  state = convnet.TrainState(model, compute_dtype=tf.float16)
   images, labels = noisy_batch(8)
   logits16, _ = convnet.inference(model, images, tf.float16)
   logits32, _ = convnet.inference(model, images)
   np.testing.assert_allclose(logits16, logits32, atol=5e-2)
   before = model.params['local3/weights'].numpy()
   step = tf.function(
-      lambda: convnet_training.training(model, state, images, labels, 8))
+      lambda: convnet.training(model, state, images, labels, 8))
   losses = [float(step()['total_loss']) for _ in range(6)]
   assert all(v.dtype == tf.float32 for v in model.trainable_variables)
   assert np.isfinite(losses).all() and losses[-1] < losses[0]
   assert not np.array_equal(model.params['local3/weights'].numpy(), before)
-  assert 1.0 <= float(state.loss_scale) <= convnet_training.INITIAL_LOSS_SCALE
+  assert 1.0 <= float(state.loss_scale) <= convnet.INITIAL_LOSS_SCALE
 
 
 def test_bfloat16_training_keeps_float32_variables():
   model = convnet.ConvNet(seed=1)
-  state = convnet_training.TrainState(model, compute_dtype=tf.bfloat16)
+  state = convnet.TrainState(model, compute_dtype=tf.bfloat16)
   images, labels = noisy_batch(64)
   step = tf.function(
-      lambda: convnet_training.training(model, state, images, labels, 64))
+      lambda: convnet.training(model, state, images, labels, 64))
   ce = [float(step()['cross_entropy']) for _ in range(40)]
   assert all(v.dtype == tf.float32 for v in model.trainable_variables)
   # SGD 0.1 on one batch is chaotic (spikes above 8 near step 8; round-off
@@ -205,55 +206,64 @@ def test_inference_is_the_tutorial_network(shards):
     return logits, tape.gradient(total, list(model.params.values()))
 
   got, got_grads = logits_and_grads(
-      lambda m, x: convnet.sharded_inference(m, x, tf.float32, shards)[0])
+      lambda m, x: convnet.inference(m, x, tf.float32, shards)[0])
   want, want_grads = logits_and_grads(convnet.reference_inference)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
   for name, g, w in zip(model.params, got_grads, want_grads):
     np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-5, err_msg=name)
-  acts = convnet.sharded_inference(model, images, tf.float32, shards)[1]
+  acts = convnet.inference(model, images, tf.float32, shards)[1]
   assert acts['conv1'].shape == [16, 24, 24, 64]  # for the summaries
 
 
-def test_num_shards():
-  parse = cifar10_train.build_parser().parse_args
+def _resolve(argv, device, replicas=1):
+  cli.parse(cifar10_train.FLAGS, argv)
+  return config.resolve(cifar10_train.FLAGS, device, replicas)
+
+
+def test_slices_auto():
   for cores, batch, want in ((2, 128, 2), (2, 32, 1), (8, 128, 4), (1, 128, 1),
                              (3, 128, 2)):
     cpu = hardware.Device('CPU', None, cores, False)
-    args = parse(['--batch_size', str(batch)])
-    assert hardware.num_shards(args, device=cpu) == want, (cores, batch)
-    assert hardware.num_shards(args, replicas=2, device=cpu) == 1
-  assert hardware.num_shards(parse(['--shards', '4'])) == 4
-  with pytest.raises(errors.UsageError,
-                     match='--shards 3 does not divide --batch_size 128'):
-    hardware.num_shards(parse(['--shards', '3']))
+    argv = ['--batch_size', str(batch)]
+    assert _resolve(argv, cpu).slices == want, (cores, batch)
+    assert _resolve(argv, cpu, replicas=2).slices == 1
+  cpu = hardware.Device('CPU', None, 2, False)
+  assert _resolve(['--slices', '4'], cpu).slices == 4
   gpu = hardware.Device('GPU', (8, 0), 8, True)
-  assert hardware.num_shards(parse([]), device=gpu) == 1
+  assert _resolve([], gpu).slices == 1
 
 
-def test_precision_flags():
-  parse = cifar10_train.build_parser().parse_args
-  assert hardware.compute_dtype(parse(['--use_fp16'])) == tf.float16
-  assert hardware.compute_dtype(parse(['--use_bf16'])) == tf.bfloat16
-  assert hardware.compute_dtype(parse(['--use_bf16=False'])) == tf.float32
+def test_slices_that_do_not_divide_the_batch_are_a_flag_error(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.parse(cifar10_train.FLAGS, ['--slices', '3'])
+  assert e.value.code == 2
+  assert capsys.readouterr().err.strip().endswith(
+      'error: --slices 3 does not divide --batch_size 128')
+
+
+def test_precision_flags(capsys):
   amx = hardware.Device('CPU', None, 2, True)
   epyc = hardware.Device('CPU', None, 2, False)
-  assert hardware.compute_dtype(parse([]), amx) == tf.bfloat16
-  assert hardware.compute_dtype(parse(['--use_bf16=auto']),
-                                     amx) == tf.bfloat16
-  assert hardware.compute_dtype(parse([]), epyc) == tf.float32
-  assert hardware.compute_dtype(parse(['--nouse_bf16']), amx
-                                     ) == tf.float32
-  with pytest.raises(errors.UsageError, match='exclude each other'):
-    hardware.compute_dtype(parse(['--use_fp16', '--use_bf16']))
+  assert _resolve(['--use_fp16'], epyc).precision == 'float16'
+  assert _resolve(['--use_bf16'], epyc).precision == 'bfloat16'
+  assert _resolve(['--use_bf16=False'], amx).precision == 'float32'
+  assert _resolve([], amx).precision == 'bfloat16'
+  assert _resolve(['--use_bf16=auto'], amx).precision == 'bfloat16'
+  assert _resolve([], epyc).precision == 'float32'
+  assert _resolve(['--nouse_bf16'], amx).precision == 'float32'
+  with pytest.raises(SystemExit):
+    cli.parse(cifar10_train.FLAGS, ['--use_fp16', '--use_bf16'])
+  assert capsys.readouterr().err.strip().endswith(
+      'error: --use_fp16 and --use_bf16 exclude each other')
 
 
 def test_mixed_precision_skips_overflowing_steps():
   model = convnet.ConvNet(seed=1)
-  state = convnet_training.TrainState(model, compute_dtype=tf.float16)
+  state = convnet.TrainState(model, compute_dtype=tf.float16)
   state.loss_scale.assign(1e30)  # float16 gradients overflow at this scale
   before = model.params['conv1/weights'].numpy()
   images, labels = noisy_batch(16)
-  convnet_training.training(model, state, images, labels, 16)
+  convnet.training(model, state, images, labels, 16)
   np.testing.assert_array_equal(model.params['conv1/weights'].numpy(), before)
   assert float(state.loss_scale) == pytest.approx(5e29)
 
@@ -362,11 +372,11 @@ def re_search(pattern, text):
                                         ('--max_steps', '0'),
                                         ('--log_frequency', '-3'),
                                         ('--batch_size', 'many'),
-                                        ('--shards', '0'),
-                                        ('--shards', 'many')])
+                                        ('--slices', '0'),
+                                        ('--slices', 'many')])
 def test_bad_flags_one_line_error(flag, value, capsys):
   with pytest.raises(SystemExit) as e:
-    cifar10_train.build_parser().parse_args([flag, value])
+    cli.parse(cifar10_train.FLAGS, [flag, value])
   assert e.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and flag in err[0]
@@ -374,12 +384,13 @@ def test_bad_flags_one_line_error(flag, value, capsys):
 
 def test_help_describes_each_flag(capsys):
   with pytest.raises(SystemExit):
-    cifar10_train.build_parser().parse_args(['-h'])
+    cli.parse(cifar10_train.FLAGS, ['-h'])
   out = capsys.readouterr().out
   for flag in ('--train_dir', '--max_steps', '--log_frequency', '--batch_size',
-               '--data_dir', '--use_fp16', '--log_device_placement', '--seed',
-               '--fresh', '--data_source'):
-    assert flag in out
+               '--data_dir', '--[no]use_fp16', '--[no]log_device_placement',
+               '--seed', '--[no]fresh', '--data_source', '--slices',
+               '--[no]use_bf16', '--[no]jit_compile'):
+    assert flag + ':' in out, flag
 
 
 def test_missing_data_one_line_error(tmp_path, monkeypatch, capsys):
@@ -424,12 +435,12 @@ def trained(shared_bin_dir, tmp_path_factory):
 def test_eval_restores_the_moving_averages(shared_bin_dir, trained):
   path = tf.train.latest_checkpoint(trained)
   raw, avg = checkpoint_params(path)
-  ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000)
   assert ev.restore(path) == 5
   for k, v in ev.model.params.items():
     np.testing.assert_array_equal(v.numpy(), avg[k])
   assert any(not np.array_equal(raw[k], avg[k]) for k in raw)
-  ev_raw = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000,
+  ev_raw = evaluation.Evaluator(shared_bin_dir, 'test', 10000,
                                   raw_weights=True)
   ev_raw.restore(path)
   for k, v in ev_raw.model.params.items():
@@ -437,13 +448,13 @@ def test_eval_restores_the_moving_averages(shared_bin_dir, trained):
 
 
 def test_eval_counts_each_example_once(shared_bin_dir, trained):
-  ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000)
   ev.restore(tf.train.latest_checkpoint(trained))
   precision, confusion, seen = ev.evaluate()
   assert seen == 200 and confusion.sum() == 200
   assert confusion.sum(axis=1).tolist() == [20] * 10
   assert precision == np.trace(confusion) / 200
-  ev = cifar10_eval.Evaluator(shared_bin_dir, 'train_eval', 777)
+  ev = evaluation.Evaluator(shared_bin_dir, 'train_eval', 777)
   ev.restore(tf.train.latest_checkpoint(trained))
   assert ev.evaluate()[2] == 777
 

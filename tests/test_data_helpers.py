@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import data_helpers as dh
-from errors import DataSetError
+from cifar10_toolkit.errors import DataSetError
 from conftest import CLASSES, write_bin, write_py
 
 

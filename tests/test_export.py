@@ -11,26 +11,27 @@ import tensorflow as tf
 import cifar10_classify
 import cifar10_eval
 import cifar10_export
-import cifar10_data
+from cifar10_toolkit import dataset
 import cifar10_input
-import run_control
+from cifar10_toolkit import run_control
+from cifar10_toolkit import evaluation
 
 
 def _test_images(data_dir):
-  raw = np.fromfile(os.path.join(data_dir, cifar10_data.BATCHES_DIR,
-                                 cifar10_data.TEST_FILE), np.uint8)
-  raw = raw.reshape(-1, cifar10_data.RECORD_BYTES)
+  raw = np.fromfile(os.path.join(data_dir, dataset.BATCHES_DIR,
+                                 dataset.TEST_FILE), np.uint8)
+  raw = raw.reshape(-1, dataset.RECORD_BYTES)
   images = raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return np.ascontiguousarray(images), raw[:, 0].astype(np.int32)
 
 
 def _evaluator_predictions(data_dir, checkpoint_dir):
-  ev = cifar10_eval.Evaluator(data_dir, 'test', 10000)
+  ev = evaluation.Evaluator(data_dir, 'test', 10000)
   ev.restore(tf.train.latest_checkpoint(checkpoint_dir))
   precision, _, _ = ev.evaluate()
   images, _ = _test_images(data_dir)
   crops = cifar10_input.central_crop_and_standardize(images)
-  return precision, ev._predict(crops).numpy()
+  return precision, ev.predict(crops).numpy()
 
 
 def test_exported_model_predicts_as_the_evaluator(shared_bin_dir, trained,
@@ -49,7 +50,7 @@ def test_exported_model_predicts_as_the_evaluator(shared_bin_dir, trained,
   np.testing.assert_allclose(out['probabilities'].numpy().sum(axis=1), 1,
                              rtol=1e-5)
   assert out['class_names'].numpy()[0].decode() == \
-      cifar10_data.CLASS_NAMES[predicted[0]]
+      dataset.CLASS_NAMES[predicted[0]]
   # never over an existing export
   status = run_control.run_main(cifar10_export.main, [
       '--checkpoint_dir', trained, '--export_dir', export_dir])
@@ -78,11 +79,11 @@ def test_classify_png_as_the_evaluator_does(shared_bin_dir, trained, tmp_path,
   for i, line in enumerate(out):
     m = re.match(r'^(.*): (\w+) (0\.\d{3}|1\.000), (\w+) (0\.\d{3})$', line)
     assert m and m.group(1) == paths[i], line
-    assert m.group(2) == cifar10_data.CLASS_NAMES[predicted[i]]
+    assert m.group(2) == dataset.CLASS_NAMES[predicted[i]]
 
 
 def test_classify_bad_files_one_line(trained, tmp_path, capsys):
-  assert cifar10_classify.SIZE == cifar10_data.ORIGINAL_SIZE
+  assert cifar10_classify.SIZE == dataset.ORIGINAL_SIZE
   text = tmp_path / 'text.png'
   text.write_text('not an image')
   big = str(tmp_path / 'big.png')

@@ -17,9 +17,9 @@ import cifar10_eval
 import cifar10_multi_gpu_train
 import cifar10_train
 import data_helpers
-import errors
+from cifar10_toolkit import errors
 import run_fc_model
-import run_control
+from cifar10_toolkit import run_control
 from conftest import (ROOT, free_ports, start_script, start_workers,
                       train_args, wait_for, write_py)
 
@@ -314,7 +314,7 @@ def test_out_of_range_flags(tmp_path, argv):
                                                  str(tmp_path / 'runs')],
                      cwd=ROOT, capture_output=True, text=True, timeout=120)
   line = _one_error_line(p.stderr)
-  assert p.returncode == 2 and flag in line and 'from' in line
+  assert p.returncode == 2 and flag in line and 'in the range' in line
   assert not (tmp_path / 'runs').exists()
 
 

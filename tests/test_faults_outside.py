@@ -19,17 +19,18 @@ import tensorflow as tf
 import cifar10_classify
 import cifar10_eval
 import cifar10_export
-import console
-import cifar10_data
+from cifar10_toolkit import console
+from cifar10_toolkit import dataset
 import cifar10_multi_gpu_train
 import cifar10_train
-import errors
-import train_loop
+from cifar10_toolkit import errors
+from cifar10_toolkit import train_loop
 import data_helpers
 import restore_model
 import run_fc_model
-import checkpoints
-import run_control
+from cifar10_toolkit import checkpoints
+from cifar10_toolkit import run_control
+from cifar10_toolkit import evaluation
 from conftest import (ROOT, free_ports, start_workers, train_args,
                       write_bin, write_py)
 
@@ -115,14 +116,14 @@ def test_signal_before_training_is_not_lost(shared_bin_dir, tmp_path):
 
 def _cut(path, records):
   with open(path, 'r+b') as f:
-    f.truncate(records * cifar10_data.RECORD_BYTES)
+    f.truncate(records * dataset.RECORD_BYTES)
 
 
 @pytest.mark.parametrize('script', ['cifar10_train.py', 'run_fc_model.py'])
 def test_cut_binary_file_is_named_before_training(tmp_path, script):
   d = str(tmp_path)
   write_bin(d, per_file=40)
-  path = os.path.join(d, cifar10_data.BATCHES_DIR, 'data_batch_3.bin')
+  path = os.path.join(d, dataset.BATCHES_DIR, 'data_batch_3.bin')
   _cut(path, 20)
   p = subprocess.run([sys.executable, script, '--data_dir', d, '--train_dir',
                       str(tmp_path / 'run'), '--max_steps', '2'], cwd=ROOT,
@@ -136,15 +137,15 @@ def test_cut_binary_file_is_named_before_training(tmp_path, script):
 
 
 def test_official_counts_are_exact():
-  check = cifar10_data.check_record_counts
-  names = cifar10_data.TRAIN_FILES
-  official = dict.fromkeys(names + (cifar10_data.TEST_FILE,), 10000)
-  check('d', official, names, cifar10_data.TEST_FILE)
+  check = dataset.check_record_counts
+  names = dataset.TRAIN_FILES
+  official = dict.fromkeys(names + (dataset.TEST_FILE,), 10000)
+  check('d', official, names, dataset.TEST_FILE)
   for name, n in [('data_batch_1.bin', 5000), ('data_batch_5.bin', 60000),
                   ('test_batch.bin', 9999)]:
     with pytest.raises(errors.DataSetError,
                        match=r'^d/%s: %d records' % (name, n)):
-      check('d', dict(official, **{name: n}), names, cifar10_data.TEST_FILE)
+      check('d', dict(official, **{name: n}), names, dataset.TEST_FILE)
 
 
 def _pickle_batch(path, data, labels):
@@ -347,15 +348,15 @@ def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
   good = open(data, 'rb').read()
   with open(data, 'r+b') as f:
     f.truncate(100)
-  ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 200)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 200)
   reported = {}
-  path, step = cifar10_eval.newest_readable(ev, d, None, reported)
+  path, step = evaluation.newest_readable(ev, d, None, reported)
   assert (path, step) == (os.path.join(d, 'ckpt-2'), 2)
-  assert cifar10_eval.newest_readable(ev, d, path, reported) == (None, None)
+  assert evaluation.newest_readable(ev, d, path, reported) == (None, None)
   assert capsys.readouterr().out.count('Skipping checkpoint') == 1  # once
   with open(data, 'wb') as f:  # repaired (restored from a backup)
     f.write(good)
-  assert cifar10_eval.newest_readable(ev, d, path, reported) == (
+  assert evaluation.newest_readable(ev, d, path, reported) == (
       os.path.join(d, 'ckpt-3'), 3)
 
 
@@ -377,12 +378,12 @@ def test_symlink_loop_as_train_dir(shared_bin_dir, tmp_path, capsys):
 
 
 def test_batches_folder_that_is_a_file(tmp_path, capsys):
-  (tmp_path / cifar10_data.BATCHES_DIR).write_text('not a folder')
+  (tmp_path / dataset.BATCHES_DIR).write_text('not a folder')
   archive = str(tmp_path / 'archive.tar.gz')
   open(archive, 'wb').close()
   with pytest.raises(errors.DataSetError,
                      match=r'cifar-10-batches-bin: a file, not the data set'):
-    cifar10_data.maybe_download_and_extract(str(tmp_path), archive)
+    dataset.maybe_download_and_extract(str(tmp_path), archive)
   assert 'Extracting' not in capsys.readouterr().out  # nothing extracted
 
 

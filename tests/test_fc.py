@@ -9,10 +9,12 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 
 import restore_model
 import run_fc_model
-import checkpoints
-import run_control
+from cifar10_toolkit import cli
+from cifar10_toolkit import checkpoints
+from cifar10_toolkit import run_control
 import two_layer_fc
 from conftest import write_py
+from cifar10_toolkit import fc_runs
 
 
 @pytest.fixture(scope='module')
@@ -88,7 +90,7 @@ def test_run_then_restore(py_dir, tmp_path, capsys):
 def test_checkpoint_restores_identical_predictions(py_dir, tmp_path, capsys):
   train_dir = str(tmp_path / 'logs')
   run_fc_model.main(_args(py_dir, train_dir, '--max_steps', '1001'))
-  path = restore_model.newest_checkpoint(train_dir)
+  path = fc_runs.newest_checkpoint(train_dir)
   assert path.endswith('ckpt-1001')
   # ckpt-1000 holds the weights 'Step 1000' reports on: said after its line
   lines = capsys.readouterr().out.splitlines()
@@ -114,7 +116,7 @@ def test_checkpoint_restores_identical_predictions(py_dir, tmp_path, capsys):
 def test_event_files_hold_the_expected_tags(py_dir, tmp_path):
   train_dir = str(tmp_path / 'logs')
   run_fc_model.main(_args(py_dir, train_dir, '--max_steps', '201'))
-  run_dir = restore_model.newest_checkpoint(train_dir).rsplit('/', 1)[0]
+  run_dir = fc_runs.newest_checkpoint(train_dir).rsplit('/', 1)[0]
   acc = ea.EventAccumulator(run_dir, size_guidance={ea.TENSORS: 0})
   acc.Reload()
   tags = set(acc.Tags()['tensors'])
@@ -126,10 +128,11 @@ def test_event_files_hold_the_expected_tags(py_dir, tmp_path):
 @pytest.mark.parametrize('flag,value', [('--batch_size', '0'),
                                         ('--learning_rate', '-0.1'),
                                         ('--max_steps', '0'),
-                                        ('--hidden1', 'x')])
+                                        ('--hidden1', 'x'),
+                                        ('--learning_rate', '1e308')])
 def test_bad_flags(flag, value, capsys):
   with pytest.raises(SystemExit) as e:
-    run_fc_model.build_parser().parse_args([flag, value])
+    cli.parse(run_fc_model.FLAGS, [flag, value])
   err = capsys.readouterr().err.strip().splitlines()
   assert e.value.code == 2 and len(err) == 1 and flag in err[0]
 

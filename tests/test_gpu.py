@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cifar10_data
+from cifar10_toolkit import dataset
 import cifar10_input
-import device_input
+from cifar10_toolkit import device_input
 import cifar10_train
-import train_loop
+from cifar10_toolkit import train_loop
 import convnet
-import convnet_training
-import gpu_audit
-import kernel_audit
-import hardware
-import run_control
+from tools import gpu_audit
+from tools import kernel_audit
+from cifar10_toolkit import hardware
+from cifar10_toolkit import config
+from cifar10_toolkit import cli
+from cifar10_toolkit import run_control
 from conftest import ROOT
 
 # The launches a step of the GPU configuration may make (the issue's bound).
@@ -32,7 +33,7 @@ MAX_GPU_OPS_PER_STEP = 10
 def audit_results():
   """gpu_audit.py --json for 1 and 2 replicas, side by side (2 processes)."""
   procs = [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, 'gpu_audit.py'), '--json',
+      [sys.executable, os.path.join(ROOT, 'tools/gpu_audit.py'), '--json',
        '--replicas', str(r)] + ([] if r == 1 else ['--noserving']),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
            for r in (1, 2)]
@@ -129,18 +130,20 @@ def test_ops_per_step_counts_a_loop_body():
 ])
 def test_defaults_from_a_device_description(device, want):
   assert (hardware.auto_precision(device), hardware.auto_jit_compile(device),
-          hardware.auto_shards(device, 128, 1, 32)) == want
-  assert hardware.auto_shards(device, 128, 2, 32) == 1
+          hardware.auto_slices(device, 128, 1, 32)) == want
+  assert hardware.auto_slices(device, 128, 2, 32) == 1
   assert hardware.auto_data_on_device(device)
   # and through the flags, as the scripts resolve them
-  args = cifar10_train.build_parser().parse_args([])
-  assert hardware.compute_dtype(args, device).name == want[0]
-  assert hardware.jit_compile(args, device) == want[1]
-  assert hardware.num_shards(args, 1, device) == want[2]
-  forced = cifar10_train.build_parser().parse_args(['--nojit_compile'])
-  assert not hardware.jit_compile(forced, device)
-  forced = cifar10_train.build_parser().parse_args(['--jit_compile=true'])
-  assert hardware.jit_compile(forced, device)
+  def resolve(*argv):
+    cli.parse(cifar10_train.FLAGS, list(argv))
+    return config.resolve(cifar10_train.FLAGS, device)
+  run = resolve()
+  assert (run.precision, run.jit_compile, run.slices) == want
+  assert run.data_on_device
+  assert not resolve('--nojit_compile').jit_compile
+  assert resolve('--jit_compile=true').jit_compile
+  assert resolve('--jit_compile').jit_compile
+  assert not resolve('--nodata_on_device').data_on_device
 
 
 def test_this_machine_is_described():
@@ -170,13 +173,13 @@ def _one_step_each_way(data_dir, seed=4, steps=21):
   results = []
   for jit in (False, True):
     model = convnet.ConvNet(seed)
-    state = convnet_training.TrainState(model, seed, tf.float32)
+    state = convnet.TrainState(model, seed, tf.float32)
     feed = device_input.DeviceInput(data_dir, 32, seed)
-    _, aux_step = train_loop.make_train_loop(
+    _, summary_step = train_loop.make_train_loop(
         tf.distribute.get_strategy(), model, state, 32, feed, jit)
-    flags = run_control.loop_flags(0, False)
+    flags = run_control.stop_votes(0, False)
     # (the step with summaries, called again and again: one compilation)
-    outs = [aux_step(None, flags)[0] for _ in range(steps)]
+    outs = [summary_step(None, flags)[0] for _ in range(steps)]
     results.append((tf.nest.map_structure(np.asarray, outs[0]),
                     np.array([float(o['total_loss']) for o in outs]),
                     int(state.global_step.numpy())))
@@ -239,7 +242,7 @@ def test_uniform_is_the_kernels_stateless_uniform():
 
 def test_records_as_words_round_trip():
   rng = np.random.default_rng(0)
-  records = rng.integers(0, 256, (5, cifar10_data.RECORD_BYTES), np.uint8)
+  records = rng.integers(0, 256, (5, dataset.RECORD_BYTES), np.uint8)
   words = device_input.to_words(tf.constant(records))
   assert words.dtype == tf.int32 and words.shape == [5, 769]
   np.testing.assert_array_equal(device_input.from_words(words), records)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cifar10_data
+from cifar10_toolkit import dataset
 import cifar10_input as ci
-import cli
-import errors
+from cifar10_toolkit import cli
+from cifar10_toolkit import errors
 from conftest import write_bin
 
 
@@ -45,8 +45,8 @@ def test_decode_plane_order_red_then_green_then_blue():
 
 def test_load_records_reads_files_in_order(bin_dir):
   files = write_bin(bin_dir, per_file=30, seed=4)
-  names = cifar10_data.TRAIN_FILES
-  paths = [os.path.join(bin_dir, cifar10_data.BATCHES_DIR, n) for n in names]
+  names = dataset.TRAIN_FILES
+  paths = [os.path.join(bin_dir, dataset.BATCHES_DIR, n) for n in names]
   records = ci.load_records(paths).numpy()
   want = np.concatenate([np.concatenate([files[n][1][:, None], files[n][0]], 1)
                          for n in names])
@@ -101,9 +101,9 @@ def _find_crop(out, image):
 
 def test_distortions_are_crops_flips_and_affine_changes(bin_dir):
   files = write_bin(bin_dir, per_file=40, seed=2)
-  train = np.concatenate([files[n][0] for n in cifar10_data.TRAIN_FILES])
+  train = np.concatenate([files[n][0] for n in dataset.TRAIN_FILES])
   train_labels = np.concatenate(
-      [files[n][1] for n in cifar10_data.TRAIN_FILES])
+      [files[n][1] for n in dataset.TRAIN_FILES])
   images = _as_hwc(train)
   ds = ci.distorted_inputs(bin_dir, 50, seed=3)
   found = set()
@@ -216,20 +216,20 @@ def test_bad_batch_size(bin_dir, bad):
 
 @pytest.mark.parametrize('change', ['truncate', 'pad'])
 def test_truncated_or_padded_file(bin_dir, change):
-  path = os.path.join(bin_dir, cifar10_data.BATCHES_DIR, 'data_batch_3.bin')
+  path = os.path.join(bin_dir, dataset.BATCHES_DIR, 'data_batch_3.bin')
   raw = open(path, 'rb').read()
   open(path, 'wb').write(raw[:-10] if change == 'truncate' else raw + b'\0')
   with pytest.raises(errors.DataSetError,
                      match='data_batch_3.bin.*whole number'):
     ci.distorted_inputs(bin_dir, 10)
   with pytest.raises(errors.DataSetError, match='data_batch_3.bin'):
-    cifar10_data.maybe_download_and_extract(bin_dir)
+    dataset.maybe_download_and_extract(bin_dir)
 
 
 def test_label_above_nine(bin_dir):
-  path = os.path.join(bin_dir, cifar10_data.BATCHES_DIR, 'test_batch.bin')
+  path = os.path.join(bin_dir, dataset.BATCHES_DIR, 'test_batch.bin')
   raw = bytearray(open(path, 'rb').read())
-  raw[cifar10_data.RECORD_BYTES * 5] = 12
+  raw[dataset.RECORD_BYTES * 5] = 12
   open(path, 'wb').write(bytes(raw))
   with pytest.raises(errors.DataSetError,
                      match=r'test_batch.bin: record 5 has label byte 12'):
@@ -240,12 +240,12 @@ def test_no_data_and_no_way_to_fetch(tmp_path, monkeypatch):
   monkeypatch.setenv(cli.DATA_SOURCE_ENV, 'http://127.0.0.1:9/cifar.tar.gz')
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError) as e:
-    cifar10_data.maybe_download_and_extract(data_dir)
+    dataset.maybe_download_and_extract(data_dir)
   msg = str(e.value)
   assert data_dir in msg and cli.DATA_SOURCE_ENV in msg and '\n' not in msg
   assert os.listdir(data_dir) == []
   with pytest.raises(errors.DataSetError, match='does not exist'):
-    cifar10_data.maybe_download_and_extract(data_dir,
+    dataset.maybe_download_and_extract(data_dir,
                                             str(tmp_path / 'nowhere.tar.gz'))
 
 
@@ -253,22 +253,22 @@ def test_no_data_and_no_way_to_fetch(tmp_path, monkeypatch):
 
 def _make_archive(path, label_fn=lambda i: i % 10, sizes=None, extra=None):
   """A full-size archive: 6 files of 10,000 records, zero pixels (fast gzip)."""
-  names = list(cifar10_data.TRAIN_FILES) + [cifar10_data.TEST_FILE]
+  names = list(dataset.TRAIN_FILES) + [dataset.TEST_FILE]
   with tarfile.open(path, 'w:gz', compresslevel=1) as tar:
     for k, name in enumerate(names):
       records = np.zeros(
-          (cifar10_data.RECORDS_PER_FILE, cifar10_data.RECORD_BYTES), np.uint8)
+          (dataset.RECORDS_PER_FILE, dataset.RECORD_BYTES), np.uint8)
       records[:,
-              0] = [label_fn(i) for i in range(cifar10_data.RECORDS_PER_FILE)]
+              0] = [label_fn(i) for i in range(dataset.RECORDS_PER_FILE)]
       records[:, 1:] = k
       raw = records.tobytes()
       if sizes and name in sizes:
         raw = raw[:sizes[name]]
-      info = tarfile.TarInfo(cifar10_data.BATCHES_DIR + '/' + name)
+      info = tarfile.TarInfo(dataset.BATCHES_DIR + '/' + name)
       info.size = len(raw)
       tar.addfile(info, io.BytesIO(raw))
-    meta = b'\n'.join(c.encode() for c in cifar10_data.CLASS_NAMES)
-    info = tarfile.TarInfo(cifar10_data.BATCHES_DIR + '/batches.meta.txt')
+    meta = b'\n'.join(c.encode() for c in dataset.CLASS_NAMES)
+    info = tarfile.TarInfo(dataset.BATCHES_DIR + '/batches.meta.txt')
     info.size = len(meta)
     tar.addfile(info, io.BytesIO(meta))
   return path
@@ -277,52 +277,52 @@ def _make_archive(path, label_fn=lambda i: i % 10, sizes=None, extra=None):
 @pytest.fixture(scope='module')
 def good_archive(tmp_path_factory):
   return _make_archive(
-      str(tmp_path_factory.mktemp('arch') / cifar10_data.ARCHIVE_NAME))
+      str(tmp_path_factory.mktemp('arch') / dataset.ARCHIVE_NAME))
 
 
 def _nothing_half_extracted(data_dir):
-  assert not os.path.exists(os.path.join(data_dir, cifar10_data.BATCHES_DIR))
+  assert not os.path.exists(os.path.join(data_dir, dataset.BATCHES_DIR))
   assert glob.glob(os.path.join(data_dir, '.extract-*')) == []
 
 
 def test_extract_from_local_archive_path(tmp_path, good_archive):
-  out = cifar10_data.maybe_download_and_extract(str(tmp_path), good_archive)
+  out = dataset.maybe_download_and_extract(str(tmp_path), good_archive)
   assert sorted(os.listdir(out)) == sorted(
-      list(cifar10_data.TRAIN_FILES) +
-      [cifar10_data.TEST_FILE, 'batches.meta.txt'])
+      list(dataset.TRAIN_FILES) +
+      [dataset.TEST_FILE, 'batches.meta.txt'])
   assert glob.glob(str(tmp_path / '.extract-*')) == []
 
 
 def test_download_by_url_then_never_again(tmp_path, good_archive, monkeypatch,
                                           capsys):
   data_dir = str(tmp_path)
-  cifar10_data.maybe_download_and_extract(data_dir, 'file://' + good_archive)
+  dataset.maybe_download_and_extract(data_dir, 'file://' + good_archive)
   assert 'Downloading' in capsys.readouterr().out
-  assert os.path.isfile(os.path.join(data_dir, cifar10_data.ARCHIVE_NAME))
+  assert os.path.isfile(os.path.join(data_dir, dataset.ARCHIVE_NAME))
   # The archive is present: removing the extracted folder re-extracts it
   # without fetching, even from an unreachable source.
   import shutil
-  shutil.rmtree(os.path.join(data_dir, cifar10_data.BATCHES_DIR))
+  shutil.rmtree(os.path.join(data_dir, dataset.BATCHES_DIR))
   monkeypatch.setenv(cli.DATA_SOURCE_ENV, 'http://127.0.0.1:9/x.tar.gz')
-  cifar10_data.maybe_download_and_extract(data_dir)
+  dataset.maybe_download_and_extract(data_dir)
   assert 'Downloading' not in capsys.readouterr().out
 
 
 def test_environment_variable_selects_source(tmp_path, good_archive,
                                              monkeypatch):
   monkeypatch.setenv(cli.DATA_SOURCE_ENV, good_archive)
-  assert os.path.isdir(cifar10_data.maybe_download_and_extract(str(tmp_path)))
+  assert os.path.isdir(dataset.maybe_download_and_extract(str(tmp_path)))
 
 
 def test_official_url_checks_md5(tmp_path, good_archive, monkeypatch):
-  monkeypatch.setattr(cifar10_data, 'DATA_URL', 'file://' + good_archive)
+  monkeypatch.setattr(dataset, 'DATA_URL', 'file://' + good_archive)
   monkeypatch.delenv(cli.DATA_SOURCE_ENV, raising=False)
   with pytest.raises(errors.DataSetError,
                      match='md5 .* differs from the official'):
-    cifar10_data.maybe_download_and_extract(str(tmp_path))
+    dataset.maybe_download_and_extract(str(tmp_path))
   _nothing_half_extracted(str(tmp_path))
   assert not os.path.exists(str(
-      tmp_path / cifar10_data.ARCHIVE_NAME))  # bad download gone
+      tmp_path / dataset.ARCHIVE_NAME))  # bad download gone
 
 
 def test_corrupt_archive(tmp_path):
@@ -331,7 +331,7 @@ def test_corrupt_archive(tmp_path):
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError,
                      match='bad.tar.gz: not a readable gzip'):
-    cifar10_data.maybe_download_and_extract(data_dir, str(bad))
+    dataset.maybe_download_and_extract(data_dir, str(bad))
   _nothing_half_extracted(data_dir)
 
 
@@ -340,19 +340,19 @@ def test_cut_off_archive(tmp_path, good_archive):
   cut.write_bytes(open(good_archive, 'rb').read()[:50000])
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError, match='cut.tar.gz'):
-    cifar10_data.maybe_download_and_extract(data_dir, str(cut))
+    dataset.maybe_download_and_extract(data_dir, str(cut))
   _nothing_half_extracted(data_dir)
 
 
 def test_archive_with_short_file(tmp_path):
   arch = _make_archive(
       str(tmp_path / 'short.tar.gz'),
-      sizes={'data_batch_2.bin': cifar10_data.FILE_BYTES - 3073})
+      sizes={'data_batch_2.bin': dataset.FILE_BYTES - 3073})
   data_dir = str(tmp_path / 'data')
   with pytest.raises(
       errors.DataSetError,
       match=r'short.tar.gz: .*data_batch_2.bin: 30726927 bytes'):
-    cifar10_data.maybe_download_and_extract(data_dir, arch)
+    dataset.maybe_download_and_extract(data_dir, arch)
   _nothing_half_extracted(data_dir)
 
 
@@ -362,18 +362,18 @@ def test_archive_with_bad_label(tmp_path):
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError,
                      match=r'record 77 has label byte 10'):
-    cifar10_data.maybe_download_and_extract(data_dir, arch)
+    dataset.maybe_download_and_extract(data_dir, arch)
   _nothing_half_extracted(data_dir)
 
 
 # --- the real data set ------------------------------------------------------
 
 def test_real_data_set_counts(real_data_dir):
-  d = os.path.join(real_data_dir, cifar10_data.BATCHES_DIR)
-  cifar10_data.check_batches_bin(d, exact_size=True)
+  d = os.path.join(real_data_dir, dataset.BATCHES_DIR)
+  dataset.check_batches_bin(d, exact_size=True)
   train = ci.load_records(
-      [os.path.join(d, n) for n in cifar10_data.TRAIN_FILES])
-  test = ci.load_records([os.path.join(d, cifar10_data.TEST_FILE)])
+      [os.path.join(d, n) for n in dataset.TRAIN_FILES])
+  test = ci.load_records([os.path.join(d, dataset.TEST_FILE)])
   assert train.shape == (50000, 3073) and test.shape == (10000, 3073)
   assert np.bincount(train[:, 0].numpy()).tolist() == [5000] * 10
   assert np.bincount(test[:, 0].numpy()).tolist() == [1000] * 10

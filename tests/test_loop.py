@@ -1,6 +1,7 @@
 """The training loop's shape changes nothing: --steps_per_loop and
 --data_on_device give the same batches, weights, logs and stops."""
 
+import os
 import re
 import signal
 
@@ -9,12 +10,12 @@ import pytest
 import tensorflow as tf
 
 import cifar10_input
-import device_input
+from cifar10_toolkit import device_input
 import cifar10_multi_gpu_train
 import cifar10_train
-import convnet_training
-import run_control
+from cifar10_toolkit import run_control
 from conftest import event_tags, start_script, train_args, wait_for
+from cifar10_toolkit import cluster
 
 LOG_LINE = (r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = '
             r'\d+\.\d\d \(\d+\.\d examples/sec; \d+\.\d{3} sec/batch'
@@ -40,7 +41,7 @@ def _strategy(replicas):
   if replicas == 1:
     return tf.distribute.get_strategy()
   return tf.distribute.MirroredStrategy(
-      cifar10_multi_gpu_train.split_device('CPU', replicas))
+      cluster.split_device('CPU', replicas))
 
 
 @pytest.mark.parametrize('replicas,pieces', [(1, 1), (2, 1), (1, 3), (2, 2)])
@@ -121,11 +122,11 @@ def test_two_replicas_steps_per_loop_changes_nothing(shared_bin_dir, tmp_path,
 
 
 @pytest.mark.slow
-def test_shards_change_nothing(shared_bin_dir, tmp_path, capsys):
+def test_slices_change_nothing(shared_bin_dir, tmp_path, capsys):
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  assert _run(shared_bin_dir, one, 5, 3, 'true', '--shards', '1') == 0
+  assert _run(shared_bin_dir, one, 5, 3, 'true', '--slices', '1') == 0
   assert 'in 2 slices' not in capsys.readouterr().out
-  assert _run(shared_bin_dir, two, 5, 3, 'true', '--shards', '2') == 0
+  assert _run(shared_bin_dir, two, 5, 3, 'true', '--slices', '2') == 0
   assert 'batch 32 in 2 slices' in capsys.readouterr().out
   # the same step, summed in another order: equal to round-off
   _assert_same_state(tf.train.latest_checkpoint(one),
@@ -133,25 +134,27 @@ def test_shards_change_nothing(shared_bin_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_shards_with_two_replicas(shared_bin_dir, tmp_path):
+def test_slices_with_two_replicas(shared_bin_dir, tmp_path):
   dirs = []
   for shards in ('1', '2'):
     d = str(tmp_path / shards)
     assert cifar10_multi_gpu_train.main(train_args(shared_bin_dir, d) + [
         '--max_steps', '5', '--steps_per_loop', '3', '--batch_size', '16',
-        '--logical_devices', '2', '--shards', shards]) == 0
+        '--logical_devices', '2', '--slices', shards]) == 0
     dirs.append(d)
   _assert_same_state(*[tf.train.latest_checkpoint(d) for d in dirs])
 
 
-def test_shards_that_do_not_divide_the_batch(shared_bin_dir, tmp_path,
+def test_slices_that_do_not_divide_the_batch(shared_bin_dir, tmp_path,
                                              capsys):
   d = str(tmp_path / 't')
-  status = run_control.run_main(cifar10_train.main, train_args(
-      shared_bin_dir, d) + ['--max_steps', '2', '--shards', '3'])
+  with pytest.raises(SystemExit) as e:  # a flag error: status 2
+    run_control.run_main(cifar10_train.main, train_args(
+        shared_bin_dir, d) + ['--max_steps', '2', '--slices', '3'])
   err = capsys.readouterr().err.strip().splitlines()
-  assert status != 0 and len(err) == 1, err
-  assert '--shards 3 does not divide --batch_size 32' in err[0]
+  assert e.value.code == 2 and len(err) == 1, err
+  assert not os.path.exists(d)
+  assert '--slices 3 does not divide --batch_size 32' in err[0]
 
 
 @pytest.mark.slow
@@ -179,7 +182,7 @@ def test_nan_inside_a_loop_names_its_step_and_saves_nothing(
   assert _run(shared_bin_dir, d, 2, 7, 'true') == 0
   # the update of step 14 (global step 13 before it) makes the weights NaN,
   # so the loss of step 15, inside the loop of steps 4-23, is NaN
-  schedule = convnet_training.learning_rate
+  schedule = convnet.learning_rate
   monkeypatch.setattr(convnet_training, 'learning_rate',
                       lambda step, batch: tf.where(
                           step >= 13, float('nan'), schedule(step, batch)))

@@ -15,9 +15,12 @@ import cifar10_eval
 import cifar10_input
 import cifar10_multi_gpu_train
 import cifar10_train
-import hardware
+from cifar10_toolkit import hardware
+from cifar10_toolkit import config
+from cifar10_toolkit import cli
 import convnet
-import convnet_training
+from cifar10_toolkit import cluster
+from cifar10_toolkit import evaluation
 from conftest import (ROOT, checkpoint_params, free_ports, noisy_batch,
                       train_args)
 
@@ -34,13 +37,13 @@ def _all_values(model, state):
 def test_two_replicas_of_64_equal_one_device_of_128():
   images, labels = noisy_batch(128, seed=3)
   single = convnet.ConvNet(seed=5)
-  single_state = convnet_training.TrainState(single)
-  convnet_training.training(single, single_state, images, labels, 128)
+  single_state = convnet.TrainState(single)
+  convnet.training(single, single_state, images, labels, 128)
 
   strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
   with strategy.scope():
     model = convnet.ConvNet(seed=5)
-    state = convnet_training.TrainState(model)
+    state = convnet.TrainState(model)
   halves = strategy.experimental_distribute_values_from_function(
       lambda ctx: (images[ctx.replica_id_in_sync_group * 64:][:64],
                    labels[ctx.replica_id_in_sync_group * 64:][:64]))
@@ -48,7 +51,7 @@ def test_two_replicas_of_64_equal_one_device_of_128():
   @tf.function
   def step(batch):
     return strategy.run(
-        lambda x, y: convnet_training.training(model, state, x, y, 128),
+        lambda x, y: convnet.training(model, state, x, y, 128),
         args=batch)
 
   out = step(halves)
@@ -94,7 +97,7 @@ def test_script_equals_single_device_and_resumes_across(shared_bin_dir,
   assert 'Resuming from' in capsys.readouterr().out
   assert tf.train.latest_checkpoint(single).endswith('ckpt-4')
   assert tf.train.latest_checkpoint(multi).endswith('ckpt-4')
-  ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000)
   assert ev.restore(tf.train.latest_checkpoint(multi)) == 4
 
 
@@ -107,7 +110,7 @@ def test_gpu_configuration_on_two_logical_devices(shared_bin_dir, tmp_path,
   assert cifar10_multi_gpu_train.main(
       train_args(shared_bin_dir, multi) + [
           '--max_steps', '3', '--batch_size', '16', '--logical_devices', '2',
-          '--jit_compile', '--shards', '1']) == 0
+          '--jit_compile', '--slices', '1']) == 0
   out = capsys.readouterr().out
   assert '2 replica(s) x batch 16' in out and ', XLA' in out
   assert cifar10_train.main(train_args(shared_bin_dir, single) + [
@@ -148,7 +151,7 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
            'multi_worker'] + train_args(shared_bin_dir, d) +
           # the GPU configuration, forced: XLA, one slice
           ['--max_steps', '4', '--batch_size', '16', '--jit_compile',
-           '--shards', '1'],
+           '--slices', '1'],
           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
           text=True))
     outs = [p.communicate(timeout=240)[0] for p in procs]
@@ -169,7 +172,7 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
       f for f in os.listdir(tempfile.gettempdir())
       if f.startswith('cifar10-worker-') and
       os.path.getmtime(os.path.join(tempfile.gettempdir(), f)) >= began]
-  ev = cifar10_eval.Evaluator(shared_bin_dir, 'test', 10000)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000)
   assert ev.restore(tf.train.latest_checkpoint(d)) == 4
   precision, confusion, seen = ev.evaluate()
   # the same count made independently: the checkpoint's moving averages
@@ -190,28 +193,26 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
 
 
 def test_multi_worker_needs_tf_config(monkeypatch, capsys):
-  import run_control
+  from cifar10_toolkit import run_control
   monkeypatch.delenv('TF_CONFIG', raising=False)
   assert run_control.run_main(cifar10_multi_gpu_train.main,
                             ['--strategy', 'multi_worker']) == 1
   assert 'needs TF_CONFIG' in capsys.readouterr().err
 
 
-def test_planned_replicas_set_shards_auto(monkeypatch):
-  # --shards auto sees the run's replicas before TensorFlow starts: one
+def test_planned_replicas_set_slices_auto(monkeypatch):
+  # --slices auto sees the run's replicas before TensorFlow starts: one
   # device alone gets the single-device rule, several devices or workers 1.
-  parse = cifar10_multi_gpu_train.build_parser().parse_args
-  planned = cifar10_multi_gpu_train.planned_replicas
-  assert planned(parse([])) == 1
-  assert planned(parse(['--logical_devices', '2'])) == 2
+  planned = cluster.planned_replicas
+  assert planned(1, 0, False) == 1
+  assert planned(1, 2, False) == 2
+  assert planned(4, 0, False) == 1  # no GPU here: the CPU
   monkeypatch.setenv('TF_CONFIG', json.dumps({
       'cluster': {'chief': ['a:1'], 'worker': ['b:1', 'c:1']},
       'task': {'type': 'worker', 'index': 0}}))
-  assert planned(parse(['--strategy', 'multi_worker'])) == 3
-  assert planned(parse(['--strategy', 'multi_worker',
-                        '--logical_devices', '2'])) == 6
+  assert planned(1, 0, True) == 3
+  assert planned(1, 2, True) == 6
   cpu = hardware.Device('CPU', None, 2, False)  # 2 cores
-  assert hardware.num_shards(parse([]), planned(parse([])), cpu) == 2
-  assert hardware.num_shards(
-      parse(['--logical_devices', '2']),
-      planned(parse(['--logical_devices', '2'])), cpu) == 1
+  cli.parse(cifar10_multi_gpu_train.FLAGS, [])
+  assert config.resolve(cifar10_multi_gpu_train.FLAGS, cpu, 1).slices == 2
+  assert config.resolve(cifar10_multi_gpu_train.FLAGS, cpu, 2).slices == 1

@@ -12,11 +12,12 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator as ea
 
 import cifar10_eval
-import cifar10_data
-import cli
+from cifar10_toolkit import dataset
+from cifar10_toolkit import cli
 import cifar10_train
 import run_fc_model
 from conftest import train_args
+from cifar10_toolkit import evaluation
 
 LAYERS = ['conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
           'local4', 'softmax_linear']
@@ -52,14 +53,14 @@ def test_convnet_graph_has_the_layers_as_named_scopes(trained):
                 'train_step/loss/weight_decay', 'train_step/gradients',
                 'train_step/sgd', 'train_step/moving_averages',
                 'train_step/loss_averages', 'input', 'replica_input',
-                'stop_and_save_flags'):
+                'stop_and_save_votes'):
     assert any(n.startswith(group + '/') for n in names), group
   scopes, singles = _top_level(graph)
   # Before the scopes: 673 nodes under 396 top-level names. Now 672 nodes
-  # under 30: six scopes, and the function's input (flags), outputs (22
+  # under 30: six scopes, and the function's input (votes), outputs (22
   # Identity nodes, one series in TensorBoard) and a NoOp.
   assert scopes == {'train_step', 'replica_input', 'input', 'gradient_tape',
-                    'outputs', 'stop_and_save_flags'}, scopes
+                    'outputs', 'stop_and_save_votes'}, scopes
   ops = {n.name: n.op for n in graph.node}
   assert {ops[s] for s in singles} <= {'_Arg', 'Placeholder', 'Identity',
                                        '_Retval', 'NoOp'}
@@ -98,7 +99,7 @@ def test_confusion_matrix_is_labelled_and_in_the_text_tab(
   assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50
   rows = [l for l in text.splitlines() if l.startswith('| **')]
   assert [re.match(r'\| \*\*(\w+)\*\*', r).group(1) for r in rows] == \
-      list(cifar10_data.CLASS_NAMES)
+      list(dataset.CLASS_NAMES)
   counts = [[int(c) for c in r.split('|')[2:12]] for r in rows]
   assert np.sum(counts) == 200 and np.sum(counts, axis=1).tolist() == [20] * 10
 
@@ -106,8 +107,8 @@ def test_confusion_matrix_is_labelled_and_in_the_text_tab(
 def test_confusion_image_shows_the_numbers(tmp_path):
   confusion = np.diag(np.arange(10) + 90)
   confusion[3, 5] = 7
-  a = cifar10_eval.confusion_image(confusion, 1234, 0.987)
-  b = cifar10_eval.confusion_image(confusion * 0 + np.diag([100] * 10), 1234,
+  a = evaluation.confusion_image(confusion, 1234, 0.987)
+  b = evaluation.confusion_image(confusion * 0 + np.diag([100] * 10), 1234,
                                    0.987)
   assert a.dtype == np.uint8 and a.shape[-1] == 4
   assert a.shape == b.shape and not np.array_equal(a, b)
@@ -169,7 +170,7 @@ def test_profile_steps_write_a_trace(shared_bin_dir, tmp_path, capsys):
 @pytest.mark.parametrize('value', ['4,2', '3', 'a,b', '-1,2'])
 def test_bad_profile_steps(value, capsys):
   with pytest.raises(SystemExit):
-    cifar10_train.build_parser().parse_args(['--profile_steps', value])
+    cli.parse(cifar10_train.FLAGS, ['--profile_steps', value])
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and '--profile_steps' in err[0]
 

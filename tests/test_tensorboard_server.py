@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cifar10_data
+from cifar10_toolkit import dataset
 from conftest import ROOT
 
 LAYERS = ['conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
@@ -183,7 +183,7 @@ def test_text_tab_shows_the_confusion_table(server):
   assert entry['step'] == 3
   rows = re.findall(r'<tr>\s*<td><strong>(\w+)</strong></td>(.*?)</tr>',
                     entry['text'], re.S)
-  assert [name for name, _ in rows] == list(cifar10_data.CLASS_NAMES)
+  assert [name for name, _ in rows] == list(dataset.CLASS_NAMES)
   cells = [[html.unescape(c) for c in re.findall(r'<td>([^<]*)</td>', r)]
            for _, r in rows]
   counts = np.array([[int(c) for c in r[:10]] for r in cells])
@@ -243,7 +243,7 @@ def test_hparams_tab_joins_training_and_evaluation(server, runs):
   assert hp['precision'] == runs['dtype']  # as the console said
   assert hp['use_bf16'] == (runs['dtype'] == 'bfloat16')
   assert hp['use_fp16'] is False and hp['data_on_device'] == 'true'
-  assert hp['data_source'] == cifar10_data.resolve_source(None)
+  assert hp['data_source'] == dataset.resolve_source(None)
   assert isinstance(hp['shards'], float) and hp['shards'] >= 1
   assert 'None' not in {str(v) for v in hp.values()}
 

@@ -2,11 +2,11 @@
 
   run_main(main)              the toolkit's errors (errors.py) as one line,
                               exit codes; memory growth set before anything
-                              runs
+                              runs; the end of start-up (startup.py)
   GracefulStop                Ctrl-C / SIGTERM / SIGHUP: finish, save, exit
   signals_raise()             the same signals as an exception (Stopped)
   record_stop_signals()       a signal during start-up is kept for the loop
-  loop_flags / read_flags     stop and save requests, agreed by all workers
+  stop_votes / read_votes     stop and save requests, agreed by all workers
   ClosableConsole             stdout that a closed reader cannot stop
   check_finite(losses, ...)   a NaN loss stops the run, naming its step
 
@@ -25,13 +25,13 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import console
-import cli
-import errors
-import hardware
+from cifar10_toolkit import console
+from cifar10_toolkit import errors
+from cifar10_toolkit import hardware
+from cifar10_toolkit import startup
 
 
-def run_main(main, argv=None):
+def run_main(main, argv=None, ends_startup=True):
   """Runs main(argv); expected failures become one line on stderr.
 
   Expected: the toolkit's own errors (DataSetError, errors.UsageError,
@@ -39,35 +39,49 @@ def run_main(main, argv=None):
   file it cannot read or write). Anything else is a bug and keeps its
   traceback.
 
+  ends_startup: end the capture of TensorFlow's start-up lines
+  (startup.end_startup) before main runs; a training script ends it itself,
+  once it has set TensorFlow's thread pools, which a warm-up would fix.
+
   Exit status: 0 done, 1 a data, checkpoint or usage problem, a NaN loss or
   a file system error (full disk, read-only folder: one line naming the file),
   130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP (after saving).
   """
-  prog = os.path.basename(sys.argv[0])
+  prog = startup.prog()
   hardware.set_memory_growth()  # before anything runs on a GPU
+  if ends_startup:
+    startup.end_startup(warm_up)
   if not isinstance(sys.stdout, ClosableConsole):
     sys.stdout = ClosableConsole(sys.stdout)
-  if cli.interrupted():  # Ctrl-C while TensorFlow loaded, which swallows it
-    sys.stderr.write('%s: interrupted\n' % prog)
-    return 130
+  if startup.interrupted():  # Ctrl-C while TensorFlow loaded, which swallows it
+    return _fail('%s: interrupted' % prog, 130)
   try:
     return main(argv)
-  except (errors.DataSetError, errors.UsageError,
-          errors.NanLossError) as e:  # the toolkit's own
-    sys.stderr.write('%s: error: %s\n' % (prog, e))
-    return 1
-  except OSError as e:
-    sys.stderr.write('%s: error: %s\n' % (prog, e))
-    return 1
+  except (errors.DataSetError, errors.UsageError, errors.NanLossError,
+          OSError) as e:  # the toolkit's own, and the file system's
+    return _fail('%s: error: %s' % (prog, e), 1)
   except tf.errors.OpError as e:
-    sys.stderr.write('%s: error: %s\n' % (prog, first_line(e)))
-    return 1
+    return _fail('%s: error: %s' % (prog, first_line(e)), 1)
   except KeyboardInterrupt:
-    sys.stderr.write('%s: interrupted\n' % prog)
-    return 130
+    return _fail('%s: interrupted' % prog, 130)
   except Stopped as e:
-    sys.stderr.write('%s: %s; nothing was left half-written\n' % (prog, e))
-    return 128 + e.signum
+    return _fail('%s: %s; nothing was left half-written' % (prog, e),
+                 128 + e.signum)
+  finally:
+    startup.end_startup()  # (a bug's traceback comes after: to the terminal)
+
+
+def _fail(line, status):
+  startup.end_startup()  # an error before start-up ended: to the terminal
+  sys.stderr.write(line + '\n')
+  return status
+
+
+def warm_up():
+  """Makes TensorFlow say its once-only start-up lines now, while they are
+  captured (startup.end_startup): oneDNN's notice about small integer
+  types comes with the first graph that holds one."""
+  tf.function(lambda x: tf.transpose(x))(tf.zeros([1, 2], tf.int32))
 
 
 class ClosableConsole:
@@ -195,21 +209,20 @@ class GracefulStop:
     return 128 + self.signum if self.signum else 0
 
 
-def loop_flags(signum, save):
-  """This worker's float32 flags for the training functions: one per stop
-  signal (STOP_SIGNALS), then save wanted.
+def stop_votes(signum, save):
+  """This worker's float32 votes for the training functions: one per stop
+  signal (STOP_SIGNALS), then one to save now.
 
   (float32: MirroredStrategy cannot all-reduce an int32 tensor.)"""
   return tf.constant([float(signum == s) for s in STOP_SIGNALS] +
                      [float(save)], tf.float32)
 
 
-def read_flags(flags):
-  """(signal number or 0, save wanted) from the summed flags of all workers."""
-  flags = flags.numpy()
-  signum = next((int(s) for s, n in zip(STOP_SIGNALS, flags)
-                 if n), 0)
-  return signum, bool(flags[-1])
+def read_votes(votes):
+  """(signal number or 0, save wanted) from the votes of all workers, summed."""
+  votes = votes.numpy()
+  signum = next((int(s) for s, n in zip(STOP_SIGNALS, votes) if n), 0)
+  return signum, bool(votes[-1])
 
 
 def check_finite(losses, first_step, train_dir):

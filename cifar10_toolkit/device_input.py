@@ -10,15 +10,15 @@ DatasetFeed gives the tf.data path (cifar10_input.distorted_inputs) the same
 interface.
 
 The batches equal cifar10_input.distorted_inputs' (same seed and step), and
-every op has a GPU kernel (gpu_audit.py): the records are kept as 32-bit
+every op has a GPU kernel (tools/gpu_audit.py): the records are kept as 32-bit
 words (to_words, from_words), as a GPU has no uint8 gather.
 """
 
 import tensorflow as tf
 
-import cifar10_data
 import cifar10_input
-import errors
+from cifar10_toolkit import dataset
+from cifar10_toolkit import errors
 
 
 class DeviceInput:
@@ -53,7 +53,7 @@ class DeviceInput:
       seed: int seed of the run (the one given to distorted_inputs).
       strategy: the tf.distribute strategy (default: the current one).
       records: optional uint8 [N, 3073] records to use instead of reading
-        data_dir's (e.g. to trace the training functions, gpu_audit.py).
+        data_dir's (e.g. to trace the training functions, tools/gpu_audit.py).
 
     Raises:
       ValueError, errors.DataSetError: as distorted_inputs.
@@ -115,25 +115,25 @@ class DeviceInput:
           self.global_batch, dtype=tf.int64))
     return self.records, indices, step
 
-  def replica_batch(self, batch, pieces=1):
+  def replica_batch(self, batch, slices=1):
     """This replica's (images float32, labels int32), in replica context.
 
-    pieces: make the batch as this many independent slices, joined (the
+    slices: make the batch as this many independent slices, joined (the
     same values; with single-threaded kernels the slices are made side by
-    side, see convnet.sharded_inference)."""
+    side, see convnet.inference)."""
     records, indices, step = batch
     ctx = tf.distribute.get_replica_context()
     lo = ctx.replica_id_in_sync_group * self.batch_size
-    size = self.batch_size // pieces
+    size = self.batch_size // slices
     parts = []
-    for k in range(pieces):
+    for k in range(slices):
       start = lo + k * size
       images, labels = cifar10_input.decode_records(from_words(tf.gather(
           records, indices[start:start + size])))
       parts.append((cifar10_input.distort_images(
           images, tf.stack([self.seed, step]), self.global_batch, start),
                     labels))
-    if pieces == 1:
+    if slices == 1:
       return parts[0]
     return tuple(tf.concat(p, 0) for p in zip(*parts))
 
@@ -143,16 +143,16 @@ _WORD = 4  # bytes
 
 def to_words(records):
   """uint8 [N, 3073] records as int32 [N, 769] words (zero-padded)."""
-  pad = -cifar10_data.RECORD_BYTES % _WORD
+  pad = -dataset.RECORD_BYTES % _WORD
   padded = tf.pad(records, [[0, 0], [0, pad]])
-  words = (cifar10_data.RECORD_BYTES + pad) // _WORD
+  words = (dataset.RECORD_BYTES + pad) // _WORD
   return tf.bitcast(tf.reshape(padded, [-1, words, _WORD]), tf.int32)
 
 
 def from_words(words):
   """to_words undone: int32 [N, 769] -> uint8 [N, 3073]."""
   return tf.reshape(tf.bitcast(words, tf.uint8), [tf.shape(words)[0], -1]
-                    )[:, :cifar10_data.RECORD_BYTES]
+                    )[:, :dataset.RECORD_BYTES]
 
 
 class DatasetFeed:
@@ -162,5 +162,5 @@ class DatasetFeed:
   def next_batch(self, step, iterator):
     return next(iterator)
 
-  def replica_batch(self, batch, pieces=1):
+  def replica_batch(self, batch, slices=1):
     return batch

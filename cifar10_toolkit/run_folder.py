@@ -15,9 +15,9 @@ import sys
 import tempfile
 import time
 
-import checkpoints
-import errors
-import run_control
+from cifar10_toolkit import checkpoints
+from cifar10_toolkit import errors
+from cifar10_toolkit import run_control
 
 
 def prepare_dir(path, flag):

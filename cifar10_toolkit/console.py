@@ -10,7 +10,8 @@ import datetime
 import sys
 import time
 
-import cli
+FIRST_PROGRESS_SECS = 20  # the first 'how long to go' line, after the start
+
 
 
 class StepClock:
@@ -65,13 +66,13 @@ class StepClock:
   def progress(self, step, max_steps, interval):
     """A line saying how long the run has to go, when one is due, or None.
 
-    The first comes cli.FIRST_PROGRESS_SECS after start-up (set warm first),
+    The first comes FIRST_PROGRESS_SECS after start-up (set warm first),
     then one every `interval` seconds, at the speed since the previous one.
     """
     since = self.said or self.warm
     if since is None or step >= max_steps or step == since[0]:
       return None
-    due = interval if self.said else min(interval, cli.FIRST_PROGRESS_SECS)
+    due = interval if self.said else min(interval, FIRST_PROGRESS_SECS)
     if time.time() - since[1] < due:
       return None
     self.said = (step, time.time())

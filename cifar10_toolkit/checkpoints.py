@@ -20,8 +20,8 @@ import time
 
 import tensorflow as tf
 
-import errors
-import run_control
+from cifar10_toolkit import errors
+from cifar10_toolkit import run_control
 
 CHECKPOINT_PREFIX = 'ckpt'
 

@@ -6,17 +6,17 @@ defaults are tested on a CPU with made-up descriptions:
   describe() -> Device                  this machine (its first GPU, else CPU)
   auto_precision(device) -> dtype name  --use_bf16 / --use_fp16 unset
   auto_jit_compile(device) -> bool      --jit_compile auto
-  auto_shards(device, batch, replicas, min)   --shards auto
+  auto_slices(device, batch, replicas, min)   --slices auto
   auto_data_on_device(device) -> bool   --data_on_device auto
   set_memory_growth()                   every script, before TensorFlow
                                         allocates on a GPU
-  set_threads(device, shards)           TensorFlow's CPU thread pools
+  set_threads(device, slices)           TensorFlow's CPU thread pools
+  precision(use_fp16, use_bf16, device) the precision flags resolved
 
-and the training flags resolved with them: compute_dtype(args),
-jit_compile(args), num_shards(args, replicas), data_on_device(args).
+cifar10_toolkit.config resolves a run's flags with them, once.
 
 What a GPU gets (one slice, XLA, bfloat16 or float16) is reasoned from
-TensorFlow's kernel registry and the counted launches (gpu_audit.py), not
+TensorFlow's kernel registry and the counted launches (tools/gpu_audit.py), not
 measured on a GPU: see the README.
 """
 
@@ -25,8 +25,6 @@ import os
 
 import tensorflow as tf
 
-import cli
-import errors
 
 # kind: 'GPU' or 'CPU'; compute_capability: (major, minor) of a GPU, else
 # None; cores: the cores this process may run on; native_bf16: the device
@@ -95,13 +93,13 @@ def auto_precision(device):
 
 def auto_jit_compile(device):
   """--jit_compile auto: XLA on a GPU, where a step is otherwise hundreds
-  of kernel launches (gpu_audit.py counts them); off on a CPU, where XLA
+  of kernel launches (tools/gpu_audit.py counts them); off on a CPU, where XLA
   measured slower than TensorFlow's oneDNN kernels (see the README)."""
   return device.kind == 'GPU'
 
 
-def auto_shards(device, batch_size, replicas, min_examples):
-  """--shards auto: the slices one replica's batch is computed in.
+def auto_slices(device, batch_size, replicas, min_examples):
+  """--slices auto: the slices one replica's batch is computed in.
 
   1 on a GPU or with several replicas (they already split the work); on a
   CPU with one replica, the largest count up to its cores that divides the
@@ -133,60 +131,30 @@ def set_memory_growth():
       pass
 
 
-def set_threads(device, num_shards):
-  """TensorFlow's thread pools for num_shards slices side by side on a CPU.
+def set_threads(device, slices):
+  """TensorFlow's thread pools for `slices` slices side by side on a CPU.
 
-  Each kernel gets cores // shards threads (one, on 2 cores) and as many
+  Each kernel gets cores // slices threads (one, on 2 cores) and as many
   kernels run at once as there are slices: one slice's kernels on each core,
   instead of every kernel split over all the cores, which leaves them idle in
   turn (the convnet's kernels are small). Nothing is changed for one slice,
   on a GPU, or once TensorFlow has started running (a test calling main()
   twice): the pools only set the speed, never the results.
   """
-  if num_shards > 1 and device.kind == 'CPU':
+  if slices > 1 and device.kind == 'CPU':
     try:
       tf.config.threading.set_intra_op_parallelism_threads(
-          max(1, device.cores // num_shards))
-      tf.config.threading.set_inter_op_parallelism_threads(max(2, num_shards))
+          max(1, device.cores // slices))
+      tf.config.threading.set_inter_op_parallelism_threads(max(2, slices))
     except RuntimeError:  # already running: keep its pools
       pass
 
 
-def data_on_device(args, device=None):
-  """Whether the training set lives on the device (--data_on_device)."""
-  if args.data_on_device == 'auto':
-    return auto_data_on_device(device or describe())
-  return args.data_on_device == 'true'
-
-
-def num_shards(args, replicas=1, device=None):
-  """The slices each replica's batch is computed in (--shards; 'auto':
-  auto_shards, measured on 2 cores: see the README)."""
-  if args.shards == 'auto':
-    return auto_shards(device or describe(), args.batch_size, replicas,
-                       cli.MIN_SHARD_EXAMPLES)
-  if args.batch_size % args.shards:
-    raise errors.UsageError(
-        '--shards %d does not divide --batch_size %d' % (args.shards,
-                                                         args.batch_size))
-  return args.shards
-
-
-def compute_dtype(args, device=None):
-  """float16 with --use_fp16; bfloat16 with --use_bf16; float32 with
-  --nouse_bf16; else auto_precision (bfloat16 where native)."""
-  if args.use_fp16 and args.use_bf16:
-    raise errors.UsageError('--use_fp16 and --use_bf16 exclude each other')
-  if args.use_fp16:
-    return tf.float16
-  if args.use_bf16 is None:
-    return tf.as_dtype(auto_precision(device or describe()))
-  return tf.bfloat16 if args.use_bf16 else tf.float32
-
-
-def jit_compile(args, device=None):
-  """Whether XLA compiles the replica step (--jit_compile; 'auto':
-  auto_jit_compile, on a GPU only)."""
-  if args.jit_compile is None:
-    return auto_jit_compile(device or describe())
-  return args.jit_compile
+def precision(use_fp16, use_bf16, device):
+  """The compute precision's name from --use_fp16 / --use_bf16 (True, False
+  or None: auto_precision). The flags' validator refuses both at once."""
+  if use_fp16:
+    return 'float16'
+  if use_bf16 is None:
+    return auto_precision(device)
+  return 'bfloat16' if use_bf16 else 'float32'

@@ -1,7 +1,7 @@
 """Would the training step stay on a GPU? TensorFlow's own kernel registry says.
 
-    python3 gpu_audit.py            # every configuration; exit 1 on an offender
-    python3 gpu_audit.py --json     # the same, one JSON document
+    python3 tools/gpu_audit.py          # every configuration; exit 1 on an offender
+    python3 tools/gpu_audit.py --json   # the same, one JSON document
 
 No GPU is needed: TensorFlow's Linux wheel registers its CUDA kernels on any
 machine, and kernels.get_registered_kernels_for_op lists them with their
@@ -28,45 +28,46 @@ the count are kernel_audit.py's; here:
 """
 
 import os
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-import cli
-if __name__ == '__main__':
-  cli.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
-
-import collections
-import json
 import sys
-import tempfile
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))  # the repository's root: its modules and the package
 
+from cifar10_toolkit import startup  # noqa: E402
+if __name__ == '__main__':
+  startup.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
-def build_parser():
-  """The audit's flags."""
-  p = cli.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--json', action='store_true',
-                 help='print the results as one JSON document')
-  p.add_argument('--replicas', type=int, nargs='+', choices=(1, 2),
-                 default=(1, 2), help='audit these replica counts only '
-                 '(default: 1 2)')
-  p.add_argument('--noserving', dest='serving', action='store_false',
-                 help='leave out the evaluator and the serving function')
-  return p
+import collections  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
 
+from absl import flags  # noqa: E402
+
+from cifar10_toolkit import cli  # noqa: E402
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_boolean('json', False, 'print the results as one JSON document',
+                     flag_values=FLAGS)
+flags.DEFINE_multi_enum('replicas', ['1', '2'], ['1', '2'], 'audit these '
+                        'replica counts only (--replicas 1 --replicas 2)',
+                        flag_values=FLAGS)
+flags.DEFINE_boolean('serving', True, 'audit the evaluator and the serving '
+                     'function too', flag_values=FLAGS)
 
 if __name__ == '__main__':
-  cli.parse_early(build_parser)  # -h and flag errors, before TensorFlow loads
+  cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
 import tensorflow as tf  # noqa: E402
 
-import cifar10_data  # noqa: E402
-import cifar10_eval  # noqa: E402
 import cifar10_input  # noqa: E402
 import convnet  # noqa: E402
-import convnet_training  # noqa: E402
-import device_input  # noqa: E402
-import kernel_audit  # noqa: E402
-import run_control  # noqa: E402
-import train_loop  # noqa: E402
+from cifar10_toolkit import dataset  # noqa: E402
+from cifar10_toolkit import device_input  # noqa: E402
+from cifar10_toolkit import evaluation  # noqa: E402
+from cifar10_toolkit import run_control  # noqa: E402
+from cifar10_toolkit import serving  # noqa: E402
+from cifar10_toolkit import train_loop  # noqa: E402
+from tools import kernel_audit  # noqa: E402
 
 Config = collections.namedtuple('Config', 'replicas dtype on_device jit')
 
@@ -91,11 +92,11 @@ def _spec(t):
   return tf.TensorSpec(t.shape, t.dtype)
 
 
-def trace(config, shards=1):
+def trace(config, slices=1):
   """The concrete training functions of one configuration.
 
   Returns:
-    dict: 'train_loop', 'aux_step', 'summaries' -> ConcreteFunction.
+    dict: 'train_loop', 'summary_step', 'summaries' -> ConcreteFunction.
   """
   if config.replicas == 1:
     strategy = tf.distribute.get_strategy()
@@ -105,10 +106,10 @@ def trace(config, shards=1):
          ][:config.replicas])
   with strategy.scope():
     model = convnet.ConvNet(0)
-    state = convnet_training.TrainState(model, 0, config.dtype)
+    state = convnet.TrainState(model, 0, config.dtype)
   global_batch = AUDIT_BATCH * config.replicas
   if config.on_device:
-    records = tf.zeros([4 * global_batch, cifar10_data.RECORD_BYTES],
+    records = tf.zeros([4 * global_batch, dataset.RECORD_BYTES],
                        tf.uint8)
     feed = device_input.DeviceInput(None, AUDIT_BATCH, 0, strategy, records)
     iterator = None
@@ -120,14 +121,15 @@ def trace(config, shards=1):
     feed = device_input.DatasetFeed()
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: ds))
-  loop, aux_step = train_loop.make_train_loop(
-      strategy, model, state, global_batch, feed, config.jit, shards)
-  flags = run_control.loop_flags(0, False)
+  loop, summary_step = train_loop.make_train_loop(
+      strategy, model, state, global_batch, feed, config.jit, slices)
+  votes = run_control.stop_votes(0, False)
   out = {'train_loop': loop.get_concrete_function(
-      iterator, tf.constant(2), flags),
-         'aux_step': aux_step.get_concrete_function(iterator, flags)}
+      iterator, tf.constant(2), votes),
+         'summary_step': summary_step.get_concrete_function(iterator,
+                                                            votes)}
   outputs = tf.nest.map_structure(_spec,
-                                  out['aux_step'].structured_outputs[0])
+                                  out['summary_step'].structured_outputs[0])
   summarize = tf.function(lambda o, step, rate: train_loop.write_summaries(
       o, model, state, step, rate))
   with tempfile.TemporaryDirectory() as logdir:
@@ -144,10 +146,10 @@ def trace_serving():
     dict: 'eval_step', 'serve' -> ConcreteFunction.
   """
   size = cifar10_input.IMAGE_SIZE
-  evaluator = cifar10_eval.Evaluator(None, 'test', 0,
+  evaluator = evaluation.Evaluator(None, 'test', 0,
                                      dataset=tf.data.Dataset.range(0))
-  classifier = convnet.Classifier(convnet.ConvNet())
-  return {'eval_step': evaluator._predict.get_concrete_function(
+  classifier = serving.Classifier(convnet.ConvNet())
+  return {'eval_step': evaluator.predict.get_concrete_function(
       tf.TensorSpec([None, size, size, 3], tf.float32)),
           'serve': classifier.serve.get_concrete_function()}
 
@@ -205,10 +207,11 @@ def report(results):
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
+  cli.parse(FLAGS, argv, __doc__)
   setup_devices()
-  results = run(configurations(args.replicas), args.serving)
-  print(json.dumps(results, indent=1) if args.json else report(results))
+  results = run(configurations(tuple(int(r) for r in FLAGS.replicas)),
+                FLAGS.serving)
+  print(json.dumps(results, indent=1) if FLAGS.json else report(results))
   return 1 if any(r['offenders'] for r in results) else 0
 
 

@@ -4,21 +4,30 @@ graph, HParams, the profiler.
   summary_writer(logdir)              a tf.summary writer for a run folder
   write_scalars, write_histograms     tags and buckets as TensorBoard expects
   write_graph(fn, args)               the traced step, once per run
-  hparams_values, write_hparams       a run's flags as it used them
+  write_hparams                       a run's values for HParams
   save_run_hparams, load_run_hparams  the same, for the evaluator's row
   Profile                             --profile_steps A,B
+  SharedScopes                        one graph box per layer, however
+                                      many slices build it
 """
 
+import contextlib
 import json
 import os
 
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-import errors
-import run_control
+from cifar10_toolkit import errors
+from cifar10_toolkit import run_control
 
 HISTOGRAM_BUCKETS = 30  # as tf.summary.histogram
+# The scalars the HParams dashboard shows beside a convnet run's values:
+# (tag, sub-folder of the run, name). The training run brings its loss and
+# the evaluator, wherever its --eval_dir, the precision of that run's
+# checkpoints: both write the same trial id, which makes them one row.
+CONVNET_METRICS = [('total_loss', '', 'training loss (averaged)'),
+                   ('Precision @ 1', '', 'precision @ 1 (eval)')]
 
 
 def summary_writer(logdir, flag='--train_dir'):
@@ -30,29 +39,11 @@ def summary_writer(logdir, flag='--train_dir'):
         flag, logdir, run_control.first_line(e)))
 
 
-def hparams_values(args, **effective):
-  """The run's hyperparameters for HParams: every flag, as the run used it.
-
-  Args:
-    args: the parsed flags.
-    **effective: values the run settled on where a flag said 'auto' or was
-      left out (the seed drawn, the precision picked, the data source used).
-
-  Returns:
-    dict flag name -> bool, int, float or str, sorted by name; a flag still
-    unset (one the run did without, e.g. --profile_steps) is 'off'.
-  """
-  values = dict(vars(args), **effective)
-  return {k: 'off' if v is None else
-          v if isinstance(v, (bool, int, float, str)) else str(v)
-          for k, v in sorted(values.items())}
-
-
 def write_hparams(values, metrics, trial_id=None):
   """Writes a run's hyperparameters to TensorBoard's HParams dashboard.
 
   Args:
-    values: hparams_values(): a column each.
+    values: config.hparams_values(): a column each.
     metrics: list of (tag, group, display name): the scalars to show beside
       them; group is the sub-folder of the run that holds the tag ('' for the
       run itself).
@@ -186,3 +177,22 @@ def write_graph(fn, args):
   result = fn(*args)
   tf.summary.graph(fn.get_concrete_function(*args).graph)
   return result
+
+
+class SharedScopes:
+  """Name scopes opened again under the same name, not as 'conv1_1'.
+
+  The slices of a batch each build the layers (convnet.inference); with one
+  of these their operations fall into one box per layer in TensorBoard's
+  graph (train_step/conv1 holds every slice's convolution), as the tutorial
+  drew it.
+  """
+
+  def __init__(self):
+    self.full = {}
+
+  @contextlib.contextmanager
+  def __call__(self, name):
+    with tf.name_scope(self.full.get(name, name)) as full:
+      self.full.setdefault(name, full)
+      yield full

@@ -25,8 +25,8 @@ import zlib
 
 import numpy as np
 
-import errors
-from cli import DATA_SOURCE_ENV
+from cifar10_toolkit import errors
+from cifar10_toolkit.cli import DATA_SOURCE_ENV
 
 DATA_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
 

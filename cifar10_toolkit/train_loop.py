@@ -1,16 +1,17 @@
 """The convnet's training loop, shared by cifar10_train.py and
 cifar10_multi_gpu_train.py.
 
-  train(args, strategy)        the whole run: resume, loop, save; exit status
+  train(config, strategy)      the whole run: resume, loop, save; exit status
   make_train_loop(...)         the graph functions: many steps per call, or
-                               one with the summaries' outputs
+                               one step with the summaries' outputs
   write_summaries(...)         the tutorial's summaries of a step
 
-The console's lines are console.StepClock's; the flags are resolved by
-hardware.py ('auto'); the feeds are device_input.py's.
+The run's configuration is config.TrainConfig, resolved once by the script;
+the console's lines are console.StepClock's; the feeds are device_input's.
 """
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -18,18 +19,15 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import console
-import checkpoints
-import cifar10_data
 import cifar10_input
-import cli
 import convnet
-import convnet_training
-import device_input
-import hardware
-import run_control
-import run_folder
-import summaries
+from cifar10_toolkit import checkpoints
+from cifar10_toolkit import console
+from cifar10_toolkit import dataset
+from cifar10_toolkit import device_input
+from cifar10_toolkit import run_control
+from cifar10_toolkit import run_folder
+from cifar10_toolkit import summaries
 
 # A call into the graph takes at most about this long (fewer steps than
 # --steps_per_loop when steps are slow, e.g. float16 emulated on a CPU), so
@@ -39,7 +37,7 @@ CALL_SECS = 10
 
 def write_summaries(out, model, state, step, steps_per_sec):
   """The tutorial's summaries for one step's outputs (docs/tensorboard.md)."""
-  averages = convnet_training.loss_averages(state)
+  averages = convnet.loss_averages(state)
   summaries.write_scalars({'learning_rate': out['learning_rate'],
                            'global_step/sec': steps_per_sec}, step)
   for name in state.loss_averages:
@@ -59,11 +57,11 @@ def _first_replica(strategy, structure):
 
 
 def make_train_loop(strategy, model, state, global_batch, feed,
-                    jit_compile=False, shards=1):
+                    jit_compile=False, slices=1):
   """The training functions: many steps per call, or one with summaries.
 
-  shards: slices each replica's batch is made and computed in
-    (hardware.num_shards).
+  slices: slices each replica's batch is made and computed in
+    (config.TrainConfig.slices).
   jit_compile: XLA compiles each replica's step, its input included: with
     one replica the whole step (with the data on the device the batch's
     indices too, derived from the step), so that a step is one launch of an
@@ -73,15 +71,15 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     tf.function inside strategy.run cannot do, so they stay outside XLA.
 
   Returns:
-    train_loop(iterator, num_steps, flags) -> (losses float32 [num_steps],
-      times float64 [num_steps], flags): num_steps steps of
-      convnet_training.training in one graph loop; times[i] is when step
-      i's loss was ready (seconds
-      since the epoch, read inside the graph), for the console's lines;
-    aux_step(iterator, flags) -> (outputs of one step with activations and
-      gradients, for the summaries, its time, flags).
-    flags is float32 [4] (SIGINT, SIGTERM, SIGHUP caught, save wanted) of this
-    worker (run_control.loop_flags); what returns is its sum over all
+    train_loop(iterator, num_steps, votes) -> (losses float32 [num_steps],
+      times float64 [num_steps], votes): num_steps steps of
+      convnet.training in one graph loop; times[i] is when step i's loss was
+      ready (seconds since the epoch, read inside the graph), for the
+      console's lines;
+    summary_step(iterator, votes) -> (outputs of one step with activations
+      and gradients, for the summaries, its time, votes).
+    votes is float32 [4] (SIGINT, SIGTERM, SIGHUP caught, save wanted) of
+    this worker (run_control.stop_votes); what returns is its sum over all
     replicas and workers, so that every worker stops, or saves, after the
     same step.
     iterator is the distributed tf.data iterator, or None with the data set
@@ -97,24 +95,24 @@ def make_train_loop(strategy, model, state, global_batch, feed,
         _, indices, step = feed.next_batch(state.global_step)
       batch = (batch, indices, step)
     with tf.name_scope('replica_input'):
-      return feed.replica_batch(batch, shards)
+      return feed.replica_batch(batch, slices)
 
-  def whole_step(batch, with_aux):
+  def whole_step(batch, with_summaries):
     images, labels = replica_input(batch)
     with tf.name_scope('train_step'):
-      return convnet_training.training(model, state, images, labels,
-                                       global_batch, with_aux, shards)
+      return convnet.training(model, state, images, labels, global_batch,
+                              with_summaries, slices)
 
-  def first_half(batch, with_aux):
+  def first_half(batch, with_summaries):
     images, labels = replica_input(batch)
     with tf.name_scope('train_step'):
-      return convnet_training.gradients(model, state, images, labels, replicas,
-                               with_aux, shards)
+      return convnet.gradients(model, state, images, labels, replicas,
+                               with_summaries, slices)
 
   def second_half(out):
     with tf.name_scope('train_step'):
-      return convnet_training.update(model, state, out, global_batch,
-                            convnet_training.reduce_out(out))
+      return convnet.update(model, state, out, global_batch,
+                            convnet.all_reduce(out))
 
   if not jit_compile:
     replica_step = whole_step
@@ -123,24 +121,24 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   else:
     first_half = tf.function(first_half, jit_compile=True)
 
-    def replica_step(batch, with_aux):
-      return second_half(first_half(batch, with_aux))
+    def replica_step(batch, with_summaries):
+      return second_half(first_half(batch, with_summaries))
 
-  def step(iterator, with_aux):
+  def step(iterator, with_summaries):
     if in_replica:
       batch = feed.records
     else:
       with tf.name_scope('input'):
         batch = feed.next_batch(state.global_step, iterator)
-    out = strategy.run(replica_step, args=(batch, with_aux))
+    out = strategy.run(replica_step, args=(batch, with_summaries))
     return _first_replica(strategy, out)
 
-  def agree(flags):
+  def agree(votes):
     # (tf.identity: a copy on the replica's device, which all_reduce needs)
-    with tf.name_scope('stop_and_save_flags'):
-      agreed = strategy.run(lambda f: tf.distribute.get_replica_context(
-          ).all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(f)),
-                            args=(flags,))
+    with tf.name_scope('stop_and_save_votes'):
+      agreed = strategy.run(lambda v: tf.distribute.get_replica_context(
+          ).all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(v)),
+                            args=(votes,))
       return _first_replica(strategy, agreed)
 
   def finished(loss):
@@ -148,31 +146,33 @@ def make_train_loop(strategy, model, state, global_batch, feed,
       return tf.timestamp(name='step_time')
 
   @tf.function
-  def train_loop(iterator, num_steps, flags):
+  def train_loop(iterator, num_steps, votes):
     losses = tf.TensorArray(tf.float32, size=num_steps)
     times = tf.TensorArray(tf.float64, size=num_steps)
     for i in tf.range(num_steps):
       out = step(iterator, False)
       losses = losses.write(i, out['total_loss'])
       times = times.write(i, finished(out['total_loss']))
-    return losses.stack(), times.stack(), agree(flags)
+    return losses.stack(), times.stack(), agree(votes)
 
   @tf.function
-  def aux_step(iterator, flags):
+  def summary_step(iterator, votes):
     out = step(iterator, True)
     with tf.name_scope('outputs'):
       out = tf.nest.map_structure(tf.identity, out)
       time_done = finished(out['total_loss'])
-    return out, time_done, agree(flags)
+    return out, time_done, agree(votes)
 
-  return train_loop, aux_step
+  return train_loop, summary_step
 
 
-def train(args, strategy=None, is_chief=True, worker_dir=None, on_call=None):
+def train(config, strategy=None, is_chief=True, worker_dir=None,
+          on_call=None):
   """The training run shared by cifar10_train.py and the multi-GPU script.
 
   Args:
-    args: parsed flags (cifar10_train.build_parser()).
+    config: the run's config.TrainConfig (config.replicas must be the
+      strategy's).
     strategy: a tf.distribute strategy (default: the default strategy).
     is_chief: this worker writes the summaries and the canonical checkpoints
       (and holds train_dir's lock).
@@ -191,32 +191,35 @@ def train(args, strategy=None, is_chief=True, worker_dir=None, on_call=None):
     errors.UsageError: a folder, checkpoint or flag problem.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  tf.debugging.set_log_device_placement(args.log_device_placement)
+  if strategy.num_replicas_in_sync != config.replicas:
+    raise ValueError('config.replicas %d, but the strategy has %d' % (
+        config.replicas, strategy.num_replicas_in_sync))
+  tf.debugging.set_log_device_placement(config.log_device_placement)
   if is_chief:
-    run_folder.prepare_dir(args.train_dir, '--train_dir')
+    run_folder.prepare_dir(config.train_dir, '--train_dir')
   with contextlib.ExitStack() as held:
     if is_chief:
-      held.enter_context(run_folder.TrainDirLock(args.train_dir))
-    cifar10_data.maybe_download_and_extract(args.data_dir, args.data_source)
-    if args.fresh and is_chief:
-      run_folder.set_aside(args.train_dir)
-    run = _setup(args, strategy, is_chief, worker_dir)
+      held.enter_context(run_folder.TrainDirLock(config.train_dir))
+    dataset.maybe_download_and_extract(config.data_dir, config.data_source)
+    if config.fresh and is_chief:
+      run_folder.set_aside(config.train_dir)
+    run = _setup(config, strategy, is_chief, worker_dir)
     return _loop(run, on_call or (lambda step, warm: None)) if run else 0
 
 
 def _loop(run, on_call):
   """Calls into the graph until max_steps or a stop; saves; exit status."""
-  args, step = run.args, run.start
-  clock = console.StepClock(step, run.global_batch, args.log_frequency)
+  config, step = run.config, run.start
+  clock = console.StepClock(step, config.global_batch, config.log_frequency)
   saved = time.time()
   with run_control.GracefulStop() as stop, run.writer.as_default(), \
       run.profile:
     run.profile.at(step)
-    while step < args.max_steps:
-      flags = run_control.loop_flags(stop.signum,
-                         time.time() - saved >= args.save_checkpoint_secs)
-      losses, times, flags, first = _call(run, step, clock, flags)
-      run_control.check_finite(losses, step, args.train_dir)
+    while step < config.max_steps:
+      votes = run_control.stop_votes(
+          stop.signum, time.time() - saved >= config.save_checkpoint_secs)
+      losses, times, votes, first = _call(run, step, clock, votes)
+      run_control.check_finite(losses, step, config.train_dir)
       clock.log(step, losses, times, first_call=first)
       step += len(losses)
       run.profile.at(step)
@@ -224,16 +227,16 @@ def _loop(run, on_call):
       if step == run.start + 1:
         saved = time.time()  # the first call traced: not a reason to save
       on_call(step, clock.warm is not None)
-      line = clock.progress(step, args.max_steps, args.progress_secs)
+      line = clock.progress(step, config.max_steps, config.progress_secs)
       if line:
         print(line, flush=True)
-      signum, save_now = run_control.read_flags(flags)
+      signum, save_now = run_control.read_votes(votes)
       if signum:
         if not stop.requested:
           print('%s: another worker was stopped by %s; saving and stopping' %
                 (console.now(), signal.Signals(signum).name), flush=True)
         break
-      if save_now and step < args.max_steps:
+      if save_now and step < config.max_steps:
         checkpoints.save_checkpoint(run.manager, step)
         saved = time.time()
     run.profile.stop()
@@ -247,125 +250,118 @@ def _loop(run, on_call):
   return 128 + signum if signum else 0
 
 
-def _call(run, step, clock, flags):
+def _call(run, step, clock, votes):
   """One call into the graph from `step`: the step with summaries (every
   --summary_steps, and the first), or a graph loop of steps up to the next
   summary, profile boundary, max_steps or about CALL_SECS.
 
   Returns:
-    (losses, times, flags, first): numpy arrays of the steps run; whether
+    (losses, times, votes, first): numpy arrays of the steps run; whether
     this was a training function's first call (it traced).
   """
-  args = run.args
-  if step == run.start or (step + 1) % args.summary_steps == 0:
+  config = run.config
+  if step == run.start or (step + 1) % config.summary_steps == 0:
     call = (summaries.write_graph if step == run.start and run.is_chief
             else lambda fn, a: fn(*a))
-    out, time_done, flags = call(run.aux_step, (run.iterator, flags))
+    out, time_done, votes = call(run.summary_step, (run.iterator, votes))
     run.pending_summary = out
     return (np.array([float(out['total_loss'])]),
-            np.array([float(time_done)]), flags, step == run.start)
-  to_aux = args.summary_steps - 1 - step % args.summary_steps
-  n = min(args.steps_per_loop, args.max_steps - step, to_aux,
-          (run.profile.until(step) or args.max_steps) - step,
+            np.array([float(time_done)]), votes, step == run.start)
+  to_summary = config.summary_steps - 1 - step % config.summary_steps
+  n = min(config.steps_per_loop, config.max_steps - step, to_summary,
+          (run.profile.until(step) or config.max_steps) - step,
           clock.steps_within(CALL_SECS))
-  losses, times, flags = run.train_loop(run.iterator, tf.constant(n), flags)
+  losses, times, votes = run.train_loop(run.iterator, tf.constant(n), votes)
   losses, times, first = losses.numpy(), times.numpy(), not run.looped
   if first:  # both training functions have now run once
     run.looped = True
     clock.warm = (step + n, time.time())
-  return losses, times, flags, first
+  return losses, times, votes, first
 
 
+@dataclasses.dataclass
 class _Run:
   """What one training run holds between calls (made by _setup)."""
-
-  def __init__(self, **fields):
-    self.__dict__.update(fields)
-    self.looped = False  # train_loop has run (traced) once
-    self.pending_summary = None  # outputs of a summary step, to write
-    self.last_summary = (self.start, time.time())
+  config: object  # config.TrainConfig, the resumed run's seed in it
+  is_chief: bool
+  start: int
+  manager: tf.train.CheckpointManager
+  iterator: object  # the distributed tf.data iterator, or None
+  train_loop: object
+  summary_step: object
+  summarize: object  # summarize(out, step, rate): writes a summary step's
+  writer: object
+  profile: summaries.Profile
+  looped: bool = False  # train_loop has run (traced) once
+  pending_summary: dict = None  # outputs of a summary step, to write
+  last_summary: tuple = None  # (step, time) of the last summaries written,
+  # or of the run's start
 
   def after_call(self, step):
     """Writes the summaries of a summary step that just ran."""
     if self.pending_summary is None:
       return
-    rate = (step - self.last_summary[0]) / (time.time() - self.last_summary[1])
+    since, then = self.last_summary
+    rate = (step - since) / max(time.time() - then, 1e-9)
     self.summarize(self.pending_summary, tf.constant(step, tf.int64),
-                   tf.constant(rate))
+                   tf.constant(rate, tf.float32))
     self.pending_summary, self.last_summary = None, (step, time.time())
 
 
-def _setup(args, strategy, is_chief, worker_dir):
+def _setup(config, strategy, is_chief, worker_dir):
   """The model, resumed; the input; the graph functions; the run's summary
   writer and HParams; the start line. None when max_steps is reached."""
-  device = hardware.describe()  # read once, for every 'auto' flag
-  replicas = strategy.num_replicas_in_sync
-  global_batch = args.batch_size * replicas
-  seed = args.seed if args.seed is not None else int(
-      np.random.randint(0, 2**31 - 1))
   with strategy.scope():
-    model = convnet.ConvNet(seed)
-    state = convnet_training.TrainState(model, seed,
-                                        hardware.compute_dtype(args, device))
+    model = convnet.ConvNet(config.seed)
+    state = convnet.TrainState(model, config.seed,
+                               tf.as_dtype(config.precision))
   ckpt = tf.train.Checkpoint(model=model, state=state)
-  latest = checkpoints.resume(ckpt, args.train_dir, repair=is_chief)
+  latest = checkpoints.resume(ckpt, config.train_dir, repair=is_chief)
   if latest:
-    if args.seed is not None and int(state.seed.numpy()) != args.seed:
+    kept = int(state.seed.numpy())
+    if config.seed_given and kept != config.seed:
       print('Note: resuming a run made with seed %d; --seed %d is ignored' %
-            (int(state.seed.numpy()), args.seed))
+            (kept, config.seed))
+    config = config.resumed(kept)
     print('Resuming from %s at step %d' % (latest,
                                           int(state.global_step.numpy())))
   _, manager = checkpoints.checkpoint_manager(
-      args.train_dir if is_chief else worker_dir, model=model, state=state)
+      config.train_dir if is_chief else worker_dir, model=model, state=state)
   start = int(state.global_step.numpy())
-  if start >= args.max_steps:
+  if start >= config.max_steps:
     print('Step %d already reached max_steps %d; nothing to do' %
-          (start, args.max_steps))
+          (start, config.max_steps))
     return None
-  seed = int(state.seed.numpy())
 
-  on_device = hardware.data_on_device(args, device)
-  if on_device:
+  if config.data_on_device:
     feed, iterator = device_input.DeviceInput(
-        args.data_dir, args.batch_size, seed, strategy), None
+        config.data_dir, config.batch_size, config.seed, strategy), None
   else:
     feed = device_input.DatasetFeed()
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: cifar10_input.distorted_inputs(
-            args.data_dir, args.batch_size, seed, start, ctx)))
-  shards = hardware.num_shards(args, replicas, device)
-  jit = hardware.jit_compile(args, device)
-  train_loop, aux_step = make_train_loop(strategy, model, state, global_batch,
-                                         feed, jit, shards)
-  writer = (summaries.summary_writer(args.train_dir) if is_chief
+            config.data_dir, config.batch_size, config.seed, start, ctx)))
+  train_loop, summary_step = make_train_loop(
+      strategy, model, state, config.global_batch, feed, config.jit_compile,
+      config.slices)
+  writer = (summaries.summary_writer(config.train_dir) if is_chief
             else tf.summary.create_noop_writer())
 
   @tf.function
   def summarize(out, step, rate):
     write_summaries(out, model, state, step, rate)
 
-  profile = summaries.Profile(args.profile_steps if is_chief else None,
-                              args.train_dir)
   if is_chief:
-    dtype = state.compute_dtype
-    values = summaries.hparams_values(
-        args, precision=dtype.name, seed=seed, use_bf16=dtype == tf.bfloat16,
-        use_fp16=dtype == tf.float16, data_on_device=str(on_device).lower(),
-        jit_compile=jit,
-        shards=shards, replicas=replicas,
-        data_source=cifar10_data.resolve_source(args.data_source))
-    trial_id = '%s seed %d' % (os.path.abspath(args.train_dir), seed)
-    summaries.save_run_hparams(args.train_dir, values, trial_id)
+    values = config.hparams()
+    trial_id = '%s seed %d' % (os.path.abspath(config.train_dir),
+                               config.seed)
+    summaries.save_run_hparams(config.train_dir, values, trial_id)
     with writer.as_default():
-      summaries.write_hparams(values, cli.HPARAMS_METRICS, trial_id)
-  print('Training from step %d to %d: %d replica(s) x batch %d%s, %s '
-        'compute, seed %d, %d steps per loop, data %s%s' % (
-            start, args.max_steps, replicas, args.batch_size,
-            ' in %d slices' % shards if shards > 1 else '',
-            state.compute_dtype.name, seed, args.steps_per_loop,
-            'on the device' if on_device else 'from tf.data',
-            ', XLA' if jit else ''), flush=True)
-  return _Run(args=args, is_chief=is_chief, model=model, state=state,
-              manager=manager, iterator=iterator, train_loop=train_loop,
-              aux_step=aux_step, summarize=summarize, writer=writer,
-              profile=profile, start=start, global_batch=global_batch)
+      summaries.write_hparams(values, summaries.CONVNET_METRICS, trial_id)
+  print(config.start_line(start), flush=True)
+  return _Run(config=config, is_chief=is_chief, start=start, manager=manager,
+              iterator=iterator, train_loop=train_loop,
+              summary_step=summary_step, summarize=summarize, writer=writer,
+              profile=summaries.Profile(
+                  config.profile_steps if is_chief else None,
+                  config.train_dir), last_summary=(start, time.time()))

@@ -7,7 +7,7 @@ a graph loop's step launches: TensorFlow's own kernel registry says.
   ops_per_step(train_loop concrete function) -> int
 
 TensorFlow's Linux wheel registers its CUDA kernels on any machine, so no
-GPU is needed (gpu_audit.py applies this to every training configuration).
+GPU is needed (tools/gpu_audit.py applies this to every training configuration).
 """
 
 import collections

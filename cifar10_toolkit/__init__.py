@@ -1,0 +1,32 @@
+"""The plumbing beneath the tutorial's scripts and model files.
+
+The repository's root holds what a user runs and what the tutorial taught
+(the scripts; convnet.py, two_layer_fc.py, cifar10_input.py,
+data_helpers.py); everything else is here, one concern a module. Imports
+go down this list only (tests/test_layout.py checks it):
+
+  1. errors        the toolkit's error types
+  2. startup       a script's first seconds: Ctrl-C, TensorFlow's start-up
+                   lines kept off stderr (no TensorFlow)
+  3. cli           the flags on absl.flags: conventions, shared definitions,
+                   one-line errors (no TensorFlow)
+  4. dataset       the data set's formats; fetching, checking, extracting
+  5. hardware      what 'auto' picks on this machine; thread pools
+     console       the console's lines
+  6. run_control   run_main, exit codes, signals, the stop-and-save votes
+  7. checkpoints   the checkpoint convention; resume, repair
+     summaries     scalars, histograms, graph, HParams, profile
+     lrn           the fast LRN kernels
+     cluster       devices and workers for several replicas
+  8. run_folder    a run's folder: checks, the lock, --fresh
+     config        a training run's configuration, resolved once
+  -- the root's library: cifar10_input, data_helpers, two_layer_fc,
+     convnet (they import only the modules above)
+  9. device_input  the training set on the device, batches in the graph
+     fc_runs       the fully connected model's runs
+     serving       the exported classifier
+     evaluation    evaluating checkpoints
+ 10. train_loop    the convnet's training loop
+  -- the scripts at the root, tools/ and benchmarks/ (no script imports
+     another)
+"""

@@ -1,0 +1,132 @@
+"""A convnet training run's configuration: resolved once, frozen, passed down.
+
+  config = resolve(FLAGS, device, replicas)   the flags and the machine
+                                              (hardware.describe()) -> a
+                                              TrainConfig: what each 'auto'
+                                              became, the seed drawn, the
+                                              data source used
+  config.hparams()                            its values for HParams
+  config.start_line(step)                     the console's start line
+
+The training loop, the console, HParams and the benchmark read it; nothing
+changes the parsed flags. A resumed run keeps the seed its checkpoint holds:
+train_loop.train then carries on with config.resumed(seed), a new frozen
+object.
+"""
+
+import dataclasses
+import random
+
+from cifar10_toolkit import cli
+from cifar10_toolkit import dataset
+from cifar10_toolkit import hardware
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything a training run depends on, as the run uses it.
+
+  Attributes (besides the flags of the same names, as given):
+    replicas: replicas in sync (devices x workers).
+    seed: the run's seed: --seed, else one drawn; a resumed run's own.
+    precision: 'float32', 'bfloat16' or 'float16' (--use_bf16/--use_fp16).
+    jit_compile: XLA compiles each replica's step (--jit_compile).
+    slices: slices each replica's batch is computed in (--slices).
+    data_on_device: the training set lives on the device (--data_on_device).
+    data_source: the archive fetched when data_dir has none (the flag, else
+      $CIFAR10_DATA_SOURCE, else the official URL).
+  """
+  train_dir: str
+  data_dir: str
+  data_source: str
+  max_steps: int
+  batch_size: int
+  replicas: int
+  seed: int
+  precision: str
+  jit_compile: bool
+  slices: int
+  data_on_device: bool
+  steps_per_loop: int
+  log_frequency: int
+  summary_steps: int
+  save_checkpoint_secs: float
+  progress_secs: float
+  profile_steps: tuple = None
+  fresh: bool = False
+  log_device_placement: bool = False
+  seed_given: bool = False
+
+  @property
+  def global_batch(self):
+    """Examples per step, all replicas together."""
+    return self.batch_size * self.replicas
+
+  def resumed(self, seed):
+    """This configuration carrying on a run made with `seed`."""
+    return dataclasses.replace(self, seed=seed)
+
+  def hparams(self):
+    """name -> bool, int, float or str: HParams' columns, sorted by name."""
+    values = dataclasses.asdict(self)
+    del values['seed_given']
+    values.update(use_bf16=self.precision == 'bfloat16',
+                  use_fp16=self.precision == 'float16',
+                  data_on_device=str(self.data_on_device).lower())
+    return hparams_values(values)
+
+  def start_line(self, start):
+    """'Training from step A to B: ...', the run as configured."""
+    return ('Training from step %d to %d: %d replica(s) x batch %d%s, %s '
+            'compute, seed %d, %d steps per loop, data %s%s' % (
+                start, self.max_steps, self.replicas, self.batch_size,
+                ' in %d slices' % self.slices if self.slices > 1 else '',
+                self.precision, self.seed, self.steps_per_loop,
+                'on the device' if self.data_on_device else 'from tf.data',
+                ', XLA' if self.jit_compile else ''))
+
+
+def hparams_values(values):
+  """HParams' form of a run's values: None ('not used') reads 'off', a
+  value of another type its text; sorted by name."""
+  return {k: 'off' if v is None else
+          v if isinstance(v, (bool, int, float, str)) else str(v)
+          for k, v in sorted(values.items())}
+
+
+def draw_seed():
+  """A random seed in the flags' range."""
+  return random.SystemRandom().randint(0, cli.MAX_SEED - 1)
+
+
+def resolve(flag_values, device, replicas=1):
+  """The configuration of a training run.
+
+  Args:
+    flag_values: parsed absl FlagValues with cli.define_training_flags.
+    device: hardware.Device of the machine (its 'auto' choices).
+    replicas: replicas in sync.
+
+  Returns:
+    TrainConfig.
+  """
+  f = flag_values
+  return TrainConfig(
+      train_dir=f.train_dir, data_dir=f.data_dir,
+      data_source=dataset.resolve_source(f.data_source),
+      max_steps=f.max_steps, batch_size=f.batch_size, replicas=replicas,
+      seed=f.seed if f.seed is not None else draw_seed(),
+      seed_given=f.seed is not None,
+      precision=hardware.precision(f.use_fp16, f.use_bf16, device),
+      jit_compile=(hardware.auto_jit_compile(device) if f.jit_compile is None
+                   else f.jit_compile),
+      slices=(hardware.auto_slices(device, f.batch_size, replicas,
+                                   cli.MIN_SLICE_EXAMPLES)
+              if f.slices == 'auto' else f.slices),
+      data_on_device=(hardware.auto_data_on_device(device)
+                      if f.data_on_device is None else f.data_on_device),
+      steps_per_loop=f.steps_per_loop, log_frequency=f.log_frequency,
+      summary_steps=f.summary_steps,
+      save_checkpoint_secs=f.save_checkpoint_secs,
+      progress_secs=f.progress_secs, profile_steps=f.profile_steps,
+      fresh=f.fresh, log_device_placement=f.log_device_placement)

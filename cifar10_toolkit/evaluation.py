@@ -1,0 +1,186 @@
+"""Evaluating convnet checkpoints: what cifar10_eval.py runs and reports.
+
+  evaluator = Evaluator(data_dir, eval_data, num_examples)
+  path, step = newest_readable(evaluator, checkpoint_dir, done, reported)
+  precision, confusion, seen = evaluator.evaluate()
+  report(precision, confusion, seen, step, path, writer)   the console's
+      lines, 'Precision @ 1', the confusion matrix as an image and a table
+  join_training_row(checkpoint_dir, writer, joined)        the training run's
+      HParams row
+"""
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+import cifar10_input
+import convnet
+from cifar10_toolkit import checkpoints
+from cifar10_toolkit import console
+from cifar10_toolkit import dataset
+from cifar10_toolkit import summaries
+
+EVAL_BATCH_SIZE = 500
+
+
+class Evaluator:
+  """Restores checkpoints into one model and counts top-1 hits."""
+
+  def __init__(self, data_dir, eval_data, num_examples, raw_weights=False,
+               dataset=None):
+    """dataset: batches to use instead of data_dir's (tools/gpu_audit.py)."""
+    self.model = convnet.ConvNet()
+    self.state = convnet.TrainState(self.model)
+    self.ckpt = tf.train.Checkpoint(model=self.model, state=self.state)
+    self.dataset = dataset or cifar10_input.inputs(
+        eval_data == 'test', data_dir, EVAL_BATCH_SIZE)
+    self.num_examples = num_examples
+    self.raw_weights = raw_weights
+
+  @tf.function
+  def predict(self, images):
+    """Top-1 classes (int32 [batch]) of float32 images [batch, 24, 24, 3]."""
+    logits, _ = convnet.inference(self.model, images)
+    return tf.argmax(logits, axis=1, output_type=tf.int32)
+
+  def restore(self, path):
+    """Loads a checkpoint; moving averages into the model unless raw_weights.
+
+    Returns:
+      The checkpoint's global step.
+    """
+    checkpoints.restore(self.ckpt, path)
+    return self.after_restore()
+
+  def after_restore(self):
+    """Moving averages into the model (unless raw_weights); the step."""
+    if not self.raw_weights:
+      convnet.use_moving_averages(self.model, self.state)
+    return int(self.state.global_step)
+
+  def evaluate(self):
+    """Runs num_examples examples (at most the set's size) once each.
+
+    Returns:
+      (precision @ 1, confusion matrix int [10, 10]: rows true, columns
+      predicted, examples counted).
+    """
+    confusion = np.zeros((convnet.NUM_CLASSES, convnet.NUM_CLASSES), np.int64)
+    seen = 0
+    for images, labels in self.dataset:
+      take = min(self.num_examples - seen, int(labels.shape[0]))
+      predictions = self.predict(images[:take]).numpy()
+      np.add.at(confusion, (labels.numpy()[:take], predictions), 1)
+      seen += take
+      if seen >= self.num_examples:
+        break
+    return np.trace(confusion) / max(seen, 1), confusion, seen
+
+
+def confusion_image(confusion, step, precision):
+  """The confusion matrix as a labelled picture (matplotlib, loaded here only).
+
+  Rows are the true classes, columns the predicted ones, both named; each cell
+  shows its count, shaded by its share of the row (the colour bar gives the
+  scale); the title gives the step and the precision.
+
+  Returns:
+    uint8 [1, height, width, 4] (RGBA), for tf.summary.image.
+  """
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import figure as mfigure
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  names = dataset.CLASS_NAMES
+  rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+  fig = mfigure.Figure(figsize=(7.2, 6.2), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  shown = ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
+  ax.set_xticks(range(len(names)), names, rotation=45, ha='right')
+  ax.set_yticks(range(len(names)), names)
+  ax.set_xlabel('predicted class')
+  ax.set_ylabel('true class')
+  ax.set_title('Confusion matrix at step %d: precision @ 1 = %.3f (%d '
+               'examples)' % (step, precision, confusion.sum()), fontsize=10)
+  for i in range(len(names)):
+    for j in range(len(names)):
+      ax.text(j, i, str(confusion[i, j]), ha='center', va='center',
+              fontsize=7, color='white' if rows[i, j] > 0.5 else 'black')
+  fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04,
+               label="share of the row's examples")
+  fig.tight_layout()
+  fig.canvas.draw()
+  return np.asarray(fig.canvas.buffer_rgba())[None]
+
+
+def confusion_markdown(confusion):
+  """The confusion matrix as a Markdown table (TensorBoard's Text tab)."""
+  names = dataset.CLASS_NAMES
+  lines = ['| true \\ predicted | ' + ' | '.join(names) + ' | recall |',
+           '|---' * (len(names) + 2) + '|']
+  for i, name in enumerate(names):
+    total = max(confusion[i].sum(), 1)
+    lines.append('| **%s** | %s | %.3f |' % (
+        name, ' | '.join(str(c) for c in confusion[i]),
+        confusion[i, i] / total))
+  return '\n'.join(lines)
+
+
+def report(precision, confusion, seen, step, path, writer):
+  """Prints the tutorial's line and per-class figures; writes summaries."""
+  print('%s: precision @ 1 = %.3f' % (console.now(), precision), flush=True)
+  hits = np.diag(confusion)
+  predicted = confusion.sum(axis=0)
+  actual = confusion.sum(axis=1)
+  print('  checkpoint %s (step %d), %d examples' % (path, step, seen))
+  print('  %-12s %9s %9s' % ('class', 'precision', 'recall'))
+  for i, name in enumerate(dataset.CLASS_NAMES):
+    print('  %-12s %9.3f %9.3f' % (name, hits[i] / max(predicted[i], 1),
+                                   hits[i] / max(actual[i], 1)))
+  sys.stdout.flush()
+  with writer.as_default():
+    tf.summary.scalar('Precision @ 1', precision, step=step)
+    tf.summary.image(
+        'confusion_matrix', confusion_image(confusion, step, precision),
+        step=step, description='rows: true class, columns: predicted class; '
+        'each cell its count, shaded by its share of the row')
+    tf.summary.text('confusion_matrix_table', confusion_markdown(confusion),
+                    step=step, description='rows: true class, columns: '
+                    'predicted class')
+  writer.flush()
+
+
+def newest_readable(evaluator, checkpoint_dir, done, reported):
+  """Restores the newest checkpoint that reads and is not yet evaluated.
+
+  Walks back past damaged checkpoints, naming each once (reported), and
+  changes nothing in checkpoint_dir: repairs are the trainer's.
+
+  Returns:
+    (path, step), or (None, None) when there is nothing new to evaluate.
+  """
+  path = checkpoints.resume(evaluator.ckpt, checkpoint_dir, skip=reported)
+  if path is None or path == done:
+    return None, None
+  return path, evaluator.after_restore()
+
+
+def join_training_row(checkpoint_dir, writer, joined):
+  """Writes the training run's HParams into the evaluation's run.
+
+  The same values and trial id as the run that wrote checkpoint_dir
+  (summaries.save_run_hparams), so that TensorBoard's HParams tab shows the
+  precision in that run's row, whatever folders the two write to. Writes
+  again only when the run changed (joined: the trial id last written).
+
+  Returns:
+    The trial id written, or `joined`.
+  """
+  trial_id, values = summaries.load_run_hparams(checkpoint_dir)
+  if trial_id is None or trial_id == joined:
+    return joined
+  with writer.as_default():
+    summaries.write_hparams(values, summaries.CONVNET_METRICS, trial_id)
+  return trial_id

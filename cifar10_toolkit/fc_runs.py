@@ -1,0 +1,116 @@
+"""The fully connected model's runs: what run_fc_model.py and
+restore_model.py share.
+
+  config = resolve(FLAGS)                   the run's values, resolved once
+  data = load(data_dir, data_source)        either official format; fetched
+  run_dir = make_run_dir(train_dir)         a time-stamped folder per run
+  test_accuracy(model, data)                on the whole test set
+  checkpoints_newest_first(train_dir)       of every run folder, for restore
+  check_fits(path, hidden1)                 a checkpoint of the right width
+"""
+
+import dataclasses
+import os
+import time
+
+import tensorflow as tf
+
+import data_helpers
+import two_layer_fc
+from cifar10_toolkit import checkpoints
+from cifar10_toolkit import config
+from cifar10_toolkit import dataset
+from cifar10_toolkit import errors
+
+
+@dataclasses.dataclass(frozen=True)
+class FCConfig:
+  """run_fc_model.py's flags as the run uses them: the seed drawn when
+  --seed is not given, the data source that would be fetched from."""
+  batch_size: int
+  data_dir: str
+  data_source: str
+  hidden1: int
+  learning_rate: float
+  max_steps: int
+  profile_steps: tuple
+  reg_constant: float
+  seed: int
+  train_dir: str
+
+  def hparams(self):
+    """name -> value for HParams."""
+    return config.hparams_values(dataclasses.asdict(self))
+
+
+def resolve(flag_values):
+  """The FCConfig of parsed run_fc_model.py flags."""
+  values = {f.name: flag_values[f.name].value
+            for f in dataclasses.fields(FCConfig)}
+  values.update(data_source=dataset.resolve_source(values['data_source']),
+                seed=config.draw_seed() if values['seed'] is None
+                else values['seed'])
+  return FCConfig(**values)
+
+
+def load(data_dir, data_source=None):
+  """The data set as data_helpers.load_data returns it; fetched (from
+  data_source, else $CIFAR10_DATA_SOURCE, else the official URL) if
+  data_dir has none."""
+  try:
+    data_helpers.find_format(data_dir)
+  except errors.DataSetError:
+    dataset.maybe_download_and_extract(data_dir, data_source)
+  return data_helpers.load_data(data_dir)
+
+
+def test_accuracy(model, data):
+  """Accuracy of model on the whole test set (float)."""
+  logits = two_layer_fc.inference(model, tf.constant(data['images_test']))
+  return float(two_layer_fc.evaluation(logits, data['labels_test']))
+
+
+def make_run_dir(train_dir):
+  """train_dir/<YYYYmmdd-HHMMSS>[-N]/, new for each run."""
+  base = os.path.join(train_dir, time.strftime('%Y%m%d-%H%M%S'))
+  path, n = base, 1
+  while os.path.exists(path):
+    path, n = '%s-%d' % (base, n), n + 1
+  os.makedirs(path)
+  return path
+
+
+def checkpoints_newest_first(train_dir):
+  """Every checkpoint of the run folders under train_dir, newest first.
+
+  The files on disk count, not only what each folder's index file lists: a
+  damaged index is named in one line and the folder's files are used.
+  """
+  found = []
+  if os.path.isdir(train_dir):
+    for run in sorted(os.listdir(train_dir)):
+      run_dir = os.path.join(train_dir, run)
+      if not os.path.isdir(run_dir):
+        continue
+      candidates, problem = checkpoints.checkpoint_candidates(run_dir)
+      if problem:
+        print('Note: %s; using the checkpoint files in the folder' % problem)
+      found += [(os.path.getmtime(path + '.index'), path)
+                for _, path in candidates if os.path.exists(path + '.index')]
+  return [path for _, path in sorted(found, reverse=True)]
+
+
+def newest_checkpoint(train_dir):
+  """The newest checkpoint of any run folder under train_dir, or None."""
+  paths = checkpoints_newest_first(train_dir)
+  return paths[0] if paths else None
+
+
+def check_fits(path, hidden1):
+  """A clear error when the checkpoint was trained with another hidden1."""
+  shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  key = [k for k in shapes if k.startswith('model/params/layer1.Sweights/')]
+  if key and shapes[key[0]][1] != hidden1:
+    raise errors.UsageError(
+        'checkpoint %s has %d hidden units, not --hidden1 %d; pass --hidden1 '
+        '%d' % (path, shapes[key[0]][1], hidden1, shapes[key[0]][1]))

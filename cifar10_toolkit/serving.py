@@ -1,0 +1,123 @@
+"""The trained convnet as a function of images: exported, loaded, served.
+
+  Classifier(model).serve(uint8 images)    probabilities, classes and class
+                                           names (the serving signature)
+  restore_classifier(checkpoint_dir)       a Classifier with the newest
+                                           readable checkpoint's weights
+  export(classifier, export_dir)           a SavedModel, written whole or
+                                           not at all
+
+cifar10_export.py exports; cifar10_classify.py classifies with an export or
+straight from a checkpoint.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+import cifar10_input
+import convnet
+from cifar10_toolkit import checkpoints
+from cifar10_toolkit import dataset
+from cifar10_toolkit import errors
+from cifar10_toolkit import run_control
+from cifar10_toolkit import run_folder
+
+
+class Classifier(tf.Module):
+  """The trained model as a function of images: what export and classify use.
+
+  serve(images uint8 [N, 32, 32, 3]) -> {'probabilities': float32 [N, 10],
+  'classes': int32 [N], 'class_names': string [N]}: the evaluator's central
+  24x24 crop and standardization, inference, softmax. Saved as a SavedModel
+  with serve as its serving signature.
+  """
+
+  def __init__(self, model, name='cifar10_classifier'):
+    super().__init__(name=name)
+    self.model = model
+    self.class_names = tf.constant(dataset.CLASS_NAMES)
+
+  @tf.function(input_signature=[tf.TensorSpec(
+      [None, dataset.ORIGINAL_SIZE, dataset.ORIGINAL_SIZE,
+       dataset.NUM_CHANNELS], tf.uint8, name='images')])
+  def serve(self, images):
+    logits, _ = convnet.inference(
+        self.model, cifar10_input.central_crop_and_standardize(images))
+    classes = tf.argmax(logits, axis=1, output_type=tf.int32)
+    return {'probabilities': tf.nn.softmax(logits), 'classes': classes,
+            'class_names': tf.gather(self.class_names, classes)}
+
+
+def restore_classifier(checkpoint_dir, raw_weights=False):
+  """A Classifier with the newest readable checkpoint's weights.
+
+  Returns:
+    (classifier, checkpoint path, global step).
+
+  Raises:
+    errors.UsageError: no checkpoint, or none that reads.
+  """
+  model = convnet.ConvNet()
+  state = convnet.TrainState(model)
+  path = checkpoints.resume(tf.train.Checkpoint(model=model, state=state),
+                          checkpoint_dir)
+  if path is None:
+    raise errors.UsageError('no checkpoint in %s' % checkpoint_dir)
+  if not raw_weights:
+    convnet.use_moving_averages(model, state)
+  return Classifier(model), path, int(state.global_step)
+
+
+EXPORT_TMP_PREFIX = '.export-'
+
+
+def _remove_stale_exports(parent):
+  """Removes what exports killed outright (kill -9) left in parent: their
+  hidden .export-<pid>-* folders, whose process is gone."""
+  for name in os.listdir(parent):
+    m = re.match(r'^%s(\d+)-' % re.escape(EXPORT_TMP_PREFIX), name)
+    if m and not _alive(int(m.group(1))):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def export(classifier, export_dir):
+  """Saves classifier as a SavedModel at export_dir, atomically.
+
+  Written into a hidden folder beside export_dir, then renamed: a stop by
+  Ctrl-C, SIGTERM or SIGHUP removes it (the status is the signal's), and one
+  killed outright is removed by the next export into the same parent. The
+  model gets the mode any new folder gets (the umask's), so that a serving
+  process of another user can read it.
+  """
+  if os.path.exists(export_dir):
+    raise errors.UsageError('--export_dir %s exists; remove it or choose '
+                               'another' % export_dir)
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  run_folder.prepare_dir(parent, '--export_dir')
+  _remove_stale_exports(parent)
+  tmp = tempfile.mkdtemp(prefix='%s%d-' % (EXPORT_TMP_PREFIX, os.getpid()),
+                         dir=parent)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)
+  try:
+    with run_control.signals_raise():
+      tf.saved_model.save(classifier, tmp,
+                          signatures={'serving_default': classifier.serve})
+      os.rename(tmp, export_dir)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)

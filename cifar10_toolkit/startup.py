@@ -1,0 +1,158 @@
+"""A script's first seconds, before and while TensorFlow loads (no TensorFlow
+imported here).
+
+  quiet_interrupt()     Ctrl-C while a script starts: one line, status 130
+  interrupted()         whether that happened (importing TensorFlow swallows
+                        the KeyboardInterrupt)
+  hide_startup_noise()  TensorFlow's benign start-up lines kept off stderr
+  end_startup()         ... until here: fd 2 is the real stderr again, for
+                        the rest of the run, with no thread or pipe in between
+  is_noise(line)        one of those lines
+
+How the start-up lines are hidden: fd 2 points at an anonymous in-memory
+file (memfd) while TensorFlow imports and initialises; end_startup() points
+fd 2 back at the real stderr and writes there every captured line that is
+not one of NOISE, in order. Nothing stands between TensorFlow and the
+terminal afterwards, so a crash's last words (faulthandler's dump, an
+abort's or a CHECK failure's line) always arrive. While the capture lasts,
+faulthandler (PYTHONFAULTHANDLER=1) writes to the real stderr, and so does
+the one line of a Ctrl-C.
+"""
+
+import atexit
+import faulthandler
+import os
+import re
+import signal
+import sys
+
+# Lines TensorFlow 2.21 writes to stderr at every start on a machine without
+# a GPU (C++ logging, which TF_CPP_MIN_LOG_LEVEL does not reach before
+# absl::InitializeLog), matched whole. Each says nothing wrong: no GPU found
+# where none is, CPU features, oneDNN's fallback for small integer types.
+NOISE = [re.compile(p) for p in (
+    r'WARNING: All log messages before absl::InitializeLog\(\) is called '
+    r'are written to STDERR',
+    r'I0000 [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\. .*',
+    r'I0000 [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on '
+    r'your machine, GPU will not be used\.',
+    r'I0000 [\d:. ]+\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is '
+    r'optimized to use available CPU instructions in performance-critical '
+    r'operations\.',
+    r'To enable the following instructions: [A-Z0-9_ ]+, in other operations, '
+    r'rebuild TensorFlow with the appropriate compiler flags\.',
+    r'E0000 [\d:. ]+\d+ util\.cc:\d+\] oneDNN supports DT_(UINT8|INT32|INT8) '
+    r'only on platforms with AVX-512\. Falling back to the default '
+    r'Eigen-based implementation if present\.',
+)]
+# Only where no NVIDIA driver is installed: then a failed cuInit is expected.
+NO_DRIVER_NOISE = re.compile(
+    r'E0000 [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*')
+
+_capture = {}  # 'real': the real stderr's fd, 'file': the memfd
+
+
+def prog():
+  """The running script's name, for one-line messages."""
+  return os.path.basename(sys.argv[0]) or 'python3'
+
+
+def is_noise(line, driver=None):
+  """Whether a stderr line is one of TensorFlow's benign start-up lines."""
+  if driver is None:
+    driver = os.path.exists('/proc/driver/nvidia/version')
+  return (any(p.fullmatch(line) for p in NOISE) or
+          (not driver and NO_DRIVER_NOISE.fullmatch(line) is not None))
+
+
+def hide_startup_noise():
+  """Captures fd 2 until end_startup(). TF_CPP_MIN_LOG_LEVEL=0 (asking for
+  TensorFlow's info lines) leaves stderr as it is."""
+  if _capture or os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '0' or \
+      not hasattr(os, 'memfd_create'):
+    return
+  sys.stderr.flush()
+  real = os.dup(2)
+  os.set_inheritable(real, False)
+  memfd = os.memfd_create('cifar10-startup-stderr', os.MFD_CLOEXEC)
+  os.dup2(memfd, 2)
+  _capture.update(real=real, file=memfd)
+  atexit.register(end_startup)  # an exit before start-up ended keeps its lines
+  if faulthandler.is_enabled():  # a crash while loading still says why
+    _capture['faults'] = os.fdopen(os.dup(real), 'w')
+    faulthandler.enable(_capture['faults'])
+
+
+def end_startup(warm=None):
+  """fd 2 back to the real stderr; the captured lines, less NOISE, to it.
+
+  warm: optional function run first, still captured, that makes TensorFlow
+  say its once-only start-up lines (train_loop.warm_up: the oneDNN type
+  notice comes at the first graph with a small integer type, the cuInit
+  one when devices are listed). Idempotent; a no-op without a capture.
+  """
+  if not _capture:
+    return
+  if warm is not None:
+    warm()
+  sys.stderr.flush()
+  real, memfd = _capture.pop('real'), _capture.pop('file')
+  faults = _capture.pop('faults', None)
+  os.dup2(real, 2)
+  os.close(real)
+  if faults is not None:
+    faulthandler.enable(sys.stderr)
+    faults.close()
+  os.lseek(memfd, 0, os.SEEK_SET)
+  with os.fdopen(memfd, 'rb') as f:
+    captured = f.read()
+  driver = os.path.exists('/proc/driver/nvidia/version')
+  kept = [line for line in captured.splitlines(keepends=True)
+          if not is_noise(line.decode('utf-8', 'replace').rstrip('\n'),
+                          driver)]
+  if kept:
+    os.write(2, b''.join(kept))
+
+
+_interrupted = []
+
+
+def interrupted():
+  """Whether Ctrl-C was pressed while the script started (importing
+  TensorFlow swallows the KeyboardInterrupt, so it is also recorded here)."""
+  return bool(_interrupted)
+
+
+def _on_sigint(signum, frame):
+  _interrupted.append(signum)
+  raise KeyboardInterrupt
+
+
+def say(line):
+  """One line to the real stderr, captured or not."""
+  if not _capture:
+    sys.stderr.write(line + '\n')
+    sys.stderr.flush()
+    return
+  sys.stderr.flush()
+  os.write(_capture['real'], (line + '\n').encode())
+
+
+def quiet_interrupt():
+  """A Ctrl-C during start-up ends the script with one line, status 130.
+
+  The SIGINT handler records it (see interrupted(), which run_main checks
+  once the imports are done) and raises KeyboardInterrupt; one that escapes
+  everything prints one line instead of a traceback.
+  """
+  signal.signal(signal.SIGINT, _on_sigint)
+  previous = sys.excepthook
+
+  def hook(kind, value, tb):
+    if issubclass(kind, KeyboardInterrupt):
+      say('%s: interrupted' % prog())
+      os._exit(130)
+    if _capture:  # a traceback before start-up ended: to the real stderr
+      end_startup()
+    previous(kind, value, tb)
+  sys.excepthook = hook
