@@ -1,14 +1,13 @@
 """Test accuracy of run_fc_model.py with its defaults over several seeds.
 
-    python3 benchmarks/fc_accuracy.py [--seeds 1 2 3] [--data_dir /tmp/dataset]
+    python3 benchmarks/fc_accuracy.py [--seeds 1,2,3] [--data_dir /tmp/cifar10_data] [-- FLAG...]
 
 Runs run_fc_model.py once per seed (a child process each, default flags but
---seed and a temporary train_dir) and prints each run's test accuracy and
+--seed, a temporary train_dir and the flags after --) and prints each run's test accuracy and
 total time, then the mean and range of the accuracy, the wall time, and the
 peak resident memory of the runs.
 """
 
-import argparse
 import os
 import re
 import resource
@@ -19,23 +18,32 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from absl import flags  # noqa: E402
+
+from cifar10_toolkit import cli  # noqa: E402
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_list('seeds', ['1', '2', '3'], 'the seeds, one run each',
+                  flag_values=FLAGS)
+flags.register_validator('seeds', lambda v: all(s.isdigit() for s in v),
+                         message='must be non-negative integers',
+                         flag_values=FLAGS)
+flags.DEFINE_string('data_dir', '/tmp/cifar10_data', 'the data set, as '
+                    'run_fc_model.py takes it', flag_values=FLAGS)
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
-  p.add_argument('--data_dir', default='/tmp/dataset')
-  p.add_argument('--extra', nargs=argparse.REMAINDER, default=[],
-                 help='further flags for run_fc_model.py')
-  args = p.parse_args(argv)
+  extra = cli.parse(FLAGS, argv, __doc__, 'FLAG', optional=True)
   accuracies, began = [], time.time()
-  for seed in args.seeds:
+  for seed in [int(s) for s in FLAGS.seeds]:
     with tempfile.TemporaryDirectory() as train_dir:
       t = time.time()
       out = subprocess.run(
           [sys.executable, os.path.join(ROOT, 'run_fc_model.py'), '--seed',
-           str(seed), '--data_dir', args.data_dir, '--train_dir', train_dir]
-          + args.extra, check=True, capture_output=True, text=True).stdout
+           str(seed), '--data_dir', FLAGS.data_dir, '--train_dir', train_dir]
+          + extra, check=True, capture_output=True, text=True).stdout
     acc = float(re.search(r'^Test accuracy ([\d.]+)$', out, re.M).group(1))
     total = re.search(r'^Total time: +([\d.]+)s$', out, re.M).group(1)
     accuracies.append(acc)

@@ -30,3 +30,11 @@ go down this list only (tests/test_layout.py checks it):
   -- the scripts at the root, tools/ and benchmarks/ (no script imports
      another)
 """
+
+# The order above, as data: a module imports only from earlier layers.
+ROOT_LIBRARY = ('cifar10_input', 'data_helpers', 'two_layer_fc', 'convnet')
+LAYERS = (
+    ('errors',), ('startup',), ('cli',), ('dataset',), ('hardware', 'console'),
+    ('run_control',), ('checkpoints', 'summaries', 'lrn', 'cluster'),
+    ('run_folder', 'config'), ROOT_LIBRARY,
+    ('device_input', 'fc_runs', 'serving', 'evaluation'), ('train_loop',))

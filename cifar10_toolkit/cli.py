@@ -119,7 +119,7 @@ def positive(name, flag_values):
 def define_data_flags(flag_values, what='where the data set is, or is '
                       'fetched to'):
   """--data_dir and --data_source, the same in every script."""
-  flags.DEFINE_string('data_dir', '/tmp/dataset', what,
+  flags.DEFINE_string('data_dir', '/tmp/cifar10_data', what,
                       flag_values=flag_values)
   flags.DEFINE_string('data_source', None, 'URL or local path of '
                       'cifar-10-binary.tar.gz to fetch when data_dir has no '
@@ -220,7 +220,7 @@ def _help(flag_values, doc, full):
   return '\n'.join(lines) + '\n'
 
 
-def parse(flag_values, argv=None, doc='', positional=None):
+def parse(flag_values, argv=None, doc='', positional=None, optional=False):
   """Parses argv (without the program's name; default sys.argv[1:]) into
   flag_values, which start from their defaults each time.
 
@@ -231,7 +231,7 @@ def parse(flag_values, argv=None, doc='', positional=None):
 
   Args:
     positional: what the script's other arguments are (e.g. 'IMAGE'): one
-      at least is required; None: the script takes none.
+      at least is required, none with optional; None: the script takes none.
 
   Returns:
     The arguments that are not flags, in order.
@@ -253,7 +253,7 @@ def parse(flag_values, argv=None, doc='', positional=None):
   if positional is None and rest:
     _usage_error('unexpected argument %r (this script takes flags only; '
                  'see -h)' % rest[0])
-  if positional is not None and not rest:
+  if positional is not None and not optional and not rest:
     _usage_error('no %s given (see -h)' % positional)
   return rest
 

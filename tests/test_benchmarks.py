@@ -36,7 +36,7 @@ def test_benchmark_smoke(shared_bin_dir, tmp_path):
         label + ' missing in:\n' + out
   results = json.load(open(out_json))
   fig = results['figures']
-  if results['shards'] > 1:
+  if results['slices'] > 1:
     assert re.search(r'^ *default but 1 slice, default threads.* %s$' % NUMBER,
                      out, re.M), out
     assert fig['train_one_slice']['median'] > 0
@@ -70,8 +70,8 @@ def test_benchmark_smoke(shared_bin_dir, tmp_path):
 def test_fc_accuracy_benchmark(tmp_path):
   write_py(str(tmp_path), per_file=100)
   out = subprocess.run(
-      [sys.executable, 'benchmarks/fc_accuracy.py', '--seeds', '1', '2',
-       '--data_dir', str(tmp_path), '--extra', '--max_steps', '20',
+      [sys.executable, 'benchmarks/fc_accuracy.py', '--seeds', '1,2',
+       '--data_dir', str(tmp_path), '--', '--max_steps', '20',
        '--batch_size', '50'], cwd=ROOT, check=True, capture_output=True,
       text=True, timeout=600).stdout
   assert len(re.findall(r'^seed \d: test accuracy 0\.\d{4}, total time '

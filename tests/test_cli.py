@@ -3,6 +3,7 @@ TensorFlow noise, boolean flags, no import-time side effects."""
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -105,3 +106,124 @@ def test_importing_a_module_changes_nothing_in_the_interpreter():
                      capture_output=True, text=True, timeout=120)
   assert p.returncode == 0 and p.stdout.strip() == 'unchanged', p.stderr
 
+
+
+# --- absl's flag conventions, and what the toolkit keeps of its own ---------
+
+def test_flagfile_and_helpfull(tmp_path, capsys):
+  flagfile = tmp_path / 'run.flags'
+  flagfile.write_text('--max_steps=77\n--nouse_bf16\n--slices=2\n')
+  cli.parse(cifar10_train.FLAGS, ['--flagfile', str(flagfile),
+                                  '--log_frequency', '5'])
+  train = cifar10_train.FLAGS
+  assert (train.max_steps, train.use_bf16, train.slices,
+          train.log_frequency) == (77, False, 2, 5)
+  cli.parse(cifar10_train.FLAGS, [])  # each parse starts from the defaults
+  assert (train.max_steps, train.use_bf16, train.slices) == (1000000, None,
+                                                             'auto')
+  with pytest.raises(SystemExit) as e:
+    cli.parse(cifar10_train.FLAGS, ['--flagfile', str(tmp_path / 'none')])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert e.value.code == 2 and len(err) == 1 and 'none' in err[0], err
+  with pytest.raises(SystemExit) as e:
+    cli.parse(cifar10_train.FLAGS, ['--helpfull'], 'The doc.')
+  out = capsys.readouterr().out
+  assert e.value.code == 0 and out.startswith('The doc.')
+  assert '--flagfile' in out and '--max_steps' in out
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--max-steps', '10'], "Unknown command line flag 'max-steps'. Did you "
+     "mean: max_steps ?"),
+    (['--max_step', '10'], "Unknown command line flag 'max_step'. Did you "
+     "mean: max_steps ?"),  # no abbreviations
+    (['--log_frequency=0'], 'flag --log_frequency=0: 0 is not a positive '
+     'integer'),
+    (['--slices', '3'], '--slices 3 does not divide --batch_size 128'),
+    (['--use_fp16', '--use_bf16'], '--use_fp16 and --use_bf16 exclude each '
+     'other'),
+    (['--save_checkpoint_secs=inf'], 'flag --save_checkpoint_secs=inf: must '
+     'be a positive number'),
+    (['1000'], "unexpected argument '1000'"),
+])
+def test_a_bad_flag_is_one_line_and_status_2(argv, message):
+  p = subprocess.run([sys.executable, 'cifar10_train.py'] + argv, cwd=ROOT,
+                     capture_output=True, text=True, timeout=60)
+  assert p.returncode == 2 and p.stdout == ''
+  assert p.stderr.splitlines() == ['cifar10_train.py: error: ' + message] or (
+      len(p.stderr.splitlines()) == 1 and message in p.stderr), p.stderr
+
+
+def test_help_answers_at_once_and_auto_is_a_value():
+  p = subprocess.run([sys.executable, 'cifar10_train.py', '-h'], cwd=ROOT,
+                     capture_output=True, text=True, timeout=60)
+  assert p.returncode == 0 and p.stderr == ''
+  assert p.stdout.startswith('Trains the CIFAR-10 convnet on one device')
+  assert "--[no]use_bf16:" in p.stdout and "(default: 'auto')" in p.stdout
+
+
+# --- a crash's last words reach the terminal --------------------------------
+
+def _training(shared_bin_dir, tmp_path, env=None):
+  """cifar10_train.py as a user starts it, stdout and stderr apart, once
+  its start-up is over (a step line printed)."""
+  proc = subprocess.Popen(
+      [sys.executable, 'cifar10_train.py'] + train_args(
+          shared_bin_dir, str(tmp_path / 't')) + [
+              '--max_steps', '100000', '--steps_per_loop', '2'],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, PYTHONUNBUFFERED='1', **(env or {})))
+  for line in proc.stdout:
+    if ': step 4, loss = ' in line:
+      return proc
+  proc.kill()
+  raise AssertionError('no step line; stderr:\n' + proc.stderr.read())
+
+
+@pytest.mark.slow
+def test_a_segfault_during_training_leaves_faulthandlers_dump(
+    shared_bin_dir, tmp_path):
+  proc = _training(shared_bin_dir, tmp_path, {'PYTHONFAULTHANDLER': '1'})
+  proc.send_signal(signal.SIGSEGV)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGSEGV
+  assert 'Fatal Python error: Segmentation fault' in err, err
+
+
+@pytest.mark.slow
+def test_a_line_written_just_before_abort_arrives(shared_bin_dir, tmp_path):
+  # sitecustomize gives the trainer a SIGUSR1 that writes a line to fd 2,
+  # as a failing C++ CHECK does, and aborts at once
+  site = tmp_path / 'site'
+  site.mkdir()
+  (site / 'sitecustomize.py').write_text(
+      'import os, signal\n'
+      'def _die(signum, frame):\n'
+      '  os.write(2, b"F0000 last words before abort\\n")\n'
+      '  os.abort()\n'
+      'signal.signal(signal.SIGUSR1, _die)\n')
+  proc = _training(shared_bin_dir, tmp_path, {'PYTHONPATH': str(site)})
+  proc.send_signal(signal.SIGUSR1)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGABRT
+  assert err.splitlines()[-1:] == ['F0000 last words before abort'], err
+
+
+def test_startup_lines_are_kept_off_stderr_and_the_rest_passes(tmp_path):
+  # the capture itself: benign lines dropped, others kept in order, and fd 2
+  # the real stderr again afterwards
+  code = (
+      'import os, sys\n'
+      'sys.path.insert(0, %r)\n'
+      'from cifar10_toolkit import startup\n'
+      'startup.hide_startup_noise()\n'
+      'os.write(2, b"WARNING: All log messages before absl::InitializeLog() '
+      'is called are written to STDERR\\nreal line 1\\n")\n'
+      'startup.end_startup()\n'
+      'os.write(2, b"real line 2\\n")\n'
+      'print(os.readlink("/proc/self/fd/2"))\n' % ROOT)
+  p = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                     text=True, timeout=60,
+                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  assert p.stderr == 'real line 1\nreal line 2\n'
+  assert 'memfd' not in p.stdout

@@ -11,7 +11,6 @@ import cifar10_eval
 from cifar10_toolkit import cli
 from cifar10_toolkit import config
 import cifar10_train
-from cifar10_toolkit import errors
 import convnet
 from cifar10_toolkit import hardware
 from cifar10_toolkit import lrn
@@ -349,7 +348,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
   d = str(tmp_path / 't')
   assert cifar10_train.main(train_args(shared_bin_dir, d,
                                         '--max_steps', '2')) == 0
-  monkeypatch.setattr(convnet_training, 'INITIAL_LEARNING_RATE', 1e9)
+  monkeypatch.setattr(convnet, 'INITIAL_LEARNING_RATE', 1e9)
   status = run_control.run_main(cifar10_train.main, train_args(
       shared_bin_dir, d, '--max_steps', '50', '--save_checkpoint_secs',
       '0.001'))

@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 import cifar10_classify
-import cifar10_eval
 import cifar10_export
 from cifar10_toolkit import dataset
 import cifar10_input

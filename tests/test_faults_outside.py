@@ -17,7 +17,6 @@ import pytest
 import tensorflow as tf
 
 import cifar10_classify
-import cifar10_eval
 import cifar10_export
 from cifar10_toolkit import console
 from cifar10_toolkit import dataset

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import cifar10_input
+import convnet
 from cifar10_toolkit import device_input
 import cifar10_multi_gpu_train
 import cifar10_train
@@ -183,7 +184,7 @@ def test_nan_inside_a_loop_names_its_step_and_saves_nothing(
   # the update of step 14 (global step 13 before it) makes the weights NaN,
   # so the loss of step 15, inside the loop of steps 4-23, is NaN
   schedule = convnet.learning_rate
-  monkeypatch.setattr(convnet_training, 'learning_rate',
+  monkeypatch.setattr(convnet, 'learning_rate',
                       lambda step, batch: tf.where(
                           step >= 13, float('nan'), schedule(step, batch)))
   status = run_control.run_main(cifar10_train.main, train_args(

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cifar10_eval
 import cifar10_input
 import cifar10_multi_gpu_train
 import cifar10_train
