@@ -96,7 +96,7 @@ def heard(key, child):
                      % (key, child.wait()))
 
 
-def paired(data_dir, plan, plan_flags):
+def paired(data_dir, plan, plan_flags, commands=None):
   """The default training and the Keras configurations, timed in turns.
 
   Each configuration runs in a child process of its own (its own thread
@@ -107,20 +107,27 @@ def paired(data_dir, plan, plan_flags):
   plan['keras_processes'] processes (Keras on 2 cores differs from process
   to process) and its figure is the best of their medians.
 
+  Args:
+    commands: optional list of (key, argv) of the children to time instead
+      (argv: a `benchmark.py --serve KEY` of some checkout; benchmarks/ab.py).
+
   Returns:
     figures: {key: rate(...) plus 'processes', the medians of its
       processes}, and rounds: per round, {key: examples/sec}.
   """
+  if commands is None:
+    commands = [(key, [sys.executable, BENCHMARK, '--serve', key])
+                for key in paired_keys()
+                for _ in range(plan['keras_processes'] if key in peers.KERAS
+                               else 1)]
   children = []
   try:
-    for key in paired_keys():
-      for _ in range(plan['keras_processes'] if key in peers.KERAS else 1):
-        child = subprocess.Popen(
-            [sys.executable, BENCHMARK, '--serve', key,
-             '--data_dir', data_dir] + plan_flags,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        children.append((key, child))
-        heard(key, child)  # warm-ups one at a time
+    for key, argv in commands:
+      child = subprocess.Popen(argv + ['--data_dir', data_dir] + plan_flags,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+      children.append((key, child))
+      heard(key, child)  # warm-ups one at a time
     times = [[] for _ in children]
     for r in range(plan['turns']):
       for i in range(len(children)):

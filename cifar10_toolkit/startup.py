@@ -71,10 +71,13 @@ def hide_startup_noise():
   if _capture or os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '0' or \
       not hasattr(os, 'memfd_create'):
     return
-  sys.stderr.flush()
-  real = os.dup(2)
+  try:
+    sys.stderr.flush()
+    real = os.dup(2)  # (EBADF: stderr closed, nothing to keep it from)
+    memfd = os.memfd_create('cifar10-startup-stderr', os.MFD_CLOEXEC)
+  except (OSError, ValueError):
+    return
   os.set_inheritable(real, False)
-  memfd = os.memfd_create('cifar10-startup-stderr', os.MFD_CLOEXEC)
   os.dup2(memfd, 2)
   _capture.update(real=real, file=memfd)
   atexit.register(end_startup)  # an exit before start-up ended keeps its lines

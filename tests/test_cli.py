@@ -20,7 +20,8 @@ from cifar10_toolkit import startup
 
 SCRIPTS = ['cifar10_train.py', 'cifar10_multi_gpu_train.py', 'cifar10_eval.py',
            'run_fc_model.py', 'restore_model.py', 'cifar10_export.py',
-           'cifar10_classify.py', 'tools/gpu_audit.py']
+           'cifar10_classify.py', 'tools/gpu_audit.py',
+           'benchmarks/benchmark.py', 'benchmarks/fc_accuracy.py']
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

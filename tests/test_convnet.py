@@ -191,8 +191,8 @@ def test_fast_lrn_in_bfloat16_is_the_float32_function_rounded():
                              atol=1e-6)
 
 
-@pytest.mark.parametrize('shards', [1, 2, 4])
-def test_inference_is_the_tutorial_network(shards):
+@pytest.mark.parametrize('slices', [1, 2, 4])
+def test_inference_is_the_tutorial_network(slices):
   # Pooling before conv1's bias and ReLU, the fast LRN and slicing the batch
   # change neither the logits nor the gradients.
   model = convnet.ConvNet(seed=2)
@@ -205,12 +205,12 @@ def test_inference_is_the_tutorial_network(shards):
     return logits, tape.gradient(total, list(model.params.values()))
 
   got, got_grads = logits_and_grads(
-      lambda m, x: convnet.inference(m, x, tf.float32, shards)[0])
+      lambda m, x: convnet.inference(m, x, tf.float32, slices)[0])
   want, want_grads = logits_and_grads(convnet.reference_inference)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
   for name, g, w in zip(model.params, got_grads, want_grads):
     np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-5, err_msg=name)
-  acts = convnet.inference(model, images, tf.float32, shards)[1]
+  acts = convnet.inference(model, images, tf.float32, slices)[1]
   assert acts['conv1'].shape == [16, 24, 24, 64]  # for the summaries
 
 

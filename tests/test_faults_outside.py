@@ -308,8 +308,8 @@ def test_sigterm_during_export_leaves_nothing(exported, tmp_path):
   train, _ = exported
   proc = subprocess.Popen([
       sys.executable, '-c',
-      'import sys, time, signal, os, run_control, cifar10_export, tensorflow '
-      'as tf\n'
+      'import sys, time, signal, os, cifar10_export, tensorflow as tf\n'
+      'from cifar10_toolkit import run_control\n'
       'save = tf.saved_model.save\n'
       'def slow(*a, **k):\n'
       '  save(*a, **k); print("saved", flush=True); time.sleep(60)\n'

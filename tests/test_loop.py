@@ -45,10 +45,10 @@ def _strategy(replicas):
       cluster.split_device('CPU', replicas))
 
 
-@pytest.mark.parametrize('replicas,pieces', [(1, 1), (2, 1), (1, 3), (2, 2)])
+@pytest.mark.parametrize('replicas,slices', [(1, 1), (2, 1), (1, 3), (2, 2)])
 @pytest.mark.parametrize('seed', [1, 9])
 def test_device_batches_equal_tf_data_batches(shared_bin_dir, replicas, seed,
-                                              pieces):
+                                              slices):
   # 1,000 training examples, global batch 96: step 10 straddles epochs 0 and 1
   batch, start = 96 // replicas, 8
   strategy = _strategy(replicas)
@@ -60,7 +60,7 @@ def test_device_batches_equal_tf_data_batches(shared_bin_dir, replicas, seed,
   @tf.function
   def device_batch(step):
     return strategy.run(feed.replica_batch,
-                        args=(feed.next_batch(step), pieces))
+                        args=(feed.next_batch(step), slices))
 
   for step in range(start, start + 6):
     want = next(dataset)
@@ -77,7 +77,7 @@ def test_device_batches_equal_tf_data_batches(shared_bin_dir, replicas, seed,
 def _run(data_dir, train_dir, steps, per_loop, on_device, *extra):
   return cifar10_train.main(train_args(data_dir, train_dir) + [
       '--max_steps', str(steps), '--steps_per_loop', str(per_loop),
-      '--data_on_device', on_device, '--log_frequency', '3'] + list(extra))
+      '--data_on_device=' + on_device, '--log_frequency', '3'] + list(extra))
 
 
 @pytest.mark.slow
@@ -116,7 +116,7 @@ def test_two_replicas_steps_per_loop_changes_nothing(shared_bin_dir, tmp_path,
     d = str(tmp_path / str(per_loop))
     assert cifar10_multi_gpu_train.main(train_args(shared_bin_dir, d) + [
         '--max_steps', '21', '--steps_per_loop', str(per_loop),
-        '--data_on_device', on_device, '--batch_size', '16',
+        '--data_on_device=' + on_device, '--batch_size', '16',
         '--logical_devices', '2']) == 0
     dirs.append(d)
   _assert_same_state(*[tf.train.latest_checkpoint(d) for d in dirs])
@@ -137,11 +137,11 @@ def test_slices_change_nothing(shared_bin_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_slices_with_two_replicas(shared_bin_dir, tmp_path):
   dirs = []
-  for shards in ('1', '2'):
-    d = str(tmp_path / shards)
+  for slices in ('1', '2'):
+    d = str(tmp_path / slices)
     assert cifar10_multi_gpu_train.main(train_args(shared_bin_dir, d) + [
         '--max_steps', '5', '--steps_per_loop', '3', '--batch_size', '16',
-        '--logical_devices', '2', '--slices', shards]) == 0
+        '--logical_devices', '2', '--slices', slices]) == 0
     dirs.append(d)
   _assert_same_state(*[tf.train.latest_checkpoint(d) for d in dirs])
 

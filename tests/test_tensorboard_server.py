@@ -244,7 +244,7 @@ def test_hparams_tab_joins_training_and_evaluation(server, runs):
   assert hp['use_bf16'] == (runs['dtype'] == 'bfloat16')
   assert hp['use_fp16'] is False and hp['data_on_device'] == 'true'
   assert hp['data_source'] == dataset.resolve_source(None)
-  assert isinstance(hp['shards'], float) and hp['shards'] >= 1
+  assert isinstance(hp['slices'], float) and hp['slices'] >= 1
   assert 'None' not in {str(v) for v in hp.values()}
 
 

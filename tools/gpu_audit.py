@@ -208,7 +208,8 @@ def report(results):
 
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
-  setup_devices()
+  setup_devices()  # before TensorFlow's runtime starts: then the warm-up
+  startup.end_startup(run_control.warm_up)
   results = run(configurations(tuple(int(r) for r in FLAGS.replicas)),
                 FLAGS.serving)
   print(json.dumps(results, indent=1) if FLAGS.json else report(results))
@@ -216,4 +217,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(run_control.run_main(main))
+  sys.exit(run_control.run_main(main, ends_startup=False))
