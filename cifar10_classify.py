@@ -5,7 +5,8 @@
 
 Prints one line per file: `<file>: <class> <probability>, ...` with the
 top_k classes. Images must be 32x32 RGB (PNG, JPEG, BMP or GIF), as CIFAR-10's
-are; --resize scales other sizes to 32x32 first. A missing, unreadable,
+are; --resize takes other sizes, cut to the square around their centre and
+scaled to 32x32 (--squash: the whole image scaled). A missing, unreadable,
 non-image or wrong-size file is a one-line error naming it (exit status 1),
 before anything is classified.
 """
@@ -33,11 +34,15 @@ flags.DEFINE_string('model', None, 'classify with this exported SavedModel '
                     'instead (cifar10_export.py)', flag_values=FLAGS)
 flags.DEFINE_integer('top_k', 3, 'classes to print per image', lower_bound=1,
                      upper_bound=10, flag_values=FLAGS)
-flags.DEFINE_boolean('resize', False, 'scale images of another size to 32x32 '
-                     '(bilinear) instead of refusing them', flag_values=FLAGS)
+flags.DEFINE_boolean('resize', False, 'take images of another size: the '
+                     'square around the centre, scaled to 32x32 (antialiased '
+                     'bilinear), instead of refusing them', flag_values=FLAGS)
+flags.DEFINE_boolean('squash', False, 'with --resize, scale the whole image '
+                     'to 32x32 whatever its aspect ratio, instead of its '
+                     'centre square', flag_values=FLAGS)
 
 if __name__ == '__main__':
-  cli.parse_early(FLAGS, __doc__, 'IMAGE')  # -h and flag errors, before TensorFlow loads
+  cli.parse_early(FLAGS, __doc__, 'IMAGE')  # -h, flag errors: before TF loads
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -47,8 +52,13 @@ from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import serving  # noqa: E402
 
 
-def read_image(path, resize=False):
+def read_image(path, resize=False, squash=False):
   """uint8 [32, 32, 3] from an image file.
+
+  Args:
+    resize: an image of another size is cut to the square around its
+      centre (the convention of image classifiers), then scaled to 32x32;
+      with squash the whole image is scaled, whatever its aspect ratio.
 
   Raises:
     errors.UsageError: missing, unreadable, not an image, or not 32x32
@@ -72,6 +82,10 @@ def read_image(path, resize=False):
       raise errors.UsageError(
           '%s: %dx%d pixels, the model takes %dx%d images (CIFAR-10\'s); '
           'pass --resize to scale it' % (path, width, height, SIZE, SIZE))
+    if not squash:
+      side = min(height, width)
+      image = tf.image.crop_to_bounding_box(
+          image, (height - side) // 2, (width - side) // 2, side, side)
     image = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(
         image, [SIZE, SIZE], antialias=True), 0, 255)), tf.uint8)
   return image.numpy()
@@ -96,7 +110,8 @@ def load_serving(args):
 
 def main(argv=None):
   paths = cli.parse(FLAGS, argv, __doc__, 'IMAGE')
-  images = np.stack([read_image(p, FLAGS.resize) for p in paths])
+  images = np.stack([read_image(p, FLAGS.resize, FLAGS.squash)
+                     for p in paths])
   serve = load_serving(FLAGS)
   probabilities = serve(images=tf.constant(images))['probabilities'].numpy()
   for path, probs in zip(paths, probabilities):

@@ -18,11 +18,15 @@ from cifar10_toolkit import startup
 if __name__ == '__main__':
   startup.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
+import math
 import sys
+import time
 
 from absl import flags
 
 from cifar10_toolkit import cli
+
+POLL_SECS = 2  # watch mode looks at the checkpoint folder this often
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string('eval_dir', '/tmp/cifar10_eval', 'where event logs are '
@@ -32,8 +36,9 @@ flags.DEFINE_enum('eval_data', 'test', ['test', 'train_eval'], "'test' or "
                   'distortions)', flag_values=FLAGS)
 flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train', 'where '
                     'cifar10_train.py writes checkpoints', flag_values=FLAGS)
-flags.DEFINE_float('eval_interval_secs', 300, 'how often to look for a new '
-                   'checkpoint', flag_values=FLAGS)
+flags.DEFINE_float('eval_interval_secs', 300, 'the least time between two '
+                   'evaluations; a new checkpoint is noticed within %g s'
+                   % POLL_SECS, flag_values=FLAGS)
 cli.positive('eval_interval_secs', FLAGS)
 flags.DEFINE_integer('num_examples', 10000, 'number of examples to run',
                      lower_bound=1, flag_values=FLAGS)
@@ -59,19 +64,22 @@ from cifar10_toolkit import summaries  # noqa: E402
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
   run_folder.prepare_dir(FLAGS.eval_dir, '--eval_dir')
+  if FLAGS.run_once and not os.path.isdir(FLAGS.checkpoint_dir):
+    raise errors.UsageError('--checkpoint_dir %s does not exist'
+                            % FLAGS.checkpoint_dir)
   dataset.maybe_download_and_extract(FLAGS.data_dir, FLAGS.data_source)
   evaluator = evaluation.Evaluator(FLAGS.data_dir, FLAGS.eval_data,
                                    FLAGS.num_examples, FLAGS.raw_weights)
   writer = summaries.summary_writer(FLAGS.eval_dir, '--eval_dir')
-  done = None
-  reported = {}  # damaged checkpoints already named, while they stay so
-  joined = None  # the trial id of the training run whose HParams row we join
-  waiting_said = False
+  written = evaluation.evaluated_steps(FLAGS.eval_dir)
+  watch = Watch(FLAGS.checkpoint_dir, FLAGS.eval_interval_secs)
   with run_control.GracefulStop('stopping') as stop:
     while not stop.requested:
+      if not FLAGS.run_once and not watch.due(stop):
+        continue
       try:
         path, step = evaluation.newest_readable(
-            evaluator, FLAGS.checkpoint_dir, done, reported)
+            evaluator, FLAGS.checkpoint_dir, watch.done, watch.reported)
       except checkpoints.WrongModelError:
         raise
       except errors.UsageError as e:
@@ -79,26 +87,76 @@ def main(argv=None):
           raise
         print('%s; waiting for a readable one' % e, flush=True)
         path = None
-      if path is None and done is None and FLAGS.run_once:
+      if path is None and watch.done is None and FLAGS.run_once:
         raise errors.UsageError('no checkpoint in %s' % FLAGS.checkpoint_dir)
-      if path is not None:
+      if path is not None and step in written:
+        print('%s: step %d (%s) is already evaluated in %s; not writing it '
+              'again' % (console.now(), step, path, FLAGS.eval_dir),
+              flush=True)
+        watch.done = path
+      elif path is not None:
         stop.action = 'finishing the evaluation in hand'
-        joined = evaluation.join_training_row(FLAGS.checkpoint_dir, writer,
-                                              joined)
+        watch.joined = evaluation.join_training_row(
+            FLAGS.checkpoint_dir, writer, watch.joined)
         evaluation.report(*evaluator.evaluate(), step, path, writer)
         stop.action = 'stopping'
-        done = path
-        waiting_said = False
+        written.add(step)
+        watch.evaluated(path)
       if FLAGS.run_once:
-        return 0
-      if not waiting_said:
-        print('%s: waiting for a new checkpoint in %s (looking every %g s)' % (
-            console.now(), FLAGS.checkpoint_dir, FLAGS.eval_interval_secs),
-              flush=True)
-        waiting_said = True
-      stop.sleep(FLAGS.eval_interval_secs)
+        return stop.exit_status
   print('%s: stopped' % console.now())
-  return 0
+  return stop.exit_status
+
+
+class Watch:
+  """When the watching evaluator looks again (watch mode).
+
+  It looks at the checkpoint folder every POLL_SECS (a stat and a listing:
+  checkpoints.folder_state), so a new checkpoint is noticed within seconds,
+  and evaluates at most once every --eval_interval_secs, the tutorial's
+  interval. It says once that the folder does not exist yet, and once per
+  wait that it is waiting.
+  """
+
+  def __init__(self, checkpoint_dir, interval):
+    self.checkpoint_dir, self.interval = checkpoint_dir, interval
+    self.done = None  # the path last evaluated (or found already written)
+    self.reported = {}  # damaged checkpoints already named, while they stay so
+    self.joined = None  # the trial id of the training run whose row we join
+    self._seen = self._last = self._said = None
+
+  def due(self, stop):
+    """True when the folder changed and the interval since the last
+    evaluation has passed; else sleeps a little (waking on a stop) and
+    returns False."""
+    state = checkpoints.folder_state(self.checkpoint_dir)
+    if state is None:
+      self._say('missing', '--checkpoint_dir %s does not exist yet; waiting '
+                'for it (looking every %g s)' % (self.checkpoint_dir,
+                                                 POLL_SECS))
+    elif state != self._seen:
+      wait = (self._last or -math.inf) + self.interval - time.time()
+      if wait <= 0:
+        self._seen = state
+        return True
+      self._say('interval', 'a new checkpoint in %s; evaluating it in %.0f s '
+                '(--eval_interval_secs %g)' % (self.checkpoint_dir, wait,
+                                               self.interval))
+      stop.sleep(min(wait, POLL_SECS * 5))
+      return False
+    else:
+      self._say('waiting', 'waiting for a new checkpoint in %s (looking '
+                'every %g s)' % (self.checkpoint_dir, POLL_SECS))
+    stop.sleep(POLL_SECS)
+    return False
+
+  def evaluated(self, path):
+    self.done, self._last, self._said = path, time.time(), None
+
+  def _say(self, what, line):
+    if self._said != what:
+      print('%s: %s' % (console.now(), line), flush=True)
+      self._said = what
 
 
 if __name__ == '__main__':

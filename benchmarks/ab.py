@@ -77,4 +77,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(run_control.run_main(main))
+  sys.exit(run_control.run_main(main, ends_startup=False))

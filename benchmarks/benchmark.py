@@ -92,6 +92,7 @@ from tools import kernel_audit  # noqa: E402
 
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
+  startup.end_startup()  # stderr as it is: nothing must start TensorFlow yet
   if FLAGS.quick and FLAGS.smoke:
     raise SystemExit('%s: error: --quick and --smoke exclude each other'
                      % startup.prog())
@@ -241,5 +242,5 @@ def main(argv=None):
   return 0
 
 
-if __name__ == '__main__':
-  sys.exit(run_control.run_main(main))
+if __name__ == '__main__':  # (no warm-up first: the children set the pools)
+  sys.exit(run_control.run_main(main, ends_startup=False))

@@ -88,6 +88,15 @@ TRAIN_FLAGS = flags.FlagValues()
 cli.define_training_flags(TRAIN_FLAGS)  # cifar10_train.py's flags
 
 
+def set_threads(slices):
+  """The thread pools cifar10_train.py sets for `slices` slices; an error
+  if TensorFlow has started already (the figures would mean another
+  configuration)."""
+  if not hardware.set_threads(hardware.describe(), slices):
+    raise RuntimeError('the benchmark could not set TensorFlow\'s thread '
+                       'pools: its runtime started first')
+
+
 def default_config(**flag_values):
   """The config.TrainConfig cifar10_train.py resolves here from its
   defaults, with the flags given as name=value."""
@@ -272,7 +281,7 @@ def measure(phase, data_dir, plan):
   gpu = bool(tf.config.list_physical_devices('GPU'))
   fig = {}
   if phase == 'sliced':
-    hardware.set_threads(hardware.describe(), slices)
+    set_threads(slices)
     fig['train_loop1'] = bench_train(data_dir, plan, dtype, on, 1,
                                      slices=slices)
     fig['train_tfdata' if on else 'train_device'] = bench_train(

@@ -15,7 +15,8 @@ import tensorflow as tf
 import cifar10_input
 import peers
 from cifar10_toolkit import hardware
-from measures import BATCH_SIZE, default_config, rate, train_runner
+from measures import (BATCH_SIZE, default_config, rate, set_threads,
+                      train_runner)
 
 BENCHMARK = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                          'benchmark.py')
@@ -58,7 +59,7 @@ def serve(key, data_dir, plan):
   if key.startswith('train'):  # default, or in one slice (default pools)
     defaults = default_config()
     slices = defaults.slices if key == 'train_default' else 1
-    hardware.set_threads(hardware.describe(), slices)
+    set_threads(slices)
     run = train_runner(data_dir, plan, defaults.precision,
                        defaults.data_on_device, defaults.steps_per_loop,
                        slices=slices)

@@ -6,6 +6,8 @@
   restore(ckpt, path)                  one checkpoint, its model checked
   save_checkpoint(manager, step)       a save that names the file on failure
   checkpoint_candidates(dir)           newest first, from the files
+  folder_state(dir)                    what changes when a checkpoint is
+                                       added (cheap: for watching)
 
 tf.train.Checkpoint(model=..., state=...) saved by a tf.train.
 CheckpointManager: TensorFlow writes the data files first and then replaces
@@ -136,6 +138,27 @@ def checkpoint_candidates(directory):
   steps = sorted(listed | on_disk, reverse=True)
   return [(s, os.path.join(directory, '%s-%d' % (CHECKPOINT_PREFIX, s)))
           for s in steps], problem
+
+
+def folder_state(directory):
+  """What changes when a checkpoint is saved into directory: the index
+  file's size and time, and the names of the checkpoints' index files. A
+  stat and a listing, cheap enough to look every few seconds.
+
+  Returns:
+    A comparable value; None when directory is missing.
+  """
+  try:
+    names = sorted(n for n in os.listdir(directory) if _CKPT_RE.match(n))
+    st = os.stat(os.path.join(directory, INDEX_FILE))
+    index = (st.st_size, st.st_mtime_ns, st.st_ino)
+  except FileNotFoundError:
+    if not os.path.isdir(directory):
+      return None
+    index = None
+  except OSError:
+    return None
+  return index, tuple(names)
 
 
 def checkpoint_problem(path):

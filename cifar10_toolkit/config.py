@@ -14,6 +14,7 @@ train_loop.train then carries on with config.resumed(seed), a new frozen
 object.
 """
 
+import collections
 import dataclasses
 import random
 
@@ -66,14 +67,27 @@ class TrainConfig:
     """This configuration carrying on a run made with `seed`."""
     return dataclasses.replace(self, seed=seed)
 
-  def hparams(self):
-    """name -> bool, int, float or str: HParams' columns, sorted by name."""
-    values = dataclasses.asdict(self)
-    del values['seed_given']
-    values.update(use_bf16=self.precision == 'bfloat16',
-                  use_fp16=self.precision == 'float16',
-                  data_on_device=str(self.data_on_device).lower())
-    return hparams_values(values)
+  def hparams(self, schedule=(), data_md5=None):
+    """What shapes the run's result, for HParams' columns, most telling
+    first (summaries.write_hparams keeps the order on the dashboard): the
+    seed, precision, slices, XLA, batch and replicas, the loop, max_steps,
+    the schedule's constants and the data's md5. Folders, intervals and
+    other flags that change nothing in the weights are left out.
+
+    Args:
+      schedule: (name, value) of the model's schedule constants.
+      data_md5: the data set's dataset.fingerprint.
+
+    Returns:
+      ordered dict name -> bool, int, float or str.
+    """
+    return hparams_values([
+        ('seed', self.seed), ('precision', self.precision),
+        ('slices', self.slices), ('xla', self.jit_compile),
+        ('batch_size', self.batch_size), ('replicas', self.replicas),
+        ('steps_per_loop', self.steps_per_loop),
+        ('max_steps', self.max_steps)] + list(schedule) + [
+            ('data_md5', data_md5)])
 
   def start_line(self, start):
     """'Training from step A to B: ...', the run as configured."""
@@ -87,11 +101,12 @@ class TrainConfig:
 
 
 def hparams_values(values):
-  """HParams' form of a run's values: None ('not used') reads 'off', a
-  value of another type its text; sorted by name."""
-  return {k: 'off' if v is None else
-          v if isinstance(v, (bool, int, float, str)) else str(v)
-          for k, v in sorted(values.items())}
+  """HParams' form of a run's (name, value) pairs, in their order: None
+  ('not known') reads 'off', a value of another type its text."""
+  return collections.OrderedDict(
+      (k, 'off' if v is None else
+       v if isinstance(v, (bool, int, float, str)) else str(v))
+      for k, v in values)
 
 
 def draw_seed():

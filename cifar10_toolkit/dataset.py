@@ -183,6 +183,17 @@ def _extract(archive, data_dir):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fingerprint(data_dir):
+  """The md5 of the extracted data set's six files, in their order: what a
+  run trained on, whatever archive it came from (HParams' data_md5)."""
+  digest = hashlib.md5()
+  for name in TRAIN_FILES + (TEST_FILE,):
+    with open(os.path.join(data_dir, BATCHES_DIR, name), 'rb') as f:
+      for chunk in iter(lambda: f.read(1 << 20), b''):
+        digest.update(chunk)
+  return digest.hexdigest()
+
+
 def resolve_source(source=None):
   """The archive source: the argument, else $CIFAR10_DATA_SOURCE, else DATA_URL."""
   return source or os.environ.get(DATA_SOURCE_ENV) or DATA_URL

@@ -7,8 +7,11 @@
       lines, 'Precision @ 1', the confusion matrix as an image and a table
   join_training_row(checkpoint_dir, writer, joined)        the training run's
       HParams row
+  evaluated_steps(eval_dir)        the steps whose precision eval_dir holds
 """
 
+import glob
+import os
 import sys
 
 import numpy as np
@@ -22,6 +25,7 @@ from cifar10_toolkit import dataset
 from cifar10_toolkit import summaries
 
 EVAL_BATCH_SIZE = 500
+PRECISION_TAG = 'Precision @ 1'
 
 
 class Evaluator:
@@ -141,7 +145,7 @@ def report(precision, confusion, seen, step, path, writer):
                                    hits[i] / max(actual[i], 1)))
   sys.stdout.flush()
   with writer.as_default():
-    tf.summary.scalar('Precision @ 1', precision, step=step)
+    tf.summary.scalar(PRECISION_TAG, precision, step=step)
     tf.summary.image(
         'confusion_matrix', confusion_image(confusion, step, precision),
         step=step, description='rows: true class, columns: predicted class; '
@@ -184,3 +188,25 @@ def join_training_row(checkpoint_dir, writer, joined):
   with writer.as_default():
     summaries.write_hparams(values, summaries.CONVNET_METRICS, trial_id)
   return trial_id
+
+
+def evaluated_steps(eval_dir):
+  """The global steps whose precision the event files of eval_dir hold (its
+  own files, not a sub-folder's), so that no step is written twice.
+
+  A file cut short (a writer killed mid-record) counts up to the cut.
+  """
+  from tensorboard.compat.proto import event_pb2  # (loaded here only)
+  steps = set()
+  for path in sorted(glob.glob(os.path.join(eval_dir, 'events.out.tfevents.*'))):
+    if not os.path.isfile(path) or os.path.islink(path):
+      continue
+    try:
+      for record in tf.data.TFRecordDataset(path):
+        event = event_pb2.Event.FromString(record.numpy())
+        if any(v.tag == PRECISION_TAG for v in event.summary.value):
+          steps.add(int(event.step))
+    except tf.errors.OpError:  # a truncated or unreadable tail
+      continue
+  return steps
+

@@ -140,6 +140,10 @@ def set_threads(device, slices):
   turn (the convnet's kernels are small). Nothing is changed for one slice,
   on a GPU, or once TensorFlow has started running (a test calling main()
   twice): the pools only set the speed, never the results.
+
+  Returns:
+    False when the pools were wanted but TensorFlow had already started
+    (a benchmark insists on them); else True.
   """
   if slices > 1 and device.kind == 'CPU':
     try:
@@ -147,7 +151,8 @@ def set_threads(device, slices):
           max(1, device.cores // slices))
       tf.config.threading.set_inter_op_parallelism_threads(max(2, slices))
     except RuntimeError:  # already running: keep its pools
-      pass
+      return False
+  return True
 
 
 def precision(use_fp16, use_bf16, device):

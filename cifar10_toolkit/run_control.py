@@ -168,11 +168,18 @@ class GracefulStop:
 
   Use as a context manager around a training loop and test `stop.requested`
   after each step. A second signal interrupts at once.
+
+  With defer, the line saying so waits for say_caught(): a training loop
+  prints it after the step lines of the call into the graph that was
+  running (Python's handler runs once that call returns, so the line's
+  time comes after theirs).
   """
 
-  def __init__(self, action='saving a checkpoint before exiting'):
+  def __init__(self, action='saving a checkpoint before exiting',
+               defer=False):
     self.signum = None
     self.action = action
+    self._defer, self._line = defer, None
     self._old = {}
 
   @property
@@ -183,8 +190,16 @@ class GracefulStop:
     if self.signum is not None:  # second signal: give up on saving
       raise KeyboardInterrupt
     self.signum = signum
-    print('%s: caught %s; %s' % (console.now(), signal.Signals(signum).name,
-                                 self.action), flush=True)
+    self._line = '%s: caught %s; %s' % (
+        console.now(), signal.Signals(signum).name, self.action)
+    if not self._defer:
+      self.say_caught()
+
+  def say_caught(self):
+    """Prints the line of a signal caught, once."""
+    if self._line:
+      print(self._line, flush=True)
+      self._line = None
 
   def __enter__(self):
     for s in STOP_SIGNALS:

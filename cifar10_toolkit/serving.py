@@ -1,7 +1,9 @@
 """The trained convnet as a function of images: exported, loaded, served.
 
   Classifier(model).serve(uint8 images)    probabilities, classes and class
-                                           names (the serving signature)
+                                           names (the serving signature);
+                                           .metadata(): the class names and
+                                           the input's form
   restore_classifier(checkpoint_dir)       a Classifier with the newest
                                            readable checkpoint's weights
   export(classifier, export_dir)           a SavedModel, written whole or
@@ -27,13 +29,20 @@ from cifar10_toolkit import run_control
 from cifar10_toolkit import run_folder
 
 
+INPUT = ('uint8 RGB images [N, 32, 32, 3] (CIFAR-10\'s size); a center 24x24 '
+         'crop and per-image standardization are done inside')
+LABELS_FILE = 'labels.txt'  # the class names, one a line, in the assets
+
+
 class Classifier(tf.Module):
   """The trained model as a function of images: what export and classify use.
 
-  serve(images uint8 [N, 32, 32, 3]) -> {'probabilities': float32 [N, 10],
-  'classes': int32 [N], 'class_names': string [N]}: the evaluator's central
-  24x24 crop and standardization, inference, softmax. Saved as a SavedModel
-  with serve as its serving signature.
+  serve(images): uint8 RGB images [N, 32, 32, 3] -> {'probabilities':
+  float32 [N, 10], 'classes': int32 [N], 'class_names': string [N]}, with
+  the evaluator's central 24x24 crop and standardization inside. Exported
+  as the SavedModel's 'serving_default' signature; 'metadata' returns the
+  class names in the order of the probabilities' columns and what the
+  input must be, and assets/labels.txt holds the names, one a line.
   """
 
   def __init__(self, model, name='cifar10_classifier'):
@@ -45,11 +54,18 @@ class Classifier(tf.Module):
       [None, dataset.ORIGINAL_SIZE, dataset.ORIGINAL_SIZE,
        dataset.NUM_CHANNELS], tf.uint8, name='images')])
   def serve(self, images):
+    """Classifies uint8 RGB images [N, 32, 32, 3]: center 24x24 crop and
+    per-image standardization inside."""
     logits, _ = convnet.inference(
         self.model, cifar10_input.central_crop_and_standardize(images))
     classes = tf.argmax(logits, axis=1, output_type=tf.int32)
     return {'probabilities': tf.nn.softmax(logits), 'classes': classes,
             'class_names': tf.gather(self.class_names, classes)}
+
+  @tf.function(input_signature=[])
+  def metadata(self):
+    """The class names (the probabilities' columns) and the input's form."""
+    return {'class_names': self.class_names, 'input': tf.constant(INPUT)}
 
 
 def restore_classifier(checkpoint_dir, raw_weights=False):
@@ -77,7 +93,8 @@ EXPORT_TMP_PREFIX = '.export-'
 
 def _remove_stale_exports(parent):
   """Removes what exports killed outright (kill -9) left in parent: their
-  hidden .export-<pid>-* folders, whose process is gone."""
+  hidden .export-<pid>-* folders (the model, its labels), whose process is
+  gone."""
   for name in os.listdir(parent):
     m = re.match(r'^%s(\d+)-' % re.escape(EXPORT_TMP_PREFIX), name)
     if m and not _alive(int(m.group(1))):
@@ -101,7 +118,8 @@ def export(classifier, export_dir):
   Ctrl-C, SIGTERM or SIGHUP removes it (the status is the signal's), and one
   killed outright is removed by the next export into the same parent. The
   model gets the mode any new folder gets (the umask's), so that a serving
-  process of another user can read it.
+  process of another user can read it. assets/labels.txt holds the class
+  names (the model's `labels_file` asset).
   """
   if os.path.exists(export_dir):
     raise errors.UsageError('--export_dir %s exists; remove it or choose '
@@ -114,10 +132,18 @@ def export(classifier, export_dir):
   umask = os.umask(0)
   os.umask(umask)
   os.chmod(tmp, 0o777 & ~umask)
+  labels = tempfile.mkdtemp(prefix='%s%d-labels-' % (EXPORT_TMP_PREFIX,
+                                                     os.getpid()), dir=parent)
   try:
     with run_control.signals_raise():
-      tf.saved_model.save(classifier, tmp,
-                          signatures={'serving_default': classifier.serve})
+      path = os.path.join(labels, LABELS_FILE)
+      with open(path, 'x') as f:
+        f.write('\n'.join(dataset.CLASS_NAMES) + '\n')
+      classifier.labels_file = tf.saved_model.Asset(path)
+      tf.saved_model.save(classifier, tmp, signatures={
+          'serving_default': classifier.serve,
+          'metadata': classifier.metadata})
       os.rename(tmp, export_dir)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(labels, ignore_errors=True)

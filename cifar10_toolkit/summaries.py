@@ -11,6 +11,7 @@ graph, HParams, the profiler.
                                       many slices build it
 """
 
+import collections
 import contextlib
 import json
 import os
@@ -25,9 +26,11 @@ HISTOGRAM_BUCKETS = 30  # as tf.summary.histogram
 # The scalars the HParams dashboard shows beside a convnet run's values:
 # (tag, sub-folder of the run, name). The training run brings its loss and
 # the evaluator, wherever its --eval_dir, the precision of that run's
-# checkpoints: both write the same trial id, which makes them one row.
-CONVNET_METRICS = [('total_loss', '', 'training loss (averaged)'),
-                   ('Precision @ 1', '', 'precision @ 1 (eval)')]
+# checkpoints: both write the same trial id, which makes them one row. The
+# precision first: the dashboard's columns are 10em each, so the first
+# metric is the one a narrower window still shows (docs/tensorboard.md).
+CONVNET_METRICS = [('Precision @ 1', '', 'precision @ 1 (eval)'),
+                   ('total_loss', '', 'training loss (averaged)')]
 
 
 def summary_writer(logdir, flag='--train_dir'):
@@ -43,7 +46,8 @@ def write_hparams(values, metrics, trial_id=None):
   """Writes a run's hyperparameters to TensorBoard's HParams dashboard.
 
   Args:
-    values: config.hparams_values(): a column each.
+    values: ordered dict name -> value (config.hparams_values()), most
+      telling first: a column each.
     metrics: list of (tag, group, display name): the scalars to show beside
       them; group is the sub-folder of the run that holds the tag ('' for the
       run itself).
@@ -52,11 +56,21 @@ def write_hparams(values, metrics, trial_id=None):
       folders) make one row, each bringing its own metrics.
   """
   from tensorboard.plugins.hparams import api as hp
+  ranked = ranked_names(values)
   hp.hparams_config(
-      hparams=[hp.HParam(k) for k in values],
+      hparams=[hp.HParam(ranked[k], display_name=k) for k in values],
       metrics=[hp.Metric(tag, group=group or None, display_name=name)
                for tag, group, name in metrics])
-  hp.hparams(values, trial_id=trial_id)
+  hp.hparams({ranked[k]: v for k, v in values.items()}, trial_id=trial_id)
+
+
+def ranked_names(values):
+  """name -> the name HParams gets: '01_seed', '02_precision', ... in the
+  order of values. TensorBoard sorts its columns by name (the ones whose
+  values differ between runs first) and ticks the first five, so the rank
+  puts the most telling first; each column shows the plain name, its
+  display name."""
+  return {k: '%02d_%s' % (i + 1, k) for i, k in enumerate(values)}
 
 
 HPARAMS_FILE = 'hparams.json'
@@ -79,7 +93,7 @@ def load_run_hparams(train_dir):
   try:
     with open(os.path.join(train_dir, HPARAMS_FILE)) as f:
       kept = json.load(f)
-    return str(kept['trial_id']), dict(kept['hparams'])
+    return str(kept['trial_id']), collections.OrderedDict(kept['hparams'])
   except (OSError, ValueError, KeyError, TypeError):
     return None, None
 

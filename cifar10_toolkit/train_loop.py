@@ -33,6 +33,9 @@ from cifar10_toolkit import summaries
 # --steps_per_loop when steps are slow, e.g. float16 emulated on a CPU), so
 # that a stop signal or a due checkpoint waits no longer.
 CALL_SECS = 10
+# The convnet's schedule constants, shown in HParams beside the run's values.
+SCHEDULE = ('INITIAL_LEARNING_RATE', 'LEARNING_RATE_DECAY_FACTOR',
+            'NUM_EPOCHS_PER_DECAY', 'MOVING_AVERAGE_DECAY')
 
 
 def write_summaries(out, model, state, step, steps_per_sec):
@@ -212,8 +215,8 @@ def _loop(run, on_call):
   config, step = run.config, run.start
   clock = console.StepClock(step, config.global_batch, config.log_frequency)
   saved = time.time()
-  with run_control.GracefulStop() as stop, run.writer.as_default(), \
-      run.profile:
+  with run_control.GracefulStop(defer=True) as stop, \
+      run.writer.as_default(), run.profile:
     run.profile.at(step)
     while step < config.max_steps:
       votes = run_control.stop_votes(
@@ -221,6 +224,7 @@ def _loop(run, on_call):
       losses, times, votes, first = _call(run, step, clock, votes)
       run_control.check_finite(losses, step, config.train_dir)
       clock.log(step, losses, times, first_call=first)
+      stop.say_caught()  # after the lines of the steps it came during
       step += len(losses)
       run.profile.at(step)
       run.after_call(step)
@@ -239,6 +243,7 @@ def _loop(run, on_call):
       if save_now and step < config.max_steps:
         checkpoints.save_checkpoint(run.manager, step)
         saved = time.time()
+    stop.say_caught()
     run.profile.stop()
     path = checkpoints.save_checkpoint(run.manager, step)
     run.writer.flush()
@@ -247,6 +252,12 @@ def _loop(run, on_call):
         flush=True)
   print(clock.summary(step), flush=True)
   signum = signum or stop.signum
+  if signum and step < config.max_steps:
+    print('%s: stopped by %s at step %d of %d; the same command resumes '
+          'from %s' % (console.now(), signal.Signals(signum).name, step,
+                       config.max_steps, path if run.is_chief else
+                       tf.train.latest_checkpoint(config.train_dir)),
+          flush=True)
   return 128 + signum if signum else 0
 
 
@@ -352,7 +363,9 @@ def _setup(config, strategy, is_chief, worker_dir):
     write_summaries(out, model, state, step, rate)
 
   if is_chief:
-    values = config.hparams()
+    values = config.hparams(
+        [(name.lower(), getattr(convnet, name)) for name in SCHEDULE],
+        dataset.fingerprint(config.data_dir))
     trial_id = '%s seed %d' % (os.path.abspath(config.train_dir),
                                config.seed)
     summaries.save_run_hparams(config.train_dir, values, trial_id)

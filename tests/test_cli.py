@@ -228,3 +228,35 @@ def test_startup_lines_are_kept_off_stderr_and_the_rest_passes(tmp_path):
                      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
   assert p.stderr == 'real line 1\nreal line 2\n'
   assert 'memfd' not in p.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('script', ['cifar10_train.py',
+                                    'cifar10_multi_gpu_train.py'])
+def test_the_training_scripts_set_the_thread_pools_before_tensorflow_starts(
+    script, shared_bin_dir, tmp_path):
+  # the script run as __main__ (start-up capture, warm-up and all), with
+  # hardware.set_threads watched: the pools must be set, not refused because
+  # something started TensorFlow's runtime first
+  code = (
+      'import os, runpy, sys\n'
+      'sys.path.insert(0, %r)\n'
+      'from cifar10_toolkit import hardware\n'
+      'real = hardware.set_threads\n'
+      'def watched(device, slices):\n'
+      '  took = real(device, slices)\n'
+      '  import tensorflow as tf\n'
+      '  print("POOLS", took, slices,\n'
+      '        tf.config.threading.get_intra_op_parallelism_threads(),\n'
+      '        flush=True)\n'
+      '  return took\n'
+      'hardware.set_threads = watched\n'
+      'sys.argv = %r\n'
+      'runpy.run_path(%r, run_name="__main__")\n' % (
+          ROOT, [script] + train_args(shared_bin_dir, str(tmp_path / 't')) +
+          ['--max_steps', '2', '--slices', '2'], script))
+  p = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr
+  cores = len(os.sched_getaffinity(0))
+  assert 'POOLS True 2 %d\n' % max(1, cores // 2) in p.stdout, p.stdout

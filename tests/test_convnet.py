@@ -1,7 +1,9 @@
 """Tests of convnet.py, cifar10_train.py and cifar10_eval.py on small data."""
 
 import os
+import re
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -477,30 +479,72 @@ def test_eval_without_checkpoint(tmp_path, shared_bin_dir, capsys):
       '--checkpoint_dir', str(tmp_path / 'none'), '--eval_dir',
       str(tmp_path / 'e'), '--data_dir', shared_bin_dir, '--run_once'])
   err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1 and err[0].endswith(
+      '--checkpoint_dir %s does not exist' % (tmp_path / 'none'))
+  (tmp_path / 'empty').mkdir()
+  status = run_control.run_main(cifar10_eval.main, [
+      '--checkpoint_dir', str(tmp_path / 'empty'), '--eval_dir',
+      str(tmp_path / 'e'), '--data_dir', shared_bin_dir, '--run_once'])
+  err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1 and 'no checkpoint in' in err[0]
 
 
 @pytest.mark.slow
-def test_eval_waits_for_new_checkpoints_and_stops_on_ctrl_c(shared_bin_dir,
-                                                            tmp_path):
+def test_the_watching_evaluator_keeps_up_and_writes_each_step_once(
+    shared_bin_dir, tmp_path, capsys):
   t, e = str(tmp_path / 't'), str(tmp_path / 'e')
   proc = start_script([
       'cifar10_eval.py', '--checkpoint_dir', t, '--eval_dir', e, '--data_dir',
-      shared_bin_dir, '--eval_interval_secs', '0.5'
-  ])
+      shared_bin_dir, '--eval_interval_secs', '60'])
   try:
-    wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
+    # a folder that is not there yet is said once, and waited for
+    lines = wait_for(proc, '--checkpoint_dir %s does not exist yet; waiting '
+                     'for it' % t)
     cifar10_train.main(train_args(shared_bin_dir, t, '--max_steps', '2'))
-    wait_for(proc, r'precision @ 1 = ')
+    saved = time.time()
+    lines += wait_for(proc, r'precision @ 1 = ')
+    # noticed within seconds (it looks every 2 s), not --eval_interval_secs
+    assert time.time() - saved < 15, time.time() - saved
+    lines += wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
     cifar10_train.main(train_args(shared_bin_dir, t, '--max_steps', '3'))
-    wait_for(proc, r'checkpoint .*ckpt-3 \(step 3\)')
-    wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
+    # the interval is the least time between two evaluations
+    lines += wait_for(proc, r'a new checkpoint in %s; evaluating it in \d+ s '
+                      r'\(--eval_interval_secs 60\)' % t)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
   finally:
     proc.kill()
-  assert proc.returncode == 0 and 'stopped' in rest
+  assert proc.returncode == 130 and 'stopped' in rest  # as the trainer
   # idle, it says it stops (not that it finishes an evaluation)
   assert 'caught SIGINT; stopping\n' in rest and 'in hand' not in rest
+  assert sum('does not exist yet' in l for l in lines) == 1
+  acc, _ = event_tags(e)
+  assert [ev.step for ev in acc.Tensors('Precision @ 1')] == [2]
+  # a step already in eval_dir is not written again, --run_once or not
+  run_once = ['--checkpoint_dir', t, '--eval_dir', e, '--data_dir',
+              shared_bin_dir, '--run_once']
+  capsys.readouterr()
+  assert cifar10_eval.main(run_once) == 0
+  assert 'precision @ 1 = ' in capsys.readouterr().out  # step 3: new
+  assert cifar10_eval.main(run_once) == 0
+  out = capsys.readouterr().out
+  assert re.search(r'step 3 \(.*ckpt-3\) is already evaluated in %s; not '
+                   r'writing it again' % re.escape(e), out), out
+  assert 'precision @ 1' not in out
   acc, _ = event_tags(e)
   assert [ev.step for ev in acc.Tensors('Precision @ 1')] == [2, 3]
+
+
+@pytest.mark.slow
+def test_the_watching_evaluator_exits_143_on_sigterm(trained, shared_bin_dir,
+                                                     tmp_path):
+  proc = start_script([
+      'cifar10_eval.py', '--checkpoint_dir', trained, '--eval_dir',
+      str(tmp_path / 'e'), '--data_dir', shared_bin_dir])
+  try:
+    wait_for(proc, 'waiting for a new checkpoint in %s ' % trained)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 143 and 'caught SIGTERM; stopping' in rest

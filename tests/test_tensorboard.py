@@ -127,11 +127,28 @@ def test_both_models_write_hparams(trained, shared_bin_dir, tmp_path):
       '_hparams_/experiment', '_hparams_/session_start_info'}
   start = plugin_data_pb2.HParamsPluginData.FromString(acc.SummaryMetadata(
       '_hparams_/session_start_info').plugin_data.content).session_start_info
-  assert start.hparams['batch_size'].number_value == 32
-  assert start.hparams['steps_per_loop'].number_value == 100
   experiment = plugin_data_pb2.HParamsPluginData.FromString(
       acc.SummaryMetadata('_hparams_/experiment').plugin_data.content
   ).experiment
+  # only what shapes the result, most telling first: ranked names, plain
+  # display names
+  shown = [(h.name, h.display_name) for h in experiment.hparam_infos]
+  assert [d for _, d in shown] == [
+      'seed', 'precision', 'slices', 'xla', 'batch_size', 'replicas',
+      'steps_per_loop', 'max_steps', 'initial_learning_rate',
+      'learning_rate_decay_factor', 'num_epochs_per_decay',
+      'moving_average_decay', 'data_md5']
+  assert all(n == '%02d_%s' % (i + 1, d) for i, (n, d) in enumerate(shown))
+  value = lambda name: start.hparams[dict(
+      (d, n) for n, d in shown)[name]]
+  assert value('seed').number_value == 3
+  assert value('batch_size').number_value == 32
+  assert value('steps_per_loop').number_value == 100
+  assert value('precision').string_value == 'float32'
+  assert value('max_steps').number_value == 4
+  assert value('initial_learning_rate').number_value == 0.1
+  assert value('data_md5').string_value == dataset.fingerprint(
+      shared_bin_dir)
   assert {m.name.tag for m in experiment.metric_infos} == {
       'total_loss', 'Precision @ 1'}
   assert run_fc_model.main(['--data_dir', shared_bin_dir, '--train_dir',

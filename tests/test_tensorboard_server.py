@@ -132,12 +132,13 @@ def runs(shared_bin_dir, tmp_path_factory):
              '--log_frequency', '1')
   ev = _run('cifar10_eval.py', '--data_dir', shared_bin_dir,
             '--checkpoint_dir', train, '--eval_dir', evals, '--run_once')
-  _run('run_fc_model.py', '--data_dir', shared_bin_dir, '--train_dir', fc,
-       '--max_steps', '3', '--batch_size', '50')
+  fc_out = _run('run_fc_model.py', '--data_dir', shared_bin_dir,
+                '--train_dir', fc, '--max_steps', '3', '--batch_size', '50')
   dtype = re.search(r', (\w+) compute, seed 5,', out).group(1)
   precision = float(re.search(r'precision @ 1 = ([\d.]+)', ev).group(1))
+  fc_seed = int(re.search(r'^seed = (\d+)$', fc_out, re.M).group(1))
   return dict(train=train, eval=evals, fc=fc, dtype=dtype,
-              precision=precision, data_dir=shared_bin_dir)
+              precision=precision, data_dir=shared_bin_dir, fc_seed=fc_seed)
 
 
 @pytest.fixture(scope='module')
@@ -237,13 +238,21 @@ def test_hparams_tab_joins_training_and_evaluation(server, runs):
   group, metrics = _hparams_row(groups, ['train/.', 'eval/.'])
   assert metrics['Precision @ 1'] == pytest.approx(runs['precision'], abs=5e-4)
   assert np.isfinite(metrics['total_loss'])
-  hp = group['hparams']
+  # the columns in the order the dashboard gets them (sorted by name, those
+  # that differ first: none here) and their plain names; the frontend ticks
+  # the first five: seed, precision, slices, xla, batch_size
+  infos = experiment['hparamInfos']
+  names = {i['name']: i['displayName'] for i in infos}
+  assert [names[i['name']] for i in infos][:5] == [
+      'seed', 'precision', 'slices', 'xla', 'batch_size']
+  assert not {'train_dir', 'data_dir', 'data_source', 'fresh',
+              'log_frequency', 'data_on_device'} & set(names.values())
+  hp = {names[k]: v for k, v in group['hparams'].items()}
   # the values the run used, not the flags as typed
-  assert hp['seed'] == 5 and hp['batch_size'] == 64
+  assert hp['seed'] == 5 and hp['batch_size'] == 64 and hp['replicas'] == 1
   assert hp['precision'] == runs['dtype']  # as the console said
-  assert hp['use_bf16'] == (runs['dtype'] == 'bfloat16')
-  assert hp['use_fp16'] is False and hp['data_on_device'] == 'true'
-  assert hp['data_source'] == dataset.resolve_source(None)
+  assert hp['xla'] is False and hp['max_steps'] == 3
+  assert hp['data_md5'] == dataset.fingerprint(runs['data_dir'])
   assert isinstance(hp['slices'], float) and hp['slices'] >= 1
   assert 'None' not in {str(v) for v in hp.values()}
 
@@ -269,6 +278,7 @@ def test_fully_connected_runs(runs):
     (group,) = s.session_groups()
     metrics = {m['name']['tag'] for m in group['metricValues']}
     assert 'test_accuracy' in metrics
-    assert group['hparams']['seed'] != 'None'
+    # the seed the console printed (drawn: no --seed given)
+    assert group['hparams']['01_seed'] == runs['fc_seed']
     text = s.get('plugin/graphs/graph', run=run, conceptual='false').decode()
     assert re.search(r'name: "train_step/hidden1/', text)
