@@ -422,6 +422,17 @@ def test_signal_saves_a_checkpoint_before_exiting(shared_bin_dir, tmp_path,
   step = int(tf.train.latest_checkpoint(d).rsplit('-', 1)[1])
   assert step >= 5
   assert 'saved checkpoint' in rest
+  # every line in time order, the signal's among the step lines (it comes
+  # while a call of up to 100 steps runs, and their lines print after it)
+  stamped = re.findall(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+): (.*)$',
+                       rest, re.M)
+  assert any(line.startswith('caught %s' % sig.name) for _, line in stamped)
+  times = [t for t, _ in stamped]
+  assert times == sorted(times), rest
+  # the last word: the checkpoint, and that the same command resumes
+  assert stamped[-1][1] == (
+      'stopped by %s at step %d of 1000000; the same command resumes from '
+      '%s' % (sig.name, step, os.path.join(d, 'ckpt-%d' % step)))
 
 
 # --- cifar10_eval.py --------------------------------------------------------

@@ -100,3 +100,55 @@ def test_classify_bad_files_one_line(trained, tmp_path, capsys):
   assert len(out) == 1 and re.match(
       r'^%s: (\w+) [01]\.\d{3}, (\w+) [01]\.\d{3}, (\w+) [01]\.\d{3}$'
       % re.escape(big), out[0]), out
+
+
+def test_the_export_names_its_classes_and_its_input(trained, tmp_path):
+  export_dir = str(tmp_path / 'model')
+  assert cifar10_export.main(['--checkpoint_dir', trained, '--export_dir',
+                              export_dir]) == 0
+  # the class names as an asset, one a line, in the probabilities' order
+  with open(os.path.join(export_dir, 'assets', 'labels.txt')) as f:
+    assert f.read().splitlines() == list(dataset.CLASS_NAMES)
+  loaded = tf.saved_model.load(export_dir)
+  assert open(loaded.labels_file.asset_path.numpy().decode()).read(
+      ).splitlines() == list(dataset.CLASS_NAMES)
+  meta = loaded.signatures['metadata']()
+  assert [c.decode() for c in meta['class_names'].numpy()] == list(
+      dataset.CLASS_NAMES)
+  assert meta['input'].numpy().decode().startswith(
+      'uint8 RGB images [N, 32, 32, 3]')
+  assert 'center 24x24 crop and per-image standardization' in meta[
+      'input'].numpy().decode()
+  # what TensorFlow's own tool shows of it
+  import subprocess
+  import sys
+  show = subprocess.run(
+      [sys.executable, '-m', 'tensorflow.python.tools.saved_model_cli',
+       'show', '--dir', export_dir, '--all'], capture_output=True, text=True,
+      timeout=120)
+  assert show.returncode == 0, show.stderr
+  out = show.stdout
+  assert "signature_def['metadata']" in out
+  assert "signature_def['serving_default']" in out
+  assert re.search(r"inputs\['images'\] tensor_info:\s+dtype: DT_UINT8\s+"
+                   r"shape: \(-1, 32, 32, 3\)", out), out
+  assert re.search(r"outputs\['probabilities'\] tensor_info:\s+dtype: "
+                   r"DT_FLOAT\s+shape: \(-1, 10\)", out), out
+  # the leftovers of the export's labels are gone
+  assert sorted(os.listdir(str(tmp_path))) == ['model']
+
+
+def test_resize_crops_the_centre_square_or_squashes(tmp_path):
+  # a 40x20 picture: a red centre square between blue sides
+  image = np.zeros((20, 40, 3), np.uint8)
+  image[:, :, 2] = 255
+  image[:, 10:30] = [255, 0, 0]
+  path = str(tmp_path / 'wide.png')
+  tf.io.write_file(path, tf.io.encode_png(image))
+  cropped = cifar10_classify.read_image(path, resize=True)
+  assert cropped.shape == (32, 32, 3)
+  assert (cropped == [255, 0, 0]).all()  # the centre square alone
+  squashed = cifar10_classify.read_image(path, resize=True, squash=True)
+  assert squashed.shape == (32, 32, 3)
+  assert (squashed[:, 0] == [0, 0, 255]).all()  # the blue sides kept
+  assert (squashed[:, 16] == [255, 0, 0]).all()
