@@ -24,7 +24,6 @@ from cifar10_toolkit import startup
 if __name__ == '__main__':
   startup.quiet_interrupt()  # first: a Ctrl-C while TensorFlow loads is one line
 
-import shutil
 import sys
 
 from absl import flags
@@ -87,7 +86,7 @@ def main(argv=None):
       # removed by its next start, and nothing is written elsewhere
       worker_dir = os.path.join(run.train_dir,
                                 checkpoints.WORKER_DIR_PREFIX + task)
-      shutil.rmtree(worker_dir, ignore_errors=True)
+      run_folder.remove_own_folder(worker_dir)  # (a link: the link alone)
       run_folder.prepare_dir(worker_dir, '--train_dir')
   else:
     strategy = tf.distribute.MirroredStrategy(
@@ -101,7 +100,7 @@ def main(argv=None):
     raise cluster.lost_peer(e, task, run.train_dir)
   finally:
     if worker_dir:
-      shutil.rmtree(worker_dir, ignore_errors=True)
+      run_folder.remove_own_folder(worker_dir)
 
 
 if __name__ == '__main__':

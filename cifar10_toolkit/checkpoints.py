@@ -18,6 +18,8 @@ half-written checkpoint.
 import os
 import re
 import shutil
+import stat
+import tempfile
 import time
 
 import tensorflow as tf
@@ -91,8 +93,10 @@ def _listed_checkpoints(directory):
     index file is no problem.
   """
   path = os.path.join(directory, INDEX_FILE)
-  if not os.path.exists(path):
+  if not os.path.lexists(path):
     return set(), None
+  if not stat.S_ISREG(os.stat(path).st_mode if os.path.exists(path) else 0):
+    return set(), 'index file %s is not a regular file' % path
   try:
     state = tf.train.get_checkpoint_state(directory)
   except Exception as e:  # garbage: UnicodeDecodeError, ParseError, ...
@@ -253,11 +257,12 @@ def _write_index(directory, steps):
           ''.join('all_model_checkpoint_timestamps: %.6f\n' % t
                   for t in times) +
           'last_preserved_timestamp: %.6f\n' % (min(times) - 1))
-  tmp = os.path.join(directory, INDEX_FILE + '.tmp-toolkit')
-  with open(tmp, 'w') as f:
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=INDEX_FILE + '.tmp-')
+  with os.fdopen(fd, 'w') as f:  # a new file: no planted link followed
     f.write(text)
     f.flush()
     os.fsync(f.fileno())
+  os.chmod(tmp, 0o644)
   os.replace(tmp, os.path.join(directory, INDEX_FILE))
 
 

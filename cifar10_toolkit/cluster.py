@@ -106,6 +106,13 @@ def read_tf_config():
     raise errors.UsageError(
         'TF_CONFIG: "task" must be {"type": "worker", "index": 0} (the index '
         'a number), got %s' % json.dumps(task))
+  for kind, addresses in sorted(cluster.items()):
+    for i, address in enumerate(addresses):
+      host, _, port = address.rpartition(':')
+      if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise errors.UsageError(
+            'TF_CONFIG: %s %d\'s address %r is not "host:port" with a port '
+            'from 1 to 65535' % (kind, i, address))
   if not 0 <= task['index'] < len(cluster.get(task['type'], [])):
     raise errors.UsageError(
         'TF_CONFIG: task %s %d is not in the cluster (%s)' % (

@@ -12,6 +12,7 @@
 The format constants describe the official files (docs/model.md).
 """
 
+import errno
 import hashlib
 import os
 import shutil
@@ -115,6 +116,12 @@ def check_record_counts(folder, counts, train_names, test_name):
   Raises:
     errors.DataSetError: naming the file whose count differs, with both counts.
   """
+  for name in train_names + (test_name,):
+    if counts[name] > RECORDS_PER_FILE:
+      raise errors.DataSetError(
+          '%s: %d records, more than the official %d a file (a padded or '
+          'repeated file)' % (os.path.join(folder, name), counts[name],
+                              RECORDS_PER_FILE))
   train = [counts[n] for n in train_names]
   usual = max(sorted(set(train), reverse=True), key=train.count)
   for name in train_names:
@@ -163,8 +170,17 @@ def _extract(archive, data_dir):
         members = [m for m in tar.getmembers()
                    if m.name.startswith(BATCHES_DIR + '/') and
                    (m.isfile() or m.isdir())]
+        _check_member_sizes(archive, members)  # before writing a byte
         tar.extractall(tmp, members=members, filter='data')
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    except OSError as e:
+      if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        raise NoRoomError(
+            'no room to extract %s into %s (%s); the archive is kept: free '
+            'some space, or point --data_dir at a larger disk' % (
+                archive, data_dir, e.strerror))
+      raise errors.DataSetError(
+          '%s: not a readable gzip-compressed tar archive (%s)' % (archive, e))
+    except (tarfile.TarError, EOFError, zlib.error) as e:
       raise errors.DataSetError(
           '%s: not a readable gzip-compressed tar archive (%s)' % (archive, e))
     extracted = os.path.join(tmp, BATCHES_DIR)
@@ -192,6 +208,32 @@ def fingerprint(data_dir):
       for chunk in iter(lambda: f.read(1 << 20), b''):
         digest.update(chunk)
   return digest.hexdigest()
+
+
+class NoRoomError(errors.DataSetError):
+  """The disk filled while extracting: the archive is not to blame."""
+
+
+# The largest member of the archive other than the six data files (the
+# readme and batches.meta.txt are a few hundred bytes).
+MAX_OTHER_MEMBER_BYTES = 1 << 20
+
+
+def _check_member_sizes(archive, members):
+  """Refuses, from the tar headers alone, an archive whose data files are
+  not the official size, or that holds anything large besides them: a
+  gzip bomb is stopped before it fills the disk."""
+  names = set(TRAIN_FILES + (TEST_FILE,))
+  for m in members:
+    base = m.name[len(BATCHES_DIR) + 1:]
+    if m.isfile() and base in names and m.size != FILE_BYTES:
+      raise errors.DataSetError(
+          '%s: %s is %d bytes, expected exactly %d; nothing was extracted' %
+          (archive, m.name, m.size, FILE_BYTES))
+    if m.isfile() and base not in names and m.size > MAX_OTHER_MEMBER_BYTES:
+      raise errors.DataSetError(
+          '%s: %s is %d bytes, not part of the data set; nothing was '
+          'extracted' % (archive, m.name, m.size))
 
 
 def resolve_source(source=None):
@@ -256,6 +298,8 @@ def maybe_download_and_extract(data_dir, url=None):
           '%s: md5 %s differs from the official %s (corrupt '
           'download)' % (archive, _md5(archive), OFFICIAL_MD5))
     _extract(archive, data_dir)
+  except NoRoomError:
+    raise  # the archive is good (checked): kept for the next run
   except errors.DataSetError:
     if downloaded:  # never keep a bad download: the next run fetches again
       os.remove(archive)

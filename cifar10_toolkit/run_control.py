@@ -51,8 +51,9 @@ def run_main(main, argv=None, ends_startup=True):
   hardware.set_memory_growth()  # before anything runs on a GPU
   if ends_startup:
     startup.end_startup(warm_up)
-  if not isinstance(sys.stdout, ClosableConsole):
-    sys.stdout = ClosableConsole(sys.stdout)
+  for name in ('stdout', 'stderr'):  # a dead console never stops a run
+    if not isinstance(getattr(sys, name), ClosableConsole):
+      setattr(sys, name, ClosableConsole(getattr(sys, name)))
   if startup.interrupted():  # Ctrl-C while TensorFlow loaded, which swallows it
     return _fail('%s: interrupted' % prog, 130)
   try:
@@ -73,7 +74,7 @@ def run_main(main, argv=None, ends_startup=True):
 
 def _fail(line, status):
   startup.end_startup()  # an error before start-up ended: to the terminal
-  sys.stderr.write(line + '\n')
+  startup.say(line)
   return status
 
 
@@ -85,17 +86,18 @@ def warm_up():
 
 
 class ClosableConsole:
-  """stdout that a closed reader cannot stop: after a broken pipe (the
-  reader of `... | head` gone, a terminal closed) the lines go nowhere and
-  the run goes on, saving as usual."""
+  """A console stream that cannot stop a run: once it cannot be written
+  (the reader of `... | head` gone, a terminal hung up: EPIPE or EIO; a
+  full disk under a log file: ENOSPC; a closed or never opened fd, `>&-`)
+  the lines go nowhere and the run goes on, saving as usual."""
 
   def __init__(self, stream):
-    self._stream = stream
+    self._stream = stream if stream is not None else open(os.devnull, 'w')
 
   def _guard(self, method, *args):
     try:
       return getattr(self._stream, method)(*args)
-    except (BrokenPipeError, ValueError):  # EPIPE; or the stream was closed
+    except (OSError, ValueError):  # a dead or closed stream
       devnull = open(os.devnull, 'w')
       try:  # what the old stream still buffers goes there too at exit
         os.dup2(devnull.fileno(), self._stream.fileno())
@@ -132,12 +134,21 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _pending = []  # stop signals received before GracefulStop took over
 
 
+def _heeded():
+  """The stop signals this process heeds: those not ignored when it
+  started (`nohup` ignores SIGHUP, a shell's background job SIGINT)."""
+  return [s for s in STOP_SIGNALS if s not in startup.ignored_at_start()]
+
+
 def record_stop_signals():
   """Until GracefulStop takes over, a stop signal is only recorded, so that
   one arriving while training starts (a cluster forming, the data loading)
-  stops the run at the first chance instead of being lost."""
+  stops the run at the first chance instead of being lost. (TensorFlow's
+  cluster set-up installs handlers of its own: a signal ignored at start is
+  ignored again.)"""
   for s in STOP_SIGNALS:
-    signal.signal(s, lambda signum, frame: _pending.append(signum))
+    signal.signal(s, signal.SIG_IGN if s not in _heeded() else
+                  lambda signum, frame: _pending.append(signum))
 
 
 class Stopped(Exception):
@@ -155,7 +166,7 @@ def signals_raise():
   run_main makes 128 + the signal's number."""
   def handle(signum, frame):
     raise Stopped(signum)
-  old = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
+  old = {s: signal.signal(s, handle) for s in _heeded()}
   try:
     yield
   finally:
@@ -202,7 +213,7 @@ class GracefulStop:
       self._line = None
 
   def __enter__(self):
-    for s in STOP_SIGNALS:
+    for s in _heeded():
       self._old[s] = signal.signal(s, self._handle)
     if _pending:  # one that came while the run started
       self._handle(_pending.pop(), None)

@@ -2,11 +2,13 @@
 trainer writes it, set aside on request.
 
   prepare_dir(path, flag)    a folder flag checked (and made): one line if not
+  remove_own_folder(path)    a worker's folder removed, never through a link
   TrainDirLock(train_dir)    one trainer per folder (an OS lock, released on
                              any exit)
   set_aside(train_dir)       --fresh: the previous run to previous-<time>/
 """
 
+import errno
 import fcntl
 import os
 import shutil
@@ -16,16 +18,23 @@ import tempfile
 import time
 
 from cifar10_toolkit import checkpoints
+from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
 from cifar10_toolkit import run_control
 
 
-def prepare_dir(path, flag):
+def prepare_dir(path, flag, own=True):
   """Creates the folder a flag names, checking that it can be written.
 
+  Args:
+    own: the folder must belong to this user (a run's own folder: one that
+      another user made, e.g. under /tmp, could hold links planted to make
+      the run write elsewhere); False for a parent folder such as an
+      export's.
+
   Raises:
-    errors.UsageError: it is a file or a dangling symbolic link, or cannot be
-      created or written.
+    errors.UsageError: it is a file or a dangling symbolic link, belongs to
+      another user, or cannot be created or written.
   """
   if os.path.exists(path) and not os.path.isdir(path):
     raise errors.UsageError('%s %s is a file, not a folder' % (flag, path))
@@ -35,11 +44,25 @@ def prepare_dir(path, flag):
         'its target %s is missing)' % (flag, path, os.readlink(path)))
   try:
     os.makedirs(path, exist_ok=True)
+    owner = os.stat(path).st_uid
     probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe-')
     probe.close()
   except OSError as e:
     raise errors.UsageError('%s %s cannot be written (%s)' % (
         flag, path, e.strerror or run_control.first_line(e)))
+  if own and owner != os.geteuid():
+    raise errors.UsageError(
+        '%s %s belongs to another user (uid %d); use a folder of your own'
+        % (flag, path, owner))
+
+
+def remove_own_folder(path):
+  """Removes a folder the toolkit made (a worker's), never what a symbolic
+  link in its place leads to: the link alone goes."""
+  if os.path.islink(path) or os.path.isfile(path):
+    os.unlink(path)
+  elif os.path.isdir(path):
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class TrainDirLock:
@@ -57,7 +80,15 @@ class TrainDirLock:
     self._fd = None
 
   def __enter__(self):
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # (never through a symbolic link planted in its place)
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW |
+                   os.O_CLOEXEC, 0o644)
+    except OSError as e:
+      if e.errno != errno.ELOOP:
+        raise
+      raise errors.UsageError(
+          '%s is a symbolic link (to %s), not the lock this toolkit keeps; '
+          'remove it' % (self.path, os.readlink(self.path)))
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -81,13 +112,22 @@ class TrainDirLock:
     return False
 
 
-def set_aside(train_dir):
-  """Moves a previous run's files to train_dir/previous-<time>/ (--fresh)."""
+def set_aside(train_dir, keep=()):
+  """Moves a previous run's files to train_dir/previous-<time>/ (--fresh).
+
+  keep: folders left where they are if train_dir holds them (the data set:
+  --data_dir inside --train_dir)."""
   if not os.path.isdir(train_dir):
     return
+  kept = [os.path.realpath(k) for k in keep]
+
+  def holds_kept(entry):
+    path = os.path.realpath(os.path.join(train_dir, entry))
+    return any(k == path or k.startswith(path + os.sep) for k in kept)
   entries = [e for e in os.listdir(train_dir)
              if not e.startswith(('previous-', checkpoints.WORKER_DIR_PREFIX))
-             and e != checkpoints.LOCK_FILE]
+             and e != checkpoints.LOCK_FILE and not holds_kept(e)
+             and e not in (dataset.BATCHES_DIR, dataset.ARCHIVE_NAME)]
   if not entries:
     return
   dest = os.path.join(train_dir, time.strftime('previous-%Y%m%d-%H%M%S'))

@@ -125,7 +125,7 @@ def export(classifier, export_dir):
     raise errors.UsageError('--export_dir %s exists; remove it or choose '
                                'another' % export_dir)
   parent = os.path.dirname(os.path.abspath(export_dir))
-  run_folder.prepare_dir(parent, '--export_dir')
+  run_folder.prepare_dir(parent, '--export_dir', own=False)
   _remove_stale_exports(parent)
   tmp = tempfile.mkdtemp(prefix='%s%d-' % (EXPORT_TMP_PREFIX, os.getpid()),
                          dir=parent)

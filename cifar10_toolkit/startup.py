@@ -1,7 +1,9 @@
 """A script's first seconds, before and while TensorFlow loads (no TensorFlow
 imported here).
 
-  quiet_interrupt()     Ctrl-C while a script starts: one line, status 130
+  quiet_interrupt()     Ctrl-C while a script starts: one line, status 130;
+                        what signals were ignored at start (they stay so);
+                        closed standard fds kept from reuse
   interrupted()         whether that happened (importing TensorFlow swallows
                         the KeyboardInterrupt)
   hide_startup_noise()  TensorFlow's benign start-up lines kept off stderr
@@ -73,9 +75,9 @@ def hide_startup_noise():
     return
   try:
     sys.stderr.flush()
-    real = os.dup(2)  # (EBADF: stderr closed, nothing to keep it from)
+    real = os.dup(2)
     memfd = os.memfd_create('cifar10-startup-stderr', os.MFD_CLOEXEC)
-  except (OSError, ValueError):
+  except (AttributeError, OSError, ValueError):  # no stderr to keep clean
     return
   os.set_inheritable(real, False)
   os.dup2(memfd, 2)
@@ -104,7 +106,10 @@ def end_startup(warm=None):
   os.dup2(real, 2)
   os.close(real)
   if faults is not None:
-    faulthandler.enable(sys.stderr)
+    try:
+      faulthandler.enable(sys.stderr)
+    except (AttributeError, ValueError, OSError, RuntimeError):
+      pass
     faults.close()
   os.lseek(memfd, 0, os.SEEK_SET)
   with os.fdopen(memfd, 'rb') as f:
@@ -118,6 +123,14 @@ def end_startup(warm=None):
 
 
 _interrupted = []
+_ignored = []  # the stop signals ignored when the script started
+
+
+def ignored_at_start():
+  """The stop signals (SIGINT, SIGTERM, SIGHUP) that were ignored when the
+  script started (`nohup` ignores SIGHUP, a shell's background job SIGINT):
+  they stay ignored. Known once quiet_interrupt() ran; else none."""
+  return tuple(_ignored)
 
 
 def interrupted():
@@ -132,13 +145,29 @@ def _on_sigint(signum, frame):
 
 
 def say(line):
-  """One line to the real stderr, captured or not."""
-  if not _capture:
-    sys.stderr.write(line + '\n')
+  """One line to the real stderr, captured or not (none: nowhere)."""
+  try:
+    if not _capture:
+      sys.stderr.write(line + '\n')
+      sys.stderr.flush()
+      return
     sys.stderr.flush()
-    return
-  sys.stderr.flush()
-  os.write(_capture['real'], (line + '\n').encode())
+    os.write(_capture['real'], (line + '\n').encode())
+  except (AttributeError, OSError, ValueError):
+    pass
+
+
+def keep_standard_fds():
+  """Points a closed fd 0, 1 or 2 (`>&-`, `2>&-`) at /dev/null, so that no
+  file the run opens gets the number and receives TensorFlow's logging."""
+  for fd in (0, 1, 2):
+    try:
+      os.fstat(fd)
+    except OSError:
+      null = os.open(os.devnull, os.O_RDWR)
+      if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
 
 
 def quiet_interrupt():
@@ -148,7 +177,11 @@ def quiet_interrupt():
   once the imports are done) and raises KeyboardInterrupt; one that escapes
   everything prints one line instead of a traceback.
   """
-  signal.signal(signal.SIGINT, _on_sigint)
+  keep_standard_fds()
+  _ignored[:] = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                 if signal.getsignal(s) == signal.SIG_IGN]
+  if signal.SIGINT not in _ignored:
+    signal.signal(signal.SIGINT, _on_sigint)
   previous = sys.excepthook
 
   def hook(kind, value, tb):

@@ -15,6 +15,8 @@ import collections
 import contextlib
 import json
 import os
+import stat
+import tempfile
 
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
@@ -82,16 +84,21 @@ def save_run_hparams(train_dir, values, trial_id):
   Written whole or not at all (a temporary file renamed into place).
   """
   path = os.path.join(train_dir, HPARAMS_FILE)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
+  fd, tmp = tempfile.mkstemp(dir=train_dir, prefix='.hparams-')  # new: no
+  with os.fdopen(fd, 'w') as f:  # link followed; the rename replaces one
     json.dump({'trial_id': trial_id, 'hparams': values}, f, indent=1)
+  os.chmod(tmp, 0o644)
   os.replace(tmp, path)
 
 
 def load_run_hparams(train_dir):
-  """(trial_id, values) that save_run_hparams kept, or (None, None)."""
+  """(trial_id, values) that save_run_hparams kept, or (None, None); a
+  FIFO or other non-file in its place is passed over (no wait)."""
+  path = os.path.join(train_dir, HPARAMS_FILE)
   try:
-    with open(os.path.join(train_dir, HPARAMS_FILE)) as f:
+    if not stat.S_ISREG(os.stat(path).st_mode):
+      return None, None
+    with open(path) as f:
       kept = json.load(f)
     return str(kept['trial_id']), collections.OrderedDict(kept['hparams'])
   except (OSError, ValueError, KeyError, TypeError):

@@ -326,16 +326,20 @@ def test_logical_devices_bounded_by_the_machine(shared_bin_dir, tmp_path,
   assert status == 1 and '--logical_devices 64' in line and 'at most' in line
 
 
-def test_ctrl_c_while_starting_is_one_line():
-  proc = subprocess.Popen([sys.executable, 'cifar10_train.py'], cwd=ROOT,
+def test_ctrl_c_while_starting_is_one_line(tmp_path):
+  proc = subprocess.Popen([sys.executable, 'cifar10_train.py', '--train_dir',
+                           str(tmp_path / 't'), '--data_dir',
+                           str(tmp_path / 'd')], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
   time.sleep(0.8)  # importing TensorFlow
   proc.send_signal(signal.SIGINT)
   out, err = proc.communicate(timeout=60)
-  assert proc.returncode == 130, err
+  assert proc.returncode == 130, (out, err)
   assert 'Traceback' not in err
-  assert err.strip().splitlines()[-1] == 'cifar10_train.py: interrupted'
+  assert err.strip().splitlines()[-1:] == ['cifar10_train.py: interrupted'], (
+      out, err)
+  assert not (tmp_path / 't').exists()  # nothing written
 
 
 def _in_mount_namespace(script):

@@ -166,7 +166,8 @@ class _Declared:
 @pytest.mark.parametrize('rows,says', [
     (60000, 'refused, it declares an array of (60000, 3072) (184320000 '
      'bytes), more than a CIFAR-10 file holds'),
-    (15000, '15000 records, where the other training files hold 20')])
+    (15000, '15000 records, more than the official 10000 a file (a padded or '
+             'repeated file)')])
 def test_fabricated_pickle_of_many_images_is_named(tmp_path, capsys, rows,
                                                    says):
   """A small pickle that makes numpy.ndarray((rows, 3072)) of nothing."""

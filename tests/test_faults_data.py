@@ -1,0 +1,81 @@
+"""Hostile or outsized data: a gzip bomb stopped from the tar headers, a
+file over the official record count, a disk that fills while extracting."""
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from cifar10_toolkit import dataset
+from cifar10_toolkit import errors
+from conftest import ROOT, write_bin
+
+NAMES = dataset.TRAIN_FILES + (dataset.TEST_FILE,)
+
+
+def _archive(path, sizes):
+  """A cifar-10-binary.tar.gz whose data files are zeros of these sizes."""
+  with tarfile.open(path, 'w:gz') as tar:
+    for name in NAMES:
+      info = tarfile.TarInfo('%s/%s' % (dataset.BATCHES_DIR, name))
+      info.size = sizes.get(name, dataset.FILE_BYTES)
+      tar.addfile(info, io.BytesIO(bytes(info.size)))
+  return path
+
+
+def test_a_gzip_bomb_is_refused_before_anything_is_written(tmp_path):
+  bomb = _archive(str(tmp_path / 'bomb.tar.gz'),
+                  {'data_batch_1.bin': 20 * dataset.FILE_BYTES})  # 615 MB
+  assert os.path.getsize(bomb) < 5 * 10**6
+  data_dir = str(tmp_path / 'data')
+  with pytest.raises(errors.DataSetError) as e:
+    dataset.maybe_download_and_extract(data_dir, bomb)
+  assert str(e.value) == (
+      '%s: cifar-10-batches-bin/data_batch_1.bin is %d bytes, expected '
+      'exactly %d; nothing was extracted' % (bomb, 20 * dataset.FILE_BYTES,
+                                             dataset.FILE_BYTES))
+  assert os.listdir(data_dir) == []  # no half-written folder either
+
+
+def test_a_file_over_the_official_record_count_is_refused(tmp_path):
+  write_bin(str(tmp_path), per_file=100)
+  path = os.path.join(str(tmp_path), dataset.BATCHES_DIR, 'data_batch_3.bin')
+  records = np.zeros((dataset.RECORDS_PER_FILE + 1, dataset.RECORD_BYTES),
+                     np.uint8)
+  records.tofile(path)
+  with pytest.raises(errors.DataSetError) as e:
+    dataset.maybe_download_and_extract(str(tmp_path))
+  assert str(e.value) == ('%s: 10001 records, more than the official 10000 a '
+                          'file (a padded or repeated file)' % path)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_while_extracting_keeps_the_archive(tmp_path):
+  good = _archive(str(tmp_path / 'good.tar.gz'), {})
+  data_dir = str(tmp_path / 'data')
+  # a child whose files may not grow past 10 MB: the extraction's first
+  # file fails as on a full disk (EFBIG), the 'download' (a file:// URL,
+  # fetched as from a mirror) fits
+  code = ('import resource, signal, sys\n'
+          'sys.path.insert(0, %r)\n'
+          'signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n'
+          'resource.setrlimit(resource.RLIMIT_FSIZE, (10 << 20, 10 << 20))\n'
+          'from cifar10_toolkit import dataset, errors\n'
+          'try:\n'
+          '  dataset.maybe_download_and_extract(%r, %r)\n'
+          'except errors.DataSetError as e:\n'
+          '  print(e)\n' % (ROOT, data_dir, 'file://' + good))
+  p = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 0, p.stderr
+  line = p.stdout.strip().splitlines()[-1]
+  assert line.startswith('no room to extract %s into %s (' % (
+      os.path.join(data_dir, dataset.ARCHIVE_NAME), data_dir)), line
+  assert 'the archive is kept' in line
+  assert sorted(os.listdir(data_dir)) == [dataset.ARCHIVE_NAME]
+  assert os.path.getsize(os.path.join(data_dir, dataset.ARCHIVE_NAME)) == \
+      os.path.getsize(good)
