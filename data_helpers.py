@@ -125,10 +125,22 @@ def _read_pickle_batch(path):
         path, '%s %s' % (data.dtype, data.shape) if isinstance(
             data, np.ndarray) else 'a %s' % type(data).__name__, IMAGE_BYTES))
   data = np.asarray(data)  # a plain ndarray
-  if not isinstance(d['labels'], (list, tuple, np.ndarray)):
+  raw = d['labels']
+  if not isinstance(raw, (list, tuple, np.ndarray)):
     raise DataSetError("%s: 'labels' is a %s, expected a list of %d integers"
-                       % (path, type(d['labels']).__name__, data.shape[0]))
-  labels = np.asarray(d['labels'])
+                       % (path, type(raw).__name__, data.shape[0]))
+  # Flat and no longer than the images, before NumPy builds anything: a
+  # few kilobytes of pickle can nest shared lists into gigabytes, or go
+  # millions deep
+  if len(raw) != data.shape[0]:
+    raise DataSetError("%s: %d labels for %d images" %
+                       (path, len(raw), data.shape[0]))
+  if isinstance(raw, (list, tuple)) and any(
+      isinstance(x, (list, tuple, dict, np.ndarray)) for x in raw):
+    raise DataSetError("%s: 'labels' is nested (lists inside the list), "
+                       "expected a flat list of %d integers" % (
+                           path, data.shape[0]))
+  labels = np.asarray(raw)
   if labels.dtype.kind not in 'iu':  # floats (NaN among them), bools, None
     raise DataSetError("%s: 'labels' holds %s values, expected integers 0-9"
                        % (path, 'mixed' if labels.dtype == object else

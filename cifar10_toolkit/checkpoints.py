@@ -108,7 +108,8 @@ def _listed_checkpoints(directory):
   home = os.path.realpath(directory)
   for p in list(state.all_model_checkpoint_paths) + [
       state.model_checkpoint_path]:
-    if os.path.realpath(os.path.dirname(os.path.join(directory, p))) != home:
+    # (TensorFlow has joined a relative entry with directory already)
+    if os.path.realpath(os.path.dirname(p)) != home:
       outside.append(p)
       continue
     m = _CKPT_RE.match(os.path.basename(p) + '.index')

@@ -79,3 +79,30 @@ def test_a_disk_that_fills_while_extracting_keeps_the_archive(tmp_path):
   assert sorted(os.listdir(data_dir)) == [dataset.ARCHIVE_NAME]
   assert os.path.getsize(os.path.join(data_dir, dataset.ARCHIVE_NAME)) == \
       os.path.getsize(good)
+
+
+@pytest.mark.parametrize('labels,says', [
+    # 4.7 KB of pickle: one list of 300 shared 1,000 x 1,000 times (3 GB as
+    # an array)
+    (lambda n: [[[1] * 300] * 1000] * n, "'labels' is nested (lists inside "
+     "the list), expected a flat list of 1000 integers"),
+    (lambda n: [[1, 2], [3]] * (n // 2), "'labels' is nested (lists inside "
+     "the list), expected a flat list of 1000 integers"),
+    (lambda n: [1] * (n + 1), '1001 labels for 1000 images')])
+def test_a_pickle_whose_labels_would_build_gigabytes_is_one_line(
+    tmp_path, capsys, labels, says):
+  import pickle
+  import run_fc_model
+  from cifar10_toolkit import run_control
+  from conftest import write_py
+  write_py(str(tmp_path), per_file=1000)
+  path = os.path.join(str(tmp_path), 'cifar-10-batches-py', 'data_batch_2')
+  with open(path, 'wb') as f:
+    pickle.dump({b'data': np.zeros((1000, 3072), np.uint8),
+                 b'labels': labels(1000)}, f, protocol=2)
+  status = run_control.run_main(run_fc_model.main, [
+      '--data_dir', str(tmp_path), '--train_dir', str(tmp_path / 'r'),
+      '--max_steps', '1', '--batch_size', '10'])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1, err
+  assert err[0].endswith('error: %s: %s' % (path, says)), err

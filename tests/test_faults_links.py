@@ -105,3 +105,15 @@ def test_fifos_make_no_script_wait(trained, shared_bin_dir, tmp_path, capsys):
   out = capsys.readouterr()
   assert status == 1 and 'no checkpoint in' in out.err
   assert 'index file %s is not a regular file' % (d / 'checkpoint') in out.out
+
+
+def test_a_relative_train_dir_resumes_without_a_false_note(
+    shared_bin_dir, tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  assert cifar10_train.main(train_args(shared_bin_dir, 'rel') + [
+      '--max_steps', '2']) == 0
+  capsys.readouterr()
+  assert cifar10_train.main(train_args(shared_bin_dir, 'rel') + [
+      '--max_steps', '3']) == 0
+  out = capsys.readouterr().out
+  assert 'Note:' not in out and 'Resuming from rel/ckpt-2 at step 2' in out
