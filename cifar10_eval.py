@@ -53,7 +53,6 @@ if __name__ == '__main__':
 
 from cifar10_toolkit import checkpoints  # noqa: E402  (TensorFlow loads here)
 from cifar10_toolkit import console  # noqa: E402
-from cifar10_toolkit import dataset  # noqa: E402
 from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import evaluation  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
@@ -67,7 +66,7 @@ def main(argv=None):
   if FLAGS.run_once and not os.path.isdir(FLAGS.checkpoint_dir):
     raise errors.UsageError('--checkpoint_dir %s does not exist'
                             % FLAGS.checkpoint_dir)
-  dataset.maybe_download_and_extract(FLAGS.data_dir, FLAGS.data_source)
+  run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source)
   evaluator = evaluation.Evaluator(FLAGS.data_dir, FLAGS.eval_data,
                                    FLAGS.num_examples, FLAGS.raw_weights)
   writer = summaries.summary_writer(FLAGS.eval_dir, '--eval_dir')

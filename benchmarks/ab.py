@@ -40,7 +40,6 @@ if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
 import turns  # noqa: E402
-from cifar10_toolkit import dataset  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from measures import PLAN  # noqa: E402
 
@@ -51,7 +50,7 @@ def main(argv=None):
   if not os.path.isfile(other):
     raise SystemExit('%s: error: --other %s: no benchmarks/benchmark.py there'
                      % (os.path.basename(sys.argv[0]), FLAGS.other))
-  dataset.maybe_download_and_extract(FLAGS.data_dir, FLAGS.data_source)
+  run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source)
   plan = dict(PLAN['quick' if FLAGS.quick else 'full'])
   if FLAGS.rounds:
     plan['turns'] = FLAGS.rounds

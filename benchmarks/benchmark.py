@@ -82,7 +82,6 @@ import tensorflow as tf  # noqa: E402
 
 import measures  # noqa: E402
 import turns as paired_turns  # noqa: E402
-from cifar10_toolkit import dataset  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from measures import (BATCH_SIZE, OVERHEAD_BATCH, PLAN,  # noqa: E402
                       default_config)
@@ -106,7 +105,7 @@ def main(argv=None):
     with open(FLAGS.json, 'w') as f:
       json.dump(measures.measure(FLAGS.phase, FLAGS.data_dir, plan), f)
     return 0
-  dataset.maybe_download_and_extract(FLAGS.data_dir, FLAGS.data_source)
+  run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source)
   gpu = bool(tf.config.list_physical_devices('GPU'))
   began = time.time()
 

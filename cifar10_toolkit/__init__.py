@@ -10,23 +10,24 @@ go down this list only (tests/test_layout.py checks it):
                    lines kept off stderr (no TensorFlow)
   3. cli           the flags on absl.flags: conventions, shared definitions,
                    one-line errors (no TensorFlow)
-  4. dataset       the data set's formats; fetching, checking, extracting
-  5. hardware      what 'auto' picks on this machine; thread pools
+  4. download      a bounded download (no TensorFlow)
+  5. dataset       the data set's formats; fetching, checking, extracting
+  6. hardware      what 'auto' picks on this machine; thread pools
      console       the console's lines
-  6. run_control   run_main, exit codes, signals, the stop-and-save votes
-  7. checkpoints   the checkpoint convention; resume, repair
+  7. run_control   run_main, exit codes, signals, the stop-and-save votes
+  8. checkpoints   the checkpoint convention; resume, repair
      summaries     scalars, histograms, graph, HParams, profile
      lrn           the fast LRN kernels
      cluster       devices and workers for several replicas
-  8. run_folder    a run's folder: checks, the lock, --fresh
+  9. run_folder    a run's folder: checks, the lock, --fresh
      config        a training run's configuration, resolved once
   -- the root's library: cifar10_input, data_helpers, two_layer_fc,
      convnet (they import only the modules above)
-  9. device_input  the training set on the device, batches in the graph
+ 10. device_input  the training set on the device, batches in the graph
      fc_runs       the fully connected model's runs
      serving       the exported classifier
      evaluation    evaluating checkpoints
- 10. train_loop    the convnet's training loop
+ 11. train_loop    the convnet's training loop
   -- the scripts at the root, tools/ and benchmarks/ (no script imports
      another)
 """
@@ -34,7 +35,8 @@ go down this list only (tests/test_layout.py checks it):
 # The order above, as data: a module imports only from earlier layers.
 ROOT_LIBRARY = ('cifar10_input', 'data_helpers', 'two_layer_fc', 'convnet')
 LAYERS = (
-    ('errors',), ('startup',), ('cli',), ('dataset',), ('hardware', 'console'),
+    ('errors',), ('startup',), ('cli',), ('download',), ('dataset',),
+    ('hardware', 'console'),
     ('run_control',), ('checkpoints', 'summaries', 'lrn', 'cluster'),
     ('run_folder', 'config'), ROOT_LIBRARY,
     ('device_input', 'fc_runs', 'serving', 'evaluation'), ('train_loop',))

@@ -16,16 +16,14 @@ import errno
 import hashlib
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zlib
 
 import numpy as np
 
+from cifar10_toolkit import download
 from cifar10_toolkit import errors
 from cifar10_toolkit.cli import DATA_SOURCE_ENV
 
@@ -48,33 +46,18 @@ def _md5(path):
 
 
 def _download(url, dest):
-  """Downloads url to dest through a .partial file, with a progress display."""
-  partial = dest + '.partial'
-  name = os.path.basename(dest)
-
-  def progress(count, block_size, total_size):
-    if total_size > 0:
-      pct = min(100.0, 100.0 * count * block_size / total_size)
-      sys.stdout.write('\r>> Downloading %s %.1f%%' % (name, pct))
-    else:
-      sys.stdout.write('\r>> Downloading %s %.1f MB' %
-                       (name, count * block_size / 1e6))
-    sys.stdout.flush()
-
+  """Downloads url to dest (download.fetch: bounded in time and size,
+  through a .partial file removed whatever stops it)."""
   try:
-    urllib.request.urlretrieve(url, partial, progress)
-  except (urllib.error.URLError, OSError, ValueError) as e:
-    if os.path.exists(partial):
-      os.remove(partial)
+    download.fetch(url, dest)
+  except download.Failed as e:
     raise errors.DataSetError(
         'no CIFAR-10 data set in %s and fetching %s failed (%s); put %s in '
         '%s, or point --data_source or $%s at a local archive path or a '
-        'mirror URL' % (os.path.dirname(dest), url, getattr(e, 'reason', e),
-                        ARCHIVE_NAME, os.path.dirname(dest), DATA_SOURCE_ENV))
-  print()
-  os.replace(partial, dest)
+        'mirror URL' % (os.path.dirname(dest), url, e, ARCHIVE_NAME,
+                        os.path.dirname(dest), DATA_SOURCE_ENV))
   print('Successfully downloaded %s (%d bytes).' %
-        (name, os.path.getsize(dest)))
+        (os.path.basename(dest), os.path.getsize(dest)))
 
 
 def check_batches_bin(batches_dir, exact_size=False):

@@ -21,6 +21,7 @@ from cifar10_toolkit import checkpoints
 from cifar10_toolkit import config
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
+from cifar10_toolkit import run_control
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,7 @@ def load(data_dir, data_source=None):
   try:
     data_helpers.find_format(data_dir)
   except errors.DataSetError:
-    dataset.maybe_download_and_extract(data_dir, data_source)
+    run_control.fetch_data_set(data_dir, data_source)
   return data_helpers.load_data(data_dir)
 
 

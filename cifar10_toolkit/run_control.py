@@ -8,6 +8,7 @@
   record_stop_signals()       a signal during start-up is kept for the loop
   stop_votes / read_votes     stop and save requests, agreed by all workers
   ClosableConsole             stdout that a closed reader cannot stop
+  fetch_data_set(data_dir)    the data set in place, a signal ending it
   check_finite(losses, ...)   a NaN loss stops the run, naming its step
 
 Exit status: 0 done; 1 a data, checkpoint or usage problem, a NaN loss, a file
@@ -26,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifar10_toolkit import console
+from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
 from cifar10_toolkit import hardware
 from cifar10_toolkit import startup
@@ -115,6 +117,14 @@ class ClosableConsole:
 
   def __getattr__(self, name):
     return getattr(self._stream, name)
+
+
+def fetch_data_set(data_dir, source=None):
+  """dataset.maybe_download_and_extract, a stop signal ending it at once:
+  nothing half-downloaded or half-extracted is left (the status is the
+  signal's)."""
+  with signals_raise():
+    return dataset.maybe_download_and_extract(data_dir, source)
 
 
 def first_line(e):

@@ -203,7 +203,7 @@ def train(config, strategy=None, is_chief=True, worker_dir=None,
   with contextlib.ExitStack() as held:
     if is_chief:
       held.enter_context(run_folder.TrainDirLock(config.train_dir))
-    dataset.maybe_download_and_extract(config.data_dir, config.data_source)
+    run_control.fetch_data_set(config.data_dir, config.data_source)
     if config.fresh and is_chief:
       run_folder.set_aside(config.train_dir, keep=[config.data_dir])
     run = _setup(config, strategy, is_chief, worker_dir)
