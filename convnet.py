@@ -94,8 +94,8 @@ class TrainState(tf.Module):
 
   Attributes:
     global_step: int64 steps taken.
-    seed: int64 seed of the run's input order (kept so a resumed run
-      continues the same data stream).
+    seed, global_batch: int64 seed of the input order and examples per step
+      (a resumed run keeps both: the same data stream and schedule).
     averages, loss_averages: name -> moving average of each variable, and
       of each loss term (zero-debiased by loss_averages()).
     loss_scale, good_steps: dynamic loss scaling (float16 only: bfloat16
@@ -104,11 +104,13 @@ class TrainState(tf.Module):
   """
 
   def __init__(self, model, seed=0, compute_dtype=tf.float32,
-               name='train_state'):
+               global_batch=0, name='train_state'):
     super().__init__(name=name)
     step = lambda name: _variable(0, name, dtype=tf.int64, trainable=False)
     self.global_step = step('global_step')
     self.seed = _variable(seed, 'seed', dtype=tf.int64, trainable=False)
+    self.global_batch = _variable(global_batch, 'global_batch',
+                                  dtype=tf.int64, trainable=False)
     self.averages = collections.OrderedDict(
         (k, _variable(v, k + '/ExponentialMovingAverage', trainable=False))
         for k, v in model.params.items())

@@ -167,6 +167,10 @@ def define_training_flags(flag_values):
   flags.DEFINE_boolean('fresh', False, 'start afresh: move the checkpoints '
                        'and logs in train_dir to train_dir/previous-<time>/ '
                        'instead of resuming', flag_values=f)
+  flags.DEFINE_boolean('allow_new_batch', False, 'resume a run with another '
+                       'global batch (--batch_size x replicas) than it was '
+                       'trained with, changing its input order and schedule '
+                       'from there on (refused otherwise)', flag_values=f)
   flags.DEFINE_float('save_checkpoint_secs', 180, 'seconds between '
                      'checkpoints', flag_values=f)
   positive('save_checkpoint_secs', f)

@@ -20,6 +20,7 @@ import random
 
 from cifar10_toolkit import cli
 from cifar10_toolkit import dataset
+from cifar10_toolkit import errors
 from cifar10_toolkit import hardware
 
 
@@ -57,11 +58,36 @@ class TrainConfig:
   fresh: bool = False
   log_device_placement: bool = False
   seed_given: bool = False
+  allow_new_batch: bool = False
 
   @property
   def global_batch(self):
     """Examples per step, all replicas together."""
     return self.batch_size * self.replicas
+
+  def keeps_global_batch(self, kept, checkpoint):
+    """A resume keeps the run's examples per step (kept, from checkpoint;
+    0: not recorded): the input order (step x global batch) and the
+    schedule depend on it. Another is refused in one line, unless
+    --allow_new_batch.
+
+    Returns:
+      True when the run goes on with this configuration's global batch
+      instead of the one it had (--allow_new_batch; a note says so).
+    """
+    if kept in (0, self.global_batch):
+      return False
+    this = '%d (--batch_size %d x %d replica(s))' % (
+        self.global_batch, self.batch_size, self.replicas)
+    if not self.allow_new_batch:
+      raise errors.UsageError(
+          '%s was trained with %d examples per step; this run would take %s, '
+          'which changes its input order and schedule: resume with the same '
+          '--batch_size and replicas, or pass --allow_new_batch' % (
+              checkpoint, kept, this))
+    print('Note: resuming a run of %d examples per step with %s '
+          '(--allow_new_batch)' % (kept, this))
+    return True
 
   def resumed(self, seed):
     """This configuration carrying on a run made with `seed`."""
@@ -144,4 +170,5 @@ def resolve(flag_values, device, replicas=1):
       summary_steps=f.summary_steps,
       save_checkpoint_secs=f.save_checkpoint_secs,
       progress_secs=f.progress_secs, profile_steps=f.profile_steps,
-      fresh=f.fresh, log_device_placement=f.log_device_placement)
+      fresh=f.fresh, log_device_placement=f.log_device_placement,
+      allow_new_batch=f.allow_new_batch)

@@ -325,7 +325,8 @@ def _setup(config, strategy, is_chief, worker_dir):
   with strategy.scope():
     model = convnet.ConvNet(config.seed)
     state = convnet.TrainState(model, config.seed,
-                               tf.as_dtype(config.precision))
+                               tf.as_dtype(config.precision),
+                               config.global_batch)
   ckpt = tf.train.Checkpoint(model=model, state=state)
   latest = checkpoints.resume(ckpt, config.train_dir, repair=is_chief)
   if latest:
@@ -334,6 +335,8 @@ def _setup(config, strategy, is_chief, worker_dir):
       print('Note: resuming a run made with seed %d; --seed %d is ignored' %
             (kept, config.seed))
     config = config.resumed(kept)
+    if config.keeps_global_batch(int(state.global_batch.numpy()), latest):
+      state.global_batch.assign(config.global_batch)  # --allow_new_batch
     print('Resuming from %s at step %d' % (latest,
                                           int(state.global_step.numpy())))
   _, manager = checkpoints.checkpoint_manager(

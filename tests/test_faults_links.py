@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import cifar10_eval
+import cifar10_multi_gpu_train
 import cifar10_train
 from cifar10_toolkit import cluster
 from cifar10_toolkit import errors
@@ -117,3 +118,36 @@ def test_a_relative_train_dir_resumes_without_a_false_note(
       '--max_steps', '3']) == 0
   out = capsys.readouterr().out
   assert 'Note:' not in out and 'Resuming from rel/ckpt-2 at step 2' in out
+
+
+def test_a_resume_that_changes_the_global_batch_is_refused(
+    shared_bin_dir, tmp_path, capsys):
+  d = str(tmp_path / 't')
+  assert cifar10_train.main(train_args(shared_bin_dir, d) + [
+      '--max_steps', '4']) == 0
+  before = sorted(os.listdir(d)), open(os.path.join(d, 'hparams.json')).read()
+  capsys.readouterr()
+  for script, extra, this in (
+      (cifar10_train, ['--batch_size', '64'],
+       '64 (--batch_size 64 x 1 replica(s))'),
+      (cifar10_multi_gpu_train, ['--logical_devices', '2'],
+       '64 (--batch_size 32 x 2 replica(s))')):
+    status = run_control.run_main(script.main, train_args(
+        shared_bin_dir, d) + ['--max_steps', '6'] + extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1, err
+    assert err[0].endswith(
+        '%s was trained with 32 examples per step; this run would take %s, '
+        'which changes its input order and schedule: resume with the same '
+        '--batch_size and replicas, or pass --allow_new_batch' % (
+            os.path.join(d, 'ckpt-4'), this)), err
+  # nothing changed: no checkpoint, no HParams rewritten
+  assert (sorted(os.listdir(d)), open(os.path.join(d, 'hparams.json')).read()
+          ) == before
+  # asked for, it goes on, with a note, and keeps the new batch from there
+  assert cifar10_train.main(train_args(shared_bin_dir, d) + [
+      '--max_steps', '6', '--batch_size', '64', '--allow_new_batch']) == 0
+  assert 'Note: resuming a run of 32 examples per step with 64' in \
+      capsys.readouterr().out
+  assert cifar10_train.main(train_args(shared_bin_dir, d) + [
+      '--max_steps', '7', '--batch_size', '64']) == 0

@@ -33,7 +33,9 @@ def _state(path):
 
 def _assert_same_state(a, b):
   sa, sb = _state(a), _state(b)
-  assert sa.keys() == sb.keys() and len(sa) == 29  # 10 + 10 + 5 + 4
+  # 10 + 10 + 5 + 5: params, their averages, loss averages, and global step,
+  # seed, global batch, loss scale, good steps
+  assert sa.keys() == sb.keys() and len(sa) == 30
   for k in sa:
     np.testing.assert_allclose(sa[k], sb[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
