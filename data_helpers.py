@@ -89,6 +89,8 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def _unpickle(path):
+  if os.path.exists(path) and not os.path.isfile(path):  # a FIFO: no wait
+    raise DataSetError('%s: not a regular file' % path)
   try:
     with open(path, 'rb') as f:
       # Python 2 pickles, any key type

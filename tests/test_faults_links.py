@@ -106,6 +106,16 @@ def test_fifos_make_no_script_wait(trained, shared_bin_dir, tmp_path, capsys):
   out = capsys.readouterr()
   assert status == 1 and 'no checkpoint in' in out.err
   assert 'index file %s is not a regular file' % (d / 'checkpoint') in out.out
+  # a FIFO as a pickle batch of the fully connected model's data
+  import data_helpers
+  from conftest import write_py
+  write_py(str(tmp_path / 'py'), per_file=20)
+  batch = tmp_path / 'py' / 'cifar-10-batches-py' / 'data_batch_2'
+  batch.unlink()
+  os.mkfifo(str(batch))
+  with pytest.raises(errors.DataSetError) as e:
+    data_helpers.load_data(str(tmp_path / 'py'))
+  assert str(e.value) == '%s: not a regular file' % batch
 
 
 def test_a_relative_train_dir_resumes_without_a_false_note(
