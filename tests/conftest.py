@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +16,16 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator as ea
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The tests send stop signals to the scripts they start, which keep a signal
+# ignored when they started ignored (nohup's SIGHUP; a shell's background
+# job ignores SIGINT, as a CI runner may have started this): the children
+# must not inherit an ignored one. (A handled signal is reset to the default
+# in a child; an ignored one stays ignored.)
+for _s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+  if signal.getsignal(_s) == signal.SIG_IGN:
+    signal.signal(_s, signal.default_int_handler if _s == signal.SIGINT
+                  else signal.SIG_DFL)
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
