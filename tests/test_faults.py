@@ -332,9 +332,12 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path):
                            str(tmp_path / 'd')], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
-  time.sleep(0.8)  # importing TensorFlow
-  proc.send_signal(signal.SIGINT)
-  out, err = proc.communicate(timeout=60)
+  try:
+    time.sleep(0.8)  # importing TensorFlow
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+  finally:
+    proc.kill()  # never left running, whatever failed
   assert proc.returncode == 130, (out, err)
   assert 'Traceback' not in err
   assert err.strip().splitlines()[-1:] == ['cifar10_train.py: interrupted'], (
