@@ -33,11 +33,13 @@ class StepClock:
     self.said = None  # (step, time) of the last progress line
     self.step_secs = None  # a step's seconds, from the last call
 
-  def log(self, first_step, losses, times, first_call=False):
+  def log(self, first_step, losses, times, first_call=False, note=None):
     """Prints the lines of steps first_step + 1 ... first_step + len(losses).
 
     first_call: the call that ran them was a training function's first (it
     traced and compiled before running).
+    note: optional (time, line) printed among them in time order (a
+    signal caught while they ran).
     """
     self.startup = self.startup or first_call
     if len(times) > 1:  # inside the graph: tracing excluded
@@ -46,6 +48,9 @@ class StepClock:
       step = first_step + i + 1
       if step % self.log_frequency:
         continue
+      if note and times[i] > note[0]:
+        print(note[1])
+        note = None
       duration = max(times[i] - self.last_time, 1e-9)
       steps = step - self.last_step
       print('%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch%s)' %
@@ -54,6 +59,8 @@ class StepClock:
              '; includes start-up' if self.startup else ''))
       self.last_step, self.last_time = step, times[i]
       self.startup = False
+    if note:
+      print(note[1])
     sys.stdout.flush()
 
   def steps_within(self, seconds):

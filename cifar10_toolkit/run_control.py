@@ -211,16 +211,23 @@ class GracefulStop:
     if self.signum is not None:  # second signal: give up on saving
       raise KeyboardInterrupt
     self.signum = signum
-    self._line = '%s: caught %s; %s' % (
-        console.now(), signal.Signals(signum).name, self.action)
+    caught = time.time()
+    self._line = (caught, '%s: caught %s; %s' % (
+        console.now(caught), signal.Signals(signum).name, self.action))
     if not self._defer:
       self.say_caught()
 
+  def take_caught(self):
+    """(time, line) of a signal caught and not yet said, or None; for the
+    training loop to print among its step lines, in time order."""
+    line, self._line = self._line, None
+    return line
+
   def say_caught(self):
     """Prints the line of a signal caught, once."""
-    if self._line:
-      print(self._line, flush=True)
-      self._line = None
+    line = self.take_caught()
+    if line:
+      print(line[1], flush=True)
 
   def __enter__(self):
     for s in _heeded():

@@ -223,8 +223,9 @@ def _loop(run, on_call):
           stop.signum, time.time() - saved >= config.save_checkpoint_secs)
       losses, times, votes, first = _call(run, step, clock, votes)
       run_control.check_finite(losses, step, config.train_dir)
-      clock.log(step, losses, times, first_call=first)
-      stop.say_caught()  # after the lines of the steps it came during
+      # (a signal's line among the step lines, in time order)
+      clock.log(step, losses, times, first_call=first,
+                note=stop.take_caught())
       step += len(losses)
       run.profile.at(step)
       run.after_call(step)
