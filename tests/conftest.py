@@ -22,10 +22,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # job ignores SIGINT, as a CI runner may have started this): the children
 # must not inherit an ignored one. (A handled signal is reset to the default
 # in a child; an ignored one stays ignored.)
-for _s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-  if signal.getsignal(_s) == signal.SIG_IGN:
-    signal.signal(_s, signal.default_int_handler if _s == signal.SIGINT
-                  else signal.SIG_DFL)
+def live_stop_signals():
+  for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(s) == signal.SIG_IGN:
+      signal.signal(s, signal.default_int_handler if s == signal.SIGINT
+                    else signal.SIG_DFL)
+
+
+live_stop_signals()
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -233,3 +237,12 @@ def trained(shared_bin_dir, tmp_path_factory):
   assert __import__("cifar10_train").main(train_args(shared_bin_dir, d) + [
       '--max_steps', '4', '--save_checkpoint_secs', '0.000001']) == 0
   return d
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_live_after_each_test():
+  """A script's main() run in this process may leave a stop signal ignored
+  (cifar10_export.py ignores Ctrl-C once its export is complete): the
+  next test's children must not inherit that."""
+  yield
+  live_stop_signals()
