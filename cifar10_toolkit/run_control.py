@@ -190,10 +190,10 @@ class GracefulStop:
   Use as a context manager around a training loop and test `stop.requested`
   after each step. A second signal interrupts at once.
 
-  With defer, the line saying so waits for say_caught(): a training loop
-  prints it after the step lines of the call into the graph that was
-  running (Python's handler runs once that call returns, so the line's
-  time comes after theirs).
+  With defer, the line saying so waits: the training loop takes it
+  (take_caught) and prints it among the step lines of the call that was
+  running, by time (Python's handler may run mid-call); say_caught prints
+  one still pending.
   """
 
   def __init__(self, action='saving a checkpoint before exiting',
