@@ -75,8 +75,13 @@ def main(argv=None):
     if FLAGS.logical_devices:
       cluster.split_device('GPU' if tf.config.list_physical_devices('GPU')
                            else 'CPU', FLAGS.logical_devices)
-    cluster.wait_for_cluster(*cluster.read_tf_config(),
-                             FLAGS.cluster_wait_secs)
+    tasks, kind, index = cluster.read_tf_config()
+    heard = cluster.wait_for_cluster(tasks, kind, index,
+                                     FLAGS.cluster_wait_secs,
+                                     run.cluster_terms())
+    told = None if is_chief else cluster.chief_seed(heard, tasks)
+    if told:
+      run = run.with_chief_seed(*told, task='%s %d' % (kind, index))
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     # TensorFlow's cluster set-up takes over the stop signals: take them
     # back, recording one that comes before training starts (GracefulStop

@@ -93,6 +93,26 @@ class TrainConfig:
     """This configuration carrying on a run made with `seed`."""
     return dataclasses.replace(self, seed=seed)
 
+  def cluster_terms(self):
+    """What every task of a multi-worker run must share, by flag: the
+    steps each call runs (their collectives pair up across tasks), the
+    batch, the precision of the gradients reduced together; and the seed,
+    which the chief's settles."""
+    return {'--max_steps': self.max_steps, '--batch_size': self.batch_size,
+            '--steps_per_loop': self.steps_per_loop,
+            '--summary_steps': self.summary_steps,
+            '--profile_steps': list(self.profile_steps or ()),
+            'the precision (--use_bf16, --use_fp16)': self.precision,
+            'seed': self.seed}
+
+  def with_chief_seed(self, seed, chief, task):
+    """This task's configuration with the seed the chief told (a note when
+    this task's own --seed is thereby ignored)."""
+    if self.seed_given and seed != self.seed:
+      print('Note: this is %s; the run takes the seed of its chief (%s), '
+            '%d: --seed %d is ignored' % (task, chief, seed, self.seed))
+    return dataclasses.replace(self, seed=seed)
+
   def hparams(self, schedule=(), data_md5=None):
     """What shapes the run's result, for HParams' columns, most telling
     first (summaries.write_hparams keeps the order on the dashboard): the

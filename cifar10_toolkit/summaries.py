@@ -109,12 +109,14 @@ class Profile:
   """--profile_steps A,B: a profiler trace from step A to step B.
 
   Call at(step) between steps; it starts the trace at A and stops it at B.
-  until(step) is the next step at which a loop must pause for it. As a
-  context manager, it stops a trace in progress on leaving.
+  until(step) is the next step at which a loop must pause for it (on every
+  worker, record or not: their calls pair up). As a context manager, it
+  stops a trace in progress on leaving.
   """
 
-  def __init__(self, steps, logdir):
+  def __init__(self, steps, logdir, record=True):
     self.steps, self.logdir, self.active = steps, logdir, False
+    self.record = record
 
   def until(self, step):
     for s in self.steps or ():
@@ -123,7 +125,7 @@ class Profile:
     return None
 
   def at(self, step):
-    if not self.steps:
+    if not self.steps or not self.record:
       return
     if step == self.steps[0] and not self.active:
       tf.profiler.experimental.start(self.logdir)

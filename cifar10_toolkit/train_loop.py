@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -282,7 +283,8 @@ def _call(run, step, clock, votes):
   to_summary = config.summary_steps - 1 - step % config.summary_steps
   n = min(config.steps_per_loop, config.max_steps - step, to_summary,
           (run.profile.until(step) or config.max_steps) - step,
-          clock.steps_within(CALL_SECS))
+          # (workers' calls must pair up step for step: no clock between)
+          sys.maxsize if run.multi_worker else clock.steps_within(CALL_SECS))
   losses, times, votes = run.train_loop(run.iterator, tf.constant(n), votes)
   losses, times, first = losses.numpy(), times.numpy(), not run.looped
   if first:  # both training functions have now run once
@@ -304,6 +306,7 @@ class _Run:
   summarize: object  # summarize(out, step, rate): writes a summary step's
   writer: object
   profile: summaries.Profile
+  multi_worker: bool = False  # workers' calls must run the same steps
   looped: bool = False  # train_loop has run (traced) once
   pending_summary: dict = None  # outputs of a summary step, to write
   last_summary: tuple = None  # (step, time) of the last summaries written,
@@ -379,6 +382,8 @@ def _setup(config, strategy, is_chief, worker_dir):
   return _Run(config=config, is_chief=is_chief, start=start, manager=manager,
               iterator=iterator, train_loop=train_loop,
               summary_step=summary_step, summarize=summarize, writer=writer,
-              profile=summaries.Profile(
-                  config.profile_steps if is_chief else None,
-                  config.train_dir), last_summary=(start, time.time()))
+              profile=summaries.Profile(config.profile_steps,
+                                        config.train_dir, record=is_chief),
+              multi_worker=isinstance(
+                  strategy, tf.distribute.MultiWorkerMirroredStrategy),
+              last_summary=(start, time.time()))

@@ -206,8 +206,9 @@ def free_ports(n):
   return ports
 
 
-def start_workers(data, d, steps, ports, *extra):
-  """Two worker processes on 127.0.0.1 (stderr into stdout); extra flags."""
+def start_workers(data, d, steps, ports, *extra, per_worker=((), ())):
+  """Two worker processes on 127.0.0.1 (stderr into stdout); extra flags
+  for both, then per_worker[i] for worker i."""
   cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
   procs = []
   for i in range(2):
@@ -217,7 +218,8 @@ def start_workers(data, d, steps, ports, *extra):
         [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
          'multi_worker'] + train_args(data, d) + [
              '--max_steps', str(steps), '--batch_size', '16',
-             '--steps_per_loop', '5', '--log_frequency', '5'] + list(extra),
+             '--steps_per_loop', '5', '--log_frequency', '5'] + list(extra)
+        + list(per_worker[i]),
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True))
   return procs

@@ -503,8 +503,10 @@ def test_sigterm_to_a_worker_in_its_first_seconds_stops_both(shared_bin_dir,
   and exit 143 (not train on to the end)."""
   d = str(tmp_path / 't')
   procs = start_workers(shared_bin_dir, d, 5000, free_ports(2))
+  seen = []
   try:
     for line in procs[1].stdout:
+      seen.append(line)
       if line.startswith('Training from step 0'):
         break
     procs[1].send_signal(signal.SIGTERM)
@@ -512,6 +514,7 @@ def test_sigterm_to_a_worker_in_its_first_seconds_stops_both(shared_bin_dir,
   finally:
     for p in procs:
       p.kill()
+  outs[1] = ''.join(seen) + outs[1]
   assert [p.returncode for p in procs] == [143, 143], outs
   step = int(tf.train.latest_checkpoint(d).rsplit('-', 1)[1])
   assert step < 5000 and 'saved checkpoint %s/ckpt-%d' % (d, step) in outs[0]

@@ -136,7 +136,16 @@ def test_fewer_gpus_than_asked_warns_and_runs(shared_bin_dir, tmp_path,
 
 @pytest.mark.slow
 def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
+  """Also: worker 1's folder planted as a link to another run's folder (the
+  link is removed, never followed: that run keeps its checkpoints), and
+  each worker given its own --seed (the chief's is taken, with a note)."""
   d = str(tmp_path / 'train')
+  victim = tmp_path / 'victim'
+  victim.mkdir()
+  for name in ('checkpoint', 'ckpt-1.index', 'ckpt-1.data-00000-of-00001'):
+    (victim / name).write_text('another run\'s ' + name)
+  os.makedirs(d)
+  os.symlink('../victim', os.path.join(d, '.worker-worker-1'))
   ports = free_ports(2)
   cluster = {'worker': ['127.0.0.1:%d' % p for p in ports]}
   procs = []
@@ -150,7 +159,7 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
            'multi_worker'] + train_args(shared_bin_dir, d) +
           # the GPU configuration, forced: XLA, one slice
           ['--max_steps', '4', '--batch_size', '16', '--jit_compile',
-           '--slices', '1'],
+           '--slices', '1', '--seed', str(i + 1)],
           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
           text=True))
     outs = [p.communicate(timeout=240)[0] for p in procs]
@@ -160,13 +169,19 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out
     assert '2 replica(s) x batch 16' in out and 'step 4, loss' in out
-    assert ', XLA' in out
+    assert ', XLA' in out and 'compute, seed 1,' in out  # the chief's
+  assert ('Note: this is worker 1; the run takes the seed of its chief '
+          '(worker 0), 1: --seed 2 is ignored') in outs[1]
+  assert 'is ignored' not in outs[0]
   assert 'saved checkpoint /' in outs[
       0] and 'of this worker at step 4' in outs[1]
   assert sorted(f for f in os.listdir(d) if f.startswith('ckpt-')) == [
       'ckpt-4.data-00000-of-00001', 'ckpt-4.index']
   # the non-chief's own checkpoints lived in train_dir, and are gone
   assert not [f for f in os.listdir(d) if f.startswith('.worker-')]
+  assert sorted((f.name, f.read_text()) for f in victim.iterdir()) == [
+      (n, 'another run\'s ' + n) for n in (
+          'checkpoint', 'ckpt-1.data-00000-of-00001', 'ckpt-1.index')]
   assert 'of this worker' in outs[1] and not [
       f for f in os.listdir(tempfile.gettempdir())
       if f.startswith('cifar10-worker-') and
