@@ -62,7 +62,13 @@ from cifar10_toolkit import summaries  # noqa: E402
 
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
-  run_folder.prepare_dir(FLAGS.eval_dir, '--eval_dir')
+  with run_folder.removed_if_empty(
+      run_folder.prepare_dir(FLAGS.eval_dir, '--eval_dir')):
+    return _evaluate()
+
+
+def _evaluate():
+  """Evaluates once, or each new checkpoint until a stop: exit status."""
   if FLAGS.run_once and not os.path.isdir(FLAGS.checkpoint_dir):
     raise errors.UsageError('--checkpoint_dir %s does not exist'
                             % FLAGS.checkpoint_dir)
@@ -88,19 +94,27 @@ def main(argv=None):
         path = None
       if path is None and watch.done is None and FLAGS.run_once:
         raise errors.UsageError('no checkpoint in %s' % FLAGS.checkpoint_dir)
-      if path is not None and step in written:
+      content = path and evaluation.content_id(path)
+      before = written.get(step)  # (an empty set: written, content unknown)
+      if path is not None and before is not None and (
+          content in before or not before):
         print('%s: step %d (%s) is already evaluated in %s; not writing it '
               'again' % (console.now(), step, path, FLAGS.eval_dir),
               flush=True)
-        watch.done = path
+        watch.done = (path, content)
       elif path is not None:
+        if before:
+          print('%s: Note: %s holds other weights than the step %d '
+                'evaluated before in %s (a new training run); evaluating it '
+                'at step %d too' % (console.now(), path, step,
+                                    FLAGS.eval_dir, step), flush=True)
         stop.action = 'finishing the evaluation in hand'
         watch.joined = evaluation.join_training_row(
             FLAGS.checkpoint_dir, writer, watch.joined)
-        evaluation.report(*evaluator.evaluate(), step, path, writer)
+        evaluation.report(*evaluator.evaluate(), step, path, writer, content)
         stop.action = 'stopping'
-        written.add(step)
-        watch.evaluated(path)
+        written.setdefault(step, set()).add(content)
+        watch.evaluated((path, content))
       if FLAGS.run_once:
         return stop.exit_status
   print('%s: stopped' % console.now())
@@ -119,7 +133,7 @@ class Watch:
 
   def __init__(self, checkpoint_dir, interval):
     self.checkpoint_dir, self.interval = checkpoint_dir, interval
-    self.done = None  # the path last evaluated (or found already written)
+    self.done = None  # (path, content_id) last evaluated (or found written)
     self.reported = {}  # damaged checkpoints already named, while they stay so
     self.joined = None  # the trial id of the training run whose row we join
     self._seen = self._last = self._said = None
@@ -149,8 +163,8 @@ class Watch:
     stop.sleep(POLL_SECS)
     return False
 
-  def evaluated(self, path):
-    self.done, self._last, self._said = path, time.time(), None
+  def evaluated(self, done):
+    self.done, self._last, self._said = done, time.time(), None
 
   def _say(self, what, line):
     if self._said != what:

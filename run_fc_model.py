@@ -83,11 +83,12 @@ def main(argv=None):
   print('Parameters:')
   for key, value in sorted(dataclasses.asdict(args).items()):
     print('%s = %s' % (key, value))
-  run_folder.prepare_dir(args.train_dir, '--train_dir')
-  data = fc_runs.load(args.data_dir, args.data_source)
-  if args.batch_size > len(data['labels_train']):
-    raise errors.UsageError('--batch_size %d exceeds the %d training images'
-                               % (args.batch_size, len(data['labels_train'])))
+  with run_folder.removed_if_empty(  # (left empty by a failure: removed)
+      run_folder.prepare_dir(args.train_dir, '--train_dir')):
+    data = fc_runs.load(args.data_dir, args.data_source)
+    if args.batch_size > len(data['labels_train']):
+      raise errors.UsageError('--batch_size %d exceeds the %d training images'
+                              % (args.batch_size, len(data['labels_train'])))
   run_dir = fc_runs.make_run_dir(args.train_dir)
   print('Logging to %s' % run_dir)
   seed = args.seed

@@ -254,11 +254,41 @@ def maybe_download_and_extract(data_dir, url=None):
     raise errors.DataSetError(
         '%s: a file, not the data set\'s folder; move it away '
         'and run again to fetch the data set' % batches_dir)
+  made = new_folders(data_dir)
   try:
     os.makedirs(data_dir, exist_ok=True)
   except OSError as e:
     raise errors.DataSetError('data_dir %s: cannot be created (%s)' %
                               (data_dir, e))
+  try:
+    return _fetch(data_dir, url, batches_dir)
+  except BaseException:  # (a stop signal too) no empty folder left behind
+    remove_if_empty(made)
+    raise
+
+
+def new_folders(path):
+  """The folders that making `path` would create, outermost first."""
+  made, p = [], os.path.abspath(path)
+  while not os.path.lexists(p):
+    made.append(p)
+    p = os.path.dirname(p)
+  return made[::-1]
+
+
+def remove_if_empty(folders):
+  """Removes the folders of new_folders(...) that are still empty, innermost
+  first, so that a run that failed leaves no empty folder behind (os.rmdir:
+  never one that holds anything)."""
+  for folder in reversed(folders):
+    try:
+      os.rmdir(folder)
+    except OSError:
+      pass
+
+
+def _fetch(data_dir, url, batches_dir):
+  """maybe_download_and_extract's fetch and extraction into data_dir."""
   source = resolve_source(url)
   archive = os.path.join(data_dir, ARCHIVE_NAME)
   downloaded = False

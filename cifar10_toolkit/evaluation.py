@@ -3,15 +3,19 @@
   evaluator = Evaluator(data_dir, eval_data, num_examples)
   path, step = newest_readable(evaluator, checkpoint_dir, done, reported)
   precision, confusion, seen = evaluator.evaluate()
-  report(precision, confusion, seen, step, path, writer)   the console's
-      lines, 'Precision @ 1', the confusion matrix as an image and a table
+  report(precision, confusion, seen, step, path, writer, content)   the
+      console's lines, 'Precision @ 1', the confusion matrix as an image and
+      a table, the checkpoint's path and content_id
   join_training_row(checkpoint_dir, writer, joined)        the training run's
       HParams row
-  evaluated_steps(eval_dir)        the steps whose precision eval_dir holds
+  evaluated_steps(eval_dir)        the steps (and checkpoints) eval_dir holds
+  content_id(path)                 what tells a checkpoint's weights apart
 """
 
 import glob
+import hashlib
 import os
+import re
 import sys
 
 import numpy as np
@@ -26,6 +30,8 @@ from cifar10_toolkit import summaries
 
 EVAL_BATCH_SIZE = 500
 PRECISION_TAG = 'Precision @ 1'
+CHECKPOINT_TAG = 'checkpoint'
+MAX_INDEX_BYTES = 1 << 24  # read of a checkpoint's .index, at most
 
 
 class Evaluator:
@@ -132,8 +138,20 @@ def confusion_markdown(confusion):
   return '\n'.join(lines)
 
 
-def report(precision, confusion, seen, step, path, writer):
-  """Prints the tutorial's line and per-class figures; writes summaries."""
+def content_id(path):
+  """What tells a checkpoint's weights apart, whatever its path (a new run
+  writes ckpt-40 again): the md5 of its .index file, which holds each
+  tensor's checksum; 16 hex digits, or None when it cannot be read."""
+  try:
+    with open(path + '.index', 'rb') as f:
+      return hashlib.md5(f.read(MAX_INDEX_BYTES)).hexdigest()[:16]
+  except OSError:
+    return None
+
+
+def report(precision, confusion, seen, step, path, writer, content=None):
+  """Prints the tutorial's line and per-class figures; writes summaries
+  (with the checkpoint's path and content_id, for evaluated_steps)."""
   print('%s: precision @ 1 = %.3f' % (console.now(), precision), flush=True)
   hits = np.diag(confusion)
   predicted = confusion.sum(axis=0)
@@ -150,6 +168,9 @@ def report(precision, confusion, seen, step, path, writer):
         'confusion_matrix', confusion_image(confusion, step, precision),
         step=step, description='rows: true class, columns: predicted class; '
         'each cell its count, shaded by its share of the row')
+    tf.summary.text(CHECKPOINT_TAG, '%s (weights %s)' % (path, content),
+                    step=step, description='the checkpoint evaluated, and '
+                    'the md5 of its index (what tells its weights apart)')
     tf.summary.text('confusion_matrix_table', confusion_markdown(confusion),
                     step=step, description='rows: true class, columns: '
                     'predicted class')
@@ -162,11 +183,14 @@ def newest_readable(evaluator, checkpoint_dir, done, reported):
   Walks back past damaged checkpoints, naming each once (reported), and
   changes nothing in checkpoint_dir: repairs are the trainer's.
 
+  Args:
+    done: (path, content_id) of the checkpoint last evaluated, or None.
+
   Returns:
     (path, step), or (None, None) when there is nothing new to evaluate.
   """
   path = checkpoints.resume(evaluator.ckpt, checkpoint_dir, skip=reported)
-  if path is None or path == done:
+  if path is None or (path, content_id(path)) == done:
     return None, None
   return path, evaluator.after_restore()
 
@@ -192,20 +216,28 @@ def join_training_row(checkpoint_dir, writer, joined):
 
 def evaluated_steps(eval_dir):
   """The global steps whose precision the event files of eval_dir hold (its
-  own files, not a sub-folder's), so that no step is written twice.
+  own files, not a sub-folder's), so that no checkpoint is written twice.
 
   A file cut short (a writer killed mid-record) counts up to the cut.
+
+  Returns:
+    {step: the content_ids evaluated at it (None: not recorded)}.
   """
   from tensorboard.compat.proto import event_pb2  # (loaded here only)
-  steps = set()
+  steps = {}
   for path in sorted(glob.glob(os.path.join(eval_dir, 'events.out.tfevents.*'))):
     if not os.path.isfile(path) or os.path.islink(path):
       continue
     try:
       for record in tf.data.TFRecordDataset(path):
         event = event_pb2.Event.FromString(record.numpy())
-        if any(v.tag == PRECISION_TAG for v in event.summary.value):
-          steps.add(int(event.step))
+        for v in event.summary.value:
+          if v.tag == PRECISION_TAG:
+            steps.setdefault(int(event.step), set())
+          elif v.tag == CHECKPOINT_TAG and v.tensor.string_val:
+            found = re.search(rb'\(weights (\w+)\)$', v.tensor.string_val[0])
+            steps.setdefault(int(event.step), set()).add(
+                found.group(1).decode() if found else None)
     except tf.errors.OpError:  # a truncated or unreadable tail
       continue
   return steps

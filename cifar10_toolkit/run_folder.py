@@ -2,12 +2,15 @@
 trainer writes it, set aside on request.
 
   prepare_dir(path, flag)    a folder flag checked (and made): one line if not
+  removed_if_empty(made)     the folders made, removed if a failed run left
+                             them empty
   remove_own_folder(path)    a worker's folder removed, never through a link
   TrainDirLock(train_dir)    one trainer per folder (an OS lock, released on
                              any exit)
   set_aside(train_dir)       --fresh: the previous run to previous-<time>/
 """
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -32,6 +35,9 @@ def prepare_dir(path, flag, own=True):
       the run write elsewhere); False for a parent folder such as an
       export's.
 
+  Returns:
+    The folders this call made, outermost first (for removed_if_empty).
+
   Raises:
     errors.UsageError: it is a file or a dangling symbolic link, belongs to
       another user, or cannot be created or written.
@@ -42,6 +48,7 @@ def prepare_dir(path, flag, own=True):
     raise errors.UsageError(
         '%s %s is a symbolic link that leads nowhere (a loop, or '
         'its target %s is missing)' % (flag, path, os.readlink(path)))
+  made = dataset.new_folders(path)
   try:
     os.makedirs(path, exist_ok=True)
     owner = os.stat(path).st_uid
@@ -54,6 +61,19 @@ def prepare_dir(path, flag, own=True):
     raise errors.UsageError(
         '%s %s belongs to another user (uid %d); use a folder of your own'
         % (flag, path, owner))
+  return made
+
+
+@contextlib.contextmanager
+def removed_if_empty(made):
+  """A run that fails (or is stopped) leaves none of the folders it made
+  (prepare_dir's) empty behind; one that wrote anything into them keeps
+  them."""
+  try:
+    yield
+  except BaseException:
+    dataset.remove_if_empty(made)
+    raise
 
 
 def remove_own_folder(path):
@@ -105,8 +125,11 @@ class TrainDirLock:
     self._fd = fd
     return self
 
-  def __exit__(self, *exc):
+  def __exit__(self, kind, *exc):
     if self._fd is not None:
+      if kind is not None and os.listdir(self.train_dir) == [
+          checkpoints.LOCK_FILE]:  # a run that failed before writing: no
+        os.unlink(self.path)  # trace (unlinked while held: no race)
       os.close(self._fd)  # releases the flock
       self._fd = None
     return False

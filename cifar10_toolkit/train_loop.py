@@ -199,9 +199,10 @@ def train(config, strategy=None, is_chief=True, worker_dir=None,
     raise ValueError('config.replicas %d, but the strategy has %d' % (
         config.replicas, strategy.num_replicas_in_sync))
   tf.debugging.set_log_device_placement(config.log_device_placement)
-  if is_chief:
-    run_folder.prepare_dir(config.train_dir, '--train_dir')
+  made = (run_folder.prepare_dir(config.train_dir, '--train_dir')
+          if is_chief else [])
   with contextlib.ExitStack() as held:
+    held.enter_context(run_folder.removed_if_empty(made))
     if is_chief:
       held.enter_context(run_folder.TrainDirLock(config.train_dir))
     run_control.fetch_data_set(config.data_dir, config.data_source)

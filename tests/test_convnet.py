@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import shutil
 import time
 
 import numpy as np
@@ -544,6 +545,20 @@ def test_the_watching_evaluator_keeps_up_and_writes_each_step_once(
   assert 'precision @ 1' not in out
   acc, _ = event_tags(e)
   assert [ev.step for ev in acc.Tensors('Precision @ 1')] == [2, 3]
+  # a new run to the same step (train_dir emptied): other weights at the
+  # same path, evaluated, saying so; and then not again
+  shutil.rmtree(t)
+  cifar10_train.main(train_args(shared_bin_dir, t, '--max_steps', '3',
+                                '--seed', '99'))
+  assert cifar10_eval.main(run_once) == 0
+  out = capsys.readouterr().out
+  assert ('Note: %s/ckpt-3 holds other weights than the step 3 evaluated '
+          'before in %s (a new training run); evaluating it at step 3 too'
+          % (t, e)) in out and 'precision @ 1 = ' in out, out
+  assert cifar10_eval.main(run_once) == 0
+  assert 'is already evaluated' in capsys.readouterr().out
+  acc, _ = event_tags(e)
+  assert [ev.step for ev in acc.Tensors('Precision @ 1')] == [2, 3, 3]
 
 
 @pytest.mark.slow

@@ -106,3 +106,29 @@ def test_a_pickle_whose_labels_would_build_gigabytes_is_one_line(
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1, err
   assert err[0].endswith('error: %s: %s' % (path, says)), err
+
+
+@pytest.mark.parametrize('script,flags', [
+    ('cifar10_train.py', ['--train_dir', 'a/train', '--max_steps', '1']),
+    ('cifar10_eval.py', ['--eval_dir', 'a/eval', '--checkpoint_dir', '.',
+                         '--run_once']),
+    ('run_fc_model.py', ['--train_dir', 'a/train', '--max_steps', '1']),
+])
+def test_a_failed_run_leaves_no_empty_folder(tmp_path, script, flags):
+  """Nothing fetched (the source is missing): the folders the run made for
+  itself (its own, the data's, their parents) are gone again, and one that
+  was there before (empty) is left as it was, without a lock file."""
+  (tmp_path / 'existing').mkdir()
+  flags = [f.replace('a/', str(tmp_path / 'new' / 'a') + '/') for f in flags]
+  for folder in ('new/data', 'existing'):
+    proc = subprocess.run(
+        [sys.executable, script, '--data_dir', str(tmp_path / folder),
+         '--data_source', str(tmp_path / 'missing.tar.gz')] + (
+             flags if folder == 'new/data' else [
+                 str(tmp_path / 'existing') if f.startswith(str(tmp_path))
+                 else f for f in flags]),
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert 'missing.tar.gz does not exist' in proc.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['existing']
+  assert not list((tmp_path / 'existing').iterdir())

@@ -352,12 +352,21 @@ def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
   reported = {}
   path, step = evaluation.newest_readable(ev, d, None, reported)
   assert (path, step) == (os.path.join(d, 'ckpt-2'), 2)
-  assert evaluation.newest_readable(ev, d, path, reported) == (None, None)
+  done = (path, evaluation.content_id(path))
+  assert evaluation.newest_readable(ev, d, done, reported) == (None, None)
   assert capsys.readouterr().out.count('Skipping checkpoint') == 1  # once
   with open(data, 'wb') as f:  # repaired (restored from a backup)
     f.write(good)
-  assert evaluation.newest_readable(ev, d, path, reported) == (
-      os.path.join(d, 'ckpt-3'), 3)
+  path, step = evaluation.newest_readable(ev, d, done, reported)
+  assert (path, step) == (os.path.join(d, 'ckpt-3'), 3)
+  # the folder emptied and trained again to step 3: the same path, other
+  # weights, so the watching evaluator takes it (it goes by content)
+  done = (path, evaluation.content_id(path))
+  assert evaluation.newest_readable(ev, d, done, reported) == (None, None)
+  shutil.rmtree(d)
+  assert cifar10_train.main(train_args(shared_bin_dir, d) + [
+      '--max_steps', '3', '--seed', '99']) == 0
+  assert evaluation.newest_readable(ev, d, done, reported) == (path, 3)
 
 
 # --- 8. smaller faults ------------------------------------------------------
