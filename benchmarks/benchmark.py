@@ -1,6 +1,8 @@
-"""Measures the toolkit against a Keras equivalent, in one run on one machine.
+"""Measures the toolkit against Keras and PyTorch equivalents and against
+the machine's own matmul ceiling, in one run on one machine.
 
     python3 benchmarks/benchmark.py [--quick | --smoke] [--data_dir /tmp/cifar10_data]
+        [--torch_python /path/to/torch-env/bin/python]
 
 Prints a table and writes it as JSON (--json, default
 benchmarks/results/benchmark-<date>.json):
@@ -24,8 +26,18 @@ benchmarks/results/benchmark-<date>.json):
     mixed_bfloat16 (where the CPU has native bfloat16, or a GPU is present;
     LRN in float32, as TensorFlow has no bfloat16 LRN kernel on CPUs) with
     steps_per_execution 1 and 20; the ratio is the toolkit's default over the
-    best of them. The default training, its one-slice variant and the Keras
-    configurations are timed in turns, round after round, each in a child
+    best of them;
+  - the same convnet in PyTorch as a skilled user would write it for a CPU
+    (benchmarks/torch_peer.py: bfloat16 autocast, channels_last, the LRN as
+    a band-matrix matmul, torch.compile if faster), run by an interpreter
+    of a separate environment that has torch (--torch_python); without
+    one, one line says the row is skipped;
+  - the machine's ceiling: a 2048^3 bfloat16 matmul (float32 where the CPU
+    has no native bfloat16) on all cores, TFLOP/s; and for every training
+    row its achieved TFLOP/s (measures.flops_per_example(): 110.8 MFLOP an
+    example) and its fraction of the ceiling; the ratio of the default to
+    the best peer, Keras or PyTorch. The default training, its one-slice
+    variant, the Keras configurations and PyTorch are timed in turns, round after round, each in a child
     process of its own kept alive throughout (see paired()), so that their
     ratios do not carry this machine's drift; the ratio is also printed for
     each round;
@@ -69,6 +81,11 @@ flags.DEFINE_boolean('smoke', False, 'every row, with too few steps to mean '
 cli.define_data_flags(FLAGS)
 flags.DEFINE_string('json', None, 'where to write the results (default '
                     'benchmarks/results/benchmark-<date>.json)',
+                    flag_values=FLAGS)
+flags.DEFINE_string('torch_python', None, 'an interpreter that imports '
+                    'torch (a separate environment with the CPU wheel): '
+                    'the PyTorch row (default: $CIFAR10_TORCH_PYTHON, else '
+                    'this one if it has torch; else the row is skipped)',
                     flag_values=FLAGS)
 flags.DEFINE_enum('phase', None, PHASES, 'internal: a child measuring one '
                   'phase', flag_values=FLAGS)
@@ -114,7 +131,11 @@ def main(argv=None):
              'plan': plan}
   fig = results['figures'] = {}
   fig['peak_train_rss_mb'] = measures.bench_memory(FLAGS.data_dir, plan)
-  turns, rounds = paired_turns.paired(FLAGS.data_dir, plan, plan_flags)
+  torch_python, why_not = paired_turns.torch_python(FLAGS.torch_python)
+  if why_not:
+    print('PyTorch row skipped: %s' % why_not, flush=True)
+  turns, rounds = paired_turns.paired(FLAGS.data_dir, plan, plan_flags,
+                                      torch_python=torch_python)
   fig.update(turns)
   # Thread pools are set once per process: each phase runs in a child.
   with tempfile.TemporaryDirectory() as tmp:
@@ -132,11 +153,23 @@ def main(argv=None):
   on = defaults.data_on_device
 
   keras_keys = [k for k in fig if k.startswith('keras')]
+  peer_keys = keras_keys + [k for k in ('torch',) if k in fig]
   best_keras = max(keras_keys, key=lambda k: fig[k]['median'])
+  best_peer = max(peer_keys, key=lambda k: fig[k]['median'])
   train_keys = [k for k in fig if k.startswith('train')]
   best = max(train_keys, key=lambda k: fig[k]['median'])
+  ceiling = fig['ceiling_tflops']['median']
+  tflops = {k: fig[k]['median'] * measures.flops_per_example() / 1e12
+            for k in train_keys + peer_keys}
   ratios = results['ratios'] = {
       'best_keras': best_keras,
+      'best_peer': best_peer,
+      'default_over_best_peer': fig['train_default']['median'] /
+                                fig[best_peer]['median'],
+      'default_over_best_peer_by_round': [
+          r['train_default'] / max(r[k] for k in peer_keys) for r in rounds],
+      'tflops': tflops,
+      'fraction_of_ceiling': {k: v / ceiling for k, v in tflops.items()},
       'default_over_best_keras': fig['train_default']['median'] /
                                  fig[best_keras]['median'],
       'default_over_previous_default': fig['train_default']['median'] /
@@ -190,11 +223,19 @@ def main(argv=None):
       'keras_bf16': 'Keras, mixed_bfloat16 (examples/sec)',
       'keras_bf16_spe20': 'Keras, mixed_bfloat16, steps_per_execution 20 '
                           '(examples/sec)',
+      'torch': 'PyTorch (benchmarks/torch_peer.py) (examples/sec)',
       'eval': 'evaluation (examples/sec)',
       'fc_steps_per_sec': 'fully connected training (steps/sec)'}
+  print('%-58s %12s %14s' % ('', '', 'TFLOP/s, ceiling'))
   for key, label in labels.items():
-    if key in fig:
+    if key in tflops:
+      print('%-58s %12.1f %8.3f %4.0f%%' % (label, fig[key]['median'],
+                                            tflops[key],
+                                            100 * tflops[key] / ceiling))
+    elif key in fig:
       print('%-58s %12.1f' % (label, fig[key]['median']))
+  print('%-58s %12.3f' % ('ceiling: %s matmul %d^3, all cores (TFLOP/s)' % (
+      fig['ceiling_tflops']['dtype'], fig['ceiling_tflops']['n']), ceiling))
   for key, what in (('overhead_ms', '%d steps/call' % n),
                     ('overhead_ms_loop1', '1 step/call')):
     o = fig[key]
@@ -219,6 +260,10 @@ def main(argv=None):
                         ops['cpu_default']))
   print('%-58s %12d' % ('executor ops per step, the GPU configuration (XLA)',
                         ops['gpu_configuration']))
+  print('%-58s %12.2f' % ('default training / best peer (%s)' % best_peer,
+                          ratios['default_over_best_peer']))
+  print('%-58s %12s' % ('  in each round: %s' % ' '.join(
+      '%.2f' % x for x in ratios['default_over_best_peer_by_round']), ''))
   print('%-58s %12.2f' % ('default training / best Keras (%s)' % best_keras,
                           ratios['default_over_best_keras']))
   by_round = ratios['default_over_best_keras_by_round']

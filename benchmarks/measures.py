@@ -54,6 +54,7 @@ PLAN = {'full': dict(repeats=5, steps=100, warmup=20, turns=7,
                       eval_examples=500, overhead_steps=250,
                       overhead_steps_1=20)}
 OVERHEAD_BATCH = 2
+CEILING_N = 2048  # the ceiling's matmul: N x N x N
 PHASES = ('sliced', 'default')
 
 
@@ -127,12 +128,15 @@ def train_runner(data_dir, plan, dtype, on_device=True,
   loop, _ = train_loop.make_train_loop(strategy, model, state, BATCH_SIZE,
                                        feed, jit_compile, slices)
   votes = run_control.stop_votes(0, False)
+  every = default_config().log_frequency  # the steps stamped, as in train()
 
   def run(steps=plan['steps']):
     done = 0
     while done < steps:
       n = min(steps_per_loop, steps - done)
-      losses, _, _ = loop(iterator, tf.constant(n), votes)
+      losses, _, _ = loop(iterator, tf.constant(n), votes,
+                          tf.constant((-done - 1) % every),
+                          tf.constant(every))
       losses.numpy()
       done += n
   run(min(steps_per_loop, plan['warmup']))
@@ -210,6 +214,41 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
           'batches_in_graph_ms': statistics.median(
               ms([a - b for a, b in zip(ref, fix)])),
           'steps_per_loop': steps_per_loop, 'steps': n}
+
+
+def flops_per_example():
+  """The convnet's training FLOPs per example: forward multiply-adds from
+  convnet.LAYERS (a convolution's at every pixel of its 24x24 or 12x12
+  output), x 2 for FLOPs, x 3 for forward and backward (the input and the
+  weights' gradients): 110.8 MFLOP. LRN, pools and the update are left out."""
+  macs = 0
+  for layer, (shape, _, _, _) in convnet.LAYERS.items():
+    size = 1
+    for d in shape:
+      size *= d
+    pixels = {'conv1': 24 * 24, 'conv2': 12 * 12}.get(layer, 1)
+    macs += size * pixels
+  return 2 * 3 * macs
+
+
+def bench_ceiling(plan):
+  """The machine's matmul ceiling: a 2048^3 matmul in bfloat16 (float32
+  where the CPU has no native bfloat16 and there is no GPU) on TensorFlow's
+  default pools (all cores), TFLOP/s."""
+  native = (tf.config.list_physical_devices('GPU') or
+            hardware.native_bf16_cpu())
+  dtype = tf.bfloat16 if native else tf.float32
+  a, b = (tf.cast(tf.random.stateless_normal([CEILING_N] * 2, [1, i]), dtype)
+          for i in range(2))
+  product = tf.function(lambda a, b: tf.matmul(a, b)[0, 0], autograph=False)
+  n = max(2, plan['repeats'])
+
+  def run(calls=n):
+    for _ in range(calls):
+      product(a, b).numpy()
+  times = timed_repeats(run, plan['repeats'], 2)
+  return dict(rate(times, 2 * CEILING_N ** 3 * n / 1e12), dtype=dtype.name,
+              n=CEILING_N)
 
 
 def bench_eval(data_dir, plan):
@@ -303,5 +342,6 @@ def measure(phase, data_dir, plan):
   fig['eval'] = bench_eval(data_dir, plan)
   fig['fc_steps_per_sec'] = bench_fc(data_dir, plan)
   fig['pipeline'] = bench_pipeline(data_dir, plan)
+  fig['ceiling_tflops'] = bench_ceiling(plan)
   fig['slices'] = slices
   return fig

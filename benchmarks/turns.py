@@ -20,6 +20,33 @@ from measures import (BATCH_SIZE, default_config, rate, set_threads,
 
 BENCHMARK = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                          'benchmark.py')
+TORCH_PEER = os.path.join(os.path.dirname(BENCHMARK), 'torch_peer.py')
+
+
+def torch_python(given):
+  """The interpreter that runs the PyTorch row: given (--torch_python),
+  else $CIFAR10_TORCH_PYTHON, else this one if it imports torch; None (and
+  why, for the one line that says the row is skipped) when there is none.
+
+  Returns:
+    (path or None, reason or None).
+  """
+  path = given or os.environ.get('CIFAR10_TORCH_PYTHON')
+  if not path:
+    try:
+      import importlib.util
+      if importlib.util.find_spec('torch'):
+        return sys.executable, None
+    except (ImportError, ValueError):
+      pass
+    return None, ('no PyTorch here (give an interpreter that has it with '
+                  '--torch_python or $CIFAR10_TORCH_PYTHON)')
+  try:
+    subprocess.run([path, '-c', 'import torch'], check=True, timeout=120,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  except (OSError, subprocess.SubprocessError):
+    return None, '%s cannot import torch' % path
+  return path, None
 
 
 def paired_keys():
@@ -97,7 +124,7 @@ def heard(key, child):
                      % (key, child.wait()))
 
 
-def paired(data_dir, plan, plan_flags, commands=None):
+def paired(data_dir, plan, plan_flags, commands=None, torch_python=None):
   """The default training and the Keras configurations, timed in turns.
 
   Each configuration runs in a child process of its own (its own thread
@@ -111,6 +138,8 @@ def paired(data_dir, plan, plan_flags, commands=None):
   Args:
     commands: optional list of (key, argv) of the children to time instead
       (argv: a `benchmark.py --serve KEY` of some checkout; benchmarks/ab.py).
+    torch_python: optional interpreter with PyTorch: the 'torch' row
+      (torch_peer.py) is timed in turns with the others.
 
   Returns:
     figures: {key: rate(...) plus 'processes', the medians of its
@@ -121,6 +150,10 @@ def paired(data_dir, plan, plan_flags, commands=None):
                 for key in paired_keys()
                 for _ in range(plan['keras_processes'] if key in peers.KERAS
                                else 1)]
+    if torch_python:
+      commands.append(('torch', [torch_python, TORCH_PEER, '--steps',
+                                 str(plan['steps']), '--warmup',
+                                 str(plan['warmup'])]))
   children = []
   try:
     for key, argv in commands:

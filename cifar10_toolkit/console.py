@@ -36,14 +36,15 @@ class StepClock:
   def log(self, first_step, losses, times, first_call=False, note=None):
     """Prints the lines of steps first_step + 1 ... first_step + len(losses).
 
+    times: when each step's loss was ready; needed on the steps that get a
+    line, NaN allowed elsewhere (the graph loop stamps only those).
+
     first_call: the call that ran them was a training function's first (it
     traced and compiled before running).
     note: optional (time, line) printed among them in time order (a
     signal caught while they ran).
     """
     self.startup = self.startup or first_call
-    if len(times) > 1:  # inside the graph: tracing excluded
-      self.step_secs = (times[-1] - times[0]) / (len(times) - 1)
     for i, loss in enumerate(losses):
       step = first_step + i + 1
       if step % self.log_frequency:
@@ -62,6 +63,10 @@ class StepClock:
     if note:
       print(note[1])
     sys.stdout.flush()
+
+  def call_took(self, steps, seconds):
+    """A call of `steps` steps (not a first: no tracing) took `seconds`."""
+    self.step_secs = seconds / max(steps, 1)
 
   def steps_within(self, seconds):
     """How many steps take about `seconds` at the speed of the last call

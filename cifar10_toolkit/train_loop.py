@@ -75,11 +75,14 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     tf.function inside strategy.run cannot do, so they stay outside XLA.
 
   Returns:
-    train_loop(iterator, num_steps, votes) -> (losses float32 [num_steps],
-      times float64 [num_steps], votes): num_steps steps of
-      convnet.training in one graph loop; times[i] is when step i's loss was
-      ready (seconds since the epoch, read inside the graph), for the
-      console's lines;
+    train_loop(iterator, num_steps, votes, first_logged=0,
+      log_frequency=1) -> (losses float32 [num_steps], times float64
+      [num_steps], votes): num_steps steps of convnet.training in one graph
+      loop; times[i] is when step i's loss was ready (seconds since the
+      epoch, read inside the graph), for the console's lines, on the steps
+      that print one (i = first_logged + k x log_frequency; int32, with
+      0 <= first_logged < log_frequency), NaN on the others (no host wait
+      on a GPU);
     summary_step(iterator, votes) -> (outputs of one step with activations
       and gradients, for the summaries, its time, votes).
     votes is float32 [4] (SIGINT, SIGTERM, SIGHUP caught, save wanted) of
@@ -149,14 +152,25 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     with tf.control_dependencies([loss]):
       return tf.timestamp(name='step_time')
 
+  def console_time(loss, i, num_steps, first_logged, log_frequency):
+    # The clock is the host's: reading it after a loss makes the host wait
+    # for the device, so only the steps the console prints are stamped
+    # (int32 loop counters: decided on the host)
+    with tf.name_scope('console_time'):
+      due = tf.equal((i - first_logged) % log_frequency, 0)  # (>= 0: floor)
+      return tf.cond(due, lambda: finished(loss),
+                     lambda: tf.constant(np.nan, tf.float64))
+
   @tf.function
-  def train_loop(iterator, num_steps, votes):
+  def train_loop(iterator, num_steps, votes, first_logged=0,
+                 log_frequency=1):
     losses = tf.TensorArray(tf.float32, size=num_steps)
     times = tf.TensorArray(tf.float64, size=num_steps)
     for i in tf.range(num_steps):
       out = step(iterator, False)
       losses = losses.write(i, out['total_loss'])
-      times = times.write(i, finished(out['total_loss']))
+      times = times.write(i, console_time(out['total_loss'], i, num_steps,
+                                          first_logged, log_frequency))
     return losses.stack(), times.stack(), agree(votes)
 
   @tf.function
@@ -286,8 +300,14 @@ def _call(run, step, clock, votes):
           (run.profile.until(step) or config.max_steps) - step,
           # (workers' calls must pair up step for step: no clock between)
           sys.maxsize if run.multi_worker else clock.steps_within(CALL_SECS))
-  losses, times, votes = run.train_loop(run.iterator, tf.constant(n), votes)
+  began = time.time()
+  losses, times, votes = run.train_loop(
+      run.iterator, tf.constant(n), votes,
+      tf.constant((-step - 1) % config.log_frequency),  # the first line's
+      tf.constant(config.log_frequency))
   losses, times, first = losses.numpy(), times.numpy(), not run.looped
+  if not first:
+    clock.call_took(n, time.time() - began)
   if first:  # both training functions have now run once
     run.looped = True
     clock.warm = (step + n, time.time())

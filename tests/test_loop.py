@@ -216,3 +216,25 @@ def test_signal_mid_loop_saves_at_the_end_of_the_loop(shared_bin_dir,
   # loops run steps 2-21, 22-41, ... (step 1 and every 100th write summaries)
   assert step > 40 and (step - 1) % 20 == 0 or step % 100 == 0, step
   assert 'saved checkpoint' in rest
+
+
+def test_the_clock_is_read_only_on_the_steps_that_print_a_line():
+  """The host's clock waits for the device: the graph loop reads it on the
+  console's steps alone (no host wait on the others on a GPU)."""
+  from cifar10_toolkit import train_loop
+  strategy = tf.distribute.get_strategy()
+  model = convnet.ConvNet(0)
+  state = convnet.TrainState(model)
+  feed = device_input.DeviceInput(None, 2, 0, strategy,
+                                  tf.zeros([8, 3073], tf.uint8))
+  loop, _ = train_loop.make_train_loop(strategy, model, state, 2, feed)
+  votes = run_control.stop_votes(0, False)
+  # steps 5..11 (from step 4) of a run logging every 3rd: lines at 6 and 9
+  losses, times, _ = loop(None, tf.constant(7), votes, tf.constant(1),
+                          tf.constant(3))
+  assert np.isfinite(losses.numpy()).all()
+  assert list(np.isfinite(times.numpy())) == [
+      False, True, False, False, True, False, False]
+  stamped = times.numpy()[[1, 4]]
+  assert stamped[0] <= stamped[1] and abs(stamped[1] - __import__(
+      'time').time()) < 60

@@ -124,8 +124,8 @@ def trace(config, slices=1):
   loop, summary_step = train_loop.make_train_loop(
       strategy, model, state, global_batch, feed, config.jit, slices)
   votes = run_control.stop_votes(0, False)
-  out = {'train_loop': loop.get_concrete_function(
-      iterator, tf.constant(2), votes),
+  out = {'train_loop': loop.get_concrete_function(  # (as train() calls it)
+      iterator, tf.constant(2), votes, tf.constant(0), tf.constant(10)),
          'summary_step': summary_step.get_concrete_function(iterator,
                                                             votes)}
   outputs = tf.nest.map_structure(_spec,
