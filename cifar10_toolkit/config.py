@@ -90,7 +90,11 @@ class TrainConfig:
     return True
 
   def resumed(self, seed):
-    """This configuration carrying on a run made with `seed`."""
+    """This configuration carrying on a run made with `seed` (a note when
+    that makes --seed ignored)."""
+    if self.seed_given and seed != self.seed:
+      print('Note: resuming a run made with seed %d; --seed %d is ignored' %
+            (seed, self.seed))
     return dataclasses.replace(self, seed=seed)
 
   def cluster_terms(self):

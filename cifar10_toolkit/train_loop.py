@@ -64,14 +64,11 @@ def make_train_loop(strategy, model, state, global_batch, feed,
                     jit_compile=False, slices=1):
   """The training functions: many steps per call, or one with summaries.
 
-  slices: slices each replica's batch is made and computed in
-    (config.TrainConfig.slices).
+  slices: slices each replica's batch is made and computed in.
   jit_compile: XLA compiles each replica's step, its input included: with
-    one replica the whole step (with the data on the device the batch's
-    indices too, derived from the step), so that a step is one launch of an
-    XLA program; with several, the input and the gradients (the bulk of
-    the work): the cross-replica all-reduce and the update of mirrored
-    variables that follow it synchronize the replicas, which a
+    one replica the whole step (a step is one launch of an XLA program);
+    with several, the input and the gradients: the all-reduce and the
+    update of mirrored variables synchronize the replicas, which a
     tf.function inside strategy.run cannot do, so they stay outside XLA.
 
   Returns:
@@ -80,9 +77,8 @@ def make_train_loop(strategy, model, state, global_batch, feed,
       [num_steps], votes): num_steps steps of convnet.training in one graph
       loop; times[i] is when step i's loss was ready (seconds since the
       epoch, read inside the graph), for the console's lines, on the steps
-      that print one (i = first_logged + k x log_frequency; int32, with
-      0 <= first_logged < log_frequency), NaN on the others (no host wait
-      on a GPU);
+      that print one (i = first_logged + k x log_frequency, int32, 0 <=
+      first_logged < log_frequency), NaN on others (no host wait on a GPU);
     summary_step(iterator, votes) -> (outputs of one step with activations
       and gradients, for the summaries, its time, votes).
     votes is float32 [4] (SIGINT, SIGTERM, SIGHUP caught, save wanted) of
@@ -152,10 +148,9 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     with tf.control_dependencies([loss]):
       return tf.timestamp(name='step_time')
 
-  def console_time(loss, i, num_steps, first_logged, log_frequency):
-    # The clock is the host's: reading it after a loss makes the host wait
-    # for the device, so only the steps the console prints are stamped
-    # (int32 loop counters: decided on the host)
+  def console_time(loss, i, first_logged, log_frequency):
+    # (the host's clock read after a loss waits for the device: only on the
+    # console's steps, decided on the host from int32 loop counters)
     with tf.name_scope('console_time'):
       due = tf.equal((i - first_logged) % log_frequency, 0)  # (>= 0: floor)
       return tf.cond(due, lambda: finished(loss),
@@ -169,7 +164,7 @@ def make_train_loop(strategy, model, state, global_batch, feed,
     for i in tf.range(num_steps):
       out = step(iterator, False)
       losses = losses.write(i, out['total_loss'])
-      times = times.write(i, console_time(out['total_loss'], i, num_steps,
+      times = times.write(i, console_time(out['total_loss'], i,
                                           first_logged, log_frequency))
     return losses.stack(), times.stack(), agree(votes)
 
@@ -306,11 +301,11 @@ def _call(run, step, clock, votes):
       tf.constant((-step - 1) % config.log_frequency),  # the first line's
       tf.constant(config.log_frequency))
   losses, times, first = losses.numpy(), times.numpy(), not run.looped
-  if not first:
-    clock.call_took(n, time.time() - began)
   if first:  # both training functions have now run once
     run.looped = True
     clock.warm = (step + n, time.time())
+  else:
+    clock.call_took(n, time.time() - began)
   return losses, times, votes, first
 
 
@@ -330,8 +325,7 @@ class _Run:
   multi_worker: bool = False  # workers' calls must run the same steps
   looped: bool = False  # train_loop has run (traced) once
   pending_summary: dict = None  # outputs of a summary step, to write
-  last_summary: tuple = None  # (step, time) of the last summaries written,
-  # or of the run's start
+  last_summary: tuple = None  # (step, time) of the last summaries, or start
 
   def after_call(self, step):
     """Writes the summaries of a summary step that just ran."""
@@ -355,11 +349,7 @@ def _setup(config, strategy, is_chief, worker_dir):
   ckpt = tf.train.Checkpoint(model=model, state=state)
   latest = checkpoints.resume(ckpt, config.train_dir, repair=is_chief)
   if latest:
-    kept = int(state.seed.numpy())
-    if config.seed_given and kept != config.seed:
-      print('Note: resuming a run made with seed %d; --seed %d is ignored' %
-            (kept, config.seed))
-    config = config.resumed(kept)
+    config = config.resumed(int(state.seed.numpy()))  # (its own seed)
     if config.keeps_global_batch(int(state.global_batch.numpy()), latest):
       state.global_batch.assign(config.global_batch)  # --allow_new_batch
     print('Resuming from %s at step %d' % (latest,

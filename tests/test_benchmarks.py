@@ -9,6 +9,7 @@ import sys
 from conftest import ROOT, write_py
 
 NUMBER = r'(-?\d+(?:\.\d+)?)'  # an overhead within noise of 0 can be < 0
+FLOPS = r'(?: +\d+\.\d{3} +\d+%)?'  # a training row's TFLOP/s, ceiling
 
 
 pytestmark = pytest.mark.slow
@@ -32,13 +33,22 @@ def test_benchmark_smoke(shared_bin_dir, tmp_path):
                 'default training / earlier defaults',
                 'default training / the same in 1 slice',
                 'input pipeline / default training'):
-    assert re.search(r'^ *%s.* %s$' % (re.escape(label), NUMBER), out, re.M), \
-        label + ' missing in:\n' + out
+    assert re.search(r'^ *%s.* %s%s$' % (re.escape(label), NUMBER, FLOPS),
+                     out, re.M), label + ' missing in:\n' + out
+  # each training row with its TFLOP/s and share of the ceiling, measured
+  for label in ('training, default: ', 'Keras model.fit, float32'):
+    assert re.search(r'^ *%s.* %s +\d+\.\d{3} +\d+%%$' % (
+        re.escape(label), NUMBER), out, re.M), label
+  assert re.search(r'^ceiling: (bfloat16|float32) matmul 2048\^3, all cores '
+                   r'\(TFLOP/s\) +\d+\.\d{3}$', out, re.M), out
+  # without torch (CI installs none) one line says the row is skipped
+  torch_row = 'PyTorch (benchmarks/torch_peer.py)' in out
+  assert torch_row or out.startswith('PyTorch row skipped: '), out
   results = json.load(open(out_json))
   fig = results['figures']
   if results['slices'] > 1:
-    assert re.search(r'^ *default but 1 slice, default threads.* %s$' % NUMBER,
-                     out, re.M), out
+    assert re.search(r'^ *default but 1 slice, default threads.* %s%s$' % (
+        NUMBER, FLOPS), out, re.M), out
     assert fig['train_one_slice']['median'] > 0
   for key in ('pipeline', 'train_default', 'train_loop1', 'train_previous',
               'train_xla', 'keras', 'eval', 'fc_steps_per_sec'):
@@ -59,6 +69,14 @@ def test_benchmark_smoke(shared_bin_dir, tmp_path):
       if k.startswith('keras'))
   assert ratios['default_over_best_keras'] == \
       fig['train_default']['median'] / fig[best_keras]['median']
+  assert ratios['best_peer'] in ([best_keras, 'torch'] if 'torch' in fig
+                                 else [best_keras])
+  ceiling = fig['ceiling_tflops']['median']
+  assert ceiling > 0 and len(fig['ceiling_tflops']['repeats']) == 3
+  assert ratios['tflops']['train_default'] == pytest.approx(
+      fig['train_default']['median'] * 110.824704e6 / 1e12)
+  assert ratios['fraction_of_ceiling']['keras'] == pytest.approx(
+      ratios['tflops']['keras'] / ceiling)
   # timed in turns: a ratio per round, printed
   by_round = ratios['default_over_best_keras_by_round']
   assert len(by_round) == 3 and all(x > 0 for x in by_round)
