@@ -29,7 +29,8 @@ HOST_BY_DESIGN = {
     'SummaryWriter': 'the event file writer resource',
     'EncodePng': 'PNG encoding for the image summaries',
     'AsString': "the image summary's size, as text",
-    'Timestamp': "the step's time for the console, read after its loss",
+    'Timestamp': "the step's time for the console, read after its loss "
+                 "on the steps that print a line",
 }
 # Inputs whose dtype is a string are host-side by design too (class names,
 # summary tags): TensorFlow keeps strings in host memory.
