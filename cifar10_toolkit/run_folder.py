@@ -127,9 +127,12 @@ class TrainDirLock:
 
   def __exit__(self, kind, *exc):
     if self._fd is not None:
-      if kind is not None and os.listdir(self.train_dir) == [
-          checkpoints.LOCK_FILE]:  # a run that failed before writing: no
-        os.unlink(self.path)  # trace (unlinked while held: no race)
+      try:  # a run that failed before writing anything leaves no trace
+        if kind is not None and os.listdir(self.train_dir) == [
+            checkpoints.LOCK_FILE]:
+          os.unlink(self.path)  # (while held: no other holder to race)
+      except OSError:  # (the failure in hand is the one to report)
+        pass
       os.close(self._fd)  # releases the flock
       self._fd = None
     return False
