@@ -4,9 +4,12 @@
   mirrored_devices(num_gpus, logical_devices)   a MirroredStrategy's devices
   split_device(device_type, count)              logical devices of one device
   read_tf_config(), worker_role()               $TF_CONFIG, checked
-  wait_for_cluster(cluster, kind, index, secs)  a bounded rendezvous that
-                                                signals end, before
-                                                TensorFlow's own (unbounded)
+  wait_for_cluster(cluster, kind, index, secs, terms)   a bounded
+                                                rendezvous that signals end,
+                                                before TensorFlow's own
+                                                (unbounded); the tasks trade
+                                                terms, which must agree
+  chief_seed(heard, cluster)                    the seed the chief told
   planned_replicas(num_gpus, logical, multi)    the replicas, before TF starts
   lost_peer(error, task, train_dir)             the one line for a lost peer
 """
