@@ -92,10 +92,7 @@ class TrainConfig:
   def resumed(self, seed):
     """This configuration carrying on a run made with `seed` (a note when
     that makes --seed ignored)."""
-    if self.seed_given and seed != self.seed:
-      print('Note: resuming a run made with seed %d; --seed %d is ignored' %
-            (seed, self.seed))
-    return dataclasses.replace(self, seed=seed)
+    return self._taking_seed(seed, 'resuming a run made with seed %d;' % seed)
 
   def cluster_terms(self):
     """What every task of a multi-worker run must share, by flag: the
@@ -112,9 +109,14 @@ class TrainConfig:
   def with_chief_seed(self, seed, chief, task):
     """This task's configuration with the seed the chief told (a note when
     this task's own --seed is thereby ignored)."""
+    return self._taking_seed(seed, 'this is %s; the run takes the seed of '
+                             'its chief (%s), %d:' % (task, chief, seed))
+
+  def _taking_seed(self, seed, why):
+    """This configuration with another seed; a note, `why` first, when
+    --seed gave a different one."""
     if self.seed_given and seed != self.seed:
-      print('Note: this is %s; the run takes the seed of its chief (%s), '
-            '%d: --seed %d is ignored' % (task, chief, seed, self.seed))
+      print('Note: %s --seed %d is ignored' % (why, self.seed))
     return dataclasses.replace(self, seed=seed)
 
   def hparams(self, schedule=(), data_md5=None):
