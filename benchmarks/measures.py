@@ -30,6 +30,7 @@ import data_helpers  # noqa: E402
 import two_layer_fc  # noqa: E402
 from cifar10_toolkit import cli  # noqa: E402
 from cifar10_toolkit import config  # noqa: E402
+from cifar10_toolkit import console  # noqa: E402
 from cifar10_toolkit import device_input  # noqa: E402
 from cifar10_toolkit import evaluation  # noqa: E402
 from cifar10_toolkit import hardware  # noqa: E402
@@ -135,7 +136,7 @@ def train_runner(data_dir, plan, dtype, on_device=True,
     while done < steps:
       n = min(steps_per_loop, steps - done)
       losses, _, _ = loop(iterator, tf.constant(n), votes,
-                          tf.constant((-done - 1) % every),
+                          tf.constant(console.first_logged(done, every)),
                           tf.constant(every))
       losses.numpy()
       done += n

@@ -2,6 +2,7 @@
 time, the time-to-go line, the closing line.
 
   StepClock(step, global_batch, log_frequency)   the lines of a training run
+  first_logged(step, log_frequency)              a call's first line's step
   now(seconds)                                   the tutorial's time stamp
   progress_line(...), duration_text(seconds)     how long a run has to go
 """
@@ -105,6 +106,11 @@ class StepClock:
         (step - self.first_step) * self.global_batch / max(seconds, 1e-9),
         ', %.0f after start-up' % self.speed(self.warm, step)
         if self.warm and step > self.warm[0] else '')
+
+
+def first_logged(step, log_frequency):
+  """Which step of a call from `step` (0: the first) prints the first line."""
+  return (-step - 1) % log_frequency
 
 
 def now(seconds=None):

@@ -298,7 +298,7 @@ def _call(run, step, clock, votes):
   began = time.time()
   losses, times, votes = run.train_loop(
       run.iterator, tf.constant(n), votes,
-      tf.constant((-step - 1) % config.log_frequency),  # the first line's
+      tf.constant(console.first_logged(step, config.log_frequency)),
       tf.constant(config.log_frequency))
   losses, times, first = losses.numpy(), times.numpy(), not run.looped
   if first:  # both training functions have now run once
