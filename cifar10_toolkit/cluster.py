@@ -135,6 +135,9 @@ def worker_role():
 RENDEZVOUS = b'cifar10-toolkit: waiting for the cluster\n'
 HTTP2_PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
 MAX_HELLO_BYTES = 1 << 16  # a task's line of terms, at most
+# A task that sees a disagreement keeps answering this long (or until it has
+# heard every task), so that the others hear its terms and stop too.
+LINGER_SECS = 5
 
 
 def _split(address):
@@ -276,6 +279,7 @@ def wait_for_cluster(cluster, kind, index, wait_secs, terms=None):
       print('Waiting up to %g s for the cluster: this is %s; the others '
             'are %s' % (wait_secs, me, ', '.join(
                 '%s (%s)' % o for o in others.items())), flush=True)
+      disagreed = None  # when a disagreement was first seen
       while True:
         heard.update({n: t for n, t in answering.take().items()
                       if n in others})
@@ -283,9 +287,12 @@ def wait_for_cluster(cluster, kind, index, wait_secs, terms=None):
           peer = answers(others[name], hello)
           if peer is not None:
             heard[name] = peer.get('terms')
-        _check_agree(heard)
         missing = [n for n in others if n not in heard]
-        if not missing:
+        if _disagreement(heard):  # (told on at once, every task hears it
+          disagreed = disagreed or time.time()  # from us: a short linger)
+          if not missing or time.time() - disagreed > LINGER_SECS:
+            _check_agree(heard)
+        elif not missing:
           return heard
         if time.time() > end:
           raise errors.UsageError(
@@ -297,6 +304,15 @@ def wait_for_cluster(cluster, kind, index, wait_secs, terms=None):
   finally:
     answering.close()
     listener.close()
+
+
+def _disagreement(heard):
+  """Whether two tasks heard differ on a term."""
+  try:
+    _check_agree(heard)
+  except errors.UsageError:
+    return True
+  return False
 
 
 def _check_agree(heard):
