@@ -11,9 +11,13 @@ interface.
 
 The batches equal cifar10_input.distorted_inputs' (same seed and step), and
 every op has a GPU kernel (tools/gpu_audit.py): the records are kept as 32-bit
-words (to_words, from_words), as a GPU has no uint8 gather.
+words (to_words, from_words), as a GPU has no uint8 gather; load_words reads
+the files straight into that form.
 """
 
+import os
+
+import numpy as np
 import tensorflow as tf
 
 import cifar10_input
@@ -61,9 +65,10 @@ class DeviceInput:
     cifar10_input.check_batch_size(batch_size)
     strategy = strategy or tf.distribute.get_strategy()
     if records is None:
-      records = cifar10_input.load_records(
-          cifar10_input.training_files(data_dir))
-    self.num_examples = int(records.shape[0])
+      words = load_words(cifar10_input.training_files(data_dir))
+    else:
+      words = to_words(records)
+    self.num_examples = int(words.shape[0])
     self.batch_size = batch_size
     self.global_batch = batch_size * strategy.num_replicas_in_sync
     if self.global_batch > self.num_examples:
@@ -76,7 +81,6 @@ class DeviceInput:
     # strategy.run), as 32-bit words: a GPU has gather kernels for int32
     # but none for uint8. Not a mirrored variable: MultiWorkerMirroredStrategy
     # broadcasts variables' initial values with collectives that take no uint8.
-    words = to_words(records)
     self.records = strategy.experimental_distribute_values_from_function(
         lambda ctx: tf.identity(words))
     # The permutation cache (plain variables: only the step that makes the
@@ -147,6 +151,54 @@ def to_words(records):
   padded = tf.pad(records, [[0, 0], [0, pad]])
   words = (dataset.RECORD_BYTES + pad) // _WORD
   return tf.bitcast(tf.reshape(padded, [-1, words, _WORD]), tf.int32)
+
+
+def load_words(filenames, chunk=1000):
+  """to_words(cifar10_input.load_records(filenames)), read with less memory.
+
+  The files are read, chunk records at a time, into one zero-padded NumPy
+  buffer that the returned tensor shares (DLPack, no copy): the training
+  set is in memory once while it loads, where load_records and to_words
+  hold it three times over (about 300 MB more at the peak).
+
+  Args:
+    filenames: fixed-length record files, in order (checked by the caller).
+    chunk: records read at a time.
+
+  Returns:
+    int32 [N, 769] words on the host.
+
+  Raises:
+    errors.DataSetError: a file shorter than when it was checked.
+  """
+  counts = [os.path.getsize(f) // dataset.RECORD_BYTES for f in filenames]
+  pad = -dataset.RECORD_BYTES % _WORD
+  buf = _aligned_zeros([sum(counts), dataset.RECORD_BYTES + pad])
+  row = 0
+  for path, count in zip(filenames, counts):
+    with open(path, 'rb') as f:
+      for start in range(0, count, chunk):
+        n = min(chunk, count - start)
+        data = f.read(n * dataset.RECORD_BYTES)
+        if len(data) != n * dataset.RECORD_BYTES:
+          raise errors.DataSetError(
+              '%s ended at byte %d while it was read (it had %d records '
+              'when checked)' % (path, start * dataset.RECORD_BYTES +
+                                 len(data), count))
+        buf[row:row + n, :dataset.RECORD_BYTES] = np.frombuffer(
+            data, np.uint8).reshape(n, dataset.RECORD_BYTES)
+        row += n
+  return tf.experimental.dlpack.from_dlpack(buf.view(np.int32).__dlpack__())
+
+
+def _aligned_zeros(shape, alignment=64):
+  """A zeroed uint8 array whose data starts on an `alignment`-byte boundary
+  (TensorFlow's own buffers are 64-byte aligned; XLA's programs rely on it,
+  and malloc gives 16)."""
+  size = int(np.prod(shape))
+  raw = np.zeros(size + alignment, np.uint8)
+  start = -raw.ctypes.data % alignment
+  return raw[start:start + size].reshape(shape)
 
 
 def from_words(words):

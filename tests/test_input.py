@@ -3,6 +3,7 @@
 import glob
 import io
 import os
+import re
 import tarfile
 
 import numpy as np
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 from cifar10_toolkit import dataset
 import cifar10_input as ci
+from cifar10_toolkit import device_input
 from cifar10_toolkit import cli
 from cifar10_toolkit import errors
 from conftest import write_bin
@@ -51,6 +53,32 @@ def test_load_records_reads_files_in_order(bin_dir):
   want = np.concatenate([np.concatenate([files[n][1][:, None], files[n][0]], 1)
                          for n in names])
   np.testing.assert_array_equal(records, want)
+
+
+
+@pytest.mark.parametrize('chunk', [7, 1000])
+def test_load_words_is_to_words_of_load_records(bin_dir, chunk):
+  write_bin(bin_dir, per_file=30, seed=4)
+  paths = [os.path.join(bin_dir, dataset.BATCHES_DIR, n)
+           for n in dataset.TRAIN_FILES]
+  words = device_input.load_words(paths, chunk=chunk)
+  assert words.dtype == tf.int32 and words.shape == (150, 769)
+  np.testing.assert_array_equal(
+      words.numpy(), device_input.to_words(ci.load_records(paths)).numpy())
+
+
+def test_load_words_names_a_file_cut_while_read(bin_dir, monkeypatch):
+  write_bin(bin_dir, per_file=30)
+  paths = [os.path.join(bin_dir, dataset.BATCHES_DIR, n)
+           for n in dataset.TRAIN_FILES]
+  sizes = {p: os.path.getsize(p) for p in paths}
+  with open(paths[2], 'r+b') as f:  # cut after its size was taken
+    f.truncate(10 * dataset.RECORD_BYTES + 5)
+  monkeypatch.setattr(os.path, 'getsize', sizes.get)
+  with pytest.raises(errors.DataSetError, match=re.escape(
+      '%s ended at byte %d while it was read (it had 30 records when '
+      'checked)' % (paths[2], 10 * dataset.RECORD_BYTES + 5))):
+    device_input.load_words(paths, chunk=10)
 
 
 # --- evaluation input -------------------------------------------------------
