@@ -146,24 +146,27 @@ def checkpoint_candidates(directory):
 
 
 def folder_state(directory):
-  """What changes when a checkpoint is saved into directory: the index
-  file's size and time, and the names of the checkpoints' index files. A
-  stat and a listing, cheap enough to look every few seconds.
+  """What changes when a checkpoint is saved into directory, or one is
+  repaired or replaced: the index file's size and time, and the name, size
+  and time of each checkpoint file. A listing and a stat a file, cheap
+  enough to look every few seconds.
 
   Returns:
     A comparable value; None when directory is missing.
   """
   try:
-    names = sorted(n for n in os.listdir(directory) if _CKPT_RE.match(n))
-    st = os.stat(os.path.join(directory, INDEX_FILE))
-    index = (st.st_size, st.st_mtime_ns, st.st_ino)
-  except FileNotFoundError:
-    if not os.path.isdir(directory):
-      return None
-    index = None
+    names = sorted(n for n in os.listdir(directory)
+                   if n.startswith(CHECKPOINT_PREFIX + '-'))
   except OSError:
     return None
-  return index, tuple(names)
+  files = []
+  for name in names + [INDEX_FILE]:
+    try:
+      st = os.stat(os.path.join(directory, name))
+    except OSError:  # gone meanwhile, or no index
+      continue
+    files.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+  return tuple(files)
 
 
 def checkpoint_problem(path):

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -181,16 +182,22 @@ def start_script(args):
 
 
 def wait_for(proc, pattern, timeout=120):
-  """The output lines up to the first matching pattern (else kill, fail)."""
-  deadline = time.time() + timeout
+  """The output lines up to the first matching pattern (else kill, fail).
+  Bounded even when the process goes silent: it is killed at the deadline,
+  which ends the read."""
+  watchdog = threading.Timer(timeout, proc.kill)
+  watchdog.start()
   lines = []
-  while time.time() < deadline:
-    line = proc.stdout.readline()
-    if not line:
-      break
-    lines.append(line)
-    if re.search(pattern, line):
-      return lines
+  try:
+    while True:
+      line = proc.stdout.readline()
+      if not line:
+        break
+      lines.append(line)
+      if re.search(pattern, line):
+        return lines
+  finally:
+    watchdog.cancel()
   proc.kill()
   raise AssertionError('no %r in output:\n%s' % (pattern, ''.join(lines)))
 

@@ -574,3 +574,35 @@ def test_the_watching_evaluator_exits_143_on_sigterm(trained, shared_bin_dir,
   finally:
     proc.kill()
   assert proc.returncode == 143 and 'caught SIGTERM; stopping' in rest
+
+
+@pytest.mark.slow
+def test_the_watching_evaluator_takes_a_repaired_checkpoint(shared_bin_dir,
+                                                            tmp_path):
+  # the only checkpoint damaged before the evaluator's first look: named
+  # once, then evaluated within seconds of its repair (restored from a
+  # backup: the same names, other sizes and times)
+  t, e = str(tmp_path / 't'), str(tmp_path / 'e')
+  cifar10_train.main(train_args(shared_bin_dir, t, '--max_steps', '1'))
+  data = os.path.join(t, 'ckpt-1.data-00000-of-00001')
+  good = open(data, 'rb').read()
+  with open(data, 'r+b') as f:
+    f.truncate(100)
+  proc = start_script([
+      'cifar10_eval.py', '--checkpoint_dir', t, '--eval_dir', e, '--data_dir',
+      shared_bin_dir])
+  try:
+    lines = wait_for(proc, 'waiting for a new checkpoint in %s ' % t)
+    assert sum('Skipping checkpoint %s/ckpt-1: ' % t in l
+               for l in lines) == 1, lines
+    with open(data, 'wb') as f:
+      f.write(good)
+    repaired = time.time()
+    lines += wait_for(proc, r'precision @ 1 = ')
+    assert time.time() - repaired < 15, time.time() - repaired
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130 and 'Traceback' not in rest, rest
+  assert sum('Skipping checkpoint' in l for l in lines) == 1, lines
