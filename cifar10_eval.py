@@ -83,7 +83,7 @@ def _evaluate():
       if not FLAGS.run_once and not watch.due(stop):
         continue
       try:
-        path, step = evaluation.newest_readable(
+        path, step, content = evaluation.newest_readable(
             evaluator, FLAGS.checkpoint_dir, watch.done, watch.reported)
       except checkpoints.WrongModelError:
         raise
@@ -91,10 +91,9 @@ def _evaluate():
         if FLAGS.run_once:
           raise
         print('%s; waiting for a readable one' % e, flush=True)
-        path = None
+        path = step = content = None
       if path is None and watch.done is None and FLAGS.run_once:
         raise errors.UsageError('no checkpoint in %s' % FLAGS.checkpoint_dir)
-      content = path and evaluation.content_id(path)
       before = written.get(step)  # (an empty set: written, content unknown)
       if path is not None and before is not None and (
           content in before or not before):

@@ -1,7 +1,8 @@
 """Evaluating convnet checkpoints: what cifar10_eval.py runs and reports.
 
   evaluator = Evaluator(data_dir, eval_data, num_examples)
-  path, step = newest_readable(evaluator, checkpoint_dir, done, reported)
+  path, step, content = newest_readable(evaluator, checkpoint_dir, done,
+                                       reported)
   precision, confusion, seen = evaluator.evaluate()
   report(precision, confusion, seen, step, path, writer, content)   the
       console's lines, 'Precision @ 1', the confusion matrix as an image and
@@ -187,12 +188,14 @@ def newest_readable(evaluator, checkpoint_dir, done, reported):
     done: (path, content_id) of the checkpoint last evaluated, or None.
 
   Returns:
-    (path, step), or (None, None) when there is nothing new to evaluate.
+    (path, step, content_id(path)), or (None, None, None) when there is
+    nothing new to evaluate.
   """
   path = checkpoints.resume(evaluator.ckpt, checkpoint_dir, skip=reported)
-  if path is None or (path, content_id(path)) == done:
-    return None, None
-  return path, evaluator.after_restore()
+  content = path and content_id(path)
+  if path is None or (path, content) == done:
+    return None, None, None
+  return path, evaluator.after_restore(), content
 
 
 def join_training_row(checkpoint_dir, writer, joined):

@@ -350,23 +350,26 @@ def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
     f.truncate(100)
   ev = evaluation.Evaluator(shared_bin_dir, 'test', 200)
   reported = {}
-  path, step = evaluation.newest_readable(ev, d, None, reported)
+  path, step, content = evaluation.newest_readable(ev, d, None, reported)
   assert (path, step) == (os.path.join(d, 'ckpt-2'), 2)
-  done = (path, evaluation.content_id(path))
-  assert evaluation.newest_readable(ev, d, done, reported) == (None, None)
+  assert content == evaluation.content_id(path)
+  done = (path, content)
+  nothing = (None, None, None)
+  assert evaluation.newest_readable(ev, d, done, reported) == nothing
   assert capsys.readouterr().out.count('Skipping checkpoint') == 1  # once
   with open(data, 'wb') as f:  # repaired (restored from a backup)
     f.write(good)
-  path, step = evaluation.newest_readable(ev, d, done, reported)
+  path, step, content = evaluation.newest_readable(ev, d, done, reported)
   assert (path, step) == (os.path.join(d, 'ckpt-3'), 3)
   # the folder emptied and trained again to step 3: the same path, other
   # weights, so the watching evaluator takes it (it goes by content)
-  done = (path, evaluation.content_id(path))
-  assert evaluation.newest_readable(ev, d, done, reported) == (None, None)
+  done = (path, content)
+  assert evaluation.newest_readable(ev, d, done, reported) == nothing
   shutil.rmtree(d)
   assert cifar10_train.main(train_args(shared_bin_dir, d) + [
       '--max_steps', '3', '--seed', '99']) == 0
-  assert evaluation.newest_readable(ev, d, done, reported) == (path, 3)
+  again = evaluation.newest_readable(ev, d, done, reported)
+  assert again[:2] == (path, 3) and again[2] != content
 
 
 # --- 8. smaller faults ------------------------------------------------------
