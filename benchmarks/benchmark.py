@@ -79,6 +79,7 @@ flags.DEFINE_boolean('quick', False, 'fewer, shorter repeats (about 4 '
 flags.DEFINE_boolean('smoke', False, 'every row, with too few steps to mean '
                      'anything (a check that the benchmark runs)',
                      flag_values=FLAGS)
+cli.mark_exclusive(FLAGS, 'quick', 'smoke')
 cli.define_data_flags(FLAGS)
 flags.DEFINE_string('json', None, 'where to write the results (default '
                     'benchmarks/results/benchmark-<date>.json)',
@@ -110,9 +111,6 @@ from tools import kernel_audit  # noqa: E402
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
   startup.end_startup()  # stderr as it is: nothing must start TensorFlow yet
-  if FLAGS.quick and FLAGS.smoke:
-    raise SystemExit('%s: error: --quick and --smoke exclude each other'
-                     % startup.prog())
   mode = 'smoke' if FLAGS.smoke else 'quick' if FLAGS.quick else 'full'
   plan = PLAN[mode]
   plan_flags = ['--%s' % mode] if mode != 'full' else []

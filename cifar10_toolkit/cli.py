@@ -8,6 +8,8 @@ TensorFlow imported here, so that -h and flag errors answer at once.
   DEFINE_auto_bool(name, help)    a three-way flag: --name, --noname,
                                   --name=false, --name=auto (None: the
                                   hardware decides, cifar10_toolkit.config)
+  mark_exclusive(flag_values, a, b)
+                                  two boolean flags that exclude each other
   define_data_flags, define_training_flags, define_profile_flag
                                   the flags several scripts share, defined
                                   once here
@@ -208,11 +210,16 @@ def define_training_flags(flag_values):
                                           values['batch_size']))
     return True
 
-  @flags.multi_flags_validator(['use_fp16', 'use_bf16'], flag_values=f)
-  def _one_precision(values):
-    if values['use_fp16'] and values['use_bf16']:
-      raise flags.ValidationError('--use_fp16 and --use_bf16 exclude each '
-                                  'other')
+  mark_exclusive(f, 'use_fp16', 'use_bf16')
+
+
+def mark_exclusive(flag_values, a, b):
+  """Boolean flags a and b may not both be set: '--a and --b exclude each
+  other', the one line of a flag error."""
+  @flags.multi_flags_validator([a, b], flag_values=flag_values)
+  def _exclusive(values):
+    if values[a] and values[b]:
+      raise flags.ValidationError('--%s and --%s exclude each other' % (a, b))
     return True
 
 

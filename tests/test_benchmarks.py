@@ -12,9 +12,16 @@ NUMBER = r'(-?\d+(?:\.\d+)?)'  # an overhead within noise of 0 can be < 0
 FLOPS = r'(?: +\d+\.\d{3} +\d+%)?'  # a training row's TFLOP/s, ceiling
 
 
-pytestmark = pytest.mark.slow
+def test_quick_and_smoke_exclude_each_other():
+  done = subprocess.run(
+      [sys.executable, 'benchmarks/benchmark.py', '--quick', '--smoke'],
+      cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert done.returncode == 2 and done.stdout == ''
+  assert done.stderr == ('benchmark.py: error: --quick and --smoke exclude '
+                         'each other\n'), done.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(shared_bin_dir, tmp_path):
   out_json = str(tmp_path / 'bench.json')
   out = subprocess.run(
@@ -85,6 +92,7 @@ def test_benchmark_smoke(shared_bin_dir, tmp_path):
   assert results['machine']['cores'] >= 1
 
 
+@pytest.mark.slow
 def test_fc_accuracy_benchmark(tmp_path):
   write_py(str(tmp_path), per_file=100)
   out = subprocess.run(
