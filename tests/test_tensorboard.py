@@ -5,6 +5,8 @@ import collections
 import datetime
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from cifar10_toolkit import dataset
 from cifar10_toolkit import cli
 import cifar10_train
 import run_fc_model
-from conftest import train_args
+from conftest import ROOT, train_args
 from cifar10_toolkit import evaluation
 
 LAYERS = ['conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
@@ -182,6 +184,38 @@ def test_profile_steps_write_a_trace(shared_bin_dir, tmp_path, capsys):
   traces = [f for _, _, fs in os.walk(os.path.join(d, 'plugins', 'profile'))
             for f in fs if f.endswith('.xplane.pb')]
   assert len(traces) == 1
+  # where the steps' time went, read from that trace by its tool
+  done = subprocess.run(
+      [sys.executable, 'tools/profile_summary.py', '--train_dir', d,
+       '--steps', '2'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0 and done.stderr == '', done.stderr
+  lines = done.stdout.splitlines()
+  assert lines[0].endswith('.xplane.pb: 2 steps'), lines
+  wall, total, threads, busy = re.match(
+      r'wall ([\d.]+) ms a step; kernels ([\d.]+) thread-ms a step on (\d+) '
+      r'threads \(busy (\d+)% of the wall time\)$', lines[1]).groups()
+  assert 0 < float(total) <= float(wall) * int(threads) * 1.01
+  groups = {m.group(1): (float(m.group(2)), float(m.group(3))) for m in (
+      re.match(r'  (.+?) +([\d.]+) ms +([\d.]+)%$', l) for l in lines[2:])}
+  assert None not in groups and len(groups) == len(lines) - 2, lines
+  for group in ('convolution forward', 'convolution backward-filter',
+                'convolution backward-data', 'XLA programs (the LRN)',
+                'matmuls', 'pools'):
+    assert groups[group][0] > 0, (group, lines)
+  assert abs(sum(ms for ms, _ in groups.values()) - float(total)) < 0.1
+  assert abs(sum(share for _, share in groups.values()) - 100) < 1
+
+
+def test_profile_summary_without_a_trace_is_one_line(tmp_path):
+  done = subprocess.run(
+      [sys.executable, 'tools/profile_summary.py', '--train_dir',
+       str(tmp_path), '--steps', '2'], cwd=ROOT, capture_output=True,
+      text=True, timeout=120)
+  assert done.returncode == 1 and done.stdout == ''
+  assert done.stderr == (
+      'profile_summary.py: error: %s holds no profiler trace (plugins/'
+      'profile/*/*.xplane.pb): train with --profile_steps A,B first\n'
+      % tmp_path), done.stderr
 
 
 @pytest.mark.parametrize('value', ['4,2', '3', 'a,b', '-1,2'])
