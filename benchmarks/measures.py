@@ -10,7 +10,6 @@ evaluation, the fully connected model, the input pipeline, peak memory
 import contextlib
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -281,9 +280,15 @@ def bench_memory(data_dir, plan):
     cmd = [sys.executable, os.path.join(ROOT, 'cifar10_train.py'),
            '--train_dir', train_dir, '--data_dir', data_dir, '--max_steps',
            str(plan['memory_steps']), '--seed', '1', '--log_frequency', '1000']
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-  return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    # this child's own usage (RUSAGE_CHILDREN is the largest of every child
+    # this process has waited for: the benchmark's Keras children too)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+      raise subprocess.CalledProcessError(proc.returncode, cmd)
+  return usage.ru_maxrss / 1024.0
 
 
 def machine():
