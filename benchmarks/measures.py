@@ -285,9 +285,9 @@ def bench_memory(data_dir, plan):
     # this child's own usage (RUSAGE_CHILDREN is the largest of every child
     # this process has waited for: the benchmark's Keras children too)
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-      raise subprocess.CalledProcessError(proc.returncode, cmd)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+      raise subprocess.CalledProcessError(code, cmd)
   return usage.ru_maxrss / 1024.0
 
 

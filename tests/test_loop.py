@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import cifar10_input
 import convnet
+from cifar10_toolkit import console
 from cifar10_toolkit import device_input
 import cifar10_multi_gpu_train
 import cifar10_train
@@ -230,7 +231,6 @@ def test_the_clock_is_read_only_on_the_steps_that_print_a_line():
   loop, _ = train_loop.make_train_loop(strategy, model, state, 2, feed)
   votes = run_control.stop_votes(0, False)
   # steps 5..11 (from step 4) of a run logging every 3rd: lines at 6 and 9
-  from cifar10_toolkit import console
   assert console.first_logged(4, 3) == 1
   losses, times, _ = loop(None, tf.constant(7), votes, tf.constant(1),
                           tf.constant(3))
