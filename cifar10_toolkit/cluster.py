@@ -288,10 +288,11 @@ def wait_for_cluster(cluster, kind, index, wait_secs, terms=None):
           if peer is not None:
             heard[name] = peer.get('terms')
         missing = [n for n in others if n not in heard]
-        if _disagreement(heard):  # (told on at once, every task hears it
-          disagreed = disagreed or time.time()  # from us: a short linger)
+        differ = _disagreement(heard)
+        if differ:  # (told on at once, every task hears it from us:
+          disagreed = disagreed or time.time()  # a short linger)
           if not missing or time.time() - disagreed > LINGER_SECS:
-            _check_agree(heard)
+            raise errors.UsageError(differ)
         elif not missing:
           return heard
         if time.time() > end:
@@ -307,16 +308,8 @@ def wait_for_cluster(cluster, kind, index, wait_secs, terms=None):
 
 
 def _disagreement(heard):
-  """Whether two tasks heard differ on a term."""
-  try:
-    _check_agree(heard)
-  except errors.UsageError:
-    return True
-  return False
-
-
-def _check_agree(heard):
-  """Raises UsageError naming the first term two tasks differ on."""
+  """The first term two tasks heard differ on, worded for the user, or None
+  when they agree (a task heard only as a gRPC server has no terms)."""
   known = {n: t for n, t in heard.items() if isinstance(t, dict)}
   names = sorted({k for t in known.values() for k in t} - {'seed'})
   for key in names:
@@ -325,11 +318,11 @@ def _check_agree(heard):
       values.setdefault(json.dumps(t.get(key), sort_keys=True), []).append(
           task)
     if len(values) > 1:
-      raise errors.UsageError(
-          "the cluster's tasks disagree on %s (%s): every task must be "
-          'given the same' % (key, '; '.join(
-              '%s: %s' % (', '.join(tasks), v) for v, tasks in
-              values.items())))
+      return ("the cluster's tasks disagree on %s (%s): every task must be "
+              'given the same' % (key, '; '.join(
+                  '%s: %s' % (', '.join(tasks), v) for v, tasks in
+                  values.items())))
+  return None
 
 
 def chief_seed(heard, cluster):
