@@ -34,6 +34,11 @@ live_stop_signals()
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+# TensorFlow's benign start-up lines kept out of the suite's output, as the
+# scripts keep them out of theirs (pytest -n's workers would print them)
+from cifar10_toolkit import startup  # noqa: E402
+startup.hide_startup_noise()
+
 import tensorflow as tf  # noqa: E402
 
 # Two logical CPU devices, so that the tests run real two-replica training;
@@ -42,6 +47,7 @@ LOGICAL_CPUS = 2
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices('CPU')[0],
     [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS)
+startup.end_startup()
 
 # Where the tests find the real data set (cifar-10-binary.tar.gz), first found
 # first: the archive that $CIFAR10_DATA_SOURCE names, as the README sets it up
