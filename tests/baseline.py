@@ -1,0 +1,106 @@
+"""The defaults' weights after 50 steps at a fixed seed, as a digest.
+
+  python3 tests/baseline.py CHECKOUT OUT.json   records them from CHECKOUT's
+                                                scripts (run once, from the
+                                                code before a change)
+  test_baseline.py trains the same runs with this checkout and compares.
+
+A run is a script run as a subprocess on the tiny data set that
+conftest.write_bin makes (seed 0, 5 x 200 training records), with fixed
+flags: the computation is the same on every machine. The digest of a
+checkpoint is, per variable, the md5 of its bytes (equal where the machine
+that recorded it computes the same kernels) and its L2 norm (close on any
+CPU).
+"""
+
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+STEPS = 50
+# name -> (script, flags); the convnet's three paths (the defaults' feed in
+# float32 and in bfloat16, the tf.data feed) and the fully connected model.
+RUNS = {
+    'convnet_float32': ('cifar10_train.py', [
+        '--use_bf16=false', '--slices', '2', '--data_on_device',
+        '--nojit_compile']),
+    'convnet_bfloat16': ('cifar10_train.py', [
+        '--use_bf16', '--slices', '2', '--data_on_device',
+        '--nojit_compile']),
+    'convnet_tf_data': ('cifar10_train.py', [
+        '--use_bf16=false', '--slices', '1', '--nodata_on_device',
+        '--nojit_compile']),
+    'fc': ('run_fc_model.py', ['--batch_size', '100']),
+}
+
+
+def cpu_model():
+  """The processor's model name (a digest's md5s hold only on its kind)."""
+  with open('/proc/cpuinfo') as f:
+    for line in f:
+      if line.startswith('model name'):
+        return line.split(':', 1)[1].strip()
+  return 'unknown'
+
+
+def digest(path):
+  """{variable name: [md5 of its bytes, L2 norm]} of a checkpoint."""
+  import tensorflow as tf
+  reader = tf.train.load_checkpoint(path)
+  out = {}
+  for key in sorted(reader.get_variable_to_shape_map()):
+    if not key.endswith('VARIABLE_VALUE'):
+      continue
+    value = np.asarray(reader.get_tensor(key))
+    if value.dtype.kind not in 'fiu':
+      continue
+    out[key] = [hashlib.md5(value.tobytes()).hexdigest(),
+                float(np.sqrt(np.sum(np.square(value.astype(np.float64)))))]
+  return out
+
+
+def train(checkout, name, data_dir, train_dir):
+  """Runs RUNS[name] with checkout's script; the path of its checkpoint."""
+  script, flags = RUNS[name]
+  args = [sys.executable, script, '--data_dir', data_dir, '--train_dir',
+          train_dir, '--seed', '7', '--max_steps', str(STEPS)] + flags
+  if script == 'cifar10_train.py':
+    args += ['--log_frequency', '10', '--summary_steps', '1000']
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run(args, cwd=checkout, env=env, capture_output=True,
+                        text=True, timeout=600, stdin=subprocess.DEVNULL)
+  if proc.returncode:
+    raise AssertionError('%s exited %d:\n%s%s' % (
+        name, proc.returncode, proc.stdout, proc.stderr))
+  pattern = ('ckpt-%d.index' if script == 'cifar10_train.py'
+             else '*/ckpt-%d.index') % STEPS
+  found = glob.glob(os.path.join(train_dir, pattern))
+  assert len(found) == 1, (name, found, proc.stdout)
+  return found[0][:-len('.index')]
+
+
+def record(checkout, out):
+  import conftest
+  with tempfile.TemporaryDirectory() as tmp:
+    data = os.path.join(tmp, 'data')
+    conftest.write_bin(data, per_file=200)
+    result = {'cpu': cpu_model(), 'steps': STEPS, 'runs': {}}
+    for name in RUNS:
+      path = train(checkout, name, data, os.path.join(tmp, name))
+      result['runs'][name] = digest(path)
+      print(name, len(result['runs'][name]), 'variables')
+  with open(out, 'w') as f:
+    json.dump(result, f, indent=1, sort_keys=True)
+
+
+if __name__ == '__main__':
+  record(os.path.abspath(sys.argv[1]), sys.argv[2])
