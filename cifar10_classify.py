@@ -4,11 +4,11 @@
     python3 cifar10_classify.py cat.png --model /tmp/cifar10_model    # a cifar10_export.py SavedModel
 
 Prints one line per file: `<file>: <class> <probability>, ...` with the
-top_k classes. Images must be 32x32 RGB (PNG, JPEG, BMP or GIF), as CIFAR-10's
-are; --resize takes other sizes, cut to the square around their centre and
-scaled to 32x32 (--squash: the whole image scaled). A missing, unreadable,
-non-image or wrong-size file is a one-line error naming it (exit status 1),
-before anything is classified.
+top_k classes. Images must have the data set's size (--dataset; an export
+knows its own): 32x32 RGB for CIFAR-10, in PNG, JPEG, BMP or GIF; --resize
+takes other sizes, cut to the square around their centre and scaled (--squash:
+the whole image scaled). A missing, unreadable, non-image or wrong-size file
+is a one-line error naming it (exit status 1), before anything is classified.
 """
 
 import os
@@ -22,9 +22,8 @@ import sys
 
 from absl import flags
 
+import data_sets
 from cifar10_toolkit import cli
-
-SIZE = 32  # dataset.ORIGINAL_SIZE (checked there by a test)
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train', 'classify with '
@@ -32,92 +31,111 @@ flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train', 'classify with '
                     flag_values=FLAGS)
 flags.DEFINE_string('model', None, 'classify with this exported SavedModel '
                     'instead (cifar10_export.py)', flag_values=FLAGS)
-flags.DEFINE_integer('top_k', 3, 'classes to print per image', lower_bound=1,
-                     upper_bound=10, flag_values=FLAGS)
+flags.DEFINE_integer('top_k', 3, 'classes to print per image (at most the '
+                     'classes there are)', lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_boolean('resize', False, 'take images of another size: the '
-                     'square around the centre, scaled to 32x32 (antialiased '
-                     'bilinear), instead of refusing them', flag_values=FLAGS)
-flags.DEFINE_boolean('squash', False, 'with --resize, scale the whole image '
-                     'to 32x32 whatever its aspect ratio, instead of its '
-                     'centre square', flag_values=FLAGS)
+                     "square around the centre, scaled to the model's size "
+                     '(antialiased bilinear), instead of refusing them',
+                     flag_values=FLAGS)
+flags.DEFINE_boolean('squash', False, "with --resize, scale the whole image "
+                     "to the model's size whatever its aspect ratio, instead "
+                     'of its centre square', flag_values=FLAGS)
+flags.DEFINE_enum('dataset', data_sets.NAMES[0], data_sets.NAMES, 'the data '
+                  'set the checkpoint was trained on (an export knows its '
+                  'own)', flag_values=FLAGS)
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__, 'IMAGE')  # -h, flag errors: before TF loads
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from cifar10_toolkit import dataset  # noqa: E402
 from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import serving  # noqa: E402
 
 
-def read_image(path, resize=False, squash=False):
-  """uint8 [32, 32, 3] from an image file.
+def read_image(path, resize=False, squash=False, shape=(32, 32, 3),
+               title='CIFAR-10'):
+  """uint8 [height, width, channels] of shape from an image file.
 
   Args:
     resize: an image of another size is cut to the square around its
-      centre (the convention of image classifiers), then scaled to 32x32;
+      centre (the convention of image classifiers), then scaled to shape;
       with squash the whole image is scaled, whatever its aspect ratio.
+    shape, title: the model's images and their data set, for the message.
 
   Raises:
-    errors.UsageError: missing, unreadable, not an image, or not 32x32
+    errors.UsageError: missing, unreadable, not an image, or not of shape
       (unless resize).
   """
+  size = tuple(shape[:2])
   if os.path.isdir(path):
     raise errors.UsageError('%s: a folder, not an image file' % path)
   if not os.path.isfile(path):
     raise errors.UsageError('%s: no such file' % path)
   try:
     data = tf.io.read_file(path)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = tf.io.decode_image(data, channels=shape[2],
+                               expand_animations=False)
   except tf.errors.InvalidArgumentError:
     raise errors.UsageError('%s: not a PNG, JPEG, BMP or GIF image' % path)
   except tf.errors.OpError as e:
     raise errors.UsageError('%s: cannot be read (%s)' % (
         path, e.message.strip().splitlines()[0]))
   height, width = int(image.shape[0]), int(image.shape[1])
-  if (height, width) != (SIZE, SIZE):
+  if (height, width) != size:
     if not resize:
       raise errors.UsageError(
-          '%s: %dx%d pixels, the model takes %dx%d images (CIFAR-10\'s); '
-          'pass --resize to scale it' % (path, width, height, SIZE, SIZE))
+          '%s: %dx%d pixels, the model takes %dx%d images (%s\'s); '
+          'pass --resize to scale it' % (path, width, height, size[1],
+                                         size[0], title))
     if not squash:
       side = min(height, width)
       image = tf.image.crop_to_bounding_box(
           image, (height - side) // 2, (width - side) // 2, side, side)
     image = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(
-        image, [SIZE, SIZE], antialias=True), 0, 255)), tf.uint8)
+        image, size, antialias=True), 0, 255)), tf.uint8)
   return image.numpy()
 
 
-def load_serving(args):
-  """The serving function: of --model, or of the newest checkpoint (args:
-  the parsed FLAGS)."""
-  if args.model:
-    if not os.path.isdir(args.model):
-      raise errors.UsageError('--model %s: no such folder' % args.model)
-    try:
-      return tf.saved_model.load(args.model).signatures['serving_default']
-    except (OSError, ValueError, KeyError, IndexError,
-            tf.errors.OpError) as e:  # IndexError: a truncated variables file
-      raise errors.UsageError('--model %s is not a model exported by '
-                                 'cifar10_export.py (%s)' % (
-                                     args.model, str(e).splitlines()[0]))
-  classifier, _, _ = serving.restore_classifier(args.checkpoint_dir)
-  return lambda images: classifier.serve(images)
+def load_export(path):
+  """(serving function, class names, image shape, what it is) of an
+  exported model."""
+  if not os.path.isdir(path):
+    raise errors.UsageError('--model %s: no such folder' % path)
+  try:
+    loaded = tf.saved_model.load(path)
+    serve = loaded.signatures['serving_default']
+    names = [n.decode() for n in
+             loaded.signatures['metadata']()['class_names'].numpy()]
+    shape = serve.structured_input_signature[1]['images'].shape[1:]
+  except (OSError, ValueError, KeyError, IndexError,
+          tf.errors.OpError) as e:  # IndexError: a truncated variables file
+    raise errors.UsageError('--model %s is not a model exported by '
+                            'cifar10_export.py (%s)' % (
+                                path, str(e).splitlines()[0]))
+  return serve, names, tuple(shape), 'the model in %s' % path
 
 
 def main(argv=None):
   paths = cli.parse(FLAGS, argv, __doc__, 'IMAGE')
-  images = np.stack([read_image(p, FLAGS.resize, FLAGS.squash)
+  data_set = data_sets.get(FLAGS.dataset)
+  if FLAGS.model:
+    serve, names, shape, title = load_export(FLAGS.model)
+  else:
+    names, shape, title = (data_set.class_names, data_set.image_shape,
+                           data_set.title)
+  images = np.stack([read_image(p, FLAGS.resize, FLAGS.squash, shape, title)
                      for p in paths])
-  serve = load_serving(FLAGS)
+  if not FLAGS.model:
+    classifier, _, _ = serving.restore_classifier(FLAGS.checkpoint_dir,
+                                                  data_set)
+    serve = classifier.serve
   probabilities = serve(images=tf.constant(images))['probabilities'].numpy()
   for path, probs in zip(paths, probabilities):
     top = np.argsort(-probs)[:FLAGS.top_k]
     print('%s: %s' % (path, ', '.join('%s %.3f' % (
-        dataset.CLASS_NAMES[i], probs[i]) for i in top)))
+        names[i], probs[i]) for i in top)))
   return 0
 
 

@@ -24,6 +24,7 @@ import time
 
 from absl import flags
 
+import data_sets
 from cifar10_toolkit import cli
 
 POLL_SECS = 2  # watch mode looks at the checkpoint folder this often
@@ -44,7 +45,7 @@ flags.DEFINE_integer('num_examples', 10000, 'number of examples to run',
                      lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_boolean('run_once', False, 'evaluate the newest checkpoint once '
                      'and exit', flag_values=FLAGS)
-cli.define_data_flags(FLAGS)
+cli.define_data_flags(FLAGS, data_sets.NAMES)
 flags.DEFINE_boolean('raw_weights', False, 'evaluate the raw weights, not '
                      'their moving averages', flag_values=FLAGS)
 
@@ -57,6 +58,7 @@ from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import evaluation  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import run_folder  # noqa: E402
+from cifar10_toolkit import run_record  # noqa: E402
 from cifar10_toolkit import summaries  # noqa: E402
 
 
@@ -72,9 +74,11 @@ def _evaluate():
   if FLAGS.run_once and not os.path.isdir(FLAGS.checkpoint_dir):
     raise errors.UsageError('--checkpoint_dir %s does not exist'
                             % FLAGS.checkpoint_dir)
-  run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source)
+  data_set = data_sets.get(FLAGS.dataset)
+  run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source, data_set)
   evaluator = evaluation.Evaluator(FLAGS.data_dir, FLAGS.eval_data,
-                                   FLAGS.num_examples, FLAGS.raw_weights)
+                                   FLAGS.num_examples, data_set,
+                                   FLAGS.raw_weights)
   writer = summaries.summary_writer(FLAGS.eval_dir, '--eval_dir')
   written = evaluation.evaluated_steps(FLAGS.eval_dir)
   watch = Watch(FLAGS.checkpoint_dir, FLAGS.eval_interval_secs)
@@ -85,7 +89,7 @@ def _evaluate():
       try:
         path, step, content = evaluation.newest_readable(
             evaluator, FLAGS.checkpoint_dir, watch.done, watch.reported)
-      except checkpoints.WrongModelError:
+      except (checkpoints.WrongModelError, run_record.WrongDataSetError):
         raise
       except errors.UsageError as e:
         if FLAGS.run_once:
@@ -110,7 +114,8 @@ def _evaluate():
         stop.action = 'finishing the evaluation in hand'
         watch.joined = evaluation.join_training_row(
             FLAGS.checkpoint_dir, writer, watch.joined)
-        evaluation.report(*evaluator.evaluate(), step, path, writer, content)
+        evaluation.report(*evaluator.evaluate(), step, path, writer, content,
+                          data_set.class_names)
         stop.action = 'stopping'
         written.setdefault(step, set()).add(content)
         watch.evaluated((path, content))

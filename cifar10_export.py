@@ -26,6 +26,7 @@ import sys
 
 from absl import flags
 
+import data_sets
 from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
@@ -35,6 +36,9 @@ flags.DEFINE_string('export_dir', '/tmp/cifar10_model', 'the SavedModel '
                     'folder to create', flag_values=FLAGS)
 flags.DEFINE_boolean('raw_weights', False, 'export the raw weights, not '
                      'their moving averages', flag_values=FLAGS)
+flags.DEFINE_enum('dataset', data_sets.NAMES[0], data_sets.NAMES, 'the data '
+                  'set the checkpoint was trained on (its classes are the '
+                  "export's)", flag_values=FLAGS)
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
@@ -45,8 +49,8 @@ from cifar10_toolkit import serving  # noqa: E402
 
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
-  classifier, path, step = serving.restore_classifier(FLAGS.checkpoint_dir,
-                                                      FLAGS.raw_weights)
+  classifier, path, step = serving.restore_classifier(
+      FLAGS.checkpoint_dir, data_sets.get(FLAGS.dataset), FLAGS.raw_weights)
   serving.export(classifier, FLAGS.export_dir)
   # the export is complete: a late Ctrl-C must not turn it into a failure
   signal.signal(signal.SIGINT, signal.SIG_IGN)

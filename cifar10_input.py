@@ -1,13 +1,18 @@
 """Feeding CIFAR-10 to TensorFlow: the tutorial's preprocessing, tf.data.
 
 Functions, in the order a training program chains them (after
-dataset.maybe_download_and_extract(data_dir) has the files in place):
+dataset.maybe_download_and_extract(data_dir, source, data_set) has the files
+in place):
 
   distorted_inputs(data_dir, batch_size) -> tf.data.Dataset of training batches
       (images float32 [batch, 24, 24, 3], labels int32 [batch]) with the
       tutorial's random crop, flip, brightness, contrast and standardization.
   inputs(eval_data, data_dir, batch_size) -> tf.data.Dataset of evaluation
       batches: central 24x24 crop and standardization, every example once.
+
+Each takes data_set= (a dataset.DataSet, data_sets.CIFAR10 by default): the
+records are read in its layout, and the crops keep the tutorial's share of
+the image (crop_size: 24 of 32).
   image_summary(images, step)  writes a sample of a batch to TensorBoard.
 
 Building blocks shared with other input paths (the whole data set on an
@@ -23,10 +28,17 @@ import os
 import numpy as np
 import tensorflow as tf
 
+import data_sets
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
 
-IMAGE_SIZE = 24            # side of the crops fed to the network
+IMAGE_SIZE = 24            # side of the crops fed to the network (of 32)
+
+
+def crop_size(side):
+  """The side of the crops of a side x side image: the tutorial's 24 of
+  32, scaled."""
+  return side * IMAGE_SIZE // 32
 
 # Training distortions (docs/model.md): random crop, flip, brightness, contrast.
 MAX_BRIGHTNESS_DELTA = 63.0
@@ -39,21 +51,22 @@ CONTRAST_RANGE = (0.2, 1.8)
 # Decoding and distorting batches (pure TensorFlow, usable on any device)
 # --------------------------------------------------------------------------
 
-def decode_records(records):
+def decode_records(records, data_set=data_sets.CIFAR10):
   """Splits raw records into images and labels.
 
   Args:
-    records: uint8 [batch, 3073]: a label byte, then the red, green and blue
-      planes of a 32x32 image, each row by row.
+    records: uint8 [batch, record bytes]: header bytes (the label one of
+      them), then the image's planes (CIFAR-10: a label byte, then the red,
+      green and blue planes of a 32x32 image, each row by row).
+    data_set: the DataSet whose layout the records have.
 
   Returns:
-    images: uint8 [batch, 32, 32, 3]; labels: int32 [batch].
+    images: uint8 [batch, height, width, channels]; labels: int32 [batch].
   """
-  labels = tf.cast(records[:, 0], tf.int32)
-  planes = tf.reshape(records[:, dataset.LABEL_BYTES:], [
-      -1, dataset.NUM_CHANNELS, dataset.ORIGINAL_SIZE,
-      dataset.ORIGINAL_SIZE
-  ])
+  height, width, channels = data_set.image_shape
+  labels = tf.cast(records[:, data_set.label_byte], tf.int32)
+  planes = tf.reshape(records[:, data_set.label_bytes:data_set.record_bytes],
+                      [-1, channels, height, width])
   return tf.transpose(planes, [0, 2, 3, 1]), labels
 
 
@@ -65,7 +78,7 @@ def standardize(images):
   return (images - mean) / tf.maximum(std, tf.math.rsqrt(num_elements))
 
 
-def distortion_draws(seed, num):
+def distortion_draws(seed, num, positions=9):
   """The random parameters of distort_images for num images.
 
   All are made from one draw of Philox bits (random_bits), so that they are
@@ -75,6 +88,7 @@ def distortion_draws(seed, num):
   Args:
     seed: int [2] stateless seed.
     num: number of images.
+    positions: where a crop may start along a side (9: 24 of 32).
 
   Returns:
     dict: offsets int32 [num, 2] (crop row and column, uniform in 0..8), flip
@@ -84,7 +98,6 @@ def distortion_draws(seed, num):
   """
   bits = random_bits([5, num], seed)
   one = [num, 1, 1, 1]
-  positions = dataset.ORIGINAL_SIZE - IMAGE_SIZE + 1
   low, high = CONTRAST_RANGE
   return {
       'offsets': tf.transpose(tf.cast(bits[:2] % positions, tf.int32)),
@@ -132,7 +145,8 @@ def uniform(shape, seed, minval=0.0, maxval=1.0):
 def distort_images(images, seed, draws_for=None, offset=0):
   """The tutorial's training distortions, applied to a whole batch at once.
 
-  Per image, in this order: random 24x24 crop, random left-right flip, random
+  Per image, in this order: random 24x24 crop (crop_size of the side),
+  random left-right flip, random
   brightness (delta uniform in [-63, 63)), random contrast (factor uniform in
   [0.2, 1.8)), per-image standardization: the distributions of
   tf.image.random_crop, random_flip_left_right, random_brightness,
@@ -140,7 +154,7 @@ def distort_images(images, seed, draws_for=None, offset=0):
   the same seed gives the same batch on any device.
 
   Args:
-    images: uint8 or float [batch, 32, 32, 3].
+    images: uint8 or float [batch, side, side, channels].
     seed: int [2] stateless seed.
     draws_for: optional size of the global batch the random draws are made
       for (default: this batch); images then are its rows
@@ -149,15 +163,18 @@ def distort_images(images, seed, draws_for=None, offset=0):
     offset: see draws_for.
 
   Returns:
-    float32 [batch, 24, 24, 3].
+    float32 [batch, crop, crop, channels].
   """
   n = tf.shape(images)[0]
-  d = distortion_draws(seed, n if draws_for is None else draws_for)
+  side = images.shape[1]
+  crop = crop_size(side)
+  d = distortion_draws(seed, n if draws_for is None else draws_for,
+                       side - crop + 1)
   d = {k: v[offset:offset + n] for k, v in d.items()}
-  window = tf.range(IMAGE_SIZE)
+  window = tf.range(crop)
   # the crop's columns, read right to left in a flipped image (the flip is
   # part of the gather: no second pass)
-  columns = tf.where(d['flip'][:, :, 0, 0], IMAGE_SIZE - 1 - window, window)
+  columns = tf.where(d['flip'][:, :, 0, 0], crop - 1 - window, window)
   # (float32 before the gathers: a GPU has no uint8 gather kernel)
   x = tf.cast(images, tf.float32)
   x = tf.gather(x, d['offsets'][:, :1] + window, axis=1, batch_dims=1)
@@ -170,9 +187,12 @@ def distort_images(images, seed, draws_for=None, offset=0):
 
 
 def central_crop_and_standardize(images):
-  """Evaluation preprocessing: central 24x24 crop, per-image standardization."""
-  start = (dataset.ORIGINAL_SIZE - IMAGE_SIZE) // 2
-  crop = images[:, start:start + IMAGE_SIZE, start:start + IMAGE_SIZE, :]
+  """Evaluation preprocessing: central 24x24 crop (crop_size of the side),
+  per-image standardization."""
+  side = images.shape[1]
+  size = crop_size(side)
+  start = (side - size) // 2
+  crop = images[:, start:start + size, start:start + size, :]
   return standardize(tf.cast(crop, tf.float32))
 
 
@@ -180,17 +200,17 @@ def central_crop_and_standardize(images):
 # tf.data pipelines
 # --------------------------------------------------------------------------
 
-def training_files(data_dir):
-  """The paths of the five training files, each checked."""
-  return _filenames(False, data_dir)
+def training_files(data_dir, data_set=data_sets.CIFAR10):
+  """The paths of the training files, each checked."""
+  return _filenames(False, data_dir, data_set)
 
 
-def _filenames(eval_data, data_dir):
-  batches_dir = os.path.join(data_dir, dataset.BATCHES_DIR)
-  names = (dataset.TEST_FILE,) if eval_data else dataset.TRAIN_FILES
+def _filenames(eval_data, data_dir, data_set):
+  batches_dir = os.path.join(data_dir, data_set.folder)
+  names = data_set.test_files if eval_data else data_set.train_files
   paths = [os.path.join(batches_dir, n) for n in names]
   for p in paths:
-    dataset.check_bin_file(p)
+    dataset.check_bin_file(p, data_set)
   return paths
 
 
@@ -201,19 +221,19 @@ def check_batch_size(batch_size):
                      (batch_size,))
 
 
-def load_records(filenames):
-  """Reads fixed-length records into one uint8 [N, 3073] tensor in memory.
+def load_records(filenames, data_set=data_sets.CIFAR10):
+  """Reads fixed-length records into one uint8 [N, record bytes] tensor in
+  memory.
 
   Reading goes through tf.data.FixedLengthRecordDataset, file after file, so
   row i is the i-th record of the files in the order given.
   """
-  ds = tf.data.FixedLengthRecordDataset(filenames, dataset.RECORD_BYTES,
+  ds = tf.data.FixedLengthRecordDataset(filenames, data_set.record_bytes,
                                         buffer_size=1 << 20)
-  ds = ds.batch(dataset.RECORDS_PER_FILE).map(
-      lambda r: tf.io.decode_raw(r, tf.uint8))
+  ds = ds.batch(10000).map(lambda r: tf.io.decode_raw(r, tf.uint8))
   ds = ds.unbatch()
   count = sum(
-      os.path.getsize(f) // dataset.RECORD_BYTES for f in filenames)
+      os.path.getsize(f) // data_set.record_bytes for f in filenames)
   return ds.batch(count).get_single_element()
 
 
@@ -244,18 +264,18 @@ def training_index_batches(num_examples, global_batch_size, seed,
 
 
 def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
-                     input_context=None):
+                     input_context=None, data_set=data_sets.CIFAR10):
   """Distorted training input for CIFAR-10 training, as a tf.data.Dataset.
 
-  The five training files are read once with FixedLengthRecordDataset into a
-  uint8 tensor (150 MB); each step gathers its examples by a per-epoch
+  The training files are read once with FixedLengthRecordDataset into a
+  uint8 tensor (150 MB for CIFAR-10); each step gathers its examples by a per-epoch
   permutation, then decodes and distorts the batch (distort_images) in
   parallel map calls; batches are prefetched. With a seed, the pipeline is a
   pure function of (seed, step): the same batches every run, and a run
   resumed at start_step continues exactly where it stopped.
 
   Args:
-    data_dir: folder holding cifar-10-batches-bin.
+    data_dir: folder holding the extracted data set (data_set.folder).
     batch_size: examples per batch (per replica when input_context is given).
     seed: optional int; None draws a random one.
     start_step: the global step of the first batch (to resume a run).
@@ -264,6 +284,7 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
       that batch size, and this pipeline yields, step after step, the slices
       of its own replicas in turn (what distribute_datasets_from_function
       expects).
+    data_set: the DataSet (its layout and files).
 
   Returns:
     Dataset of (images float32 [batch_size, 24, 24, 3], labels int32
@@ -276,7 +297,7 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
     errors.DataSetError: a training file is missing or malformed.
   """
   check_batch_size(batch_size)
-  records = load_records(_filenames(False, data_dir))
+  records = load_records(_filenames(False, data_dir, data_set), data_set)
   if seed is None:
     seed = int(np.random.randint(0, 2**31 - 1))
   replicas, local, first = 1, 1, 0
@@ -296,7 +317,8 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
   def make_batches(step, indices):
     # The random draws are made for the whole global batch and sliced, so the
     # examples and distortions do not depend on the number of replicas.
-    images, labels = decode_records(tf.gather(records, indices[lo:lo + size]))
+    images, labels = decode_records(
+        tf.gather(records, indices[lo:lo + size]), data_set)
     seeds = tf.stack([tf.cast(seed, tf.int64), step])
     images = distort_images(images, seeds, global_batch, lo)
     return (tf.reshape(images, [local, batch_size] + images.shape[1:]),
@@ -308,26 +330,29 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
   return ds.unbatch().prefetch(tf.data.AUTOTUNE)
 
 
-def inputs(eval_data, data_dir, batch_size, drop_remainder=False):
+def inputs(eval_data, data_dir, batch_size, drop_remainder=False,
+           data_set=data_sets.CIFAR10):
   """Evaluation input: central crop, standardization, each example once.
 
   Args:
     eval_data: True for the test set, False for the training set.
-    data_dir: folder holding cifar-10-batches-bin.
+    data_dir: folder holding the extracted data set (data_set.folder).
     batch_size: examples per batch; the last batch is smaller unless
       drop_remainder.
     drop_remainder: drop a last, partial batch.
+    data_set: the DataSet.
 
   Returns:
     Dataset of (images float32 [batch, 24, 24, 3], labels int32 [batch]).
   """
   check_batch_size(batch_size)
-  ds = tf.data.FixedLengthRecordDataset(_filenames(eval_data, data_dir),
-                                        dataset.RECORD_BYTES)
+  ds = tf.data.FixedLengthRecordDataset(
+      _filenames(eval_data, data_dir, data_set), data_set.record_bytes)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
   def preprocess(raw):
-    images, labels = decode_records(tf.io.decode_raw(raw, tf.uint8))
+    images, labels = decode_records(tf.io.decode_raw(raw, tf.uint8),
+                                    data_set)
     return central_crop_and_standardize(images), labels
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)

@@ -28,10 +28,11 @@ import sys
 
 from absl import flags
 
+import data_sets
 from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
-cli.define_training_flags(FLAGS)  # cifar10_train.py's
+cli.define_training_flags(FLAGS, data_sets.NAMES)  # cifar10_train.py's
 flags.DEFINE_integer('num_gpus', 1, 'how many GPUs to use; with fewer '
                      'present, a warning, and it runs on those there are',
                      lower_bound=1, flag_values=FLAGS)
@@ -53,6 +54,7 @@ if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
 import tensorflow as tf  # noqa: E402
+import convnet  # noqa: E402
 from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import cluster  # noqa: E402
 from cifar10_toolkit import config  # noqa: E402
@@ -68,7 +70,8 @@ def main(argv=None):
   is_chief, task = cluster.worker_role() if multi_worker else (True, None)
   device = hardware.describe()
   run = config.resolve(FLAGS, device, cluster.planned_replicas(
-      FLAGS.num_gpus, FLAGS.logical_devices, multi_worker))
+      FLAGS.num_gpus, FLAGS.logical_devices, multi_worker),
+                       data_sets.get(FLAGS.dataset), convnet.SCHEDULE)
   hardware.set_threads(device, run.slices)  # before TensorFlow's runtime starts
   worker_dir = None
   if multi_worker:

@@ -25,15 +25,18 @@ import sys
 
 from absl import flags
 
+import data_sets
 from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
-cli.define_training_flags(FLAGS)  # the tutorial's, shared with the multi-GPU script
+# the tutorial's, shared with the multi-GPU script
+cli.define_training_flags(FLAGS, data_sets.NAMES)
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
-from cifar10_toolkit import config  # noqa: E402  (TensorFlow loads here)
+import convnet  # noqa: E402  (TensorFlow loads here)
+from cifar10_toolkit import config  # noqa: E402
 from cifar10_toolkit import hardware  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import train_loop  # noqa: E402
@@ -42,7 +45,8 @@ from cifar10_toolkit import train_loop  # noqa: E402
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
   device = hardware.describe()
-  run = config.resolve(FLAGS, device)
+  run = config.resolve(FLAGS, device, 1, data_sets.get(FLAGS.dataset),
+                       convnet.SCHEDULE)
   hardware.set_threads(device, run.slices)  # before TensorFlow's runtime starts
   startup.end_startup(run_control.warm_up)
   return train_loop.train(run)

@@ -2,15 +2,16 @@
 
 The model and its training, in the order a training program chains them:
 
-  model = ConvNet(seed)                     the variables, created once
-  state = TrainState(model, seed, dtype)    global step, seed, moving
-                                            averages, loss scale
+  model = ConvNet(seed, num_classes, image_size)   the variables, once
+  state = TrainState(model, seed, dtype, global_batch, schedule)   global
+      step, seed, moving averages, loss scale; the schedule it follows
   logits, activations = inference(model, images, dtype, slices)
   losses = loss(model, logits, labels)      cross-entropy + weight decay
   out = training(model, state, images, labels, global_batch_size)
       the tutorial's train(): the gradients, the SGD update on the schedule
       (learning_rate), the moving averages (moving_average_decay); it is
-      update(gradients(...), all_reduce(...)), halves a loop may compile apart
+      update(gradients(...), grad_ops.all_reduce(...)), parts a loop may
+      compile apart
   correct = evaluation(logits, labels)      top-1 correct count
   use_moving_averages(model, state)         the averaged weights, to evaluate
 
@@ -20,37 +21,45 @@ cifar10_toolkit.lrn, slices of the batch side by side).
 
 Architecture, initialisation, weight decays and schedule are those of
 docs/model.md: conv1 -> pool1 -> norm1 -> conv2 -> norm2 -> pool2 ->
-local3 -> local4 -> softmax_linear, 1,068,298 trainable parameters.
+local3 -> local4 -> softmax_linear, 1,068,298 trainable parameters on
+CIFAR-10 (layers() gives the table for other classes and image sizes).
 """
 
 import collections
 
 import tensorflow as tf
 
-from cifar10_toolkit import dataset
+from cifar10_toolkit import grad_ops
 from cifar10_toolkit import lrn
 from cifar10_toolkit import summaries
 
-# The data set and the schedule (the tutorial's).
-NUM_CLASSES = dataset.NUM_CLASSES
-NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = dataset.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
-MOVING_AVERAGE_DECAY = 0.9999     # decay of the variables' moving averages
-NUM_EPOCHS_PER_DECAY = 350.0      # epochs after which the learning rate decays
-LEARNING_RATE_DECAY_FACTOR = 0.1  # learning-rate decay factor
-INITIAL_LEARNING_RATE = 0.1       # initial learning rate
+# The schedule (the tutorial's values; each is a flag of the training
+# scripts). The learning rate is multiplied by decay_factor every
+# epochs_per_decay epochs of the data set's train_size images.
+Schedule = collections.namedtuple('Schedule', [
+    'learning_rate', 'epochs_per_decay', 'decay_factor',
+    'moving_average_decay', 'train_size'])
+SCHEDULE = Schedule(learning_rate=0.1, epochs_per_decay=350.0,
+                    decay_factor=0.1, moving_average_decay=0.9999,
+                    train_size=50000)
 LOSS_AVERAGE_DECAY = 0.9          # decay of the loss terms' moving averages
-# Mixed precision: dynamic loss scaling (float16 only).
-INITIAL_LOSS_SCALE = 2.0 ** 15
-LOSS_SCALE_GROWTH_STEPS = 2000
 
-# name: (shape, weights stddev, weight decay, bias init); ConvNet's layers.
-LAYERS = collections.OrderedDict([
-    ('conv1', ([5, 5, 3, 64], 5e-2, 0.0, 0.0)),
-    ('conv2', ([5, 5, 64, 64], 5e-2, 0.0, 0.1)),
-    ('local3', ([6 * 6 * 64, 384], 0.04, 0.004, 0.1)),
-    ('local4', ([384, 192], 0.04, 0.004, 0.1)),
-    ('softmax_linear', ([192, NUM_CLASSES], 1 / 192.0, 0.0, 0.0)),
-])
+def layers(num_classes=10, image_size=24, channels=3):
+  """ConvNet's layers: name -> (shape, weights stddev, weight decay, bias
+  init). local3 takes the maps that two stride-2 pools leave of an
+  image_size crop (6 x 6 x 64 of 24 x 24); softmax_linear has a unit per
+  class."""
+  side = -(-(-(-image_size // 2)) // 2)  # two SAME pools of stride 2
+  return collections.OrderedDict([
+      ('conv1', ([5, 5, channels, 64], 5e-2, 0.0, 0.0)),
+      ('conv2', ([5, 5, 64, 64], 5e-2, 0.0, 0.1)),
+      ('local3', ([side * side * 64, 384], 0.04, 0.004, 0.1)),
+      ('local4', ([384, 192], 0.04, 0.004, 0.1)),
+      ('softmax_linear', ([192, num_classes], 1 / 192.0, 0.0, 0.0)),
+  ])
+
+
+LAYERS = layers()  # the tutorial's, on CIFAR-10
 
 # Variables that every replica updates identically (gradients are summed
 # across replicas first): MirroredStrategy keeps the first replica's update.
@@ -67,19 +76,24 @@ class ConvNet(tf.Module):
 
   Attributes:
     params: ordered dict 'conv1/weights', 'conv1/biases', ... -> tf.Variable.
+    layers: the layer table (layers()).
   """
 
-  def __init__(self, seed=0, name='convnet'):
+  def __init__(self, seed=0, num_classes=10, image_size=24, name='convnet'):
     """Creates the variables, initialised as docs/model.md says.
 
     Args:
       seed: int; weights are drawn from stateless truncated normals seeded by
         (seed, layer index), so a seed fixes the initial model.
+      num_classes: classes of the data set (units of softmax_linear).
+      image_size: side of the square crops fed to the network.
       name: module name.
     """
     super().__init__(name=name)
+    self.layers = layers(num_classes, image_size)
     params = collections.OrderedDict()
-    for i, (layer, (shape, stddev, _, bias)) in enumerate(LAYERS.items()):
+    for i, (layer, (shape, stddev, _, bias)) in enumerate(
+        self.layers.items()):
       params[layer + '/weights'] = _variable(
           tf.random.stateless_truncated_normal(shape, [seed, i],
                                                stddev=stddev),
@@ -101,11 +115,14 @@ class TrainState(tf.Module):
     loss_scale, good_steps: dynamic loss scaling (float16 only: bfloat16
       has float32's exponent range).
     compute_dtype: not saved: a run may resume in another precision.
+    schedule: the Schedule training follows (not saved here: the
+      checkpoint's run record keeps it).
   """
 
   def __init__(self, model, seed=0, compute_dtype=tf.float32,
-               global_batch=0, name='train_state'):
+               global_batch=0, schedule=SCHEDULE, name='train_state'):
     super().__init__(name=name)
+    self.schedule = schedule
     step = lambda name: _variable(0, name, dtype=tf.int64, trainable=False)
     self.global_step = step('global_step')
     self.seed = _variable(seed, 'seed', dtype=tf.int64, trainable=False)
@@ -115,13 +132,15 @@ class TrainState(tf.Module):
         (k, _variable(v, k + '/ExponentialMovingAverage', trainable=False))
         for k, v in model.params.items())
     names = ['cross_entropy'] + [layer + '/weight_loss' for layer, spec in
-                                 LAYERS.items() if spec[2]] + ['total_loss']
+                                 model.layers.items() if spec[2]] + [
+                                     'total_loss']
     self.loss_averages = collections.OrderedDict(
         (k, _variable(0.0, k + '/avg', trainable=False)) for k in names)
     self.compute_dtype = tf.as_dtype(compute_dtype)
     self.loss_scaling = self.compute_dtype == tf.float16
     self.loss_scale = _variable(
-        INITIAL_LOSS_SCALE if self.loss_scaling else 1.0, 'loss_scale',
+        grad_ops.INITIAL_LOSS_SCALE if self.loss_scaling else 1.0,
+        'loss_scale',
         trainable=False)
     self.good_steps = step('good_steps')
 
@@ -136,14 +155,14 @@ def inference(model, images, compute_dtype=tf.float32, slices=1):
 
   Args:
     model: a ConvNet.
-    images: float [batch, 24, 24, 3] from cifar10_input; batch a multiple
+    images: float [batch, side, side, 3] from cifar10_input; batch a multiple
       of slices.
     compute_dtype: tf.float32, or tf.bfloat16 / tf.float16 for mixed
       precision (variables stay float32 and are cast for the computation).
     slices: the number of slices.
 
   Returns:
-    logits: float32 [batch, 10];
+    logits: float32 [batch, classes];
     activations: ordered dict layer name -> activations after its ReLU.
   """
   if slices == 1:
@@ -185,7 +204,7 @@ def _forward(model, images, compute_dtype, scope):
   def local(x, layer, relu=True):
     with scope(layer):
       if layer == 'local3':  # the pooled maps as one vector per image
-        x = tf.reshape(x, [tf.shape(x)[0], LAYERS['local3'][0][0]])
+        x = tf.reshape(x, [tf.shape(x)[0], model.layers['local3'][0][0]])
       y = tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases']
       acts[layer] = tf.nn.relu(y) if relu else y
     return acts[layer]
@@ -210,7 +229,7 @@ def reference_inference(model, images):
   gradients). Float32 only; not used to train.
 
   Returns:
-    logits float32 [batch, 10].
+    logits float32 [batch, classes].
   """
   p = model.params
   norm = lambda x: tf.nn.local_response_normalization(x, **lrn.LRN)
@@ -230,7 +249,7 @@ def loss(model, logits, labels):
 
   Args:
     model: a ConvNet.
-    logits: float32 [batch, 10] from inference().
+    logits: float32 [batch, classes] from inference().
     labels: int [batch].
 
   Returns:
@@ -243,7 +262,7 @@ def loss(model, logits, labels):
         tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.cast(labels, tf.int32), logits=logits))
   with tf.name_scope('weight_decay'):
-    for layer, (_, _, wd, _) in LAYERS.items():
+    for layer, (_, _, wd, _) in model.layers.items():
       if wd:
         losses[layer + '/weight_loss'] = wd * tf.nn.l2_loss(
             model.params[layer + '/weights'])
@@ -251,23 +270,26 @@ def loss(model, logits, labels):
   return losses
 
 
-def learning_rate(global_step, global_batch_size):
+def learning_rate(global_step, global_batch_size, schedule=SCHEDULE):
   """The tutorial's schedule: 0.1, times 0.1 every 350 epochs (staircase).
 
-  Args: global_step, steps taken; global_batch_size, examples per step.
+  Args: global_step, steps taken; global_batch_size, examples per step;
+    schedule, a Schedule (its epochs are of its train_size examples).
   Returns: float32 scalar.
   """
-  batches_per_epoch = NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN / global_batch_size
-  decay_steps = int(batches_per_epoch * NUM_EPOCHS_PER_DECAY)
+  batches_per_epoch = schedule.train_size / global_batch_size
+  decay_steps = max(int(batches_per_epoch * schedule.epochs_per_decay), 1)
   decays = tf.math.floordiv(tf.cast(global_step, tf.int64), decay_steps)
-  return INITIAL_LEARNING_RATE * tf.pow(LEARNING_RATE_DECAY_FACTOR,
-                                        tf.cast(decays, tf.float32))
+  return schedule.learning_rate * tf.pow(schedule.decay_factor,
+                                         tf.cast(decays, tf.float32))
 
 
-def moving_average_decay(global_step):
-  """min(0.9999, (1 + step) / (10 + step)): the tutorial's num_updates decay."""
+def moving_average_decay(global_step, schedule=SCHEDULE):
+  """min(0.9999, (1 + step) / (10 + step)): the tutorial's num_updates decay
+  (0.9999: schedule.moving_average_decay)."""
   step = tf.cast(global_step, tf.float32)
-  return tf.minimum(MOVING_AVERAGE_DECAY, (1.0 + step) / (10.0 + step))
+  return tf.minimum(schedule.moving_average_decay,
+                    (1.0 + step) / (10.0 + step))
 
 
 def training(model, state, images, labels, global_batch_size,
@@ -278,9 +300,8 @@ def training(model, state, images, labels, global_batch_size,
   across them (the update of one device on the combined batch), applied
   once by gradient descent; then the global step, the variables' moving
   averages (decay moving_average_decay of the new step) and the losses'
-  (0.9, zero-debiased). In float16 the loss is scaled dynamically: a step
-  whose gradients overflow is skipped and the scale halved; it doubles
-  after 2000 good steps.
+  (0.9, zero-debiased). In float16 the loss is scaled dynamically
+  (cifar10_toolkit.grad_ops).
 
   Args:
     model: a ConvNet.
@@ -298,7 +319,8 @@ def training(model, state, images, labels, global_batch_size,
   ctx = tf.distribute.get_replica_context()
   out = gradients(model, state, images, labels, ctx.num_replicas_in_sync,
                   with_summaries, slices)
-  return update(model, state, out, global_batch_size, all_reduce(out))
+  return update(model, state, out, global_batch_size,
+                grad_ops.all_reduce(out))
 
 
 def gradients(model, state, images, labels, replicas, with_summaries=False,
@@ -325,18 +347,6 @@ def gradients(model, state, images, labels, replicas, with_summaries=False,
   return out
 
 
-def all_reduce(out):
-  """The cross-replica part of training(): (gradients summed, loss terms
-  averaged) over the replicas, in replica context."""
-  ctx = tf.distribute.get_replica_context()
-  with tf.name_scope('all_reduce'):
-    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, out['gradients'])
-    losses = collections.OrderedDict(
-        zip(out['losses'], ctx.all_reduce(tf.distribute.ReduceOp.MEAN,
-                                          list(out['losses'].values()))))
-  return grads, losses
-
-
 def update(model, state, out, global_batch_size, reduced):
   """The second half of training(): loss scaling, the SGD update, the
   moving averages.
@@ -346,24 +356,14 @@ def update(model, state, out, global_batch_size, reduced):
   grads, losses = reduced
   if state.loss_scaling:  # (float32 and bfloat16: no scale, no check)
     with tf.name_scope('loss_scaling'):
-      grads = [g / state.loss_scale for g in grads]
-      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
-                              for g in grads])
-      grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-      grow = tf.logical_and(finite,
-                            state.good_steps + 1 >= LOSS_SCALE_GROWTH_STEPS)
-      state.loss_scale.assign(tf.where(
-          finite, tf.where(grow, state.loss_scale * 2, state.loss_scale),
-          tf.maximum(state.loss_scale / 2, 1.0)))
-      state.good_steps.assign(tf.where(finite & ~grow, state.good_steps + 1,
-                                       0))
+      grads = grad_ops.unscale(grads, state.loss_scale, state.good_steps)
   with tf.name_scope('sgd'):
-    lr = learning_rate(state.global_step, global_batch_size)
+    lr = learning_rate(state.global_step, global_batch_size, state.schedule)
     for v, g in zip(model.params.values(), grads):
       v.assign_sub(lr * g)
     step = state.global_step.assign_add(1)
   with tf.name_scope('moving_averages'):
-    decay = moving_average_decay(step)
+    decay = moving_average_decay(step, state.schedule)
     for name, v in model.params.items():
       avg = state.averages[name]
       avg.assign_sub((1.0 - decay) * (avg - v))
@@ -387,7 +387,7 @@ def loss_averages(state):
 def evaluation(logits, labels):
   """Number of examples whose label is the top-1 prediction.
 
-  Args: logits float [batch, 10]; labels int [batch].
+  Args: logits float [batch, classes]; labels int [batch].
   Returns: int32 scalar count of correct predictions.
   """
   hits = tf.nn.in_top_k(tf.cast(labels, tf.int32), logits, 1)

@@ -20,12 +20,19 @@ import pickle
 
 import numpy as np
 
-from cifar10_toolkit.dataset import (BATCHES_DIR, CLASS_NAMES, IMAGE_BYTES,
-                                     NUM_CLASSES, RECORD_BYTES,
-                                     RECORDS_PER_FILE, TEST_FILE, TRAIN_FILES,
-                                     check_bin_file, check_record_counts)
+import dataclasses
+
+from data_sets import CIFAR10
+from cifar10_toolkit.dataset import check_bin_file, check_record_counts
 from cifar10_toolkit.errors import DataSetError
 
+# CIFAR-10's two official formats (data_sets.CIFAR10 describes the binary
+# one; the Python one has the same batches as pickles).
+BATCHES_DIR, CLASS_NAMES = CIFAR10.folder, CIFAR10.class_names
+TRAIN_FILES, (TEST_FILE,) = CIFAR10.train_files, CIFAR10.test_files
+IMAGE_BYTES, NUM_CLASSES = CIFAR10.image_bytes, CIFAR10.num_classes
+RECORD_BYTES, RECORDS_PER_FILE = CIFAR10.record_bytes, CIFAR10.file_records(
+    TEST_FILE)
 PY_BATCHES_DIR = 'cifar-10-batches-py'
 PY_TRAIN_FILES = tuple('data_batch_%d' % i for i in range(1, 6))
 PY_TEST_FILE = 'test_batch'
@@ -163,7 +170,7 @@ def _check_labels(path, labels):
 
 def _read_bin_batch(path):
   """Returns (uint8 [N, 3072], int32 [N]) from one binary-version batch."""
-  check_bin_file(path)
+  check_bin_file(path, CIFAR10)
   raw = np.fromfile(path, dtype=np.uint8).reshape(-1, RECORD_BYTES)
   return raw[:, 1:], raw[:, 0].astype(np.int32)
 
@@ -248,7 +255,8 @@ def load_data(data_dir):
   counts = {}
   images_train, labels_train = _read_set(folder, reader, train_names, counts)
   images_test, labels_test = _read_set(folder, reader, (test_name,), counts)
-  check_record_counts(folder, counts, train_names, test_name)
+  check_record_counts(folder, counts, dataclasses.replace(
+      CIFAR10, train_files=tuple(train_names), test_files=(test_name,)))
   mean = images_train.mean(axis=0, dtype=np.float64).astype(np.float32)
   images_train -= mean
   images_test -= mean

@@ -48,7 +48,7 @@ flags.DEFINE_string('train_dir', 'tf_logs', 'each run logs into a '
                     'time-stamped folder under it', flag_values=FLAGS)
 flags.DEFINE_float('reg_constant', 0.1, 'regularization constant',
                    lower_bound=0, flag_values=FLAGS)
-cli.define_data_flags(FLAGS, 'folder holding cifar-10-batches-py or '
+cli.define_data_flags(FLAGS, what='folder holding cifar-10-batches-py or '
                       'cifar-10-batches-bin, or where the binary version is '
                       'fetched to')
 flags.DEFINE_integer('seed', None, 'seed of the initial weights and batch '

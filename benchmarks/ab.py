@@ -21,6 +21,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags  # noqa: E402
 
+import data_sets  # noqa: E402
 from cifar10_toolkit import cli  # noqa: E402
 
 FLAGS = flags.FlagValues()
@@ -50,7 +51,8 @@ def main(argv=None):
   if not os.path.isfile(other):
     raise SystemExit('%s: error: --other %s: no benchmarks/benchmark.py there'
                      % (os.path.basename(sys.argv[0]), FLAGS.other))
-  run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source)
+  run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source,
+                             data_sets.CIFAR10)
   plan = dict(PLAN['quick' if FLAGS.quick else 'full'])
   if FLAGS.rounds:
     plan['turns'] = FLAGS.rounds

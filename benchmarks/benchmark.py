@@ -66,6 +66,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags  # noqa: E402
 
+import data_sets  # noqa: E402
 from cifar10_toolkit import cli  # noqa: E402
 from cifar10_toolkit import startup  # noqa: E402
 
@@ -121,7 +122,8 @@ def main(argv=None):
     with open(FLAGS.json, 'w') as f:
       json.dump(measures.measure(FLAGS.phase, FLAGS.data_dir, plan), f)
     return 0
-  run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source)
+  run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source,
+                             data_sets.CIFAR10)
   gpu = bool(tf.config.list_physical_devices('GPU'))
   began = time.time()
 

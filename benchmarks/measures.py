@@ -25,6 +25,7 @@ from absl import flags  # noqa: E402
 
 import cifar10_input  # noqa: E402
 import convnet  # noqa: E402
+import data_sets  # noqa: E402
 import data_helpers  # noqa: E402
 import two_layer_fc  # noqa: E402
 from cifar10_toolkit import cli  # noqa: E402
@@ -86,7 +87,7 @@ def bench_pipeline(data_dir, plan):
 
 
 TRAIN_FLAGS = flags.FlagValues()
-cli.define_training_flags(TRAIN_FLAGS)  # cifar10_train.py's flags
+cli.define_training_flags(TRAIN_FLAGS, data_sets.NAMES)  # cifar10_train.py's
 
 
 def set_threads(slices):
@@ -102,17 +103,14 @@ def default_config(**flag_values):
   """The config.TrainConfig cifar10_train.py resolves here from its
   defaults, with the flags given as name=value."""
   cli.parse(TRAIN_FLAGS, ['--%s=%s' % kv for kv in flag_values.items()])
-  return config.resolve(TRAIN_FLAGS, hardware.describe())
+  return config.resolve(TRAIN_FLAGS, hardware.describe(), 1,
+                        data_sets.CIFAR10, convnet.SCHEDULE)
 
 
 def _feed(data_dir, batch_size, on_device, strategy):
   """(feed, iterator) as train_loop.train makes them, seed 1."""
-  if on_device:
-    return device_input.DeviceInput(data_dir, batch_size, 1, strategy), None
-  return device_input.DatasetFeed(), iter(
-      strategy.distribute_datasets_from_function(
-          lambda ctx: cifar10_input.distorted_inputs(data_dir, batch_size, 1,
-                                                     0, ctx)))
+  return device_input.make_feed(data_dir, batch_size, 1, strategy, on_device,
+                                data_sets.CIFAR10)
 
 
 def train_runner(data_dir, plan, dtype, on_device=True,
@@ -252,7 +250,8 @@ def bench_ceiling(plan):
 
 
 def bench_eval(data_dir, plan):
-  ev = evaluation.Evaluator(data_dir, 'test', plan['eval_examples'])
+  ev = evaluation.Evaluator(data_dir, 'test', plan['eval_examples'],
+                            data_sets.CIFAR10)
   seen = ev.evaluate()[2]  # also the warm-up
   return rate(timed_repeats(lambda *_: ev.evaluate(), plan['repeats'], 0),
               seen)

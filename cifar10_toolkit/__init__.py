@@ -11,18 +11,23 @@ go down this list only (tests/test_layout.py checks it):
   3. cli           the flags on absl.flags: conventions, shared definitions,
                    one-line errors (no TensorFlow)
   4. download      a bounded download (no TensorFlow)
-  5. dataset       the data set's formats; fetching, checking, extracting
+     folders       the folders a run makes; none left empty on failure
+  5. dataset       a data set described (DataSet); fetching, checking,
+                   extracting
   6. hardware      what 'auto' picks on this machine; thread pools
      console       the console's lines
   7. run_control   run_main, exit codes, signals, the stop-and-save votes
+     run_record    the data set and schedule a checkpoint records
   8. checkpoints   the checkpoint convention; resume, repair
      summaries     scalars, histograms, graph, HParams, profile
      lrn           the fast LRN kernels
      cluster       devices and workers for several replicas
+     grad_ops      a step's gradients: across replicas, loss scaling
   9. run_folder    a run's folder: checks, the lock, --fresh
      config        a training run's configuration, resolved once
-  -- the root's library: cifar10_input, data_helpers, two_layer_fc,
-     convnet (they import only the modules above)
+  -- the root's library: data_sets (the data sets that ship), then
+     cifar10_input, data_helpers, two_layer_fc, convnet (they import only
+     the modules above)
  10. device_input  the training set on the device, batches in the graph
      fc_runs       the fully connected model's runs
      serving       the exported classifier
@@ -33,10 +38,12 @@ go down this list only (tests/test_layout.py checks it):
 """
 
 # The order above, as data: a module imports only from earlier layers.
-ROOT_LIBRARY = ('cifar10_input', 'data_helpers', 'two_layer_fc', 'convnet')
+ROOT_LIBRARY = ('data_sets', 'cifar10_input', 'data_helpers', 'two_layer_fc',
+                'convnet')
 LAYERS = (
-    ('errors',), ('startup',), ('cli',), ('download',), ('dataset',),
+    ('errors',), ('startup',), ('cli',), ('download', 'folders'), ('dataset',),
     ('hardware', 'console'),
-    ('run_control',), ('checkpoints', 'summaries', 'lrn', 'cluster'),
-    ('run_folder', 'config'), ROOT_LIBRARY,
+    ('run_control', 'run_record'),
+    ('checkpoints', 'summaries', 'lrn', 'cluster', 'grad_ops'),
+    ('run_folder', 'config'), ROOT_LIBRARY[:1], ROOT_LIBRARY[1:],
     ('device_input', 'fc_runs', 'serving', 'evaluation'), ('train_loop',))

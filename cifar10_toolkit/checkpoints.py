@@ -26,10 +26,9 @@ import tensorflow as tf
 
 from cifar10_toolkit import errors
 from cifar10_toolkit import run_control
+from cifar10_toolkit import run_record
 
 CHECKPOINT_PREFIX = 'ckpt'
-
-
 MAX_CHECKPOINTS_TO_KEEP = 5
 
 
@@ -64,11 +63,7 @@ def checkpoint_manager(directory, max_to_keep=MAX_CHECKPOINTS_TO_KEEP,
 
 
 INDEX_FILE = 'checkpoint'  # TensorFlow's list of a folder's checkpoints
-
-
 LOCK_FILE = '.lock'                # held by the trainer writing a train_dir
-
-
 WORKER_DIR_PREFIX = '.worker-'     # a non-chief worker's own checkpoints
 
 
@@ -204,13 +199,15 @@ def _model_kind(ckpt):
   return next((MODEL_KINDS[k] for k in params if k in MODEL_KINDS), None)
 
 
-def restore(ckpt, path, what='checkpoint'):
-  """Restores path into ckpt.
+def restore(ckpt, path, what='checkpoint', data_set=None):
+  """Restores path into ckpt (trained on --dataset data_set, if given).
 
   Raises:
     errors.UsageError: the checkpoint holds another model, or does not fit this one
       (another shape), or cannot be read; one line naming the file.
   """
+  if data_set:
+    run_record.check_data_set(path, data_set, what)
   try:
     ckpt.restore(path).expect_partial().assert_existing_objects_matched()
   except Exception as e:  # AssertionError, ValueError, OpError, IndexError
@@ -296,7 +293,7 @@ def _fingerprint(path):
   return tuple(out)
 
 
-def resume(ckpt, directory, repair=False, skip=None):
+def resume(ckpt, directory, repair=False, skip=None, data_set=None):
   """Restores the newest checkpoint of directory that reads, walking back.
 
   Each checkpoint skipped on the way is named in one line with the reason.
@@ -316,6 +313,8 @@ def resume(ckpt, directory, repair=False, skip=None):
       and not tried again while their files stay as they were (the
       evaluator names each damaged checkpoint, and a damaged index, once,
       and tries it again once it is repaired or rewritten).
+    data_set: the --dataset name the checkpoints must have been trained
+      on (run_record.check_data_set), or None.
 
   Returns:
     The path restored, or None when the folder holds no checkpoint.
@@ -339,8 +338,8 @@ def resume(ckpt, directory, repair=False, skip=None):
     if skipped(path):
       continue
     try:
-      restore(ckpt, path)
-    except WrongModelError:
+      restore(ckpt, path, data_set=data_set)
+    except (WrongModelError, run_record.WrongDataSetError):
       raise
     except errors.UsageError as e:  # unreadable, or of another shape
       reason = getattr(e, 'reason', None) or str(e)

@@ -10,7 +10,8 @@ TensorFlow imported here, so that -h and flag errors answer at once.
                                   hardware decides, cifar10_toolkit.config)
   mark_exclusive(flag_values, a, b)
                                   two boolean flags that exclude each other
-  define_data_flags, define_training_flags, define_profile_flag
+  define_data_flags, define_training_flags, define_profile_flag,
+  define_schedule_flags
                                   the flags several scripts share, defined
                                   once here
 
@@ -31,7 +32,6 @@ from absl import flags
 
 from cifar10_toolkit import startup
 
-DATA_SOURCE_ENV = 'CIFAR10_DATA_SOURCE'
 MAX_SEED = 2**31 - 1
 FLOAT32_MAX = 3.4028234663852886e+38
 # Loop shape, chosen by measurement on a CPU and by reasoning for a GPU
@@ -118,15 +118,44 @@ def positive(name, flag_values):
       message='must be a positive number')
 
 
-def define_data_flags(flag_values, what='where the data set is, or is '
-                      'fetched to'):
-  """--data_dir and --data_source, the same in every script."""
+def define_data_flags(flag_values, data_sets=None, what='where the data '
+                      'set is, or is fetched to'):
+  """--data_dir and --data_source, the same in every script; --dataset
+  where the script takes any of data_sets (names, the default first)."""
+  if data_sets:
+    flags.DEFINE_enum('dataset', data_sets[0], data_sets, 'the data set '
+                      '(data_sets.py describes each)', flag_values=flag_values)
   flags.DEFINE_string('data_dir', '/tmp/cifar10_data', what,
                       flag_values=flag_values)
-  flags.DEFINE_string('data_source', None, 'URL or local path of '
-                      'cifar-10-binary.tar.gz to fetch when data_dir has no '
-                      'data set (default $%s, else the official URL)'
-                      % DATA_SOURCE_ENV, flag_values=flag_values)
+  flags.DEFINE_string('data_source', None, "URL or local path of the data "
+                      "set's archive (cifar-10-binary.tar.gz for CIFAR-10) to "
+                      'fetch when data_dir has none (default: the data set\'s '
+                      'environment variable, $CIFAR10_DATA_SOURCE for '
+                      'CIFAR-10, else the official URL)',
+                      flag_values=flag_values)
+
+
+def define_schedule_flags(flag_values):
+  """The schedule's hyperparameters as flags; each defaults to the model's
+  own value (None here: the model is known once TensorFlow has loaded,
+  config.resolve)."""
+  helps = (
+      ('learning_rate', 'initial learning rate (the tutorial: 0.1)'),
+      ('epochs_per_decay', "epochs (of the data set's training size) after "
+       'which the learning rate is multiplied by --decay_factor (350)'),
+      ('decay_factor', 'learning-rate decay factor (0.1)'),
+      ('moving_average_decay', 'decay of the moving averages of the weights, '
+       'which evaluation uses (0.9999)'))
+  for name, text in helps:
+    flags.DEFINE_float(name, None, text + "; default: the model's; a resumed "
+                       'run takes a new value with a note',
+                       flag_values=flag_values)
+    flags.register_validator(
+        name, lambda v: v is None or 0 < v <= FLOAT32_MAX,
+        flag_values=flag_values, message='must be a positive float32 number')
+  flags.register_validator('moving_average_decay',
+                           lambda v: v is None or v < 1,
+                           flag_values=flag_values, message='must be below 1')
 
 
 def define_profile_flag(flag_values):
@@ -138,9 +167,14 @@ def define_profile_flag(flag_values):
                flag_values=flag_values)
 
 
-def define_training_flags(flag_values):
+def define_training_flags(flag_values, data_sets):
   """The tutorial's training flags and defaults, plus the toolkit's own:
-  the flags of cifar10_train.py, which cifar10_multi_gpu_train.py shares."""
+  the flags of cifar10_train.py, which cifar10_multi_gpu_train.py shares.
+
+  Args:
+    flag_values: the script's FlagValues.
+    data_sets: the --dataset choices, the default first.
+  """
   f = flag_values
   flags.DEFINE_string('train_dir', '/tmp/cifar10_train', 'where checkpoints '
                       'and event logs are written and resumed from',
@@ -151,7 +185,8 @@ def define_training_flags(flag_values):
                        'this many steps', lower_bound=1, flag_values=f)
   flags.DEFINE_integer('batch_size', 128, 'images per batch, per replica',
                        lower_bound=1, flag_values=f)
-  define_data_flags(f)
+  define_data_flags(f, data_sets)
+  define_schedule_flags(f)
   flags.DEFINE_boolean('use_fp16', False, 'mixed precision: float16 compute, '
                        'float32 variables, dynamic loss scaling',
                        flag_values=f)

@@ -1,8 +1,10 @@
 """A convnet training run's configuration: resolved once, frozen, passed down.
 
-  config = resolve(FLAGS, device, replicas)   the flags and the machine
-                                              (hardware.describe()) -> a
-                                              TrainConfig: what each 'auto'
+  config = resolve(FLAGS, device, replicas, data_set, schedule)
+                                              the flags, the machine
+                                              (hardware.describe()), the data
+                                              set and the model's schedule ->
+                                              a TrainConfig: what each 'auto'
                                               became, the seed drawn, the
                                               data source used
   config.hparams()                            its values for HParams
@@ -10,8 +12,8 @@
 
 The training loop, the console, HParams and the benchmark read it; nothing
 changes the parsed flags. A resumed run keeps the seed its checkpoint holds:
-train_loop.train then carries on with config.resumed(seed), a new frozen
-object.
+train_loop.train then carries on with config.resumed(seed, checkpoint), a
+new frozen object.
 """
 
 import collections
@@ -22,6 +24,7 @@ from cifar10_toolkit import cli
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
 from cifar10_toolkit import hardware
+from cifar10_toolkit import run_record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +39,15 @@ class TrainConfig:
     slices: slices each replica's batch is computed in (--slices).
     data_on_device: the training set lives on the device (--data_on_device).
     data_source: the archive fetched when data_dir has none (the flag, else
-      $CIFAR10_DATA_SOURCE, else the official URL).
+      the data set's environment variable, else the official URL).
+    data_set: the dataset.DataSet (--dataset).
+    schedule: the model's schedule namedtuple, with the flags' values and
+      the data set's training size (its epochs).
   """
   train_dir: str
   data_dir: str
+  data_set: object
+  schedule: tuple
   data_source: str
   max_steps: int
   batch_size: int
@@ -89,9 +97,13 @@ class TrainConfig:
           '(--allow_new_batch)' % (kept, this))
     return True
 
-  def resumed(self, seed):
-    """This configuration carrying on a run made with `seed` (a note when
-    that makes --seed ignored)."""
+  def resumed(self, seed, checkpoint):
+    """This configuration carrying on a run made with `seed` from
+    checkpoint (a note when that makes --seed ignored, and one for each
+    schedule value that changes)."""
+    for note in run_record.schedule_notes(checkpoint,
+                                          self.schedule._asdict()):
+      print(note)
     return self._taking_seed(seed, 'resuming a run made with seed %d;' % seed)
 
   def cluster_terms(self):
@@ -104,6 +116,8 @@ class TrainConfig:
             '--summary_steps': self.summary_steps,
             '--profile_steps': list(self.profile_steps or ()),
             'the precision (--use_bf16, --use_fp16)': self.precision,
+            '--dataset': self.data_set.name,
+            'the schedule (--learning_rate, ...)': list(self.schedule),
             'seed': self.seed}
 
   def with_chief_seed(self, seed, chief, task):
@@ -119,15 +133,14 @@ class TrainConfig:
       print('Note: %s --seed %d is ignored' % (why, self.seed))
     return dataclasses.replace(self, seed=seed)
 
-  def hparams(self, schedule=(), data_md5=None):
+  def hparams(self, data_md5=None):
     """What shapes the run's result, for HParams' columns, most telling
     first (summaries.write_hparams keeps the order on the dashboard): the
     seed, precision, slices, XLA, batch and replicas, the loop, max_steps,
-    the schedule's constants and the data's md5. Folders, intervals and
-    other flags that change nothing in the weights are left out.
+    the schedule, the data set and its md5. Folders, intervals and other
+    flags that change nothing in the weights are left out.
 
     Args:
-      schedule: (name, value) of the model's schedule constants.
       data_md5: the data set's dataset.fingerprint.
 
     Returns:
@@ -138,8 +151,8 @@ class TrainConfig:
         ('slices', self.slices), ('xla', self.jit_compile),
         ('batch_size', self.batch_size), ('replicas', self.replicas),
         ('steps_per_loop', self.steps_per_loop),
-        ('max_steps', self.max_steps)] + list(schedule) + [
-            ('data_md5', data_md5)])
+        ('max_steps', self.max_steps)] + list(self.schedule._asdict().items())
+        + [('dataset', self.data_set.name), ('data_md5', data_md5)])
 
   def start_line(self, start):
     """'Training from step A to B: ...', the run as configured."""
@@ -166,21 +179,27 @@ def draw_seed():
   return random.SystemRandom().randint(0, cli.MAX_SEED - 1)
 
 
-def resolve(flag_values, device, replicas=1):
+def resolve(flag_values, device, replicas, data_set, schedule):
   """The configuration of a training run.
 
   Args:
     flag_values: parsed absl FlagValues with cli.define_training_flags.
     device: hardware.Device of the machine (its 'auto' choices).
     replicas: replicas in sync.
+    data_set: the dataset.DataSet of --dataset.
+    schedule: the model's schedule (a namedtuple with a train_size and the
+      fields of cli.define_schedule_flags), the flags' defaults.
 
   Returns:
     TrainConfig.
   """
   f = flag_values
+  given = {k: f[k].value for k in schedule._fields
+           if k in f and f[k].value is not None}
   return TrainConfig(
-      train_dir=f.train_dir, data_dir=f.data_dir,
-      data_source=dataset.resolve_source(f.data_source),
+      train_dir=f.train_dir, data_dir=f.data_dir, data_set=data_set,
+      schedule=schedule._replace(train_size=data_set.train_size, **given),
+      data_source=dataset.resolve_source(data_set, f.data_source),
       max_steps=f.max_steps, batch_size=f.batch_size, replicas=replicas,
       seed=f.seed if f.seed is not None else draw_seed(),
       seed_given=f.seed is not None,

@@ -1,17 +1,22 @@
-"""The CIFAR-10 data set (binary version): what it is, getting it, checking it.
+"""A data set of fixed-length binary records: what it is, getting it, checking it.
 
-  maybe_download_and_extract(data_dir, source)  -> data_dir/cifar-10-batches-bin
-      fetch the archive (the official URL, a mirror URL or a local path; the
-      flag, else $CIFAR10_DATA_SOURCE), check it (md5 of the official
-      archive; six files of 30,730,000 bytes, labels 0-9 in every archive),
-      extract it into a temporary folder renamed into place when complete.
-  check_batches_bin(folder), check_bin_file(path), check_record_counts(...)
-      the checks, for data already extracted.
+  DataSet(...)                                 one data set, described in one
+      place: image shape, classes, sizes, files and record layout, where to
+      get it and its md5 (data_sets.py at the root describes the ones that
+      ship)
+  maybe_download_and_extract(data_dir, source, data_set)
+      -> data_dir/<data_set.folder>: fetch the archive (the official URL, a
+      mirror URL or a local path; the flag, else $<data_set.source_env>),
+      check it (the official md5 when it was downloaded from the official
+      URL; every file whole, of the official size, labels in range), extract
+      it into a temporary folder renamed into place when complete.
+  check_batches_bin(folder, data_set), check_bin_file(path, data_set),
+  check_record_counts(...)   the checks, for data already extracted.
+  fingerprint(data_dir, data_set)   the md5 of the extracted files
   errors.DataSetError  every problem, as one line naming the file and what is wrong.
-
-The format constants describe the official files (docs/model.md).
 """
 
+import dataclasses
 import errno
 import hashlib
 import os
@@ -24,13 +29,72 @@ import zlib
 import numpy as np
 
 from cifar10_toolkit import download
+from cifar10_toolkit import folders
 from cifar10_toolkit import errors
-from cifar10_toolkit.cli import DATA_SOURCE_ENV
 
-DATA_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
+@dataclasses.dataclass(frozen=True)
+class DataSet:
+  """An image classification data set stored as fixed-length binary records.
 
+  A record is `label_bytes` header bytes, one of which (`label_byte`) is the
+  class, then the image: its channels as planes, each row by row (the
+  CIFAR binary layout). The files split into training and test files of
+  `train_size / len(train_files)` and `test_size / len(test_files)` records
+  each in the official archive.
 
-ARCHIVE_NAME = 'cifar-10-binary.tar.gz'
+  Attributes:
+    name: what --dataset calls it.
+    title: its name for people ('CIFAR-10').
+    image_shape: (height, width, channels) of the images in the files.
+    class_names: the classes, in label order.
+    train_size, test_size: examples in the official training and test files.
+    folder: the folder the archive unpacks to, and the extracted data's.
+    train_files, test_files: the record files in folder, in order.
+    label_bytes, label_byte: header bytes of a record; which is the label.
+    names_file: the archive's file of class names, one a line (checked
+      against class_names when the archive is extracted), or None.
+    archive, url, md5: the official archive's file name, URL and md5.
+    source_env: environment variable naming another source of the archive
+      (a local path or a mirror URL).
+  """
+  name: str
+  title: str
+  image_shape: tuple
+  class_names: tuple
+  train_size: int
+  test_size: int
+  folder: str
+  train_files: tuple
+  test_files: tuple
+  label_bytes: int
+  label_byte: int
+  names_file: str
+  archive: str
+  url: str
+  md5: str
+  source_env: str
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+  @property
+  def image_bytes(self):
+    return int(np.prod(self.image_shape))
+
+  @property
+  def record_bytes(self):
+    return self.label_bytes + self.image_bytes
+
+  def file_records(self, name):
+    """Records the official file `name` holds."""
+    if name in self.train_files:
+      return self.train_size // len(self.train_files)
+    return self.test_size // len(self.test_files)
+
+  @property
+  def all_files(self):
+    return self.train_files + self.test_files
 
 
 def _is_url(source):
@@ -45,46 +109,48 @@ def _md5(path):
   return digest.hexdigest()
 
 
-def _download(url, dest):
+def _download(url, dest, data_set):
   """Downloads url to dest (download.fetch: bounded in time and size,
   through a .partial file removed whatever stops it)."""
   try:
     download.fetch(url, dest)
   except download.Failed as e:
     raise errors.DataSetError(
-        'no CIFAR-10 data set in %s and fetching %s failed (%s); put %s in '
+        'no %s data set in %s and fetching %s failed (%s); put %s in '
         '%s, or point --data_source or $%s at a local archive path or a '
-        'mirror URL' % (os.path.dirname(dest), url, e, ARCHIVE_NAME,
-                        os.path.dirname(dest), DATA_SOURCE_ENV))
+        'mirror URL' % (data_set.title, os.path.dirname(dest), url, e,
+                        data_set.archive, os.path.dirname(dest),
+                        data_set.source_env))
   print('Successfully downloaded %s (%d bytes).' %
         (os.path.basename(dest), os.path.getsize(dest)))
 
 
-def check_batches_bin(batches_dir, exact_size=False):
-  """Checks the structure of a cifar-10-batches-bin folder.
+def check_batches_bin(batches_dir, data_set, exact_size=False):
+  """Checks the structure of an extracted data set's folder.
 
   Args:
-    batches_dir: folder holding data_batch_1.bin .. data_batch_5.bin and
-      test_batch.bin.
-    exact_size: require exactly 10,000 records a file (the official layout);
+    batches_dir: folder holding data_set's record files.
+    data_set: a DataSet.
+    exact_size: require the official count of records a file;
       otherwise every file whole and none shorter or longer than the others
       (check_record_counts), which admits small data sets made in the same
       format, e.g. for tests.
 
   Raises:
     errors.DataSetError: naming the first file that is missing, has a partial
-      record or a wrong size, or holds a label byte above 9.
+      record or a wrong size, or holds a label out of range.
   """
-  counts = {name: check_bin_file(os.path.join(batches_dir, name), exact_size)
-            for name in TRAIN_FILES + (TEST_FILE,)}
-  check_record_counts(batches_dir, counts, TRAIN_FILES, TEST_FILE)
+  counts = {name: check_bin_file(os.path.join(batches_dir, name), data_set,
+                                 exact_size)
+            for name in data_set.all_files}
+  check_record_counts(batches_dir, counts, data_set)
 
 
-def check_record_counts(folder, counts, train_names, test_name):
+def check_record_counts(folder, counts, data_set):
   """Checks that no batch file of a data set is short or long.
 
-  The official layout is exact: five training files and one test file of
-  RECORDS_PER_FILE records each. A file cut at a record boundary, or one
+  The official layout is exact: each training and test file holds its
+  official count (DataSet.file_records). A file cut at a record boundary, or one
   holding more, is told from the others: the count most training files hold
   is the data set's, and a file that differs from it is named. A data set
   made smaller in the same format (every training file alike, e.g. for
@@ -94,55 +160,63 @@ def check_record_counts(folder, counts, train_names, test_name):
   Args:
     folder: the data set's folder, for the message.
     counts: file name -> records it holds.
-    train_names, test_name: the file names of the format.
+    data_set: the DataSet.
 
   Raises:
     errors.DataSetError: naming the file whose count differs, with both counts.
   """
-  for name in train_names + (test_name,):
-    if counts[name] > RECORDS_PER_FILE:
+  official = data_set.file_records
+  for name in data_set.all_files:
+    if counts[name] > official(name):
       raise errors.DataSetError(
           '%s: %d records, more than the official %d a file (a padded or '
           'repeated file)' % (os.path.join(folder, name), counts[name],
-                              RECORDS_PER_FILE))
-  train = [counts[n] for n in train_names]
+                              official(name)))
+  train = [counts[n] for n in data_set.train_files]
   usual = max(sorted(set(train), reverse=True), key=train.count)
-  for name in train_names:
+  for name in data_set.train_files:
     if counts[name] != usual:
       raise errors.DataSetError(
           '%s: %d records, where the other training files hold %d (a cut or '
           'padded file; the official files hold %d each)' % (
               os.path.join(folder, name), counts[name], usual,
-              RECORDS_PER_FILE))
-  if usual == RECORDS_PER_FILE and counts[test_name] != RECORDS_PER_FILE:
-    raise errors.DataSetError('%s: %d records, expected the official %d' % (
-        os.path.join(folder, test_name), counts[test_name], RECORDS_PER_FILE))
+              official(name)))
+  if usual == official(data_set.train_files[0]):
+    for name in data_set.test_files:
+      if counts[name] != official(name):
+        raise errors.DataSetError(
+            '%s: %d records, expected the official %d' % (
+                os.path.join(folder, name), counts[name], official(name)))
 
 
-def check_bin_file(path, exact_size=False):
+def check_bin_file(path, data_set, exact_size=False):
   """Checks one binary batch file; see check_batches_bin. Returns its records."""
   if not os.path.isfile(path):
     raise errors.DataSetError('%s: missing' % path)
   size = os.path.getsize(path)
-  if exact_size and size != FILE_BYTES:
+  record = data_set.record_bytes
+  count = data_set.file_records(os.path.basename(path))
+  if exact_size and size != count * record:
     raise errors.DataSetError(
-        '%s: %d bytes, expected exactly %d (10000 records of %d '
-        'bytes)' % (path, size, FILE_BYTES, RECORD_BYTES))
-  if size == 0 or size % RECORD_BYTES:
+        '%s: %d bytes, expected exactly %d (%d records of %d '
+        'bytes)' % (path, size, count * record, count, record))
+  if size == 0 or size % record:
     raise errors.DataSetError(
         '%s: %d bytes is not a whole number of %d-byte records '
-        '(truncated or padded file)' % (path, size, RECORD_BYTES))
+        '(truncated or padded file)' % (path, size, record))
   labels = np.memmap(path, dtype=np.uint8, mode='r').reshape(
-      -1, RECORD_BYTES)[:, 0]
-  bad = np.flatnonzero(labels >= NUM_CLASSES)
+      -1, record)[:, data_set.label_byte]
+  bad = np.flatnonzero(labels >= data_set.num_classes)
   if bad.size:
-    raise errors.DataSetError('%s: record %d has label byte %d, expected 0-9' %
-                       (path, bad[0], labels[bad[0]]))
+    raise errors.DataSetError(
+        '%s: record %d has label byte %d, expected 0-%d (%s)' % (
+            path, bad[0], labels[bad[0]], data_set.num_classes - 1,
+            data_set.title))
   return labels.size
 
 
-def _extract(archive, data_dir):
-  """Extracts archive's cifar-10-batches-bin into data_dir, all or nothing."""
+def _extract(archive, data_dir, data_set):
+  """Extracts archive's data_set.folder into data_dir, all or nothing."""
   began = time.time()
   print('Extracting %s into %s (and checking it) ...' % (archive, data_dir),
         flush=True)
@@ -151,9 +225,9 @@ def _extract(archive, data_dir):
     try:
       with tarfile.open(archive, 'r:gz') as tar:
         members = [m for m in tar.getmembers()
-                   if m.name.startswith(BATCHES_DIR + '/') and
+                   if m.name.startswith(data_set.folder + '/') and
                    (m.isfile() or m.isdir())]
-        _check_member_sizes(archive, members)  # before writing a byte
+        _check_member_sizes(archive, members, data_set)  # before writing a byte
         tar.extractall(tmp, members=members, filter='data')
     except OSError as e:
       if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -166,28 +240,43 @@ def _extract(archive, data_dir):
     except (tarfile.TarError, EOFError, zlib.error) as e:
       raise errors.DataSetError(
           '%s: not a readable gzip-compressed tar archive (%s)' % (archive, e))
-    extracted = os.path.join(tmp, BATCHES_DIR)
+    extracted = os.path.join(tmp, data_set.folder)
     if not os.path.isdir(extracted):
       raise errors.DataSetError('%s: holds no %s/ folder' %
-                                (archive, BATCHES_DIR))
+                                (archive, data_set.folder))
     try:
-      check_batches_bin(extracted, exact_size=True)
+      check_batches_bin(extracted, data_set, exact_size=True)
+      _check_names(extracted, data_set)
     except errors.DataSetError as e:
       raise errors.DataSetError('%s: %s' %
                                 (archive, str(e).replace(tmp + os.sep, '')))
-    os.replace(extracted, os.path.join(data_dir, BATCHES_DIR))
-    print('Extracted %s in %.0f s' % (os.path.join(data_dir, BATCHES_DIR),
+    os.replace(extracted, os.path.join(data_dir, data_set.folder))
+    print('Extracted %s in %.0f s' % (os.path.join(data_dir, data_set.folder),
                                       time.time() - began), flush=True)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def fingerprint(data_dir):
-  """The md5 of the extracted data set's six files, in their order: what a
+def _check_names(folder, data_set):
+  """The archive's class names, where it has a names file, are data_set's."""
+  path = os.path.join(folder, data_set.names_file or '')
+  if not data_set.names_file or not os.path.isfile(path):
+    return
+  with open(path, encoding='utf-8', errors='replace') as f:
+    names = tuple(line.strip() for line in f if line.strip())
+  if names != data_set.class_names:
+    raise errors.DataSetError(
+        '%s: lists %d class names (%s...), not %s\'s %d (%s...)' % (
+            path, len(names), ', '.join(names[:3]), data_set.title,
+            data_set.num_classes, ', '.join(data_set.class_names[:3])))
+
+
+def fingerprint(data_dir, data_set):
+  """The md5 of the extracted data set's files, in their order: what a
   run trained on, whatever archive it came from (HParams' data_md5)."""
   digest = hashlib.md5()
-  for name in TRAIN_FILES + (TEST_FILE,):
-    with open(os.path.join(data_dir, BATCHES_DIR, name), 'rb') as f:
+  for name in data_set.all_files:
+    with open(os.path.join(data_dir, data_set.folder, name), 'rb') as f:
       for chunk in iter(lambda: f.read(1 << 20), b''):
         digest.update(chunk)
   return digest.hexdigest()
@@ -197,120 +286,107 @@ class NoRoomError(errors.DataSetError):
   """The disk filled while extracting: the archive is not to blame."""
 
 
-# The largest member of the archive other than the six data files (the
-# readme and batches.meta.txt are a few hundred bytes).
+# The largest member of an archive other than its data files (readmes and
+# class-name files are a few kilobytes).
 MAX_OTHER_MEMBER_BYTES = 1 << 20
 
 
-def _check_member_sizes(archive, members):
+def _check_member_sizes(archive, members, data_set):
   """Refuses, from the tar headers alone, an archive whose data files are
   not the official size, or that holds anything large besides them: a
   gzip bomb is stopped before it fills the disk."""
-  names = set(TRAIN_FILES + (TEST_FILE,))
+  names = set(data_set.all_files)
   for m in members:
-    base = m.name[len(BATCHES_DIR) + 1:]
-    if m.isfile() and base in names and m.size != FILE_BYTES:
+    base = m.name[len(data_set.folder) + 1:]
+    want = (data_set.file_records(base) * data_set.record_bytes
+            if base in names else None)
+    if m.isfile() and base in names and m.size != want:
       raise errors.DataSetError(
           '%s: %s is %d bytes, expected exactly %d; nothing was extracted' %
-          (archive, m.name, m.size, FILE_BYTES))
+          (archive, m.name, m.size, want))
     if m.isfile() and base not in names and m.size > MAX_OTHER_MEMBER_BYTES:
       raise errors.DataSetError(
           '%s: %s is %d bytes, not part of the data set; nothing was '
           'extracted' % (archive, m.name, m.size))
 
 
-def resolve_source(source=None):
-  """The archive source: the argument, else $CIFAR10_DATA_SOURCE, else DATA_URL."""
-  return source or os.environ.get(DATA_SOURCE_ENV) or DATA_URL
+def resolve_source(data_set, source=None):
+  """The archive source: the argument, else $<data_set.source_env>, else
+  the official URL."""
+  return source or os.environ.get(data_set.source_env) or data_set.url
 
 
-def maybe_download_and_extract(data_dir, url=None):
-  """Makes sure data_dir holds an extracted, well-formed binary CIFAR-10.
+def maybe_download_and_extract(data_dir, url, data_set):
+  """Makes sure data_dir holds an extracted, well-formed data_set.
 
   Nothing is fetched when data_dir already holds the extracted folder or the
   archive. Otherwise the archive comes from `url`, else from the environment
-  variable CIFAR10_DATA_SOURCE, else from the official DATA_URL; the source
+  variable data_set.source_env, else from the official URL; the source
   is a URL or a local archive path. The official md5 is checked when the
   official archive is downloaded; every archive is checked for structure
-  (six files of exactly 30,730,000 bytes, labels 0-9). Extraction goes to a
+  (each file of its official size, labels in range). Extraction goes to a
   temporary folder that is renamed into place only when complete.
 
   Args:
     data_dir: folder for the archive and the extracted data set.
-    url: optional source overriding the environment variable and DATA_URL.
+    url: optional source overriding the environment variable and the
+      official URL.
+    data_set: the DataSet.
 
   Returns:
-    Path of the extracted cifar-10-batches-bin folder.
+    Path of the extracted data_set.folder.
 
   Raises:
     errors.DataSetError: the data set is missing and cannot be fetched, or is
       malformed; the message names the file and what is wrong.
   """
-  batches_dir = os.path.join(data_dir, BATCHES_DIR)
+  batches_dir = os.path.join(data_dir, data_set.folder)
   if os.path.isdir(batches_dir):
-    check_batches_bin(batches_dir)
+    check_batches_bin(batches_dir, data_set)
     return batches_dir
   if os.path.lexists(batches_dir):
     raise errors.DataSetError(
         '%s: a file, not the data set\'s folder; move it away '
         'and run again to fetch the data set' % batches_dir)
-  made = new_folders(data_dir)
+  made = folders.new_folders(data_dir)
   try:
     os.makedirs(data_dir, exist_ok=True)
   except OSError as e:
     raise errors.DataSetError('data_dir %s: cannot be created (%s)' %
                               (data_dir, e))
   try:
-    return _fetch(data_dir, url, batches_dir)
+    return _fetch(data_dir, url, batches_dir, data_set)
   except BaseException:  # (a stop signal too) no empty folder left behind
-    remove_if_empty(made)
+    folders.remove_if_empty(made)
     raise
 
 
-def new_folders(path):
-  """The folders that making `path` would create, outermost first."""
-  made, p = [], os.path.abspath(path)
-  while not os.path.lexists(p):
-    made.append(p)
-    p = os.path.dirname(p)
-  return made[::-1]
-
-
-def remove_if_empty(folders):
-  """Removes the folders of new_folders(...) that are still empty, innermost
-  first, so that a run that failed leaves no empty folder behind (os.rmdir:
-  never one that holds anything)."""
-  for folder in reversed(folders):
-    try:
-      os.rmdir(folder)
-    except OSError:
-      pass
-
-
-def _fetch(data_dir, url, batches_dir):
+def _fetch(data_dir, url, batches_dir, data_set):
   """maybe_download_and_extract's fetch and extraction into data_dir."""
-  source = resolve_source(url)
-  archive = os.path.join(data_dir, ARCHIVE_NAME)
+  source = resolve_source(data_set, url)
+  archive = os.path.join(data_dir, data_set.archive)
   downloaded = False
   if not os.path.exists(archive):
     if _is_url(source):
-      _download(source, archive)
+      _download(source, archive, data_set)
       downloaded = True
     else:
       source = os.path.expanduser(source)
       if not os.path.isfile(source):
         raise errors.DataSetError(
-            'no CIFAR-10 data set in %s and the archive source %s does not '
+            'no %s data set in %s and the archive source %s does not '
             'exist; put %s in %s, or point --data_source or $%s at a local '
-            'archive path or a mirror URL' % (data_dir, source, ARCHIVE_NAME,
-                                              data_dir, DATA_SOURCE_ENV))
+            'archive path or a mirror URL' % (
+                data_set.title, data_dir, source, data_set.archive,
+                data_dir, data_set.source_env))
       archive = source  # extract straight from the local file, no copy
   try:
-    if downloaded and source == DATA_URL and _md5(archive) != OFFICIAL_MD5:
+    if (downloaded and source == data_set.url and
+        _md5(archive) != data_set.md5):
       raise errors.DataSetError(
           '%s: md5 %s differs from the official %s (corrupt '
-          'download)' % (archive, _md5(archive), OFFICIAL_MD5))
-    _extract(archive, data_dir)
+          'download)' % (archive, _md5(archive), data_set.md5))
+    _extract(archive, data_dir, data_set)
   except NoRoomError:
     raise  # the archive is good (checked): kept for the next run
   except errors.DataSetError:
@@ -319,48 +395,3 @@ def _fetch(data_dir, url, batches_dir):
     raise
   return batches_dir
 
-
-ORIGINAL_SIZE = 32         # side of the images in the files
-
-
-NUM_CHANNELS = 3
-
-
-NUM_CLASSES = 10
-
-
-NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = 50000
-
-
-NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = 10000
-
-
-CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
-               'horse', 'ship', 'truck')
-
-
-LABEL_BYTES = 1
-
-
-IMAGE_BYTES = ORIGINAL_SIZE * ORIGINAL_SIZE * NUM_CHANNELS   # 3072
-
-
-RECORD_BYTES = LABEL_BYTES + IMAGE_BYTES                     # 3073
-
-
-RECORDS_PER_FILE = 10000
-
-
-FILE_BYTES = RECORD_BYTES * RECORDS_PER_FILE                 # 30,730,000
-
-
-OFFICIAL_MD5 = 'c32a1d4ab5d03f1284b67883e8d87530'
-
-
-BATCHES_DIR = 'cifar-10-batches-bin'
-
-
-TRAIN_FILES = tuple('data_batch_%d.bin' % i for i in range(1, 6))
-
-
-TEST_FILE = 'test_batch.bin'

@@ -1,6 +1,7 @@
 """The training set on the compute device, each batch made inside the graph.
 
-  feed = DeviceInput(data_dir, batch_size, seed, strategy)
+  feed = DeviceInput(data_dir, batch_size, seed, strategy, data_set)
+  feed, iterator = make_feed(...)      either feed, as a training run has it
   batch = feed.next_batch(step)          cross-replica: records, indices, step
   images, labels = feed.replica_batch(batch)   in replica context
 
@@ -21,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 import cifar10_input
-from cifar10_toolkit import dataset
+import data_sets
 from cifar10_toolkit import errors
 
 
@@ -48,26 +49,31 @@ class DeviceInput:
   """
 
   def __init__(self, data_dir, batch_size, seed, strategy=None,
-               records=None):
+               records=None, data_set=None):
     """Loads the training records onto the devices.
 
     Args:
-      data_dir: folder holding cifar-10-batches-bin.
+      data_dir: folder holding the extracted data set.
       batch_size: examples per replica.
       seed: int seed of the run (the one given to distorted_inputs).
       strategy: the tf.distribute strategy (default: the current one).
-      records: optional uint8 [N, 3073] records to use instead of reading
-        data_dir's (e.g. to trace the training functions, tools/gpu_audit.py).
+      records: optional uint8 [N, record bytes] records to use instead of
+        reading data_dir's (e.g. to trace the training functions,
+        tools/gpu_audit.py).
+      data_set: the DataSet (default: cifar10_input's, CIFAR-10).
 
     Raises:
       ValueError, errors.DataSetError: as distorted_inputs.
     """
     cifar10_input.check_batch_size(batch_size)
     strategy = strategy or tf.distribute.get_strategy()
+    self.data_set = data_set = data_set or data_sets.CIFAR10
+    record = data_set.record_bytes
     if records is None:
-      words = load_words(cifar10_input.training_files(data_dir))
+      words = load_words(cifar10_input.training_files(data_dir, data_set),
+                         record)
     else:
-      words = to_words(records)
+      words = to_words(records, record)
     self.num_examples = int(words.shape[0])
     self.batch_size = batch_size
     self.global_batch = batch_size * strategy.num_replicas_in_sync
@@ -133,7 +139,8 @@ class DeviceInput:
     for k in range(slices):
       start = lo + k * size
       images, labels = cifar10_input.decode_records(from_words(tf.gather(
-          records, indices[start:start + size])))
+          records, indices[start:start + size]), self.data_set.record_bytes),
+                                                    self.data_set)
       parts.append((cifar10_input.distort_images(
           images, tf.stack([self.seed, step]), self.global_batch, start),
                     labels))
@@ -145,16 +152,18 @@ class DeviceInput:
 _WORD = 4  # bytes
 
 
-def to_words(records):
-  """uint8 [N, 3073] records as int32 [N, 769] words (zero-padded)."""
-  pad = -dataset.RECORD_BYTES % _WORD
+def to_words(records, record_bytes):
+  """uint8 [N, record_bytes] records as int32 words (zero-padded; CIFAR-10:
+  [N, 3073] as [N, 769])."""
+  pad = -record_bytes % _WORD
   padded = tf.pad(records, [[0, 0], [0, pad]])
-  words = (dataset.RECORD_BYTES + pad) // _WORD
+  words = (record_bytes + pad) // _WORD
   return tf.bitcast(tf.reshape(padded, [-1, words, _WORD]), tf.int32)
 
 
-def load_words(filenames, chunk=1000):
-  """to_words(cifar10_input.load_records(filenames)), read with less memory.
+def load_words(filenames, record_bytes, chunk=1000):
+  """to_words(cifar10_input.load_records(filenames), record_bytes), read
+  with less memory.
 
   The files are read, chunk records at a time, into one zero-padded NumPy
   buffer that the returned tensor shares (DLPack, no copy): the training
@@ -163,30 +172,31 @@ def load_words(filenames, chunk=1000):
 
   Args:
     filenames: fixed-length record files, in order (checked by the caller).
+    record_bytes: the size of a record.
     chunk: records read at a time.
 
   Returns:
-    int32 [N, 769] words on the host.
+    int32 [N, words] words on the host.
 
   Raises:
     errors.DataSetError: a file shorter than when it was checked.
   """
-  counts = [os.path.getsize(f) // dataset.RECORD_BYTES for f in filenames]
-  pad = -dataset.RECORD_BYTES % _WORD
-  buf = _aligned_zeros([sum(counts), dataset.RECORD_BYTES + pad])
+  counts = [os.path.getsize(f) // record_bytes for f in filenames]
+  pad = -record_bytes % _WORD
+  buf = _aligned_zeros([sum(counts), record_bytes + pad])
   row = 0
   for path, count in zip(filenames, counts):
     with open(path, 'rb') as f:
       for start in range(0, count, chunk):
         n = min(chunk, count - start)
-        data = f.read(n * dataset.RECORD_BYTES)
-        if len(data) != n * dataset.RECORD_BYTES:
+        data = f.read(n * record_bytes)
+        if len(data) != n * record_bytes:
           raise errors.DataSetError(
               '%s ended at byte %d while it was read (it had %d records '
-              'when checked)' % (path, start * dataset.RECORD_BYTES +
-                                 len(data), count))
-        buf[row:row + n, :dataset.RECORD_BYTES] = np.frombuffer(
-            data, np.uint8).reshape(n, dataset.RECORD_BYTES)
+              'when checked)' % (path, start * record_bytes + len(data),
+                                 count))
+        buf[row:row + n, :record_bytes] = np.frombuffer(
+            data, np.uint8).reshape(n, record_bytes)
         row += n
   return tf.experimental.dlpack.from_dlpack(buf.view(np.int32).__dlpack__())
 
@@ -201,10 +211,23 @@ def _aligned_zeros(shape, alignment=64):
   return raw[start:start + size].reshape(shape)
 
 
-def from_words(words):
-  """to_words undone: int32 [N, 769] -> uint8 [N, 3073]."""
+def from_words(words, record_bytes):
+  """to_words undone: int32 [N, words] -> uint8 [N, record_bytes]."""
   return tf.reshape(tf.bitcast(words, tf.uint8), [tf.shape(words)[0], -1]
-                    )[:, :dataset.RECORD_BYTES]
+                    )[:, :record_bytes]
+
+
+def make_feed(data_dir, batch_size, seed, strategy, on_device, data_set,
+              start_step=0):
+  """(feed, iterator) of a training run: a DeviceInput and None when
+  on_device, else a DatasetFeed and the distributed iterator of
+  cifar10_input.distorted_inputs from start_step."""
+  if on_device:
+    return DeviceInput(data_dir, batch_size, seed, strategy,
+                       data_set=data_set), None
+  return DatasetFeed(), iter(strategy.distribute_datasets_from_function(
+      lambda ctx: cifar10_input.distorted_inputs(
+          data_dir, batch_size, seed, start_step, ctx, data_set)))
 
 
 class DatasetFeed:

@@ -1,10 +1,10 @@
 """Evaluating convnet checkpoints: what cifar10_eval.py runs and reports.
 
-  evaluator = Evaluator(data_dir, eval_data, num_examples)
+  evaluator = Evaluator(data_dir, eval_data, num_examples, data_set)
   path, step, content = newest_readable(evaluator, checkpoint_dir, done,
                                        reported)
   precision, confusion, seen = evaluator.evaluate()
-  report(precision, confusion, seen, step, path, writer, content)   the
+  report(precision, confusion, seen, step, path, writer, content, names) the
       console's lines, 'Precision @ 1', the confusion matrix as an image and
       a table, the checkpoint's path and content_id
   join_training_row(checkpoint_dir, writer, joined)        the training run's
@@ -26,32 +26,37 @@ import cifar10_input
 import convnet
 from cifar10_toolkit import checkpoints
 from cifar10_toolkit import console
-from cifar10_toolkit import dataset
 from cifar10_toolkit import summaries
 
 EVAL_BATCH_SIZE = 500
 PRECISION_TAG = 'Precision @ 1'
 CHECKPOINT_TAG = 'checkpoint'
 MAX_INDEX_BYTES = 1 << 24  # read of a checkpoint's .index, at most
+MAX_COUNTED = 20  # the confusion image writes counts up to this many classes
 
 
 class Evaluator:
   """Restores checkpoints into one model and counts top-1 hits."""
 
-  def __init__(self, data_dir, eval_data, num_examples, raw_weights=False,
-               dataset=None):
-    """dataset: batches to use instead of data_dir's (tools/gpu_audit.py)."""
-    self.model = convnet.ConvNet()
+  def __init__(self, data_dir, eval_data, num_examples, data_set,
+               raw_weights=False, batches=None):
+    """data_set: the dataset.DataSet the checkpoints must have been
+    trained on; batches: batches to use instead of data_dir's
+    (tools/gpu_audit.py)."""
+    self.data_set = data_set
+    self.model = convnet.ConvNet(
+        num_classes=data_set.num_classes,
+        image_size=cifar10_input.crop_size(data_set.image_shape[0]))
     self.state = convnet.TrainState(self.model)
     self.ckpt = tf.train.Checkpoint(model=self.model, state=self.state)
-    self.dataset = dataset or cifar10_input.inputs(
-        eval_data == 'test', data_dir, EVAL_BATCH_SIZE)
+    self.dataset = batches or cifar10_input.inputs(
+        eval_data == 'test', data_dir, EVAL_BATCH_SIZE, data_set=data_set)
     self.num_examples = num_examples
     self.raw_weights = raw_weights
 
   @tf.function
   def predict(self, images):
-    """Top-1 classes (int32 [batch]) of float32 images [batch, 24, 24, 3]."""
+    """Top-1 classes (int32 [batch]) of float32 crops [batch, 24, 24, 3]."""
     logits, _ = convnet.inference(self.model, images)
     return tf.argmax(logits, axis=1, output_type=tf.int32)
 
@@ -61,7 +66,7 @@ class Evaluator:
     Returns:
       The checkpoint's global step.
     """
-    checkpoints.restore(self.ckpt, path)
+    checkpoints.restore(self.ckpt, path, data_set=self.data_set.name)
     return self.after_restore()
 
   def after_restore(self):
@@ -74,10 +79,11 @@ class Evaluator:
     """Runs num_examples examples (at most the set's size) once each.
 
     Returns:
-      (precision @ 1, confusion matrix int [10, 10]: rows true, columns
-      predicted, examples counted).
+      (precision @ 1, confusion matrix int [classes, classes]: rows true,
+      columns predicted, examples counted).
     """
-    confusion = np.zeros((convnet.NUM_CLASSES, convnet.NUM_CLASSES), np.int64)
+    n = self.data_set.num_classes
+    confusion = np.zeros((n, n), np.int64)
     seen = 0
     for images, labels in self.dataset:
       take = min(self.num_examples - seen, int(labels.shape[0]))
@@ -89,12 +95,14 @@ class Evaluator:
     return np.trace(confusion) / max(seen, 1), confusion, seen
 
 
-def confusion_image(confusion, step, precision):
+def confusion_image(confusion, step, precision, names):
   """The confusion matrix as a labelled picture (matplotlib, loaded here only).
 
   Rows are the true classes, columns the predicted ones, both named; each cell
-  shows its count, shaded by its share of the row (the colour bar gives the
-  scale); the title gives the step and the precision.
+  shows its count (up to MAX_COUNTED classes; beyond, the shading alone),
+  shaded by its share of the row (the colour bar gives the scale); the
+  title gives the step and the precision. The picture grows with the
+  classes, so that 100 names stay legible.
 
   Returns:
     uint8 [1, height, width, 4] (RGBA), for tf.summary.image.
@@ -103,20 +111,23 @@ def confusion_image(confusion, step, precision):
   matplotlib.use('Agg')
   from matplotlib import figure as mfigure
   from matplotlib.backends.backend_agg import FigureCanvasAgg
-  names = dataset.CLASS_NAMES
   rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-  fig = mfigure.Figure(figsize=(7.2, 6.2), dpi=100)
+  n = len(names)
+  inches = max(1.0, n / 10.0) ** 0.75  # 7.2 x 6.2 for 10; 5.6x for 100
+  fig = mfigure.Figure(figsize=(7.2 * inches, 6.2 * inches), dpi=100)
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
   shown = ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
-  ax.set_xticks(range(len(names)), names, rotation=45, ha='right')
-  ax.set_yticks(range(len(names)), names)
+  small = {} if n <= MAX_COUNTED else {'fontsize': 6}
+  ax.set_xticks(range(n), names, rotation=45 if n <= MAX_COUNTED else 90,
+                ha='right' if n <= MAX_COUNTED else 'center', **small)
+  ax.set_yticks(range(n), names, **small)
   ax.set_xlabel('predicted class')
   ax.set_ylabel('true class')
   ax.set_title('Confusion matrix at step %d: precision @ 1 = %.3f (%d '
                'examples)' % (step, precision, confusion.sum()), fontsize=10)
-  for i in range(len(names)):
-    for j in range(len(names)):
+  for i in range(n if n <= MAX_COUNTED else 0):
+    for j in range(n):
       ax.text(j, i, str(confusion[i, j]), ha='center', va='center',
               fontsize=7, color='white' if rows[i, j] > 0.5 else 'black')
   fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04,
@@ -126,9 +137,8 @@ def confusion_image(confusion, step, precision):
   return np.asarray(fig.canvas.buffer_rgba())[None]
 
 
-def confusion_markdown(confusion):
+def confusion_markdown(confusion, names):
   """The confusion matrix as a Markdown table (TensorBoard's Text tab)."""
-  names = dataset.CLASS_NAMES
   lines = ['| true \\ predicted | ' + ' | '.join(names) + ' | recall |',
            '|---' * (len(names) + 2) + '|']
   for i, name in enumerate(names):
@@ -150,7 +160,7 @@ def content_id(path):
     return None
 
 
-def report(precision, confusion, seen, step, path, writer, content=None):
+def report(precision, confusion, seen, step, path, writer, content, names):
   """Prints the tutorial's line and per-class figures; writes summaries
   (with the checkpoint's path and content_id, for evaluated_steps)."""
   print('%s: precision @ 1 = %.3f' % (console.now(), precision), flush=True)
@@ -159,20 +169,22 @@ def report(precision, confusion, seen, step, path, writer, content=None):
   actual = confusion.sum(axis=1)
   print('  checkpoint %s (step %d), %d examples' % (path, step, seen))
   print('  %-12s %9s %9s' % ('class', 'precision', 'recall'))
-  for i, name in enumerate(dataset.CLASS_NAMES):
+  for i, name in enumerate(names):
     print('  %-12s %9.3f %9.3f' % (name, hits[i] / max(predicted[i], 1),
                                    hits[i] / max(actual[i], 1)))
   sys.stdout.flush()
   with writer.as_default():
     tf.summary.scalar(PRECISION_TAG, precision, step=step)
     tf.summary.image(
-        'confusion_matrix', confusion_image(confusion, step, precision),
+        'confusion_matrix', confusion_image(confusion, step, precision,
+                                            names),
         step=step, description='rows: true class, columns: predicted class; '
         'each cell its count, shaded by its share of the row')
     tf.summary.text(CHECKPOINT_TAG, '%s (weights %s)' % (path, content),
                     step=step, description='the checkpoint evaluated, and '
                     'the md5 of its index (what tells its weights apart)')
-    tf.summary.text('confusion_matrix_table', confusion_markdown(confusion),
+    tf.summary.text('confusion_matrix_table', confusion_markdown(confusion,
+                                                                 names),
                     step=step, description='rows: true class, columns: '
                     'predicted class')
   writer.flush()
@@ -191,7 +203,8 @@ def newest_readable(evaluator, checkpoint_dir, done, reported):
     (path, step, content_id(path)), or (None, None, None) when there is
     nothing new to evaluate.
   """
-  path = checkpoints.resume(evaluator.ckpt, checkpoint_dir, skip=reported)
+  path = checkpoints.resume(evaluator.ckpt, checkpoint_dir, skip=reported,
+                            data_set=evaluator.data_set.name)
   content = path and content_id(path)
   if path is None or (path, content) == done:
     return None, None, None

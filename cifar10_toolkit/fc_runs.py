@@ -16,6 +16,7 @@ import time
 import tensorflow as tf
 
 import data_helpers
+import data_sets
 import two_layer_fc
 from cifar10_toolkit import checkpoints
 from cifar10_toolkit import config
@@ -48,10 +49,12 @@ class FCConfig:
 
 
 def resolve(flag_values):
-  """The FCConfig of parsed run_fc_model.py flags."""
+  """The FCConfig of parsed run_fc_model.py flags (the model trains on
+  CIFAR-10)."""
   values = {f.name: flag_values[f.name].value
             for f in dataclasses.fields(FCConfig)}
-  values.update(data_source=dataset.resolve_source(values['data_source']),
+  values.update(data_source=dataset.resolve_source(data_sets.CIFAR10,
+                                                   values['data_source']),
                 seed=config.draw_seed() if values['seed'] is None
                 else values['seed'])
   return FCConfig(**values)
@@ -64,7 +67,7 @@ def load(data_dir, data_source=None):
   try:
     data_helpers.find_format(data_dir)
   except errors.DataSetError:
-    run_control.fetch_data_set(data_dir, data_source)
+    run_control.fetch_data_set(data_dir, data_source, data_sets.CIFAR10)
   return data_helpers.load_data(data_dir)
 
 

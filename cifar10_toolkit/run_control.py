@@ -8,7 +8,8 @@
   record_stop_signals()       a signal during start-up is kept for the loop
   stop_votes / read_votes     stop and save requests, agreed by all workers
   ClosableConsole             stdout that a closed reader cannot stop
-  fetch_data_set(data_dir)    the data set in place, a signal ending it
+  fetch_data_set(data_dir, source, data_set)
+                              the data set in place, a signal ending it
   check_finite(losses, ...)   a NaN loss stops the run, naming its step
 
 Exit status: 0 done; 1 a data, checkpoint or usage problem, a NaN loss, a file
@@ -119,12 +120,12 @@ class ClosableConsole:
     return getattr(self._stream, name)
 
 
-def fetch_data_set(data_dir, source=None):
+def fetch_data_set(data_dir, source, data_set):
   """dataset.maybe_download_and_extract, a stop signal ending it at once:
   nothing half-downloaded or half-extracted is left (the status is the
   signal's)."""
   with signals_raise():
-    return dataset.maybe_download_and_extract(data_dir, source)
+    return dataset.maybe_download_and_extract(data_dir, source, data_set)
 
 
 def first_line(e):

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from cifar10_toolkit import checkpoints
-from cifar10_toolkit import dataset
+from cifar10_toolkit import folders
 from cifar10_toolkit import errors
 from cifar10_toolkit import run_control
 
@@ -48,7 +48,7 @@ def prepare_dir(path, flag, own=True):
     raise errors.UsageError(
         '%s %s is a symbolic link that leads nowhere (a loop, or '
         'its target %s is missing)' % (flag, path, os.readlink(path)))
-  made = dataset.new_folders(path)
+  made = folders.new_folders(path)
   try:
     os.makedirs(path, exist_ok=True)
     owner = os.stat(path).st_uid
@@ -72,7 +72,7 @@ def removed_if_empty(made):
   try:
     yield
   except BaseException:
-    dataset.remove_if_empty(made)
+    folders.remove_if_empty(made)
     raise
 
 
@@ -138,11 +138,13 @@ class TrainDirLock:
     return False
 
 
-def set_aside(train_dir, keep=()):
+def set_aside(train_dir, keep=(), keep_names=()):
   """Moves a previous run's files to train_dir/previous-<time>/ (--fresh).
 
   keep: folders left where they are if train_dir holds them (the data set:
-  --data_dir inside --train_dir)."""
+  --data_dir inside --train_dir); keep_names: entries of train_dir left
+  where they are (the data set's folder and archive, when data_dir is
+  train_dir)."""
   if not os.path.isdir(train_dir):
     return
   kept = [os.path.realpath(k) for k in keep]
@@ -153,7 +155,7 @@ def set_aside(train_dir, keep=()):
   entries = [e for e in os.listdir(train_dir)
              if not e.startswith(('previous-', checkpoints.WORKER_DIR_PREFIX))
              and e != checkpoints.LOCK_FILE and not holds_kept(e)
-             and e not in (dataset.BATCHES_DIR, dataset.ARCHIVE_NAME)]
+             and e not in keep_names]
   if not entries:
     return
   dest = os.path.join(train_dir, time.strftime('previous-%Y%m%d-%H%M%S'))

@@ -1,10 +1,12 @@
 """The trained convnet as a function of images: exported, loaded, served.
 
-  Classifier(model).serve(uint8 images)    probabilities, classes and class
+  Classifier(model, data_set).serve(uint8 images)   probabilities, classes
+                                           and class
                                            names (the serving signature);
                                            .metadata(): the class names and
                                            the input's form
-  restore_classifier(checkpoint_dir)       a Classifier with the newest
+  restore_classifier(checkpoint_dir, data_set)   a Classifier with the
+                                           newest
                                            readable checkpoint's weights
   export(classifier, export_dir)           a SavedModel, written whole or
                                            not at all
@@ -23,39 +25,42 @@ import tensorflow as tf
 import cifar10_input
 import convnet
 from cifar10_toolkit import checkpoints
-from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
 from cifar10_toolkit import run_control
 from cifar10_toolkit import run_folder
 
 
-INPUT = ('uint8 RGB images [N, 32, 32, 3] (CIFAR-10\'s size); a center 24x24 '
-         'crop and per-image standardization are done inside')
+INPUT = ('uint8 RGB images [N, %d, %d, %d] (%s\'s size); a center %dx%d crop '
+         'and per-image standardization are done inside')
 LABELS_FILE = 'labels.txt'  # the class names, one a line, in the assets
 
 
 class Classifier(tf.Module):
   """The trained model as a function of images: what export and classify use.
 
-  serve(images): uint8 RGB images [N, 32, 32, 3] -> {'probabilities':
-  float32 [N, 10], 'classes': int32 [N], 'class_names': string [N]}, with
-  the evaluator's central 24x24 crop and standardization inside. Exported
+  serve(images): uint8 images [N, height, width, channels] of the data
+  set's size (CIFAR-10: [N, 32, 32, 3]) -> {'probabilities': float32 [N,
+  classes], 'classes': int32 [N], 'class_names': string [N]}, with the
+  evaluator's central crop (24x24 of 32) and standardization inside. Exported
   as the SavedModel's 'serving_default' signature; 'metadata' returns the
   class names in the order of the probabilities' columns and what the
   input must be, and assets/labels.txt holds the names, one a line.
   """
 
-  def __init__(self, model, name='cifar10_classifier'):
+  def __init__(self, model, data_set, name='cifar10_classifier'):
     super().__init__(name=name)
     self.model = model
-    self.class_names = tf.constant(dataset.CLASS_NAMES)
+    self.class_names = tf.constant(data_set.class_names)
+    side = data_set.image_shape[0]
+    crop = cifar10_input.crop_size(side)
+    self.input_form = INPUT % (data_set.image_shape + (data_set.title, crop,
+                                                       crop))
+    self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec(
+        [None] + list(data_set.image_shape), tf.uint8, name='images')])
 
-  @tf.function(input_signature=[tf.TensorSpec(
-      [None, dataset.ORIGINAL_SIZE, dataset.ORIGINAL_SIZE,
-       dataset.NUM_CHANNELS], tf.uint8, name='images')])
-  def serve(self, images):
-    """Classifies uint8 RGB images [N, 32, 32, 3]: center 24x24 crop and
-    per-image standardization inside."""
+  def _serve(self, images):
+    """Classifies uint8 images [N, height, width, channels]: center crop
+    and per-image standardization inside."""
     logits, _ = convnet.inference(
         self.model, cifar10_input.central_crop_and_standardize(images))
     classes = tf.argmax(logits, axis=1, output_type=tf.int32)
@@ -65,11 +70,13 @@ class Classifier(tf.Module):
   @tf.function(input_signature=[])
   def metadata(self):
     """The class names (the probabilities' columns) and the input's form."""
-    return {'class_names': self.class_names, 'input': tf.constant(INPUT)}
+    return {'class_names': self.class_names,
+            'input': tf.constant(self.input_form)}
 
 
-def restore_classifier(checkpoint_dir, raw_weights=False):
-  """A Classifier with the newest readable checkpoint's weights.
+def restore_classifier(checkpoint_dir, data_set, raw_weights=False):
+  """A Classifier with the newest readable checkpoint's weights, which must
+  have been trained on data_set (a dataset.DataSet).
 
   Returns:
     (classifier, checkpoint path, global step).
@@ -77,15 +84,17 @@ def restore_classifier(checkpoint_dir, raw_weights=False):
   Raises:
     errors.UsageError: no checkpoint, or none that reads.
   """
-  model = convnet.ConvNet()
+  model = convnet.ConvNet(
+      num_classes=data_set.num_classes,
+      image_size=cifar10_input.crop_size(data_set.image_shape[0]))
   state = convnet.TrainState(model)
   path = checkpoints.resume(tf.train.Checkpoint(model=model, state=state),
-                          checkpoint_dir)
+                            checkpoint_dir, data_set=data_set.name)
   if path is None:
     raise errors.UsageError('no checkpoint in %s' % checkpoint_dir)
   if not raw_weights:
     convnet.use_moving_averages(model, state)
-  return Classifier(model), path, int(state.global_step)
+  return Classifier(model, data_set), path, int(state.global_step)
 
 
 EXPORT_TMP_PREFIX = '.export-'
@@ -138,7 +147,8 @@ def export(classifier, export_dir):
     with run_control.signals_raise():
       path = os.path.join(labels, LABELS_FILE)
       with open(path, 'x') as f:
-        f.write('\n'.join(dataset.CLASS_NAMES) + '\n')
+        f.write('\n'.join(n.decode() for n in
+                          classifier.class_names.numpy()) + '\n')
       classifier.labels_file = tf.saved_model.Asset(path)
       tf.saved_model.save(classifier, tmp, signatures={
           'serving_default': classifier.serve,

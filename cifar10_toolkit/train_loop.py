@@ -26,17 +26,16 @@ from cifar10_toolkit import checkpoints
 from cifar10_toolkit import console
 from cifar10_toolkit import dataset
 from cifar10_toolkit import device_input
+from cifar10_toolkit import grad_ops
 from cifar10_toolkit import run_control
 from cifar10_toolkit import run_folder
+from cifar10_toolkit import run_record
 from cifar10_toolkit import summaries
 
 # A call into the graph takes at most about this long (fewer steps than
 # --steps_per_loop when steps are slow, e.g. float16 emulated on a CPU), so
 # that a stop signal or a due checkpoint waits no longer.
 CALL_SECS = 10
-# The convnet's schedule constants, shown in HParams beside the run's values.
-SCHEDULE = ('INITIAL_LEARNING_RATE', 'LEARNING_RATE_DECAY_FACTOR',
-            'NUM_EPOCHS_PER_DECAY', 'MOVING_AVERAGE_DECAY')
 
 
 def write_summaries(out, model, state, step, steps_per_sec):
@@ -115,7 +114,7 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   def second_half(out):
     with tf.name_scope('train_step'):
       return convnet.update(model, state, out, global_batch,
-                            convnet.all_reduce(out))
+                            grad_ops.all_reduce(out))
 
   if not jit_compile:
     replica_step = whole_step
@@ -214,9 +213,12 @@ def train(config, strategy=None, is_chief=True, worker_dir=None,
     held.enter_context(run_folder.removed_if_empty(made))
     if is_chief:
       held.enter_context(run_folder.TrainDirLock(config.train_dir))
-    run_control.fetch_data_set(config.data_dir, config.data_source)
+    run_control.fetch_data_set(config.data_dir, config.data_source,
+                               config.data_set)
     if config.fresh and is_chief:
-      run_folder.set_aside(config.train_dir, keep=[config.data_dir])
+      run_folder.set_aside(config.train_dir, keep=[config.data_dir],
+                           keep_names=(config.data_set.folder,
+                                       config.data_set.archive))
     run = _setup(config, strategy, is_chief, worker_dir)
     return _loop(run, on_call or (lambda step, warm: None)) if run else 0
 
@@ -341,35 +343,34 @@ class _Run:
 def _setup(config, strategy, is_chief, worker_dir):
   """The model, resumed; the input; the graph functions; the run's summary
   writer and HParams; the start line. None when max_steps is reached."""
+  data_set = config.data_set
   with strategy.scope():
-    model = convnet.ConvNet(config.seed)
+    model = convnet.ConvNet(config.seed, data_set.num_classes,
+                            cifar10_input.crop_size(data_set.image_shape[0]))
     state = convnet.TrainState(model, config.seed,
                                tf.as_dtype(config.precision),
-                               config.global_batch)
+                               config.global_batch, config.schedule)
   ckpt = tf.train.Checkpoint(model=model, state=state)
-  latest = checkpoints.resume(ckpt, config.train_dir, repair=is_chief)
-  if latest:
-    config = config.resumed(int(state.seed.numpy()))  # (its own seed)
+  latest = checkpoints.resume(ckpt, config.train_dir, repair=is_chief,
+                              data_set=data_set.name)
+  if latest:  # (its own seed; notes on a changed schedule)
+    config = config.resumed(int(state.seed.numpy()), latest)
     if config.keeps_global_batch(int(state.global_batch.numpy()), latest):
       state.global_batch.assign(config.global_batch)  # --allow_new_batch
     print('Resuming from %s at step %d' % (latest,
                                           int(state.global_step.numpy())))
   _, manager = checkpoints.checkpoint_manager(
-      config.train_dir if is_chief else worker_dir, model=model, state=state)
+      config.train_dir if is_chief else worker_dir, model=model, state=state,
+      record=run_record.RunRecord(data_set.name, config.schedule._asdict()))
   start = int(state.global_step.numpy())
   if start >= config.max_steps:
     print('Step %d already reached max_steps %d; nothing to do' %
           (start, config.max_steps))
     return None
 
-  if config.data_on_device:
-    feed, iterator = device_input.DeviceInput(
-        config.data_dir, config.batch_size, config.seed, strategy), None
-  else:
-    feed = device_input.DatasetFeed()
-    iterator = iter(strategy.distribute_datasets_from_function(
-        lambda ctx: cifar10_input.distorted_inputs(
-            config.data_dir, config.batch_size, config.seed, start, ctx)))
+  feed, iterator = device_input.make_feed(
+      config.data_dir, config.batch_size, config.seed, strategy,
+      config.data_on_device, data_set, start)
   train_loop, summary_step = make_train_loop(
       strategy, model, state, config.global_batch, feed, config.jit_compile,
       config.slices)
@@ -381,9 +382,7 @@ def _setup(config, strategy, is_chief, worker_dir):
     write_summaries(out, model, state, step, rate)
 
   if is_chief:
-    values = config.hparams(
-        [(name.lower(), getattr(convnet, name)) for name in SCHEDULE],
-        dataset.fingerprint(config.data_dir))
+    values = config.hparams(dataset.fingerprint(config.data_dir, data_set))
     trial_id = '%s seed %d' % (os.path.abspath(config.train_dir),
                                config.seed)
     summaries.save_run_hparams(config.train_dir, values, trial_id)

@@ -67,6 +67,10 @@ def real_archive():
   return None
 
 
+from data_sets import CIFAR10  # noqa: E402
+RECORDS_PER_FILE = CIFAR10.file_records(CIFAR10.test_files[0])
+FILE_BYTES = RECORDS_PER_FILE * CIFAR10.record_bytes
+
 CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
            'horse', 'ship', 'truck']
 
@@ -143,7 +147,7 @@ def real_data_dir(tmp_path_factory):
                 'path of cifar-10-binary.tar.gz')
   from cifar10_toolkit import dataset
   d = str(tmp_path_factory.mktemp('cifar_real'))
-  dataset.maybe_download_and_extract(d, archive)
+  dataset.maybe_download_and_extract(d, archive, CIFAR10)
   return d
 
 

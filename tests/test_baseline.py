@@ -40,7 +40,7 @@ def test_the_weights_after_50_steps_are_as_recorded(name, data_dir, tmp_path):
   got = baseline.digest(baseline.train(conftest.ROOT, name, data_dir,
                                        str(tmp_path / 'train')))
   want = RECORDED['runs'][name]
-  assert sorted(got) == sorted(want)
+  assert set(want) <= set(got)  # (a checkpoint may record more now)
   if baseline.cpu_model() == RECORDED['cpu']:
     differ = [k for k in want if got[k][0] != want[k][0]]
     assert not differ, 'not bitwise equal: %s' % differ

@@ -6,6 +6,8 @@ import re
 
 import numpy as np
 import pytest
+
+from data_sets import CIFAR10
 import tensorflow as tf
 
 import cifar10_classify
@@ -17,15 +19,15 @@ from cifar10_toolkit import evaluation
 
 
 def _test_images(data_dir):
-  raw = np.fromfile(os.path.join(data_dir, dataset.BATCHES_DIR,
-                                 dataset.TEST_FILE), np.uint8)
-  raw = raw.reshape(-1, dataset.RECORD_BYTES)
+  raw = np.fromfile(os.path.join(data_dir, CIFAR10.folder,
+                                 CIFAR10.test_files[0]), np.uint8)
+  raw = raw.reshape(-1, CIFAR10.record_bytes)
   images = raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return np.ascontiguousarray(images), raw[:, 0].astype(np.int32)
 
 
 def _evaluator_predictions(data_dir, checkpoint_dir):
-  ev = evaluation.Evaluator(data_dir, 'test', 10000)
+  ev = evaluation.Evaluator(data_dir, 'test', 10000, CIFAR10)
   ev.restore(tf.train.latest_checkpoint(checkpoint_dir))
   precision, _, _ = ev.evaluate()
   images, _ = _test_images(data_dir)
@@ -49,7 +51,7 @@ def test_exported_model_predicts_as_the_evaluator(shared_bin_dir, trained,
   np.testing.assert_allclose(out['probabilities'].numpy().sum(axis=1), 1,
                              rtol=1e-5)
   assert out['class_names'].numpy()[0].decode() == \
-      dataset.CLASS_NAMES[predicted[0]]
+      CIFAR10.class_names[predicted[0]]
   # never over an existing export
   status = run_control.run_main(cifar10_export.main, [
       '--checkpoint_dir', trained, '--export_dir', export_dir])
@@ -78,11 +80,10 @@ def test_classify_png_as_the_evaluator_does(shared_bin_dir, trained, tmp_path,
   for i, line in enumerate(out):
     m = re.match(r'^(.*): (\w+) (0\.\d{3}|1\.000), (\w+) (0\.\d{3})$', line)
     assert m and m.group(1) == paths[i], line
-    assert m.group(2) == dataset.CLASS_NAMES[predicted[i]]
+    assert m.group(2) == CIFAR10.class_names[predicted[i]]
 
 
 def test_classify_bad_files_one_line(trained, tmp_path, capsys):
-  assert cifar10_classify.SIZE == dataset.ORIGINAL_SIZE
   text = tmp_path / 'text.png'
   text.write_text('not an image')
   big = str(tmp_path / 'big.png')
@@ -108,13 +109,13 @@ def test_the_export_names_its_classes_and_its_input(trained, tmp_path):
                               export_dir]) == 0
   # the class names as an asset, one a line, in the probabilities' order
   with open(os.path.join(export_dir, 'assets', 'labels.txt')) as f:
-    assert f.read().splitlines() == list(dataset.CLASS_NAMES)
+    assert f.read().splitlines() == list(CIFAR10.class_names)
   loaded = tf.saved_model.load(export_dir)
   assert open(loaded.labels_file.asset_path.numpy().decode()).read(
-      ).splitlines() == list(dataset.CLASS_NAMES)
+      ).splitlines() == list(CIFAR10.class_names)
   meta = loaded.signatures['metadata']()
   assert [c.decode() for c in meta['class_names'].numpy()] == list(
-      dataset.CLASS_NAMES)
+      CIFAR10.class_names)
   assert meta['input'].numpy().decode().startswith(
       'uint8 RGB images [N, 32, 32, 3]')
   assert 'center 24x24 crop and per-image standardization' in meta[

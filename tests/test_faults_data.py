@@ -12,43 +12,45 @@ import pytest
 
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
+from data_sets import CIFAR10
+import conftest
 from conftest import ROOT, write_bin
 
-NAMES = dataset.TRAIN_FILES + (dataset.TEST_FILE,)
+NAMES = CIFAR10.train_files + (CIFAR10.test_files[0],)
 
 
 def _archive(path, sizes):
   """A cifar-10-binary.tar.gz whose data files are zeros of these sizes."""
   with tarfile.open(path, 'w:gz') as tar:
     for name in NAMES:
-      info = tarfile.TarInfo('%s/%s' % (dataset.BATCHES_DIR, name))
-      info.size = sizes.get(name, dataset.FILE_BYTES)
+      info = tarfile.TarInfo('%s/%s' % (CIFAR10.folder, name))
+      info.size = sizes.get(name, conftest.FILE_BYTES)
       tar.addfile(info, io.BytesIO(bytes(info.size)))
   return path
 
 
 def test_a_gzip_bomb_is_refused_before_anything_is_written(tmp_path):
   bomb = _archive(str(tmp_path / 'bomb.tar.gz'),
-                  {'data_batch_1.bin': 20 * dataset.FILE_BYTES})  # 615 MB
+                  {'data_batch_1.bin': 20 * conftest.FILE_BYTES})  # 615 MB
   assert os.path.getsize(bomb) < 5 * 10**6
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError) as e:
-    dataset.maybe_download_and_extract(data_dir, bomb)
+    dataset.maybe_download_and_extract(data_dir, bomb, CIFAR10)
   assert str(e.value) == (
       '%s: cifar-10-batches-bin/data_batch_1.bin is %d bytes, expected '
-      'exactly %d; nothing was extracted' % (bomb, 20 * dataset.FILE_BYTES,
-                                             dataset.FILE_BYTES))
+      'exactly %d; nothing was extracted' % (bomb, 20 * conftest.FILE_BYTES,
+                                             conftest.FILE_BYTES))
   assert not os.path.exists(data_dir)  # no half-written folder, no empty one
 
 
 def test_a_file_over_the_official_record_count_is_refused(tmp_path):
   write_bin(str(tmp_path), per_file=100)
-  path = os.path.join(str(tmp_path), dataset.BATCHES_DIR, 'data_batch_3.bin')
-  records = np.zeros((dataset.RECORDS_PER_FILE + 1, dataset.RECORD_BYTES),
+  path = os.path.join(str(tmp_path), CIFAR10.folder, 'data_batch_3.bin')
+  records = np.zeros((conftest.RECORDS_PER_FILE + 1, CIFAR10.record_bytes),
                      np.uint8)
   records.tofile(path)
   with pytest.raises(errors.DataSetError) as e:
-    dataset.maybe_download_and_extract(str(tmp_path))
+    dataset.maybe_download_and_extract(str(tmp_path), None, CIFAR10)
   assert str(e.value) == ('%s: 10001 records, more than the official 10000 a '
                           'file (a padded or repeated file)' % path)
 
@@ -66,7 +68,7 @@ def test_a_disk_that_fills_while_extracting_keeps_the_archive(tmp_path):
           'resource.setrlimit(resource.RLIMIT_FSIZE, (10 << 20, 10 << 20))\n'
           'from cifar10_toolkit import dataset, errors\n'
           'try:\n'
-          '  dataset.maybe_download_and_extract(%r, %r)\n'
+          '  dataset.maybe_download_and_extract(%r, %r, CIFAR10)\n'
           'except errors.DataSetError as e:\n'
           '  print(e)\n' % (ROOT, data_dir, 'file://' + good))
   p = subprocess.run([sys.executable, '-c', code], capture_output=True,
@@ -74,10 +76,10 @@ def test_a_disk_that_fills_while_extracting_keeps_the_archive(tmp_path):
   assert p.returncode == 0, p.stderr
   line = p.stdout.strip().splitlines()[-1]
   assert line.startswith('no room to extract %s into %s (' % (
-      os.path.join(data_dir, dataset.ARCHIVE_NAME), data_dir)), line
+      os.path.join(data_dir, CIFAR10.archive), data_dir)), line
   assert 'the archive is kept' in line
-  assert sorted(os.listdir(data_dir)) == [dataset.ARCHIVE_NAME]
-  assert os.path.getsize(os.path.join(data_dir, dataset.ARCHIVE_NAME)) == \
+  assert sorted(os.listdir(data_dir)) == [CIFAR10.archive]
+  assert os.path.getsize(os.path.join(data_dir, CIFAR10.archive)) == \
       os.path.getsize(good)
 
 

@@ -16,6 +16,7 @@ import pytest
 from cifar10_toolkit import dataset
 from cifar10_toolkit import download
 from cifar10_toolkit import errors
+from data_sets import CIFAR10
 from conftest import ROOT, train_args
 
 
@@ -74,7 +75,7 @@ def _huge(conn, done):
 
 def _fail(data_dir, url):
   with pytest.raises(errors.DataSetError) as e:
-    dataset.maybe_download_and_extract(data_dir, url)
+    dataset.maybe_download_and_extract(data_dir, url, CIFAR10)
   assert os.listdir(data_dir) == []  # no .partial, no archive
   return str(e.value)
 
@@ -121,7 +122,7 @@ def test_a_stop_during_a_download_leaves_no_partial_file(tmp_path, sig):
             data_dir, str(tmp_path / 't')) + ['--data_source', url],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    partial = os.path.join(data_dir, dataset.ARCHIVE_NAME + '.partial')
+    partial = os.path.join(data_dir, CIFAR10.archive + '.partial')
     while not os.path.exists(partial) and time.time() < deadline:
       time.sleep(0.2)
     assert os.path.exists(partial)

@@ -30,6 +30,7 @@ import run_fc_model
 from cifar10_toolkit import checkpoints
 from cifar10_toolkit import run_control
 from cifar10_toolkit import evaluation
+from data_sets import CIFAR10
 from conftest import (ROOT, free_ports, start_workers, train_args,
                       write_bin, write_py)
 
@@ -115,14 +116,14 @@ def test_signal_before_training_is_not_lost(shared_bin_dir, tmp_path):
 
 def _cut(path, records):
   with open(path, 'r+b') as f:
-    f.truncate(records * dataset.RECORD_BYTES)
+    f.truncate(records * CIFAR10.record_bytes)
 
 
 @pytest.mark.parametrize('script', ['cifar10_train.py', 'run_fc_model.py'])
 def test_cut_binary_file_is_named_before_training(tmp_path, script):
   d = str(tmp_path)
   write_bin(d, per_file=40)
-  path = os.path.join(d, dataset.BATCHES_DIR, 'data_batch_3.bin')
+  path = os.path.join(d, CIFAR10.folder, 'data_batch_3.bin')
   _cut(path, 20)
   p = subprocess.run([sys.executable, script, '--data_dir', d, '--train_dir',
                       str(tmp_path / 'run'), '--max_steps', '2'], cwd=ROOT,
@@ -137,14 +138,14 @@ def test_cut_binary_file_is_named_before_training(tmp_path, script):
 
 def test_official_counts_are_exact():
   check = dataset.check_record_counts
-  names = dataset.TRAIN_FILES
-  official = dict.fromkeys(names + (dataset.TEST_FILE,), 10000)
-  check('d', official, names, dataset.TEST_FILE)
+  names = CIFAR10.train_files
+  official = dict.fromkeys(names + (CIFAR10.test_files[0],), 10000)
+  check('d', official, CIFAR10)
   for name, n in [('data_batch_1.bin', 5000), ('data_batch_5.bin', 60000),
                   ('test_batch.bin', 9999)]:
     with pytest.raises(errors.DataSetError,
                        match=r'^d/%s: %d records' % (name, n)):
-      check('d', dict(official, **{name: n}), names, dataset.TEST_FILE)
+      check('d', dict(official, **{name: n}), CIFAR10)
 
 
 def _pickle_batch(path, data, labels):
@@ -348,7 +349,7 @@ def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
   good = open(data, 'rb').read()
   with open(data, 'r+b') as f:
     f.truncate(100)
-  ev = evaluation.Evaluator(shared_bin_dir, 'test', 200)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 200, CIFAR10)
   reported = {}
   path, step, content = evaluation.newest_readable(ev, d, None, reported)
   assert (path, step) == (os.path.join(d, 'ckpt-2'), 2)
@@ -390,12 +391,12 @@ def test_symlink_loop_as_train_dir(shared_bin_dir, tmp_path, capsys):
 
 
 def test_batches_folder_that_is_a_file(tmp_path, capsys):
-  (tmp_path / dataset.BATCHES_DIR).write_text('not a folder')
+  (tmp_path / CIFAR10.folder).write_text('not a folder')
   archive = str(tmp_path / 'archive.tar.gz')
   open(archive, 'wb').close()
   with pytest.raises(errors.DataSetError,
                      match=r'cifar-10-batches-bin: a file, not the data set'):
-    dataset.maybe_download_and_extract(str(tmp_path), archive)
+    dataset.maybe_download_and_extract(str(tmp_path), archive, CIFAR10)
   assert 'Extracting' not in capsys.readouterr().out  # nothing extracted
 
 

@@ -23,6 +23,7 @@ from cifar10_toolkit import hardware
 from cifar10_toolkit import config
 from cifar10_toolkit import cli
 from cifar10_toolkit import run_control
+from data_sets import CIFAR10
 from conftest import ROOT
 
 # The launches a step of the GPU configuration may make (the bound).
@@ -136,7 +137,7 @@ def test_defaults_from_a_device_description(device, want):
   # and through the flags, as the scripts resolve them
   def resolve(*argv):
     cli.parse(cifar10_train.FLAGS, list(argv))
-    return config.resolve(cifar10_train.FLAGS, device)
+    return config.resolve(cifar10_train.FLAGS, device, 1, CIFAR10, convnet.SCHEDULE)
   run = resolve()
   assert (run.precision, run.jit_compile, run.slices) == want
   assert run.data_on_device
@@ -242,7 +243,7 @@ def test_uniform_is_the_kernels_stateless_uniform():
 
 def test_records_as_words_round_trip():
   rng = np.random.default_rng(0)
-  records = rng.integers(0, 256, (5, dataset.RECORD_BYTES), np.uint8)
-  words = device_input.to_words(tf.constant(records))
+  records = rng.integers(0, 256, (5, CIFAR10.record_bytes), np.uint8)
+  words = device_input.to_words(tf.constant(records), CIFAR10.record_bytes)
   assert words.dtype == tf.int32 and words.shape == [5, 769]
-  np.testing.assert_array_equal(device_input.from_words(words), records)
+  np.testing.assert_array_equal(device_input.from_words(words, CIFAR10.record_bytes), records)

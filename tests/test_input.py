@@ -1,5 +1,6 @@
 """Tests of cifar10_input: fetching, verifying, extracting, and the pipelines."""
 
+import dataclasses
 import glob
 import io
 import os
@@ -13,8 +14,9 @@ import tensorflow as tf
 from cifar10_toolkit import dataset
 import cifar10_input as ci
 from cifar10_toolkit import device_input
-from cifar10_toolkit import cli
 from cifar10_toolkit import errors
+from data_sets import CIFAR10
+import conftest
 from conftest import write_bin
 
 
@@ -47,8 +49,8 @@ def test_decode_plane_order_red_then_green_then_blue():
 
 def test_load_records_reads_files_in_order(bin_dir):
   files = write_bin(bin_dir, per_file=30, seed=4)
-  names = dataset.TRAIN_FILES
-  paths = [os.path.join(bin_dir, dataset.BATCHES_DIR, n) for n in names]
+  names = CIFAR10.train_files
+  paths = [os.path.join(bin_dir, CIFAR10.folder, n) for n in names]
   records = ci.load_records(paths).numpy()
   want = np.concatenate([np.concatenate([files[n][1][:, None], files[n][0]], 1)
                          for n in names])
@@ -59,26 +61,26 @@ def test_load_records_reads_files_in_order(bin_dir):
 @pytest.mark.parametrize('chunk', [7, 1000])
 def test_load_words_is_to_words_of_load_records(bin_dir, chunk):
   write_bin(bin_dir, per_file=30, seed=4)
-  paths = [os.path.join(bin_dir, dataset.BATCHES_DIR, n)
-           for n in dataset.TRAIN_FILES]
-  words = device_input.load_words(paths, chunk=chunk)
+  paths = [os.path.join(bin_dir, CIFAR10.folder, n)
+           for n in CIFAR10.train_files]
+  words = device_input.load_words(paths, CIFAR10.record_bytes, chunk=chunk)
   assert words.dtype == tf.int32 and words.shape == (150, 769)
   np.testing.assert_array_equal(
-      words.numpy(), device_input.to_words(ci.load_records(paths)).numpy())
+      words.numpy(), device_input.to_words(ci.load_records(paths), CIFAR10.record_bytes).numpy())
 
 
 def test_load_words_names_a_file_cut_while_read(bin_dir, monkeypatch):
   write_bin(bin_dir, per_file=30)
-  paths = [os.path.join(bin_dir, dataset.BATCHES_DIR, n)
-           for n in dataset.TRAIN_FILES]
+  paths = [os.path.join(bin_dir, CIFAR10.folder, n)
+           for n in CIFAR10.train_files]
   sizes = {p: os.path.getsize(p) for p in paths}
   with open(paths[2], 'r+b') as f:  # cut after its size was taken
-    f.truncate(10 * dataset.RECORD_BYTES + 5)
+    f.truncate(10 * CIFAR10.record_bytes + 5)
   monkeypatch.setattr(os.path, 'getsize', sizes.get)
   with pytest.raises(errors.DataSetError, match=re.escape(
       '%s ended at byte %d while it was read (it had 30 records when '
-      'checked)' % (paths[2], 10 * dataset.RECORD_BYTES + 5))):
-    device_input.load_words(paths, chunk=10)
+      'checked)' % (paths[2], 10 * CIFAR10.record_bytes + 5))):
+    device_input.load_words(paths, CIFAR10.record_bytes, chunk=10)
 
 
 # --- evaluation input -------------------------------------------------------
@@ -129,9 +131,9 @@ def _find_crop(out, image):
 
 def test_distortions_are_crops_flips_and_affine_changes(bin_dir):
   files = write_bin(bin_dir, per_file=40, seed=2)
-  train = np.concatenate([files[n][0] for n in dataset.TRAIN_FILES])
+  train = np.concatenate([files[n][0] for n in CIFAR10.train_files])
   train_labels = np.concatenate(
-      [files[n][1] for n in dataset.TRAIN_FILES])
+      [files[n][1] for n in CIFAR10.train_files])
   images = _as_hwc(train)
   ds = ci.distorted_inputs(bin_dir, 50, seed=3)
   found = set()
@@ -244,20 +246,20 @@ def test_bad_batch_size(bin_dir, bad):
 
 @pytest.mark.parametrize('change', ['truncate', 'pad'])
 def test_truncated_or_padded_file(bin_dir, change):
-  path = os.path.join(bin_dir, dataset.BATCHES_DIR, 'data_batch_3.bin')
+  path = os.path.join(bin_dir, CIFAR10.folder, 'data_batch_3.bin')
   raw = open(path, 'rb').read()
   open(path, 'wb').write(raw[:-10] if change == 'truncate' else raw + b'\0')
   with pytest.raises(errors.DataSetError,
                      match='data_batch_3.bin.*whole number'):
     ci.distorted_inputs(bin_dir, 10)
   with pytest.raises(errors.DataSetError, match='data_batch_3.bin'):
-    dataset.maybe_download_and_extract(bin_dir)
+    dataset.maybe_download_and_extract(bin_dir, None, CIFAR10)
 
 
 def test_label_above_nine(bin_dir):
-  path = os.path.join(bin_dir, dataset.BATCHES_DIR, 'test_batch.bin')
+  path = os.path.join(bin_dir, CIFAR10.folder, 'test_batch.bin')
   raw = bytearray(open(path, 'rb').read())
-  raw[dataset.RECORD_BYTES * 5] = 12
+  raw[CIFAR10.record_bytes * 5] = 12
   open(path, 'wb').write(bytes(raw))
   with pytest.raises(errors.DataSetError,
                      match=r'test_batch.bin: record 5 has label byte 12'):
@@ -265,38 +267,38 @@ def test_label_above_nine(bin_dir):
 
 
 def test_no_data_and_no_way_to_fetch(tmp_path, monkeypatch):
-  monkeypatch.setenv(cli.DATA_SOURCE_ENV, 'http://127.0.0.1:9/cifar.tar.gz')
+  monkeypatch.setenv(CIFAR10.source_env, 'http://127.0.0.1:9/cifar.tar.gz')
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError) as e:
-    dataset.maybe_download_and_extract(data_dir)
+    dataset.maybe_download_and_extract(data_dir, None, CIFAR10)
   msg = str(e.value)
-  assert data_dir in msg and cli.DATA_SOURCE_ENV in msg and '\n' not in msg
+  assert data_dir in msg and CIFAR10.source_env in msg and '\n' not in msg
   assert not os.path.exists(data_dir)  # (made for the download: removed)
   with pytest.raises(errors.DataSetError, match='does not exist'):
     dataset.maybe_download_and_extract(data_dir,
-                                            str(tmp_path / 'nowhere.tar.gz'))
+                                            str(tmp_path / 'nowhere.tar.gz'), CIFAR10)
 
 
 # --- archives ---------------------------------------------------------------
 
 def _make_archive(path, label_fn=lambda i: i % 10, sizes=None, extra=None):
   """A full-size archive: 6 files of 10,000 records, zero pixels (fast gzip)."""
-  names = list(dataset.TRAIN_FILES) + [dataset.TEST_FILE]
+  names = list(CIFAR10.train_files) + [CIFAR10.test_files[0]]
   with tarfile.open(path, 'w:gz', compresslevel=1) as tar:
     for k, name in enumerate(names):
       records = np.zeros(
-          (dataset.RECORDS_PER_FILE, dataset.RECORD_BYTES), np.uint8)
+          (conftest.RECORDS_PER_FILE, CIFAR10.record_bytes), np.uint8)
       records[:,
-              0] = [label_fn(i) for i in range(dataset.RECORDS_PER_FILE)]
+              0] = [label_fn(i) for i in range(conftest.RECORDS_PER_FILE)]
       records[:, 1:] = k
       raw = records.tobytes()
       if sizes and name in sizes:
         raw = raw[:sizes[name]]
-      info = tarfile.TarInfo(dataset.BATCHES_DIR + '/' + name)
+      info = tarfile.TarInfo(CIFAR10.folder + '/' + name)
       info.size = len(raw)
       tar.addfile(info, io.BytesIO(raw))
-    meta = b'\n'.join(c.encode() for c in dataset.CLASS_NAMES)
-    info = tarfile.TarInfo(dataset.BATCHES_DIR + '/batches.meta.txt')
+    meta = b'\n'.join(c.encode() for c in CIFAR10.class_names)
+    info = tarfile.TarInfo(CIFAR10.folder + '/batches.meta.txt')
     info.size = len(meta)
     tar.addfile(info, io.BytesIO(meta))
   return path
@@ -305,52 +307,52 @@ def _make_archive(path, label_fn=lambda i: i % 10, sizes=None, extra=None):
 @pytest.fixture(scope='module')
 def good_archive(tmp_path_factory):
   return _make_archive(
-      str(tmp_path_factory.mktemp('arch') / dataset.ARCHIVE_NAME))
+      str(tmp_path_factory.mktemp('arch') / CIFAR10.archive))
 
 
 def _nothing_half_extracted(data_dir):
-  assert not os.path.exists(os.path.join(data_dir, dataset.BATCHES_DIR))
+  assert not os.path.exists(os.path.join(data_dir, CIFAR10.folder))
   assert glob.glob(os.path.join(data_dir, '.extract-*')) == []
 
 
 def test_extract_from_local_archive_path(tmp_path, good_archive):
-  out = dataset.maybe_download_and_extract(str(tmp_path), good_archive)
+  out = dataset.maybe_download_and_extract(str(tmp_path), good_archive, CIFAR10)
   assert sorted(os.listdir(out)) == sorted(
-      list(dataset.TRAIN_FILES) +
-      [dataset.TEST_FILE, 'batches.meta.txt'])
+      list(CIFAR10.train_files) +
+      [CIFAR10.test_files[0], 'batches.meta.txt'])
   assert glob.glob(str(tmp_path / '.extract-*')) == []
 
 
 def test_download_by_url_then_never_again(tmp_path, good_archive, monkeypatch,
                                           capsys):
   data_dir = str(tmp_path)
-  dataset.maybe_download_and_extract(data_dir, 'file://' + good_archive)
+  dataset.maybe_download_and_extract(data_dir, 'file://' + good_archive, CIFAR10)
   assert 'Downloading' in capsys.readouterr().out
-  assert os.path.isfile(os.path.join(data_dir, dataset.ARCHIVE_NAME))
+  assert os.path.isfile(os.path.join(data_dir, CIFAR10.archive))
   # The archive is present: removing the extracted folder re-extracts it
   # without fetching, even from an unreachable source.
   import shutil
-  shutil.rmtree(os.path.join(data_dir, dataset.BATCHES_DIR))
-  monkeypatch.setenv(cli.DATA_SOURCE_ENV, 'http://127.0.0.1:9/x.tar.gz')
-  dataset.maybe_download_and_extract(data_dir)
+  shutil.rmtree(os.path.join(data_dir, CIFAR10.folder))
+  monkeypatch.setenv(CIFAR10.source_env, 'http://127.0.0.1:9/x.tar.gz')
+  dataset.maybe_download_and_extract(data_dir, None, CIFAR10)
   assert 'Downloading' not in capsys.readouterr().out
 
 
 def test_environment_variable_selects_source(tmp_path, good_archive,
                                              monkeypatch):
-  monkeypatch.setenv(cli.DATA_SOURCE_ENV, good_archive)
-  assert os.path.isdir(dataset.maybe_download_and_extract(str(tmp_path)))
+  monkeypatch.setenv(CIFAR10.source_env, good_archive)
+  assert os.path.isdir(dataset.maybe_download_and_extract(str(tmp_path), None, CIFAR10))
 
 
 def test_official_url_checks_md5(tmp_path, good_archive, monkeypatch):
-  monkeypatch.setattr(dataset, 'DATA_URL', 'file://' + good_archive)
-  monkeypatch.delenv(cli.DATA_SOURCE_ENV, raising=False)
+  official = dataclasses.replace(CIFAR10, url='file://' + good_archive)
+  monkeypatch.delenv(CIFAR10.source_env, raising=False)
   with pytest.raises(errors.DataSetError,
                      match='md5 .* differs from the official'):
-    dataset.maybe_download_and_extract(str(tmp_path))
+    dataset.maybe_download_and_extract(str(tmp_path), None, official)
   _nothing_half_extracted(str(tmp_path))
   assert not os.path.exists(str(
-      tmp_path / dataset.ARCHIVE_NAME))  # bad download gone
+      tmp_path / CIFAR10.archive))  # bad download gone
 
 
 def test_corrupt_archive(tmp_path):
@@ -359,7 +361,7 @@ def test_corrupt_archive(tmp_path):
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError,
                      match='bad.tar.gz: not a readable gzip'):
-    dataset.maybe_download_and_extract(data_dir, str(bad))
+    dataset.maybe_download_and_extract(data_dir, str(bad), CIFAR10)
   _nothing_half_extracted(data_dir)
 
 
@@ -368,20 +370,20 @@ def test_cut_off_archive(tmp_path, good_archive):
   cut.write_bytes(open(good_archive, 'rb').read()[:50000])
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError, match='cut.tar.gz'):
-    dataset.maybe_download_and_extract(data_dir, str(cut))
+    dataset.maybe_download_and_extract(data_dir, str(cut), CIFAR10)
   _nothing_half_extracted(data_dir)
 
 
 def test_archive_with_short_file(tmp_path):
   arch = _make_archive(
       str(tmp_path / 'short.tar.gz'),
-      sizes={'data_batch_2.bin': dataset.FILE_BYTES - 3073})
+      sizes={'data_batch_2.bin': conftest.FILE_BYTES - 3073})
   data_dir = str(tmp_path / 'data')
   with pytest.raises(
       errors.DataSetError,
       match=r'short.tar.gz: cifar-10-batches-bin/data_batch_2.bin is 30726927 '
       r'bytes, expected exactly 30730000; nothing was extracted'):
-    dataset.maybe_download_and_extract(data_dir, arch)
+    dataset.maybe_download_and_extract(data_dir, arch, CIFAR10)
   _nothing_half_extracted(data_dir)
 
 
@@ -391,18 +393,18 @@ def test_archive_with_bad_label(tmp_path):
   data_dir = str(tmp_path / 'data')
   with pytest.raises(errors.DataSetError,
                      match=r'record 77 has label byte 10'):
-    dataset.maybe_download_and_extract(data_dir, arch)
+    dataset.maybe_download_and_extract(data_dir, arch, CIFAR10)
   _nothing_half_extracted(data_dir)
 
 
 # --- the real data set ------------------------------------------------------
 
 def test_real_data_set_counts(real_data_dir):
-  d = os.path.join(real_data_dir, dataset.BATCHES_DIR)
-  dataset.check_batches_bin(d, exact_size=True)
+  d = os.path.join(real_data_dir, CIFAR10.folder)
+  dataset.check_batches_bin(d, CIFAR10, exact_size=True)
   train = ci.load_records(
-      [os.path.join(d, n) for n in dataset.TRAIN_FILES])
-  test = ci.load_records([os.path.join(d, dataset.TEST_FILE)])
+      [os.path.join(d, n) for n in CIFAR10.train_files])
+  test = ci.load_records([os.path.join(d, CIFAR10.test_files[0])])
   assert train.shape == (50000, 3073) and test.shape == (10000, 3073)
   assert np.bincount(train[:, 0].numpy()).tolist() == [5000] * 10
   assert np.bincount(test[:, 0].numpy()).tolist() == [1000] * 10

@@ -18,6 +18,7 @@ from cifar10_toolkit import dataset
 from cifar10_toolkit import cli
 import cifar10_train
 import run_fc_model
+from data_sets import CIFAR10
 from conftest import ROOT, train_args
 from cifar10_toolkit import evaluation
 
@@ -101,7 +102,7 @@ def test_confusion_matrix_is_labelled_and_in_the_text_tab(
   assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50
   rows = [l for l in text.splitlines() if l.startswith('| **')]
   assert [re.match(r'\| \*\*(\w+)\*\*', r).group(1) for r in rows] == \
-      list(dataset.CLASS_NAMES)
+      list(CIFAR10.class_names)
   counts = [[int(c) for c in r.split('|')[2:12]] for r in rows]
   assert np.sum(counts) == 200 and np.sum(counts, axis=1).tolist() == [20] * 10
 
@@ -109,9 +110,9 @@ def test_confusion_matrix_is_labelled_and_in_the_text_tab(
 def test_confusion_image_shows_the_numbers(tmp_path):
   confusion = np.diag(np.arange(10) + 90)
   confusion[3, 5] = 7
-  a = evaluation.confusion_image(confusion, 1234, 0.987)
+  a = evaluation.confusion_image(confusion, 1234, 0.987, CIFAR10.class_names)
   b = evaluation.confusion_image(confusion * 0 + np.diag([100] * 10), 1234,
-                                   0.987)
+                                   0.987, CIFAR10.class_names)
   assert a.dtype == np.uint8 and a.shape[-1] == 4
   assert a.shape == b.shape and not np.array_equal(a, b)
 
@@ -137,9 +138,9 @@ def test_both_models_write_hparams(trained, shared_bin_dir, tmp_path):
   shown = [(h.name, h.display_name) for h in experiment.hparam_infos]
   assert [d for _, d in shown] == [
       'seed', 'precision', 'slices', 'xla', 'batch_size', 'replicas',
-      'steps_per_loop', 'max_steps', 'initial_learning_rate',
-      'learning_rate_decay_factor', 'num_epochs_per_decay',
-      'moving_average_decay', 'data_md5']
+      'steps_per_loop', 'max_steps', 'learning_rate', 'epochs_per_decay',
+      'decay_factor', 'moving_average_decay', 'train_size', 'dataset',
+      'data_md5']
   assert all(n == '%02d_%s' % (i + 1, d) for i, (n, d) in enumerate(shown))
   value = lambda name: start.hparams[dict(
       (d, n) for n, d in shown)[name]]
@@ -148,9 +149,11 @@ def test_both_models_write_hparams(trained, shared_bin_dir, tmp_path):
   assert value('steps_per_loop').number_value == 100
   assert value('precision').string_value == 'float32'
   assert value('max_steps').number_value == 4
-  assert value('initial_learning_rate').number_value == 0.1
+  assert value('learning_rate').number_value == 0.1
+  assert value('train_size').number_value == 50000
+  assert value('dataset').string_value == 'cifar10'
   assert value('data_md5').string_value == dataset.fingerprint(
-      shared_bin_dir)
+      shared_bin_dir, CIFAR10)
   assert {m.name.tag for m in experiment.metric_infos} == {
       'total_loss', 'Precision @ 1'}
   assert run_fc_model.main(['--data_dir', shared_bin_dir, '--train_dir',
@@ -165,7 +168,7 @@ def test_both_models_write_hparams(trained, shared_bin_dir, tmp_path):
 
 def test_fc_prints_the_effective_source_and_saved_paths(
     shared_bin_dir, tmp_path, monkeypatch, capsys):
-  monkeypatch.setenv(cli.DATA_SOURCE_ENV, '/some/archive.tar.gz')
+  monkeypatch.setenv(CIFAR10.source_env, '/some/archive.tar.gz')
   assert run_fc_model.main(['--data_dir', shared_bin_dir, '--train_dir',
                             str(tmp_path), '--max_steps', '2',
                             '--batch_size', '50']) == 0

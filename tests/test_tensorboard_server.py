@@ -26,6 +26,7 @@ import pytest
 import tensorflow as tf
 
 from cifar10_toolkit import dataset
+from data_sets import CIFAR10
 from conftest import ROOT
 
 LAYERS = ['conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
@@ -187,7 +188,7 @@ def test_text_tab_shows_the_confusion_table(server):
   assert entry['step'] == 3
   rows = re.findall(r'<tr>\s*<td><strong>(\w+)</strong></td>(.*?)</tr>',
                     entry['text'], re.S)
-  assert [name for name, _ in rows] == list(dataset.CLASS_NAMES)
+  assert [name for name, _ in rows] == list(CIFAR10.class_names)
   cells = [[html.unescape(c) for c in re.findall(r'<td>([^<]*)</td>', r)]
            for _, r in rows]
   counts = np.array([[int(c) for c in r[:10]] for r in cells])
@@ -255,7 +256,7 @@ def test_hparams_tab_joins_training_and_evaluation(server, runs):
   assert hp['seed'] == 5 and hp['batch_size'] == 64 and hp['replicas'] == 1
   assert hp['precision'] == runs['dtype']  # as the console said
   assert hp['xla'] is False and hp['max_steps'] == 3
-  assert hp['data_md5'] == dataset.fingerprint(runs['data_dir'])
+  assert hp['data_md5'] == dataset.fingerprint(runs['data_dir'], CIFAR10)
   assert isinstance(hp['slices'], float) and hp['slices'] >= 1
   assert 'None' not in {str(v) for v in hp.values()}
 

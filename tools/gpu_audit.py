@@ -61,7 +61,7 @@ import tensorflow as tf  # noqa: E402
 
 import cifar10_input  # noqa: E402
 import convnet  # noqa: E402
-from cifar10_toolkit import dataset  # noqa: E402
+import data_sets  # noqa: E402
 from cifar10_toolkit import device_input  # noqa: E402
 from cifar10_toolkit import evaluation  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
@@ -109,7 +109,7 @@ def trace(config, slices=1):
     state = convnet.TrainState(model, 0, config.dtype)
   global_batch = AUDIT_BATCH * config.replicas
   if config.on_device:
-    records = tf.zeros([4 * global_batch, dataset.RECORD_BYTES],
+    records = tf.zeros([4 * global_batch, data_sets.CIFAR10.record_bytes],
                        tf.uint8)
     feed = device_input.DeviceInput(None, AUDIT_BATCH, 0, strategy, records)
     iterator = None
@@ -146,9 +146,9 @@ def trace_serving():
     dict: 'eval_step', 'serve' -> ConcreteFunction.
   """
   size = cifar10_input.IMAGE_SIZE
-  evaluator = evaluation.Evaluator(None, 'test', 0,
-                                     dataset=tf.data.Dataset.range(0))
-  classifier = serving.Classifier(convnet.ConvNet())
+  evaluator = evaluation.Evaluator(None, 'test', 0, data_sets.CIFAR10,
+                                   batches=tf.data.Dataset.range(0))
+  classifier = serving.Classifier(convnet.ConvNet(), data_sets.CIFAR10)
   return {'eval_step': evaluator.predict.get_concrete_function(
       tf.TensorSpec([None, size, size, 3], tf.float32)),
           'serve': classifier.serve.get_concrete_function()}

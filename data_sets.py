@@ -1,0 +1,84 @@
+"""The data sets that ship, each described once: --dataset NAME picks one.
+
+  get(name)      the DataSet called name (an unknown name: errors.UsageError
+                 listing the choices)
+  NAMES          the choices, the default (the tutorial's CIFAR-10) first
+
+Each is a cifar10_toolkit.dataset.DataSet: the image shape, the classes and
+their names, the sizes of the official training and test sets, the files
+and their record layout, the official archive's URL and md5, and the
+environment variable that may name a local copy. Everything else (the
+input, the model's output layer, the schedule's epochs, evaluation, export,
+classify) takes its sizes from the DataSet a run is given. To add a data
+set stored in the same record layout, describe it here (docs/extending.md).
+"""
+
+from cifar10_toolkit import dataset
+from cifar10_toolkit import errors
+
+CIFAR10 = dataset.DataSet(
+    name='cifar10', title='CIFAR-10', image_shape=(32, 32, 3),
+    class_names=('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
+                 'frog', 'horse', 'ship', 'truck'),
+    train_size=50000, test_size=10000, folder='cifar-10-batches-bin',
+    train_files=tuple('data_batch_%d.bin' % i for i in range(1, 6)),
+    test_files=('test_batch.bin',), label_bytes=1, label_byte=0,
+    names_file='batches.meta.txt', archive='cifar-10-binary.tar.gz',
+    url='https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz',
+    md5='c32a1d4ab5d03f1284b67883e8d87530', source_env='CIFAR10_DATA_SOURCE')
+
+# CIFAR-100: a coarse-label byte, then a fine-label byte, then the image.
+CIFAR100 = dataset.DataSet(
+    name='cifar100', title='CIFAR-100', image_shape=(32, 32, 3),
+    class_names=(
+        'apple', 'aquarium_fish', 'baby', 'bear', 'beaver', 'bed', 'bee',
+        'beetle', 'bicycle', 'bottle', 'bowl', 'boy', 'bridge', 'bus',
+        'butterfly', 'camel', 'can', 'castle', 'caterpillar', 'cattle',
+        'chair', 'chimpanzee', 'clock', 'cloud', 'cockroach', 'couch',
+        'crab', 'crocodile', 'cup', 'dinosaur', 'dolphin', 'elephant',
+        'flatfish', 'forest', 'fox', 'girl', 'hamster', 'house', 'kangaroo',
+        'keyboard', 'lamp', 'lawn_mower', 'leopard', 'lion', 'lizard',
+        'lobster', 'man', 'maple_tree', 'motorcycle', 'mountain', 'mouse',
+        'mushroom', 'oak_tree', 'orange', 'orchid', 'otter', 'palm_tree',
+        'pear', 'pickup_truck', 'pine_tree', 'plain', 'plate', 'poppy',
+        'porcupine', 'possum', 'rabbit', 'raccoon', 'ray', 'road', 'rocket',
+        'rose', 'sea', 'seal', 'shark', 'shrew', 'skunk', 'skyscraper',
+        'snail', 'snake', 'spider', 'squirrel', 'streetcar', 'sunflower',
+        'sweet_pepper', 'table', 'tank', 'telephone', 'television', 'tiger',
+        'tractor', 'train', 'trout', 'tulip', 'turtle', 'wardrobe', 'whale',
+        'willow_tree', 'wolf', 'woman', 'worm'),
+    train_size=50000, test_size=10000, folder='cifar-100-binary',
+    train_files=('train.bin',), test_files=('test.bin',), label_bytes=2,
+    label_byte=1, names_file='fine_label_names.txt',
+    archive='cifar-100-binary.tar.gz',
+    url='https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz',
+    md5='03b5dce01913d631647c71ecec9e9cb8', source_env='CIFAR100_DATA_SOURCE')
+
+# The same files, classified into the 20 superclasses (the first byte).
+CIFAR100_COARSE = dataset.DataSet(**dict(
+    vars(CIFAR100), name='cifar100_coarse', title='CIFAR-100 (coarse)',
+    label_byte=0, names_file='coarse_label_names.txt',
+    class_names=(
+        'aquatic_mammals', 'fish', 'flowers', 'food_containers',
+        'fruit_and_vegetables', 'household_electrical_devices',
+        'household_furniture', 'insects', 'large_carnivores',
+        'large_man-made_outdoor_things', 'large_natural_outdoor_scenes',
+        'large_omnivores_and_herbivores', 'medium_mammals',
+        'non-insect_invertebrates', 'people', 'reptiles', 'small_mammals',
+        'trees', 'vehicles_1', 'vehicles_2')))
+
+_ALL = (CIFAR10, CIFAR100, CIFAR100_COARSE)
+NAMES = tuple(d.name for d in _ALL)
+
+
+def get(name):
+  """The DataSet that --dataset `name` picks.
+
+  Raises:
+    errors.UsageError: no data set has that name (the line lists them).
+  """
+  for d in _ALL:
+    if d.name == name:
+      return d
+  raise errors.UsageError('--dataset %r: unknown; choose one of %s' % (
+      name, ', '.join(NAMES)))
