@@ -40,9 +40,8 @@ flags.DEFINE_boolean('resize', False, 'take images of another size: the '
 flags.DEFINE_boolean('squash', False, "with --resize, scale the whole image "
                      "to the model's size whatever its aspect ratio, instead "
                      'of its centre square', flag_values=FLAGS)
-flags.DEFINE_enum('dataset', data_sets.NAMES[0], data_sets.NAMES, 'the data '
-                  'set the checkpoint was trained on (an export knows its '
-                  'own)', flag_values=FLAGS)
+cli.define_data_set_flag(FLAGS, data_sets.NAMES, data_sets.get,
+                         'the data set the checkpoint was trained on')
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__, 'IMAGE')  # -h, flag errors: before TF loads

@@ -45,7 +45,7 @@ flags.DEFINE_integer('num_examples', 10000, 'number of examples to run',
                      lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_boolean('run_once', False, 'evaluate the newest checkpoint once '
                      'and exit', flag_values=FLAGS)
-cli.define_data_flags(FLAGS, data_sets.NAMES)
+cli.define_data_flags(FLAGS, (data_sets.NAMES, data_sets.get))
 flags.DEFINE_boolean('raw_weights', False, 'evaluate the raw weights, not '
                      'their moving averages', flag_values=FLAGS)
 
@@ -75,6 +75,7 @@ def _evaluate():
     raise errors.UsageError('--checkpoint_dir %s does not exist'
                             % FLAGS.checkpoint_dir)
   data_set = data_sets.get(FLAGS.dataset)
+  run_record.check_folder(FLAGS.checkpoint_dir, data_set.name)  # (first)
   run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source, data_set)
   evaluator = evaluation.Evaluator(FLAGS.data_dir, FLAGS.eval_data,
                                    FLAGS.num_examples, data_set,

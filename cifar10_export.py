@@ -36,9 +36,8 @@ flags.DEFINE_string('export_dir', '/tmp/cifar10_model', 'the SavedModel '
                     'folder to create', flag_values=FLAGS)
 flags.DEFINE_boolean('raw_weights', False, 'export the raw weights, not '
                      'their moving averages', flag_values=FLAGS)
-flags.DEFINE_enum('dataset', data_sets.NAMES[0], data_sets.NAMES, 'the data '
-                  'set the checkpoint was trained on (its classes are the '
-                  "export's)", flag_values=FLAGS)
+cli.define_data_set_flag(FLAGS, data_sets.NAMES, data_sets.get,
+                         'the data set the checkpoint was trained on')
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads

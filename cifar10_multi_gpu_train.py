@@ -32,7 +32,8 @@ import data_sets
 from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
-cli.define_training_flags(FLAGS, data_sets.NAMES)  # cifar10_train.py's
+# cifar10_train.py's flags
+cli.define_training_flags(FLAGS, (data_sets.NAMES, data_sets.get))
 flags.DEFINE_integer('num_gpus', 1, 'how many GPUs to use; with fewer '
                      'present, a warning, and it runs on those there are',
                      lower_bound=1, flag_values=FLAGS)

@@ -30,7 +30,7 @@ from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
 # the tutorial's, shared with the multi-GPU script
-cli.define_training_flags(FLAGS, data_sets.NAMES)
+cli.define_training_flags(FLAGS, (data_sets.NAMES, data_sets.get))
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads

@@ -1,8 +1,10 @@
 """The data sets that ship, each described once: --dataset NAME picks one.
 
-  get(name)      the DataSet called name (an unknown name: errors.UsageError
-                 listing the choices)
-  NAMES          the choices, the default (the tutorial's CIFAR-10) first
+  get(name)      the DataSet called name, or the DATASET of a Python file
+                 (my_set.py) or module (my_set) of the user's; anything
+                 else is errors.UsageError listing the choices
+  NAMES          the names that ship, the default (the tutorial's CIFAR-10)
+                 first
 
 Each is a cifar10_toolkit.dataset.DataSet: the image shape, the classes and
 their names, the sizes of the official training and test sets, the files
@@ -12,6 +14,10 @@ input, the model's output layer, the schedule's epochs, evaluation, export,
 classify) takes its sizes from the DataSet a run is given. To add a data
 set stored in the same record layout, describe it here (docs/extending.md).
 """
+
+import importlib
+import importlib.util
+import os
 
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
@@ -72,13 +78,37 @@ NAMES = tuple(d.name for d in _ALL)
 
 
 def get(name):
-  """The DataSet that --dataset `name` picks.
+  """The DataSet that --dataset `name` picks: one that ships, or the
+  DATASET (a dataset.DataSet) that a Python file (a path ending in .py) or
+  an importable module of that name defines.
 
   Raises:
-    errors.UsageError: no data set has that name (the line lists them).
+    errors.UsageError: none of these (the line says why and lists the
+      choices).
   """
   for d in _ALL:
     if d.name == name:
       return d
-  raise errors.UsageError('--dataset %r: unknown; choose one of %s' % (
-      name, ', '.join(NAMES)))
+  choices = ('choose one of %s, or a Python file that defines DATASET (a '
+             'cifar10_toolkit.dataset.DataSet)' % ', '.join(NAMES))
+  try:
+    if name.endswith('.py'):
+      if not os.path.isfile(name):
+        raise errors.UsageError('%s: no such file; %s' % (name, choices))
+      spec = importlib.util.spec_from_file_location(
+          os.path.basename(name)[:-3], name)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+    else:
+      module = importlib.import_module(name)
+  except errors.UsageError:
+    raise
+  except ImportError:
+    raise errors.UsageError('%r: unknown; %s' % (name, choices))
+  except Exception as e:  # the user's file failed: say where
+    raise errors.UsageError('%s: %s: %s' % (name, type(e).__name__, e))
+  found = getattr(module, 'DATASET', None)
+  if not isinstance(found, dataset.DataSet):
+    raise errors.UsageError('%s defines no DATASET (a cifar10_toolkit.'
+                            'dataset.DataSet)' % name)
+  return found

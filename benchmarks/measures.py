@@ -87,7 +87,7 @@ def bench_pipeline(data_dir, plan):
 
 
 TRAIN_FLAGS = flags.FlagValues()
-cli.define_training_flags(TRAIN_FLAGS, data_sets.NAMES)  # cifar10_train.py's
+cli.define_training_flags(TRAIN_FLAGS, (data_sets.NAMES, data_sets.get))
 
 
 def set_threads(slices):

@@ -30,6 +30,7 @@ import sys
 
 from absl import flags
 
+from cifar10_toolkit import errors
 from cifar10_toolkit import startup
 
 MAX_SEED = 2**31 - 1
@@ -121,10 +122,11 @@ def positive(name, flag_values):
 def define_data_flags(flag_values, data_sets=None, what='where the data '
                       'set is, or is fetched to'):
   """--data_dir and --data_source, the same in every script; --dataset
-  where the script takes any of data_sets (names, the default first)."""
+  where the script takes a data set: data_sets is (names, get), the names
+  that ship (the default first) and the function that resolves a name
+  (an unknown one is a flag error)."""
   if data_sets:
-    flags.DEFINE_enum('dataset', data_sets[0], data_sets, 'the data set '
-                      '(data_sets.py describes each)', flag_values=flag_values)
+    define_data_set_flag(flag_values, *data_sets)
   flags.DEFINE_string('data_dir', '/tmp/cifar10_data', what,
                       flag_values=flag_values)
   flags.DEFINE_string('data_source', None, "URL or local path of the data "
@@ -133,6 +135,24 @@ def define_data_flags(flag_values, data_sets=None, what='where the data '
                       'environment variable, $CIFAR10_DATA_SOURCE for '
                       'CIFAR-10, else the official URL)',
                       flag_values=flag_values)
+
+
+def define_data_set_flag(flag_values, names, get,
+                         what='the data set'):
+  """--dataset: one of names (the first the default), or a Python file or
+  module of the user's that defines DATASET; get(name) resolves it and
+  raises errors.UsageError for one that does not (a flag error)."""
+  flags.DEFINE_string('dataset', names[0], '%s: %s, or a Python file (or '
+                      'module) that defines DATASET (docs/extending.md)' % (
+                          what, ', '.join(names)), flag_values=flag_values)
+
+  def check(name):
+    try:
+      get(name)
+    except errors.UsageError as e:
+      raise flags.ValidationError(str(e))
+    return True
+  flags.register_validator('dataset', check, flag_values=flag_values)
 
 
 def define_schedule_flags(flag_values):
@@ -173,7 +193,7 @@ def define_training_flags(flag_values, data_sets):
 
   Args:
     flag_values: the script's FlagValues.
-    data_sets: the --dataset choices, the default first.
+    data_sets: (names, get) of --dataset (define_data_set_flag).
   """
   f = flag_values
   flags.DEFINE_string('train_dir', '/tmp/cifar10_train', 'where checkpoints '

@@ -1,4 +1,5 @@
-"""A data set of fixed-length binary records: what it is, getting it, checking it.
+"""A data set of fixed-length binary records: what it is, getting it,
+checking it.
 
   DataSet(...)                                 one data set, described in one
       place: image shape, classes, sizes, files and record layout, where to
@@ -13,7 +14,8 @@
   check_batches_bin(folder, data_set), check_bin_file(path, data_set),
   check_record_counts(...)   the checks, for data already extracted.
   fingerprint(data_dir, data_set)   the md5 of the extracted files
-  errors.DataSetError  every problem, as one line naming the file and what is wrong.
+  errors.DataSetError  every problem, as one line naming the file and what
+                       is wrong.
 """
 
 import dataclasses

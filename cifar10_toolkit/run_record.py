@@ -7,6 +7,9 @@ data set it was trained on and the schedule it followed.
                                        checkpoint
   check_data_set(path, name, what)     a checkpoint of another data set is
                                        one line naming both
+  check_folder(directory, name)        the same for a folder's newest
+                                       checkpoint (before a data set is
+                                       fetched for it)
   schedule_notes(path, schedule)       the notes of a resume that changes
                                        the schedule
 
@@ -65,6 +68,18 @@ def check_data_set(path, name, what='checkpoint'):
     raise WrongDataSetError(
         '%s %s was trained on --dataset %s, not on --dataset %s: pass '
         '--dataset %s' % (what, path, trained, name, trained))
+
+
+def check_folder(directory, name):
+  """check_data_set of the newest checkpoint that directory's index lists,
+  if any: a run given the wrong --dataset is told so before its data set
+  is fetched."""
+  try:
+    path = tf.train.latest_checkpoint(directory)
+  except Exception:  # no folder, a damaged index: the restore says so
+    return
+  if path:
+    check_data_set(path, name)
 
 
 def schedule_notes(path, schedule):

@@ -213,6 +213,8 @@ def train(config, strategy=None, is_chief=True, worker_dir=None,
     held.enter_context(run_folder.removed_if_empty(made))
     if is_chief:
       held.enter_context(run_folder.TrainDirLock(config.train_dir))
+    if not config.fresh:  # (the wrong --dataset: said before any fetch)
+      run_record.check_folder(config.train_dir, config.data_set.name)
     run_control.fetch_data_set(config.data_dir, config.data_source,
                                config.data_set)
     if config.fresh and is_chief:
@@ -367,7 +369,6 @@ def _setup(config, strategy, is_chief, worker_dir):
     print('Step %d already reached max_steps %d; nothing to do' %
           (start, config.max_steps))
     return None
-
   feed, iterator = device_input.make_feed(
       config.data_dir, config.batch_size, config.seed, strategy,
       config.data_on_device, data_set, start)
