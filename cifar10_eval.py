@@ -75,7 +75,8 @@ def _evaluate():
     raise errors.UsageError('--checkpoint_dir %s does not exist'
                             % FLAGS.checkpoint_dir)
   data_set = data_sets.get(FLAGS.dataset)
-  run_record.check_folder(FLAGS.checkpoint_dir, data_set.name)  # (first)
+  run_record.check_newest(checkpoints.checkpoint_candidates(  # (first)
+      FLAGS.checkpoint_dir)[0], data_set.name)
   run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source, data_set)
   evaluator = evaluation.Evaluator(FLAGS.data_dir, FLAGS.eval_data,
                                    FLAGS.num_examples, data_set,

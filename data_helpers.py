@@ -5,7 +5,8 @@ Functions, in the order run_fc_model.py chains them:
   load_data(data_dir)  -> dict of images_train, labels_train, images_test,
       labels_test, classes; reads whichever official format data_dir holds
       (cifar-10-batches-py pickles or cifar-10-batches-bin records) and
-      subtracts the mean training image from both sets.
+      subtracts the mean training image from both sets. With data_set=
+      (a dataset.DataSet: --dataset), another data set's record files.
   reshape_data(data_dict) -> the same dict with images N x 32 x 32 x 3.
   gen_batch(data, batch_size, num_iter) -> shuffled batches, every example
       exactly once per epoch.
@@ -168,11 +169,13 @@ def _check_labels(path, labels):
                        (path, bad[0], labels[bad[0]]))
 
 
-def _read_bin_batch(path):
-  """Returns (uint8 [N, 3072], int32 [N]) from one binary-version batch."""
-  check_bin_file(path, CIFAR10)
-  raw = np.fromfile(path, dtype=np.uint8).reshape(-1, RECORD_BYTES)
-  return raw[:, 1:], raw[:, 0].astype(np.int32)
+def _read_bin_batch(path, data_set=CIFAR10):
+  """Returns (uint8 [N, image bytes], int32 [N]) from one record file of
+  data_set (CIFAR-10: a binary-version batch, [N, 3072])."""
+  check_bin_file(path, data_set)
+  raw = np.fromfile(path, dtype=np.uint8).reshape(-1, data_set.record_bytes)
+  return (raw[:, data_set.label_bytes:],
+          raw[:, data_set.label_byte].astype(np.int32))
 
 
 def _classes(folder):
@@ -190,12 +193,14 @@ def _classes(folder):
   return list(CLASS_NAMES)
 
 
-def find_format(data_dir):
+def find_format(data_dir, data_set=CIFAR10):
   """Which official format data_dir holds.
 
   Args:
     data_dir: a folder holding cifar-10-batches-py or cifar-10-batches-bin, or
       one of those folders itself.
+    data_set: another data set than CIFAR-10: its record files
+      (data_set.folder) are read.
 
   Returns:
     (folder, reader, train file names, test file name).
@@ -203,6 +208,13 @@ def find_format(data_dir):
   Raises:
     DataSetError: neither format is there.
   """
+  if data_set != CIFAR10:
+    folder = os.path.join(data_dir, data_set.folder)
+    if not os.path.isfile(os.path.join(folder, data_set.train_files[0])):
+      raise DataSetError('data_dir %s: holds no %s/' % (data_dir,
+                                                        data_set.folder))
+    return (folder, lambda path: _read_bin_batch(path, data_set),
+            data_set.train_files, data_set.test_files[0])
   candidates = [(os.path.join(data_dir, PY_BATCHES_DIR), 'py'),
                 (os.path.join(data_dir, BATCHES_DIR), 'bin'),
                 (data_dir, 'py'), (data_dir, 'bin')]
@@ -217,30 +229,32 @@ def find_format(data_dir):
 
 
 def _read_set(folder, reader, names, counts):
-  """Reads batch files into one float32 [N, 3072] array, file by file;
-  counts[name] gets the records of each."""
+  """Reads batch files into one float32 [N, image bytes] array, file by
+  file; counts[name] gets the records of each."""
   images, labels = None, []
   row = 0
   for name in names:
     data, lab = reader(os.path.join(folder, name))
     counts[name] = len(data)
     if images is None:  # size the array from the first file: all are alike
-      images = np.empty((len(data) * len(names), IMAGE_BYTES), np.float32)
+      images = np.empty((len(data) * len(names), data.shape[1]), np.float32)
     if row + len(data) > len(images):
       images = np.concatenate([images[:row], np.empty(
-          (len(data), IMAGE_BYTES), np.float32)])
+          (len(data), data.shape[1]), np.float32)])
     images[row:row + len(data)] = data
     labels.append(lab)
     row += len(data)
   return images[:row], np.concatenate(labels)
 
 
-def load_data(data_dir):
+def load_data(data_dir, data_set=CIFAR10):
   """Loads CIFAR-10 into memory, mean training image subtracted.
 
   Args:
     data_dir: folder holding cifar-10-batches-py or cifar-10-batches-bin (or
       either folder itself).
+    data_set: another data set than CIFAR-10 (its record files; the
+      sizes below are then its own).
 
   Returns:
     dict with images_train float32 [50000, 3072], labels_train int32 [50000],
@@ -251,12 +265,12 @@ def load_data(data_dir):
   Raises:
     DataSetError: no data set, or a malformed file (named in the message).
   """
-  folder, reader, train_names, test_name = find_format(data_dir)
+  folder, reader, train_names, test_name = find_format(data_dir, data_set)
   counts = {}
   images_train, labels_train = _read_set(folder, reader, train_names, counts)
   images_test, labels_test = _read_set(folder, reader, (test_name,), counts)
   check_record_counts(folder, counts, dataclasses.replace(
-      CIFAR10, train_files=tuple(train_names), test_files=(test_name,)))
+      data_set, train_files=tuple(train_names), test_files=(test_name,)))
   mean = images_train.mean(axis=0, dtype=np.float64).astype(np.float32)
   images_train -= mean
   images_test -= mean
@@ -265,7 +279,8 @@ def load_data(data_dir):
       'labels_train': labels_train,
       'images_test': images_test,
       'labels_test': labels_test,
-      'classes': _classes(folder),
+      'classes': (_classes(folder) if data_set == CIFAR10
+                  else list(data_set.class_names)),
   }
 
 

@@ -20,6 +20,7 @@ import sys
 
 from absl import flags
 
+import data_sets
 from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
@@ -27,7 +28,7 @@ flags.DEFINE_string('train_dir', 'tf_logs', 'the folder run_fc_model.py '
                     'logged into', flag_values=FLAGS)
 flags.DEFINE_integer('hidden1', 120, 'units in the hidden layer of the saved '
                      'model', lower_bound=1, flag_values=FLAGS)
-cli.define_data_flags(FLAGS)
+cli.define_data_flags(FLAGS, (data_sets.NAMES, data_sets.get))
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
@@ -46,21 +47,24 @@ def main(argv=None):
   if not paths:
     raise errors.UsageError('no checkpoint under %s (run run_fc_model.py '
                                'first)' % FLAGS.train_dir)
-  model = two_layer_fc.TwoLayerFC(FLAGS.hidden1)
+  data_set = data_sets.get(FLAGS.dataset)
+  model = two_layer_fc.TwoLayerFC(FLAGS.hidden1, data_set.image_bytes,
+                                  data_set.num_classes)
   state = two_layer_fc.TrainState()
   reasons = []
   for path in paths:  # walk back past damaged checkpoints, naming each
     problem = checkpoints.checkpoint_problem(path)
     if problem is None:
       fc_runs.check_fits(path, FLAGS.hidden1)
-      checkpoints.restore(tf.train.Checkpoint(model=model, state=state), path)
+      checkpoints.restore(tf.train.Checkpoint(model=model, state=state), path,
+                          data_set=data_set.name)
       break
     print('Skipping checkpoint %s: %s' % (path, problem))
     reasons.append('%s: %s' % (path, problem))
   else:
     raise errors.UsageError('no checkpoint under %s can be read (%s)' % (
         FLAGS.train_dir, '; '.join(reasons)))
-  data = fc_runs.load(FLAGS.data_dir, FLAGS.data_source)
+  data = fc_runs.load(FLAGS.data_dir, FLAGS.data_source, data_set)
   print('Restored %s' % path)
   print('Current step: %d' % int(state.global_step))
   print('Test accuracy {:g}'.format(fc_runs.test_accuracy(model, data)))

@@ -24,6 +24,7 @@ import time
 
 from absl import flags
 
+import data_sets
 from cifar10_toolkit import cli
 
 SUMMARY_STEPS = 100      # print and write summaries every this many steps
@@ -48,9 +49,10 @@ flags.DEFINE_string('train_dir', 'tf_logs', 'each run logs into a '
                     'time-stamped folder under it', flag_values=FLAGS)
 flags.DEFINE_float('reg_constant', 0.1, 'regularization constant',
                    lower_bound=0, flag_values=FLAGS)
-cli.define_data_flags(FLAGS, what='folder holding cifar-10-batches-py or '
-                      'cifar-10-batches-bin, or where the binary version is '
-                      'fetched to')
+cli.define_data_flags(FLAGS, (data_sets.NAMES, data_sets.get),
+                      what='folder holding cifar-10-batches-py or '
+                      'cifar-10-batches-bin (another --dataset: its '
+                      'folder), or where the binary version is fetched to')
 flags.DEFINE_integer('seed', None, 'seed of the initial weights and batch '
                      'order (default: random)', lower_bound=0,
                      upper_bound=cli.MAX_SEED, flag_values=FLAGS)
@@ -73,30 +75,33 @@ from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import fc_runs  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import run_folder  # noqa: E402
+from cifar10_toolkit import run_record  # noqa: E402
 from cifar10_toolkit import summaries  # noqa: E402
 
 
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
   begin = time.time()
-  args = fc_runs.resolve(FLAGS)  # the seed drawn, the data source used
+  args = fc_runs.resolve(FLAGS, data_sets.get)  # the seed, the source
+  data_set = data_sets.get(args.dataset)
   print('Parameters:')
   for key, value in sorted(dataclasses.asdict(args).items()):
     print('%s = %s' % (key, value))
   with run_folder.removed_if_empty(  # (left empty by a failure: removed)
       run_folder.prepare_dir(args.train_dir, '--train_dir')):
-    data = fc_runs.load(args.data_dir, args.data_source)
+    data = fc_runs.load(args.data_dir, args.data_source, data_set)
     if args.batch_size > len(data['labels_train']):
       raise errors.UsageError('--batch_size %d exceeds the %d training images'
                               % (args.batch_size, len(data['labels_train'])))
   run_dir = fc_runs.make_run_dir(args.train_dir)
   print('Logging to %s' % run_dir)
   seed = args.seed
-  model = two_layer_fc.TwoLayerFC(args.hidden1, seed=seed)
+  model = two_layer_fc.TwoLayerFC(args.hidden1, data_set.image_bytes,
+                                  data_set.num_classes, seed=seed)
   state = two_layer_fc.TrainState()
-  _, manager = checkpoints.checkpoint_manager(run_dir,
-                                              model=model,
-                                              state=state)
+  _, manager = checkpoints.checkpoint_manager(
+      run_dir, model=model, state=state,
+      record=run_record.RunRecord(data_set.name, {}))
   writer = tf.summary.create_file_writer(run_dir)
 
   @tf.function

@@ -113,7 +113,7 @@ def confusion_image(confusion, step, precision, names):
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
   n = len(names)
-  inches = max(1.0, n / 10.0) ** 0.75  # 7.2 x 6.2 for 10; 5.6x for 100
+  inches = max(1.0, n / 10.0) ** 0.4  # 7.2 x 6.2 in for 10; 2.5x for 100
   fig = mfigure.Figure(figsize=(7.2 * inches, 6.2 * inches), dpi=100)
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()

@@ -1,8 +1,9 @@
 """The fully connected model's runs: what run_fc_model.py and
 restore_model.py share.
 
-  config = resolve(FLAGS)                   the run's values, resolved once
-  data = load(data_dir, data_source)        either official format; fetched
+  config = resolve(FLAGS, get)              the run's values, resolved once
+  data = load(data_dir, data_source, data_set)   either official format;
+                                            fetched
   run_dir = make_run_dir(train_dir)         a time-stamped folder per run
   test_accuracy(model, data)                on the whole test set
   checkpoints_newest_first(train_dir)       of every run folder, for restore
@@ -16,7 +17,6 @@ import time
 import tensorflow as tf
 
 import data_helpers
-import data_sets
 import two_layer_fc
 from cifar10_toolkit import checkpoints
 from cifar10_toolkit import config
@@ -32,6 +32,7 @@ class FCConfig:
   batch_size: int
   data_dir: str
   data_source: str
+  dataset: str
   hidden1: int
   learning_rate: float
   max_steps: int
@@ -45,30 +46,30 @@ class FCConfig:
     return config.hparams_values(
         (name, getattr(self, name)) for name in (
             'seed', 'hidden1', 'learning_rate', 'batch_size', 'reg_constant',
-            'max_steps'))
+            'max_steps', 'dataset'))
 
 
-def resolve(flag_values):
-  """The FCConfig of parsed run_fc_model.py flags (the model trains on
-  CIFAR-10)."""
+def resolve(flag_values, get):
+  """The FCConfig of parsed run_fc_model.py flags; get(name) is the
+  DataSet of --dataset (data_sets.get)."""
   values = {f.name: flag_values[f.name].value
             for f in dataclasses.fields(FCConfig)}
-  values.update(data_source=dataset.resolve_source(data_sets.CIFAR10,
+  values.update(data_source=dataset.resolve_source(get(values['dataset']),
                                                    values['data_source']),
                 seed=config.draw_seed() if values['seed'] is None
                 else values['seed'])
   return FCConfig(**values)
 
 
-def load(data_dir, data_source=None):
+def load(data_dir, data_source, data_set):
   """The data set as data_helpers.load_data returns it; fetched (from
-  data_source, else $CIFAR10_DATA_SOURCE, else the official URL) if
+  data_source, else the data set's variable, else the official URL) if
   data_dir has none."""
   try:
-    data_helpers.find_format(data_dir)
+    data_helpers.find_format(data_dir, data_set)
   except errors.DataSetError:
-    run_control.fetch_data_set(data_dir, data_source, data_sets.CIFAR10)
-  return data_helpers.load_data(data_dir)
+    run_control.fetch_data_set(data_dir, data_source, data_set)
+  return data_helpers.load_data(data_dir, data_set)
 
 
 def test_accuracy(model, data):

@@ -7,7 +7,7 @@ data set it was trained on and the schedule it followed.
                                        checkpoint
   check_data_set(path, name, what)     a checkpoint of another data set is
                                        one line naming both
-  check_folder(directory, name)        the same for a folder's newest
+  check_newest(candidates, name)       the same for a folder's newest
                                        checkpoint (before a data set is
                                        fetched for it)
   schedule_notes(path, schedule)       the notes of a resume that changes
@@ -16,6 +16,9 @@ data set it was trained on and the schedule it followed.
 Checkpoints written before the record existed were all trained on the
 default data set, CIFAR-10 ('cifar10'), and record no schedule.
 """
+
+import os
+import stat
 
 import tensorflow as tf
 
@@ -45,7 +48,14 @@ class RunRecord(tf.Module):
 
 def read(path):
   """(data set name, {schedule name: value}) that checkpoint path records
-  (RECORDED_BEFORE and {} for a checkpoint without a record)."""
+  (RECORDED_BEFORE and {} for a checkpoint without a record).
+
+  Raises:
+    OSError: path's .index is not a regular file (a FIFO is never opened);
+    what tf.train.load_checkpoint raises for an unreadable one.
+  """
+  if not stat.S_ISREG(os.lstat(path + '.index').st_mode):
+    raise OSError('%s.index is not a regular file' % path)
   reader = tf.train.load_checkpoint(path)
   keys = reader.get_variable_to_shape_map()
   if _DATA_SET_KEY not in keys:
@@ -70,16 +80,13 @@ def check_data_set(path, name, what='checkpoint'):
         '--dataset %s' % (what, path, trained, name, trained))
 
 
-def check_folder(directory, name):
-  """check_data_set of the newest checkpoint that directory's index lists,
-  if any: a run given the wrong --dataset is told so before its data set
-  is fetched."""
-  try:
-    path = tf.train.latest_checkpoint(directory)
-  except Exception:  # no folder, a damaged index: the restore says so
-    return
-  if path:
-    check_data_set(path, name)
+def check_newest(candidates, name):
+  """check_data_set of the newest of a folder's checkpoints, as
+  checkpoints.checkpoint_candidates lists them (nothing when there is
+  none): a run given the wrong --dataset is told so before its data set is
+  fetched."""
+  if candidates:
+    check_data_set(candidates[0][1], name)
 
 
 def schedule_notes(path, schedule):

@@ -191,8 +191,7 @@ def train(config, strategy=None, is_chief=True, worker_dir=None,
     worker_dir: where a non-chief worker writes its own (discarded) ones.
     on_call: optional on_call(step, warm), called after every call into the
       graph with the step reached and whether both training functions have
-      run (warm: timing from the first warm call excludes tracing; for
-      benchmarks).
+      run (warm: timing from then excludes tracing; for benchmarks).
 
   Returns:
     Exit status: 0, or 128 + signal number when stopped by a signal (on any
@@ -214,7 +213,8 @@ def train(config, strategy=None, is_chief=True, worker_dir=None,
     if is_chief:
       held.enter_context(run_folder.TrainDirLock(config.train_dir))
     if not config.fresh:  # (the wrong --dataset: said before any fetch)
-      run_record.check_folder(config.train_dir, config.data_set.name)
+      run_record.check_newest(checkpoints.checkpoint_candidates(
+          config.train_dir)[0], config.data_set.name)
     run_control.fetch_data_set(config.data_dir, config.data_source,
                                config.data_set)
     if config.fresh and is_chief:

@@ -21,6 +21,8 @@ import cifar10_train
 import conftest
 import convnet
 import data_sets
+import restore_model
+import run_fc_model
 from cifar10_toolkit import config
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
@@ -343,3 +345,48 @@ def test_a_data_set_of_ones_own_is_one_file(tmp_path, capsys):
                                    '--run_once']) == 0
   out = capsys.readouterr().out
   assert '60 examples' in out and '  star ' in out, out
+
+
+@pytest.mark.slow
+def test_the_fully_connected_model_takes_a_data_set(c100, tmp_path, capsys):
+  data, _ = c100
+  logs = str(tmp_path / 'logs')
+  assert run_fc_model.main(['--dataset', 'cifar100', '--data_dir', data,
+                            '--train_dir', logs, '--max_steps', '3',
+                            '--batch_size', '50', '--seed', '1']) == 0
+  out = capsys.readouterr().out
+  assert 'dataset = cifar100' in out and 'Test accuracy' in out
+  path = glob.glob(os.path.join(logs, '*', 'ckpt-3.index'))[0][:-6]
+  shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  assert shapes['model/params/layer2.Sweights/.ATTRIBUTES/VARIABLE_VALUE'] \
+      == [120, 100]
+  assert run_record.read(path) == ('cifar100', {})
+  assert restore_model.main(['--dataset', 'cifar100', '--data_dir', data,
+                             '--train_dir', logs]) == 0
+  assert 'Current step: 3' in capsys.readouterr().out
+  status = run_control.run_main(restore_model.main, [
+      '--data_dir', data, '--train_dir', logs])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1, err
+  assert ('was trained on --dataset cifar100, not on --dataset cifar10'
+          in err[0]), err
+
+
+@pytest.mark.slow
+def test_cifar10_described_in_ones_own_file_trains_the_same_bits(
+    shared_bin_dir, tmp_path):
+  spec = tmp_path / 'my_cifar10.py'
+  spec.write_text('import dataclasses\nimport data_sets\nDATASET = '
+                  "dataclasses.replace(data_sets.CIFAR10, name='my_cifar10')\n")
+  weights = []
+  for name in ('cifar10', str(spec)):
+    train = str(tmp_path / ('run_' + os.path.basename(name)))
+    assert cifar10_train.main(conftest.train_args(shared_bin_dir, train) + [
+        '--dataset', name, '--max_steps', '3']) == 0
+    weights.append(conftest.checkpoint_params(
+        tf.train.latest_checkpoint(train))[0])
+    assert run_record.read(tf.train.latest_checkpoint(train))[0] == \
+        os.path.basename(name).replace('.py', '')
+  assert weights[0].keys() == weights[1].keys()
+  for k in weights[0]:
+    np.testing.assert_array_equal(weights[0][k], weights[1][k])
