@@ -358,10 +358,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
   d = str(tmp_path / 't')
   assert cifar10_train.main(train_args(shared_bin_dir, d,
                                         '--max_steps', '2')) == 0
-  monkeypatch.setattr(convnet, 'INITIAL_LEARNING_RATE', 1e9)
   status = run_control.run_main(cifar10_train.main, train_args(
       shared_bin_dir, d, '--max_steps', '50', '--save_checkpoint_secs',
-      '0.001'))
+      '0.001', '--learning_rate', '1e9'))
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1
   assert len(err) == 1 and re_search(r'error: loss is (nan|inf) at step \d+',

@@ -67,6 +67,7 @@ def test_a_disk_that_fills_while_extracting_keeps_the_archive(tmp_path):
           'signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n'
           'resource.setrlimit(resource.RLIMIT_FSIZE, (10 << 20, 10 << 20))\n'
           'from cifar10_toolkit import dataset, errors\n'
+          'from data_sets import CIFAR10\n'
           'try:\n'
           '  dataset.maybe_download_and_extract(%r, %r, CIFAR10)\n'
           'except errors.DataSetError as e:\n'

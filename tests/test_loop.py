@@ -18,6 +18,7 @@ import cifar10_train
 from cifar10_toolkit import run_control
 from conftest import event_tags, start_script, train_args, wait_for
 from cifar10_toolkit import cluster
+from cifar10_toolkit import run_record
 
 LOG_LINE = (r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = '
             r'\d+\.\d\d \(\d+\.\d examples/sec; \d+\.\d{3} sec/batch'
@@ -26,13 +27,15 @@ LOG_LINE = (r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = '
 
 def _state(path):
   """Every variable a checkpoint holds: weights, averages, loss averages,
-  global step, seed."""
+  global step, seed (not its run record, the data set and schedule: the
+  runs compared have the same, run_record.read)."""
   reader = tf.train.load_checkpoint(path)
   return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-          if k.endswith('VARIABLE_VALUE')}
+          if k.endswith('VARIABLE_VALUE') and not k.startswith('record/')}
 
 
 def _assert_same_state(a, b):
+  assert run_record.read(a) == run_record.read(b)
   sa, sb = _state(a), _state(b)
   # 10 + 10 + 5 + 5: params, their averages, loss averages, and global step,
   # seed, global batch, loss scale, good steps
@@ -186,10 +189,11 @@ def test_nan_inside_a_loop_names_its_step_and_saves_nothing(
   assert _run(shared_bin_dir, d, 2, 7, 'true') == 0
   # the update of step 14 (global step 13 before it) makes the weights NaN,
   # so the loss of step 15, inside the loop of steps 4-23, is NaN
-  schedule = convnet.learning_rate
+  rate = convnet.learning_rate
   monkeypatch.setattr(convnet, 'learning_rate',
-                      lambda step, batch: tf.where(
-                          step >= 13, float('nan'), schedule(step, batch)))
+                      lambda step, batch, schedule: tf.where(
+                          step >= 13, float('nan'),
+                          rate(step, batch, schedule)))
   status = run_control.run_main(cifar10_train.main, train_args(
       shared_bin_dir, d) + ['--max_steps', '60', '--steps_per_loop', '20',
                             '--save_checkpoint_secs', '0.001'])
