@@ -268,8 +268,8 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
   """Distorted training input for CIFAR-10 training, as a tf.data.Dataset.
 
   The training files are read once with FixedLengthRecordDataset into a
-  uint8 tensor (150 MB for CIFAR-10); each step gathers its examples by a per-epoch
-  permutation, then decodes and distorts the batch (distort_images) in
+  uint8 tensor (150 MB for CIFAR-10); each step gathers its examples by a
+  per-epoch permutation, then decodes and distorts the batch (distort_images) in
   parallel map calls; batches are prefetched. With a seed, the pipeline is a
   pure function of (seed, step): the same batches every run, and a run
   resumed at start_step continues exactly where it stopped.
