@@ -48,6 +48,8 @@ if __name__ == '__main__':
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import cifar10_input  # noqa: E402
+import convnet  # noqa: E402
 from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import serving  # noqa: E402
@@ -127,8 +129,8 @@ def main(argv=None):
   images = np.stack([read_image(p, FLAGS.resize, FLAGS.squash, shape, title)
                      for p in paths])
   if not FLAGS.model:
-    classifier, _, _ = serving.restore_classifier(FLAGS.checkpoint_dir,
-                                                  data_set)
+    classifier, _, _ = serving.restore_classifier(
+        FLAGS.checkpoint_dir, data_set, convnet, cifar10_input)
     serve = classifier.serve
   probabilities = serve(images=tf.constant(images))['probabilities'].numpy()
   for path, probs in zip(paths, probabilities):

@@ -52,7 +52,9 @@ flags.DEFINE_boolean('raw_weights', False, 'evaluate the raw weights, not '
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
-from cifar10_toolkit import checkpoints  # noqa: E402  (TensorFlow loads here)
+import cifar10_input  # noqa: E402  (TensorFlow loads here)
+import convnet  # noqa: E402
+from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import console  # noqa: E402
 from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import evaluation  # noqa: E402
@@ -79,8 +81,8 @@ def _evaluate():
       FLAGS.checkpoint_dir)[0], data_set.name)
   run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source, data_set)
   evaluator = evaluation.Evaluator(FLAGS.data_dir, FLAGS.eval_data,
-                                   FLAGS.num_examples, data_set,
-                                   FLAGS.raw_weights)
+                                   FLAGS.num_examples, data_set, convnet,
+                                   cifar10_input, FLAGS.raw_weights)
   writer = summaries.summary_writer(FLAGS.eval_dir, '--eval_dir')
   written = evaluation.evaluated_steps(FLAGS.eval_dir)
   watch = Watch(FLAGS.checkpoint_dir, FLAGS.eval_interval_secs)

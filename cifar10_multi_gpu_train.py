@@ -55,6 +55,7 @@ if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
 import tensorflow as tf  # noqa: E402
+import cifar10_input  # noqa: E402
 import convnet  # noqa: E402
 from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import cluster  # noqa: E402
@@ -72,7 +73,8 @@ def main(argv=None):
   device = hardware.describe()
   run = config.resolve(FLAGS, device, cluster.planned_replicas(
       FLAGS.num_gpus, FLAGS.logical_devices, multi_worker),
-                       data_sets.get(FLAGS.dataset), convnet.SCHEDULE)
+                       data_sets.get(FLAGS.dataset), convnet,
+                       cifar10_input)
   hardware.set_threads(device, run.slices)  # before TensorFlow's runtime starts
   worker_dir = None
   if multi_worker:

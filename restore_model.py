@@ -34,6 +34,7 @@ if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
 import tensorflow as tf  # noqa: E402  (TensorFlow loads here)
+import data_helpers  # noqa: E402
 import two_layer_fc  # noqa: E402
 from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import errors  # noqa: E402
@@ -64,10 +65,12 @@ def main(argv=None):
   else:
     raise errors.UsageError('no checkpoint under %s can be read (%s)' % (
         FLAGS.train_dir, '; '.join(reasons)))
-  data = fc_runs.load(FLAGS.data_dir, FLAGS.data_source, data_set)
+  data = fc_runs.load(FLAGS.data_dir, FLAGS.data_source, data_set,
+                      data_helpers)
   print('Restored %s' % path)
   print('Current step: %d' % int(state.global_step))
-  print('Test accuracy {:g}'.format(fc_runs.test_accuracy(model, data)))
+  print('Test accuracy {:g}'.format(
+      fc_runs.test_accuracy(two_layer_fc, model, data)))
   return 0
 
 

@@ -89,7 +89,8 @@ def main(argv=None):
     print('%s = %s' % (key, value))
   with run_folder.removed_if_empty(  # (left empty by a failure: removed)
       run_folder.prepare_dir(args.train_dir, '--train_dir')):
-    data = fc_runs.load(args.data_dir, args.data_source, data_set)
+    data = fc_runs.load(args.data_dir, args.data_source, data_set,
+                        data_helpers)
     if args.batch_size > len(data['labels_train']):
       raise errors.UsageError('--batch_size %d exceeds the %d training images'
                               % (args.batch_size, len(data['labels_train'])))
@@ -147,7 +148,7 @@ def main(argv=None):
         return stop.exit_status
     print('Saved checkpoint %s' % save())  # the last step's weights
     profile.stop()
-    accuracy = fc_runs.test_accuracy(model, data)
+    accuracy = fc_runs.test_accuracy(two_layer_fc, model, data)
     tf.summary.scalar('test_accuracy', accuracy,
                       step=int(state.global_step))
   print('Test accuracy {:g}'.format(accuracy))

@@ -2,7 +2,7 @@
 against the best Keras, in turns in one run (how a change is shown to keep
 the speed).
 
-    python3 benchmarks/ab.py --other /path/to/other/checkout [--quick] [--data_dir D]
+    python3 -m benchmarks.ab --other /path/to/other/checkout [--quick] [--data_dir D]
 
 Each configuration is a `benchmark.py --serve` child of its checkout (the
 other's own code, flags and thread pools), all alive at once and timed in
@@ -16,7 +16,6 @@ import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags  # noqa: E402
@@ -40,9 +39,9 @@ cli.define_data_flags(FLAGS)
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
-import turns  # noqa: E402
+from benchmarks import turns  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
-from measures import PLAN  # noqa: E402
+from benchmarks.measures import PLAN  # noqa: E402
 
 
 def main(argv=None):
@@ -56,11 +55,11 @@ def main(argv=None):
   plan = dict(PLAN['quick' if FLAGS.quick else 'full'])
   if FLAGS.rounds:
     plan['turns'] = FLAGS.rounds
-  commands = [('this', [sys.executable, turns.BENCHMARK, '--serve',
-                        'train_default']),
-              ('other', [sys.executable, other, '--serve', 'train_default'])]
-  commands += [(k, [sys.executable, turns.BENCHMARK, '--serve', k])
-               for k in FLAGS.keras]
+  # (the other checkout's own modules first: its benchmark.py as a script)
+  commands = [('this', turns.BENCHMARK + ['--serve', 'train_default']),
+              ('other', ['env', 'PYTHONPATH=' + os.path.abspath(FLAGS.other),
+                         sys.executable, other, '--serve', 'train_default'])]
+  commands += [(k, turns.BENCHMARK + ['--serve', k]) for k in FLAGS.keras]
   figures, rounds = turns.paired(FLAGS.data_dir, plan,
                                  ['--quick'] if FLAGS.quick else [], commands)
   for key, f in figures.items():

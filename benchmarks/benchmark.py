@@ -1,7 +1,7 @@
 """Measures the toolkit against Keras and PyTorch equivalents and against
 the machine's own matmul ceiling, in one run on one machine.
 
-    python3 benchmarks/benchmark.py [--quick | --smoke] [--data_dir /tmp/cifar10_data]
+    python3 -m benchmarks.benchmark [--quick | --smoke] [--data_dir /tmp/cifar10_data]
         [--torch_python /path/to/torch-env/bin/python]
 
 Prints a table and writes it as JSON (--json, default
@@ -61,7 +61,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags  # noqa: E402
@@ -100,10 +99,10 @@ if __name__ == '__main__':
 
 import tensorflow as tf  # noqa: E402
 
-import measures  # noqa: E402
-import turns as paired_turns  # noqa: E402
+from benchmarks import measures  # noqa: E402
+from benchmarks import turns as paired_turns  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
-from measures import (BATCH_SIZE, OVERHEAD_BATCH, PLAN,  # noqa: E402
+from benchmarks.measures import (BATCH_SIZE, OVERHEAD_BATCH, PLAN,  # noqa: E402
                       default_config)
 from tools import gpu_audit  # noqa: E402
 from tools import kernel_audit  # noqa: E402
@@ -142,9 +141,9 @@ def main(argv=None):
   with tempfile.TemporaryDirectory() as tmp:
     for phase in PHASES:
       out = os.path.join(tmp, phase + '.json')
-      subprocess.run([sys.executable, os.path.abspath(__file__), '--phase',
-                      phase, '--json', out, '--data_dir', FLAGS.data_dir] +
-                     plan_flags, check=True)
+      subprocess.run(paired_turns.BENCHMARK + [
+          '--phase', phase, '--json', out, '--data_dir',
+          os.path.abspath(FLAGS.data_dir)] + plan_flags, check=True, cwd=ROOT)
       with open(out) as f:
         fig.update(json.load(f))
   if torch_python:  # the ceiling as PyTorch reaches it (oneDNN's own

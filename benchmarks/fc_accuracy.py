@@ -1,6 +1,6 @@
 """Test accuracy of run_fc_model.py with its defaults over several seeds.
 
-    python3 benchmarks/fc_accuracy.py [--seeds 1,2,3] [--data_dir /tmp/cifar10_data] [-- FLAG...]
+    python3 -m benchmarks.fc_accuracy [--seeds 1,2,3] [--data_dir /tmp/cifar10_data] [-- FLAG...]
 
 Runs run_fc_model.py once per seed (a child process each, default flags but
 --seed, a temporary train_dir and the flags after --) and prints each run's test accuracy and
@@ -18,7 +18,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from absl import flags  # noqa: E402
 

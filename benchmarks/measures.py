@@ -17,7 +17,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import tensorflow as tf  # noqa: E402
@@ -104,13 +103,13 @@ def default_config(**flag_values):
   defaults, with the flags given as name=value."""
   cli.parse(TRAIN_FLAGS, ['--%s=%s' % kv for kv in flag_values.items()])
   return config.resolve(TRAIN_FLAGS, hardware.describe(), 1,
-                        data_sets.CIFAR10, convnet.SCHEDULE)
+                        data_sets.CIFAR10, convnet, cifar10_input)
 
 
 def _feed(data_dir, batch_size, on_device, strategy):
   """(feed, iterator) as train_loop.train makes them, seed 1."""
   return device_input.make_feed(data_dir, batch_size, 1, strategy, on_device,
-                                data_sets.CIFAR10)
+                                data_sets.CIFAR10, cifar10_input)
 
 
 def train_runner(data_dir, plan, dtype, on_device=True,
@@ -123,8 +122,8 @@ def train_runner(data_dir, plan, dtype, on_device=True,
   model = convnet.ConvNet(1)
   state = convnet.TrainState(model, compute_dtype=dtype)
   feed, iterator = _feed(data_dir, BATCH_SIZE, on_device, strategy)
-  loop, _ = train_loop.make_train_loop(strategy, model, state, BATCH_SIZE,
-                                       feed, jit_compile, slices)
+  loop, _ = train_loop.make_train_loop(strategy, convnet, model, state,
+                                       BATCH_SIZE, feed, jit_compile, slices)
   votes = run_control.stop_votes(0, False)
   every = default_config().log_frequency  # the steps stamped, as in train()
 
@@ -167,7 +166,7 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
   state = convnet.TrainState(model,
                              compute_dtype=default_config().precision)
   feed, _ = _feed(data_dir, OVERHEAD_BATCH, True, strategy)
-  loop, _ = train_loop.make_train_loop(strategy, model, state,
+  loop, _ = train_loop.make_train_loop(strategy, convnet, model, state,
                                        OVERHEAD_BATCH, feed)
   votes = run_control.stop_votes(0, False)
   images, labels = feed.replica_batch(feed.next_batch(0))
@@ -251,7 +250,7 @@ def bench_ceiling(plan):
 
 def bench_eval(data_dir, plan):
   ev = evaluation.Evaluator(data_dir, 'test', plan['eval_examples'],
-                            data_sets.CIFAR10)
+                            data_sets.CIFAR10, convnet, cifar10_input)
   seen = ev.evaluate()[2]  # also the warm-up
   return rate(timed_repeats(lambda *_: ev.evaluate(), plan['repeats'], 0),
               seen)

@@ -13,14 +13,14 @@ import time
 import tensorflow as tf
 
 import cifar10_input
-import peers
+from benchmarks import peers
+from benchmarks.measures import (BATCH_SIZE, ROOT, default_config, rate,
+                                 set_threads, train_runner)
 from cifar10_toolkit import hardware
-from measures import (BATCH_SIZE, default_config, rate, set_threads,
-                      train_runner)
 
-BENCHMARK = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                         'benchmark.py')
-TORCH_PEER = os.path.join(os.path.dirname(BENCHMARK), 'torch_peer.py')
+# A child of the benchmark (run from the repository's root)
+BENCHMARK = [sys.executable, '-m', 'benchmarks.benchmark']
+TORCH_PEER = os.path.join(ROOT, 'benchmarks', 'torch_peer.py')
 
 
 def torch_python(given):
@@ -146,7 +146,7 @@ def paired(data_dir, plan, plan_flags, commands=None, torch_python=None):
       processes}, and rounds: per round, {key: examples/sec}.
   """
   if commands is None:
-    commands = [(key, [sys.executable, BENCHMARK, '--serve', key])
+    commands = [(key, BENCHMARK + ['--serve', key])
                 for key in paired_keys()
                 for _ in range(plan['keras_processes'] if key in peers.KERAS
                                else 1)]
@@ -157,9 +157,9 @@ def paired(data_dir, plan, plan_flags, commands=None, torch_python=None):
   children = []
   try:
     for key, argv in commands:
-      child = subprocess.Popen(argv + ['--data_dir', data_dir] + plan_flags,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True)
+      child = subprocess.Popen(
+          argv + ['--data_dir', os.path.abspath(data_dir)] + plan_flags,
+          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
       children.append((key, child))
       heard(key, child)  # warm-ups one at a time
     times = [[] for _ in children]

@@ -2,8 +2,11 @@
 
 The repository's root holds what a user runs and what the tutorial taught
 (the scripts; convnet.py, two_layer_fc.py, cifar10_input.py,
-data_helpers.py); everything else is here, one concern a module. Imports
-go down this list only (tests/test_layout.py checks it):
+data_helpers.py); everything else is here, one concern a module. The
+package imports nothing from the root: a script passes its model and input
+libraries (convnet, cifar10_input; two_layer_fc, data_helpers) and its
+data set (data_sets.get) down as arguments. Imports go down this list only
+(tests/test_layout.py checks it):
 
   1. errors        the toolkit's error types
   2. startup       a script's first seconds: Ctrl-C, TensorFlow's start-up
@@ -25,16 +28,15 @@ go down this list only (tests/test_layout.py checks it):
      grad_ops      a step's gradients: across replicas, loss scaling
   9. run_folder    a run's folder: checks, the lock, --fresh
      config        a training run's configuration, resolved once
-  -- the root's library: data_sets (the data sets that ship), then
-     cifar10_input, data_helpers, two_layer_fc, convnet (they import only
-     the modules above)
  10. device_input  the training set on the device, batches in the graph
      fc_runs       the fully connected model's runs
      serving       the exported classifier
      evaluation    evaluating checkpoints
  11. train_loop    the convnet's training loop
+  -- the root's library: data_sets (the data sets that ship), then
+     cifar10_input, data_helpers, two_layer_fc, convnet
   -- the scripts at the root, tools/ and benchmarks/ (no script imports
-     another)
+     another; run tools and benchmarks from the root: python3 -m tools.X)
 """
 
 # The order above, as data: a module imports only from earlier layers.
@@ -45,5 +47,6 @@ LAYERS = (
     ('hardware', 'console'),
     ('run_control', 'run_record'),
     ('checkpoints', 'summaries', 'lrn', 'cluster', 'grad_ops'),
-    ('run_folder', 'config'), ROOT_LIBRARY[:1], ROOT_LIBRARY[1:],
-    ('device_input', 'fc_runs', 'serving', 'evaluation'), ('train_loop',))
+    ('run_folder', 'config'),
+    ('device_input', 'fc_runs', 'serving', 'evaluation'), ('train_loop',),
+    ROOT_LIBRARY[:1], ROOT_LIBRARY[1:])

@@ -1,14 +1,16 @@
 """A convnet training run's configuration: resolved once, frozen, passed down.
 
-  config = resolve(FLAGS, device, replicas, data_set, schedule)
+  config = resolve(FLAGS, device, replicas, data_set, model_lib, input_lib)
                                               the flags, the machine
                                               (hardware.describe()), the data
-                                              set and the model's schedule ->
-                                              a TrainConfig: what each 'auto'
-                                              became, the seed drawn, the
-                                              data source used
+                                              set, the model and input
+                                              libraries (the model's
+                                              schedule) -> a TrainConfig:
+                                              what each 'auto' became, the
+                                              seed drawn, the data source
   config.hparams()                            its values for HParams
   config.start_line(step)                     the console's start line
+  new_model(model_lib, input_lib, data_set)   the model for a data set
 
 The training loop, the console, HParams and the benchmark read it; nothing
 changes the parsed flags. A resumed run keeps the seed its checkpoint holds:
@@ -41,12 +43,16 @@ class TrainConfig:
     data_source: the archive fetched when data_dir has none (the flag, else
       the data set's environment variable, else the official URL).
     data_set: the dataset.DataSet (--dataset).
+    model_lib, input_lib: the model library (convnet.py) and the input
+      library (cifar10_input.py) the script was given.
     schedule: the model's schedule namedtuple, with the flags' values and
       the data set's training size (its epochs).
   """
   train_dir: str
   data_dir: str
   data_set: object
+  model_lib: object
+  input_lib: object
   schedule: tuple
   data_source: str
   max_steps: int
@@ -96,6 +102,10 @@ class TrainConfig:
     print('Note: resuming a run of %d examples per step with %s '
           '(--allow_new_batch)' % (kept, this))
     return True
+
+  def new_model(self):
+    """The run's model, drawn from its seed (new_model)."""
+    return new_model(self.model_lib, self.input_lib, self.data_set, self.seed)
 
   def resumed(self, seed, checkpoint):
     """This configuration carrying on a run made with `seed` from
@@ -179,7 +189,15 @@ def draw_seed():
   return random.SystemRandom().randint(0, cli.MAX_SEED - 1)
 
 
-def resolve(flag_values, device, replicas, data_set, schedule):
+def new_model(model_lib, input_lib, data_set, seed=0):
+  """The model library's model for data_set's classes and the input
+  library's crop of its images (what training, evaluation and export
+  build)."""
+  return model_lib.ConvNet(seed, data_set.num_classes,
+                           input_lib.crop_size(data_set.image_shape[0]))
+
+
+def resolve(flag_values, device, replicas, data_set, model_lib, input_lib):
   """The configuration of a training run.
 
   Args:
@@ -187,17 +205,21 @@ def resolve(flag_values, device, replicas, data_set, schedule):
     device: hardware.Device of the machine (its 'auto' choices).
     replicas: replicas in sync.
     data_set: the dataset.DataSet of --dataset.
-    schedule: the model's schedule (a namedtuple with a train_size and the
-      fields of cli.define_schedule_flags), the flags' defaults.
+    model_lib: the model library (convnet); its SCHEDULE (a namedtuple
+      with a train_size and the fields of cli.define_schedule_flags) gives
+      the flags' defaults.
+    input_lib: the input library (cifar10_input).
 
   Returns:
     TrainConfig.
   """
   f = flag_values
+  schedule = model_lib.SCHEDULE
   given = {k: f[k].value for k in schedule._fields
            if k in f and f[k].value is not None}
   return TrainConfig(
       train_dir=f.train_dir, data_dir=f.data_dir, data_set=data_set,
+      model_lib=model_lib, input_lib=input_lib,
       schedule=schedule._replace(train_size=data_set.train_size, **given),
       data_source=dataset.resolve_source(data_set, f.data_source),
       max_steps=f.max_steps, batch_size=f.batch_size, replicas=replicas,

@@ -1,16 +1,17 @@
 """The training set on the compute device, each batch made inside the graph.
 
-  feed = DeviceInput(data_dir, batch_size, seed, strategy, data_set)
+  feed = DeviceInput(data_dir, batch_size, seed, data_set, input_lib)
   feed, iterator = make_feed(...)      either feed, as a training run has it
   batch = feed.next_batch(step)          cross-replica: records, indices, step
   images, labels = feed.replica_batch(batch)   in replica context
 
 With one replica both run in replica context, inside the replica's step
 (train_loop.make_train_loop), so that XLA can compile the whole step.
-DatasetFeed gives the tf.data path (cifar10_input.distorted_inputs) the same
-interface.
+DatasetFeed gives the tf.data path (the input library's distorted_inputs)
+the same interface. The input library is the one a run is given
+(cifar10_input.py, the tutorial's).
 
-The batches equal cifar10_input.distorted_inputs' (same seed and step), and
+The batches equal input_lib.distorted_inputs' (same seed and step), and
 every op has a GPU kernel (tools/gpu_audit.py): the records are kept as 32-bit
 words (to_words, from_words), as a GPU has no uint8 gather; load_words reads
 the files straight into that form.
@@ -21,8 +22,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-import cifar10_input
-import data_sets
 from cifar10_toolkit import errors
 
 
@@ -48,29 +47,33 @@ class DeviceInput:
     images, labels = feed.replica_batch(batch)
   """
 
-  def __init__(self, data_dir, batch_size, seed, strategy=None,
-               records=None, data_set=None):
+  def __init__(self, data_dir, batch_size, seed, data_set, input_lib,
+               strategy=None, records=None):
     """Loads the training records onto the devices.
 
     Args:
       data_dir: folder holding the extracted data set.
       batch_size: examples per replica.
       seed: int seed of the run (the one given to distorted_inputs).
+      data_set: the DataSet.
+      input_lib: the input library (cifar10_input): its training_files,
+        epoch_permutation, decode_records and distort_images make the
+        batches.
       strategy: the tf.distribute strategy (default: the current one).
       records: optional uint8 [N, record bytes] records to use instead of
         reading data_dir's (e.g. to trace the training functions,
         tools/gpu_audit.py).
-      data_set: the DataSet (default: cifar10_input's, CIFAR-10).
 
     Raises:
       ValueError, errors.DataSetError: as distorted_inputs.
     """
-    cifar10_input.check_batch_size(batch_size)
+    self.input_lib = input_lib
+    input_lib.check_batch_size(batch_size)
     strategy = strategy or tf.distribute.get_strategy()
-    self.data_set = data_set = data_set or data_sets.CIFAR10
+    self.data_set = data_set
     record = data_set.record_bytes
     if records is None:
-      words = load_words(cifar10_input.training_files(data_dir, data_set),
+      words = load_words(input_lib.training_files(data_dir, data_set),
                          record)
     else:
       words = to_words(records, record)
@@ -99,9 +102,9 @@ class DeviceInput:
 
   def _permutations(self, epoch):
     return tf.concat([
-        cifar10_input.epoch_permutation(self.num_examples, self.seed, epoch),
-        cifar10_input.epoch_permutation(self.num_examples, self.seed,
-                                        epoch + 1)], 0)
+        self.input_lib.epoch_permutation(self.num_examples, self.seed, epoch),
+        self.input_lib.epoch_permutation(self.num_examples, self.seed,
+                                         epoch + 1)], 0)
 
   def next_batch(self, step, iterator=None):
     """The global batch of a step: (records, example indices, step).
@@ -138,10 +141,10 @@ class DeviceInput:
     parts = []
     for k in range(slices):
       start = lo + k * size
-      images, labels = cifar10_input.decode_records(from_words(tf.gather(
+      images, labels = self.input_lib.decode_records(from_words(tf.gather(
           records, indices[start:start + size]), self.data_set.record_bytes),
-                                                    self.data_set)
-      parts.append((cifar10_input.distort_images(
+                                                     self.data_set)
+      parts.append((self.input_lib.distort_images(
           images, tf.stack([self.seed, step]), self.global_batch, start),
                     labels))
     if slices == 1:
@@ -162,7 +165,7 @@ def to_words(records, record_bytes):
 
 
 def load_words(filenames, record_bytes, chunk=1000):
-  """to_words(cifar10_input.load_records(filenames), record_bytes), read
+  """to_words(input_lib.load_records(filenames), record_bytes), read
   with less memory.
 
   The files are read, chunk records at a time, into one zero-padded NumPy
@@ -218,15 +221,15 @@ def from_words(words, record_bytes):
 
 
 def make_feed(data_dir, batch_size, seed, strategy, on_device, data_set,
-              start_step=0):
+              input_lib, start_step=0):
   """(feed, iterator) of a training run: a DeviceInput and None when
   on_device, else a DatasetFeed and the distributed iterator of
-  cifar10_input.distorted_inputs from start_step."""
+  input_lib.distorted_inputs from start_step."""
   if on_device:
-    return DeviceInput(data_dir, batch_size, seed, strategy,
-                       data_set=data_set), None
+    return DeviceInput(data_dir, batch_size, seed, data_set, input_lib,
+                       strategy), None
   return DatasetFeed(), iter(strategy.distribute_datasets_from_function(
-      lambda ctx: cifar10_input.distorted_inputs(
+      lambda ctx: input_lib.distorted_inputs(
           data_dir, batch_size, seed, start_step, ctx, data_set)))
 
 

@@ -1,6 +1,7 @@
 """Evaluating convnet checkpoints: what cifar10_eval.py runs and reports.
 
-  evaluator = Evaluator(data_dir, eval_data, num_examples, data_set)
+  evaluator = Evaluator(data_dir, eval_data, num_examples, data_set,
+                        model_lib, input_lib)
   path, step, content = newest_readable(evaluator, checkpoint_dir, done,
                                        reported)
   precision, confusion, seen = evaluator.evaluate()
@@ -22,9 +23,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-import cifar10_input
-import convnet
 from cifar10_toolkit import checkpoints
+from cifar10_toolkit import config
 from cifar10_toolkit import console
 from cifar10_toolkit import summaries
 
@@ -39,17 +39,16 @@ class Evaluator:
   """Restores checkpoints into one model and counts top-1 hits."""
 
   def __init__(self, data_dir, eval_data, num_examples, data_set,
-               raw_weights=False, batches=None):
+               model_lib, input_lib, raw_weights=False, batches=None):
     """data_set: the dataset.DataSet the checkpoints must have been
-    trained on; batches: batches to use instead of data_dir's
-    (tools/gpu_audit.py)."""
-    self.data_set = data_set
-    self.model = convnet.ConvNet(
-        num_classes=data_set.num_classes,
-        image_size=cifar10_input.crop_size(data_set.image_shape[0]))
-    self.state = convnet.TrainState(self.model)
+    trained on; model_lib, input_lib: the model library (convnet) and the
+    input library (cifar10_input: its inputs); batches: batches to use
+    instead of data_dir's (tools/gpu_audit.py)."""
+    self.data_set, self.model_lib = data_set, model_lib
+    self.model = config.new_model(model_lib, input_lib, data_set)
+    self.state = model_lib.TrainState(self.model)
     self.ckpt = tf.train.Checkpoint(model=self.model, state=self.state)
-    self.dataset = batches or cifar10_input.inputs(
+    self.dataset = batches or input_lib.inputs(
         eval_data == 'test', data_dir, EVAL_BATCH_SIZE, data_set=data_set)
     self.num_examples = num_examples
     self.raw_weights = raw_weights
@@ -57,7 +56,7 @@ class Evaluator:
   @tf.function
   def predict(self, images):
     """Top-1 classes (int32 [batch]) of float32 crops [batch, 24, 24, 3]."""
-    logits, _ = convnet.inference(self.model, images)
+    logits, _ = self.model_lib.inference(self.model, images)
     return tf.argmax(logits, axis=1, output_type=tf.int32)
 
   def restore(self, path):
@@ -72,7 +71,7 @@ class Evaluator:
   def after_restore(self):
     """Moving averages into the model (unless raw_weights); the step."""
     if not self.raw_weights:
-      convnet.use_moving_averages(self.model, self.state)
+      self.model_lib.use_moving_averages(self.model, self.state)
     return int(self.state.global_step)
 
   def evaluate(self):

@@ -2,10 +2,10 @@
 restore_model.py share.
 
   config = resolve(FLAGS, get)              the run's values, resolved once
-  data = load(data_dir, data_source, data_set)   either official format;
-                                            fetched
+  data = load(data_dir, data_source, data_set, data_helpers)   either
+                                            official format; fetched
   run_dir = make_run_dir(train_dir)         a time-stamped folder per run
-  test_accuracy(model, data)                on the whole test set
+  test_accuracy(two_layer_fc, model, data)  on the whole test set
   checkpoints_newest_first(train_dir)       of every run folder, for restore
   check_fits(path, hidden1)                 a checkpoint of the right width
 """
@@ -16,8 +16,6 @@ import time
 
 import tensorflow as tf
 
-import data_helpers
-import two_layer_fc
 from cifar10_toolkit import checkpoints
 from cifar10_toolkit import config
 from cifar10_toolkit import dataset
@@ -61,10 +59,10 @@ def resolve(flag_values, get):
   return FCConfig(**values)
 
 
-def load(data_dir, data_source, data_set):
-  """The data set as data_helpers.load_data returns it; fetched (from
-  data_source, else the data set's variable, else the official URL) if
-  data_dir has none."""
+def load(data_dir, data_source, data_set, data_helpers):
+  """The data set as data_helpers.load_data returns it (data_helpers: the
+  NumPy input library, data_helpers.py); fetched (from data_source, else
+  the data set's variable, else the official URL) if data_dir has none."""
   try:
     data_helpers.find_format(data_dir, data_set)
   except errors.DataSetError:
@@ -72,10 +70,11 @@ def load(data_dir, data_source, data_set):
   return data_helpers.load_data(data_dir, data_set)
 
 
-def test_accuracy(model, data):
-  """Accuracy of model on the whole test set (float)."""
-  logits = two_layer_fc.inference(model, tf.constant(data['images_test']))
-  return float(two_layer_fc.evaluation(logits, data['labels_test']))
+def test_accuracy(model_lib, model, data):
+  """Accuracy of model (model_lib's: two_layer_fc) on the whole test set
+  (float)."""
+  logits = model_lib.inference(model, tf.constant(data['images_test']))
+  return float(model_lib.evaluation(logits, data['labels_test']))
 
 
 def make_run_dir(train_dir):

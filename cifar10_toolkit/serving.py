@@ -1,12 +1,12 @@
 """The trained convnet as a function of images: exported, loaded, served.
 
-  Classifier(model, data_set).serve(uint8 images)   probabilities, classes
-                                           and class
+  Classifier(model, data_set, model_lib, input_lib).serve(uint8 images)
+                                           probabilities, classes and class
                                            names (the serving signature);
                                            .metadata(): the class names and
                                            the input's form
-  restore_classifier(checkpoint_dir, data_set)   a Classifier with the
-                                           newest
+  restore_classifier(checkpoint_dir, data_set, model_lib, input_lib)
+                                           a Classifier with the newest
                                            readable checkpoint's weights
   export(classifier, export_dir)           a SavedModel, written whole or
                                            not at all
@@ -22,9 +22,8 @@ import tempfile
 
 import tensorflow as tf
 
-import cifar10_input
-import convnet
 from cifar10_toolkit import checkpoints
+from cifar10_toolkit import config
 from cifar10_toolkit import errors
 from cifar10_toolkit import run_control
 from cifar10_toolkit import run_folder
@@ -47,12 +46,16 @@ class Classifier(tf.Module):
   input must be, and assets/labels.txt holds the names, one a line.
   """
 
-  def __init__(self, model, data_set, name='cifar10_classifier'):
+  def __init__(self, model, data_set, model_lib, input_lib,
+               name='cifar10_classifier'):
+    """model: model_lib's model (convnet.ConvNet); input_lib: the input
+    library, whose central_crop_and_standardize is done inside."""
     super().__init__(name=name)
     self.model = model
+    self._libs = (model_lib, input_lib)  # (modules: not tracked)
     self.class_names = tf.constant(data_set.class_names)
     side = data_set.image_shape[0]
-    crop = cifar10_input.crop_size(side)
+    crop = input_lib.crop_size(side)
     self.input_form = INPUT % (data_set.image_shape + (data_set.title, crop,
                                                        crop))
     self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec(
@@ -61,8 +64,9 @@ class Classifier(tf.Module):
   def _serve(self, images):
     """Classifies uint8 images [N, height, width, channels]: center crop
     and per-image standardization inside."""
-    logits, _ = convnet.inference(
-        self.model, cifar10_input.central_crop_and_standardize(images))
+    model_lib, input_lib = self._libs
+    logits, _ = model_lib.inference(
+        self.model, input_lib.central_crop_and_standardize(images))
     classes = tf.argmax(logits, axis=1, output_type=tf.int32)
     return {'probabilities': tf.nn.softmax(logits), 'classes': classes,
             'class_names': tf.gather(self.class_names, classes)}
@@ -74,9 +78,10 @@ class Classifier(tf.Module):
             'input': tf.constant(self.input_form)}
 
 
-def restore_classifier(checkpoint_dir, data_set, raw_weights=False):
+def restore_classifier(checkpoint_dir, data_set, model_lib, input_lib,
+                       raw_weights=False):
   """A Classifier with the newest readable checkpoint's weights, which must
-  have been trained on data_set (a dataset.DataSet).
+  have been trained on data_set (a dataset.DataSet) with model_lib's model.
 
   Returns:
     (classifier, checkpoint path, global step).
@@ -84,17 +89,16 @@ def restore_classifier(checkpoint_dir, data_set, raw_weights=False):
   Raises:
     errors.UsageError: no checkpoint, or none that reads.
   """
-  model = convnet.ConvNet(
-      num_classes=data_set.num_classes,
-      image_size=cifar10_input.crop_size(data_set.image_shape[0]))
-  state = convnet.TrainState(model)
+  model = config.new_model(model_lib, input_lib, data_set)
+  state = model_lib.TrainState(model)
   path = checkpoints.resume(tf.train.Checkpoint(model=model, state=state),
                             checkpoint_dir, data_set=data_set.name)
   if path is None:
     raise errors.UsageError('no checkpoint in %s' % checkpoint_dir)
   if not raw_weights:
-    convnet.use_moving_averages(model, state)
-  return Classifier(model, data_set), path, int(state.global_step)
+    model_lib.use_moving_averages(model, state)
+  return (Classifier(model, data_set, model_lib, input_lib), path,
+          int(state.global_step))
 
 
 EXPORT_TMP_PREFIX = '.export-'

@@ -6,8 +6,8 @@ cifar10_multi_gpu_train.py.
                                one step with the summaries' outputs
   write_summaries(...)         the tutorial's summaries of a step
 
-The run's configuration is config.TrainConfig, resolved once by the script;
-the console's lines are console.StepClock's; the feeds are device_input's.
+The run's configuration is config.TrainConfig, resolved once by the script
+(its data set, model and input libraries too); the feeds are device_input's.
 """
 
 import contextlib
@@ -20,8 +20,6 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import cifar10_input
-import convnet
 from cifar10_toolkit import checkpoints
 from cifar10_toolkit import console
 from cifar10_toolkit import dataset
@@ -38,9 +36,10 @@ from cifar10_toolkit import summaries
 CALL_SECS = 10
 
 
-def write_summaries(out, model, state, step, steps_per_sec):
-  """The tutorial's summaries for one step's outputs (docs/tensorboard.md)."""
-  averages = convnet.loss_averages(state)
+def write_summaries(out, model, state, step, steps_per_sec, model_lib,
+                    input_lib):
+  """The tutorial's summaries of a step's outputs (docs/tensorboard.md)."""
+  averages = model_lib.loss_averages(state)
   summaries.write_scalars({'learning_rate': out['learning_rate'],
                            'global_step/sec': steps_per_sec}, step)
   for name in state.loss_averages:
@@ -51,7 +50,7 @@ def write_summaries(out, model, state, step, steps_per_sec):
                            for layer, act in out['activations'].items()}, step)
   summaries.write_histograms(model.params, step)
   summaries.write_histograms(out['gradients'], step, '/gradients')
-  cifar10_input.image_summary(out['images'], step)
+  input_lib.image_summary(out['images'], step)
 
 
 def _first_replica(strategy, structure):
@@ -59,10 +58,11 @@ def _first_replica(strategy, structure):
       lambda v: strategy.experimental_local_results(v)[0], structure)
 
 
-def make_train_loop(strategy, model, state, global_batch, feed,
+def make_train_loop(strategy, model_lib, model, state, global_batch, feed,
                     jit_compile=False, slices=1):
   """The training functions: many steps per call, or one with summaries.
 
+  model_lib: the model library (convnet.py), whose training makes a step.
   slices: slices each replica's batch is made and computed in.
   jit_compile: XLA compiles each replica's step, its input included: with
     one replica the whole step (a step is one launch of an XLA program);
@@ -73,7 +73,7 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   Returns:
     train_loop(iterator, num_steps, votes, first_logged=0,
       log_frequency=1) -> (losses float32 [num_steps], times float64
-      [num_steps], votes): num_steps steps of convnet.training in one graph
+      [num_steps], votes): num_steps steps of model_lib.training in one graph
       loop; times[i] is when step i's loss was ready (seconds since the
       epoch, read inside the graph), for the console's lines, on the steps
       that print one (i = first_logged + k x log_frequency, int32, 0 <=
@@ -102,18 +102,18 @@ def make_train_loop(strategy, model, state, global_batch, feed,
   def whole_step(batch, with_summaries):
     images, labels = replica_input(batch)
     with tf.name_scope('train_step'):
-      return convnet.training(model, state, images, labels, global_batch,
+      return model_lib.training(model, state, images, labels, global_batch,
                               with_summaries, slices)
 
   def first_half(batch, with_summaries):
     images, labels = replica_input(batch)
     with tf.name_scope('train_step'):
-      return convnet.gradients(model, state, images, labels, replicas,
+      return model_lib.gradients(model, state, images, labels, replicas,
                                with_summaries, slices)
 
   def second_half(out):
     with tf.name_scope('train_step'):
-      return convnet.update(model, state, out, global_batch,
+      return model_lib.update(model, state, out, global_batch,
                             grad_ops.all_reduce(out))
 
   if not jit_compile:
@@ -347,9 +347,8 @@ def _setup(config, strategy, is_chief, worker_dir):
   writer and HParams; the start line. None when max_steps is reached."""
   data_set = config.data_set
   with strategy.scope():
-    model = convnet.ConvNet(config.seed, data_set.num_classes,
-                            cifar10_input.crop_size(data_set.image_shape[0]))
-    state = convnet.TrainState(model, config.seed,
+    model = config.new_model()
+    state = config.model_lib.TrainState(model, config.seed,
                                tf.as_dtype(config.precision),
                                config.global_batch, config.schedule)
   ckpt = tf.train.Checkpoint(model=model, state=state)
@@ -371,16 +370,17 @@ def _setup(config, strategy, is_chief, worker_dir):
     return None
   feed, iterator = device_input.make_feed(
       config.data_dir, config.batch_size, config.seed, strategy,
-      config.data_on_device, data_set, start)
+      config.data_on_device, data_set, config.input_lib, start)
   train_loop, summary_step = make_train_loop(
-      strategy, model, state, config.global_batch, feed, config.jit_compile,
+      strategy, config.model_lib, model, state, config.global_batch, feed, config.jit_compile,
       config.slices)
   writer = (summaries.summary_writer(config.train_dir) if is_chief
             else tf.summary.create_noop_writer())
 
   @tf.function
   def summarize(out, step, rate):
-    write_summaries(out, model, state, step, rate)
+    write_summaries(out, model, state, step, rate, config.model_lib,
+                    config.input_lib)
 
   if is_chief:
     values = config.hparams(dataset.fingerprint(config.data_dir, data_set))

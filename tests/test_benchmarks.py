@@ -14,7 +14,7 @@ FLOPS = r'(?: +\d+\.\d{3} +\d+%)?'  # a training row's TFLOP/s, ceiling
 
 def test_quick_and_smoke_exclude_each_other():
   done = subprocess.run(
-      [sys.executable, 'benchmarks/benchmark.py', '--quick', '--smoke'],
+      [sys.executable, '-m', 'benchmarks.benchmark', '--quick', '--smoke'],
       cwd=ROOT, capture_output=True, text=True, timeout=60)
   assert done.returncode == 2 and done.stdout == ''
   assert done.stderr == ('benchmark.py: error: --quick and --smoke exclude '
@@ -25,7 +25,7 @@ def test_quick_and_smoke_exclude_each_other():
 def test_benchmark_smoke(shared_bin_dir, tmp_path):
   out_json = str(tmp_path / 'bench.json')
   out = subprocess.run(
-      [sys.executable, 'benchmarks/benchmark.py', '--smoke', '--data_dir',
+      [sys.executable, '-m', 'benchmarks.benchmark', '--smoke', '--data_dir',
        shared_bin_dir, '--json', out_json], cwd=ROOT, check=True,
       capture_output=True, text=True, timeout=600).stdout
   for label in ('input pipeline alone', 'training, default: ',
@@ -96,7 +96,7 @@ def test_benchmark_smoke(shared_bin_dir, tmp_path):
 def test_fc_accuracy_benchmark(tmp_path):
   write_py(str(tmp_path), per_file=100)
   out = subprocess.run(
-      [sys.executable, 'benchmarks/fc_accuracy.py', '--seeds', '1,2',
+      [sys.executable, '-m', 'benchmarks.fc_accuracy', '--seeds', '1,2',
        '--data_dir', str(tmp_path), '--', '--max_steps', '20',
        '--batch_size', '50'], cwd=ROOT, check=True, capture_output=True,
       text=True, timeout=600).stdout

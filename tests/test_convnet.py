@@ -16,6 +16,7 @@ import cifar10_eval
 from cifar10_toolkit import cli
 from cifar10_toolkit import config
 import cifar10_train
+import cifar10_input
 import convnet
 from cifar10_toolkit import grad_ops
 from cifar10_toolkit import hardware
@@ -226,7 +227,8 @@ def test_inference_is_the_tutorial_network(slices):
 
 def _resolve(argv, device, replicas=1):
   cli.parse(cifar10_train.FLAGS, argv)
-  return config.resolve(cifar10_train.FLAGS, device, replicas, CIFAR10, convnet.SCHEDULE)
+  return config.resolve(cifar10_train.FLAGS, device, replicas, CIFAR10,
+                        convnet, cifar10_input)
 
 
 def test_slices_auto():
@@ -454,26 +456,29 @@ def trained(shared_bin_dir, tmp_path_factory):
 def test_eval_restores_the_moving_averages(shared_bin_dir, trained):
   path = tf.train.latest_checkpoint(trained)
   raw, avg = checkpoint_params(path)
-  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000, CIFAR10)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000, CIFAR10,
+                            convnet, cifar10_input)
   assert ev.restore(path) == 5
   for k, v in ev.model.params.items():
     np.testing.assert_array_equal(v.numpy(), avg[k])
   assert any(not np.array_equal(raw[k], avg[k]) for k in raw)
   ev_raw = evaluation.Evaluator(shared_bin_dir, 'test', 10000, CIFAR10,
-                                  raw_weights=True)
+                                convnet, cifar10_input, raw_weights=True)
   ev_raw.restore(path)
   for k, v in ev_raw.model.params.items():
     np.testing.assert_array_equal(v.numpy(), raw[k])
 
 
 def test_eval_counts_each_example_once(shared_bin_dir, trained):
-  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000, CIFAR10)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000, CIFAR10,
+                            convnet, cifar10_input)
   ev.restore(tf.train.latest_checkpoint(trained))
   precision, confusion, seen = ev.evaluate()
   assert seen == 200 and confusion.sum() == 200
   assert confusion.sum(axis=1).tolist() == [20] * 10
   assert precision == np.trace(confusion) / 200
-  ev = evaluation.Evaluator(shared_bin_dir, 'train_eval', 777, CIFAR10)
+  ev = evaluation.Evaluator(shared_bin_dir, 'train_eval', 777, CIFAR10,
+                            convnet, cifar10_input)
   ev.restore(tf.train.latest_checkpoint(trained))
   assert ev.evaluate()[2] == 777
 

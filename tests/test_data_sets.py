@@ -176,7 +176,8 @@ def test_the_schedule_counts_the_data_sets_epochs():
   flags.unparse_flags()
   flags(['x'] + run_control_args)
   run = config.resolve(flags, hardware.describe(), 1,
-                       data_sets.get(flags.dataset), convnet.SCHEDULE)
+                       data_sets.get(flags.dataset), convnet,
+                       cifar10_input)
   assert run.schedule == convnet.SCHEDULE._replace(learning_rate=0.05)
   assert run.schedule.train_size == CIFAR100.train_size
   flags.unparse_flags()

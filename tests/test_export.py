@@ -14,6 +14,7 @@ import cifar10_classify
 import cifar10_export
 from cifar10_toolkit import dataset
 import cifar10_input
+import convnet
 from cifar10_toolkit import run_control
 from cifar10_toolkit import evaluation
 
@@ -27,7 +28,8 @@ def _test_images(data_dir):
 
 
 def _evaluator_predictions(data_dir, checkpoint_dir):
-  ev = evaluation.Evaluator(data_dir, 'test', 10000, CIFAR10)
+  ev = evaluation.Evaluator(data_dir, 'test', 10000, CIFAR10,
+                            convnet, cifar10_input)
   ev.restore(tf.train.latest_checkpoint(checkpoint_dir))
   precision, _, _ = ev.evaluate()
   images, _ = _test_images(data_dir)

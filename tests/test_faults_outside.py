@@ -24,6 +24,8 @@ import cifar10_multi_gpu_train
 import cifar10_train
 from cifar10_toolkit import errors
 from cifar10_toolkit import train_loop
+import cifar10_input
+import convnet
 import data_helpers
 import restore_model
 import run_fc_model
@@ -349,7 +351,8 @@ def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
   good = open(data, 'rb').read()
   with open(data, 'r+b') as f:
     f.truncate(100)
-  ev = evaluation.Evaluator(shared_bin_dir, 'test', 200, CIFAR10)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 200, CIFAR10,
+                            convnet, cifar10_input)
   reported = {}
   path, step, content = evaluation.newest_readable(ev, d, None, reported)
   assert (path, step) == (os.path.join(d, 'ckpt-2'), 2)

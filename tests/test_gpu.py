@@ -34,7 +34,7 @@ MAX_GPU_OPS_PER_STEP = 10
 def audit_results():
   """gpu_audit.py --json for 1 and 2 replicas, side by side (2 processes)."""
   procs = [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, 'tools/gpu_audit.py'), '--json',
+      [sys.executable, '-m', 'tools.gpu_audit', '--json',
        '--replicas', str(r)] + ([] if r == 1 else ['--noserving']),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
            for r in (1, 2)]
@@ -137,7 +137,8 @@ def test_defaults_from_a_device_description(device, want):
   # and through the flags, as the scripts resolve them
   def resolve(*argv):
     cli.parse(cifar10_train.FLAGS, list(argv))
-    return config.resolve(cifar10_train.FLAGS, device, 1, CIFAR10, convnet.SCHEDULE)
+    return config.resolve(cifar10_train.FLAGS, device, 1, CIFAR10, convnet,
+                          cifar10_input)
   run = resolve()
   assert (run.precision, run.jit_compile, run.slices) == want
   assert run.data_on_device
@@ -175,9 +176,10 @@ def _one_step_each_way(data_dir, seed=4, steps=21):
   for jit in (False, True):
     model = convnet.ConvNet(seed)
     state = convnet.TrainState(model, seed, tf.float32)
-    feed = device_input.DeviceInput(data_dir, 32, seed)
+    feed = device_input.DeviceInput(data_dir, 32, seed, CIFAR10,
+                                    cifar10_input)
     _, summary_step = train_loop.make_train_loop(
-        tf.distribute.get_strategy(), model, state, 32, feed, jit)
+        tf.distribute.get_strategy(), convnet, model, state, 32, feed, jit)
     flags = run_control.stop_votes(0, False)
     # (the step with summaries, called again and again: one compilation)
     outs = [summary_step(None, flags)[0] for _ in range(steps)]
@@ -212,7 +214,8 @@ def test_in_replica_batches_equal_tf_data_batches_with_and_without_xla(
   # bit-identical to tf.data without XLA; with XLA the same examples, crops
   # and flips, the pixels to float32 round-off
   seed, start = 7, 8
-  feed = device_input.DeviceInput(shared_bin_dir, 96, seed)
+  feed = device_input.DeviceInput(shared_bin_dir, 96, seed, CIFAR10,
+                                  cifar10_input)
   dataset = iter(cifar10_input.distorted_inputs(shared_bin_dir, 96, seed,
                                                 start))
 

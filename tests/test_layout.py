@@ -45,10 +45,10 @@ def _imports(path):
     elif isinstance(node, ast.ImportFrom) and node.module:
       for a in node.names:
         full = node.module + '.' + a.name
-        found.append(full if node.module in ('cifar10_toolkit', 'tools')
-                     else node.module)
-        bound[a.asname or a.name] = full if node.module in (
-            'cifar10_toolkit', 'tools') else node.module + ':' + a.name
+        package = node.module in ('cifar10_toolkit', 'tools', 'benchmarks')
+        found.append(full if package else node.module)
+        bound[a.asname or a.name] = (full if package else
+                                     node.module + ':' + a.name)
   return found, bound, tree
 
 
@@ -98,6 +98,22 @@ def test_imports_go_down_the_layers_and_no_script_imports_another():
       if name in layer:  # the library imports no tool or benchmark
         assert not imported.startswith(('tools', 'benchmarks')), (name,
                                                                   imported)
+      if name.startswith('cifar10_toolkit.'):  # nor the package the root
+        assert imported.split('.')[0] not in (
+            cifar10_toolkit.ROOT_LIBRARY + SCRIPTS), (
+                '%s imports the root\'s %s: pass it down instead' % (
+                    name, imported))
+
+
+def test_tools_and_benchmarks_run_from_the_root_without_editing_sys_path():
+  for name, path in _modules().items():
+    if name.startswith(('tools.', 'benchmarks.')):
+      tree = ast.parse(open(path).read())
+      for node in ast.walk(tree):
+        assert not (isinstance(node, ast.Attribute) and node.attr == 'path'
+                    and isinstance(node.value, ast.Name) and
+                    node.value.id == 'sys'), (
+                        '%s touches sys.path (line %d)' % (name, node.lineno))
 
 
 def test_no_module_uses_another_modules_private_names():

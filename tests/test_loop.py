@@ -19,6 +19,7 @@ from cifar10_toolkit import run_control
 from conftest import event_tags, start_script, train_args, wait_for
 from cifar10_toolkit import cluster
 from cifar10_toolkit import run_record
+from data_sets import CIFAR10
 
 LOG_LINE = (r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = '
             r'\d+\.\d\d \(\d+\.\d examples/sec; \d+\.\d{3} sec/batch'
@@ -58,7 +59,8 @@ def test_device_batches_equal_tf_data_batches(shared_bin_dir, replicas, seed,
   # 1,000 training examples, global batch 96: step 10 straddles epochs 0 and 1
   batch, start = 96 // replicas, 8
   strategy = _strategy(replicas)
-  feed = device_input.DeviceInput(shared_bin_dir, batch, seed, strategy)
+  feed = device_input.DeviceInput(shared_bin_dir, batch, seed, CIFAR10,
+                                  cifar10_input, strategy)
   dataset = iter(strategy.distribute_datasets_from_function(
       lambda ctx: cifar10_input.distorted_inputs(shared_bin_dir, batch, seed,
                                                  start, ctx)))
@@ -230,9 +232,10 @@ def test_the_clock_is_read_only_on_the_steps_that_print_a_line():
   strategy = tf.distribute.get_strategy()
   model = convnet.ConvNet(0)
   state = convnet.TrainState(model)
-  feed = device_input.DeviceInput(None, 2, 0, strategy,
-                                  tf.zeros([8, 3073], tf.uint8))
-  loop, _ = train_loop.make_train_loop(strategy, model, state, 2, feed)
+  feed = device_input.DeviceInput(None, 2, 0, CIFAR10, cifar10_input,
+                                  strategy, tf.zeros([8, 3073], tf.uint8))
+  loop, _ = train_loop.make_train_loop(strategy, convnet, model, state, 2,
+                                       feed)
   votes = run_control.stop_votes(0, False)
   # steps 5..11 (from step 4) of a run logging every 3rd: lines at 6 and 9
   assert console.first_logged(4, 3) == 1

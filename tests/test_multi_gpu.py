@@ -98,7 +98,8 @@ def test_script_equals_single_device_and_resumes_across(shared_bin_dir,
   assert 'Resuming from' in capsys.readouterr().out
   assert tf.train.latest_checkpoint(single).endswith('ckpt-4')
   assert tf.train.latest_checkpoint(multi).endswith('ckpt-4')
-  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000, CIFAR10)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000, CIFAR10,
+                            convnet, cifar10_input)
   assert ev.restore(tf.train.latest_checkpoint(multi)) == 4
 
 
@@ -188,7 +189,8 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
       f for f in os.listdir(tempfile.gettempdir())
       if f.startswith('cifar10-worker-') and
       os.path.getmtime(os.path.join(tempfile.gettempdir(), f)) >= began]
-  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000, CIFAR10)
+  ev = evaluation.Evaluator(shared_bin_dir, 'test', 10000, CIFAR10,
+                            convnet, cifar10_input)
   assert ev.restore(tf.train.latest_checkpoint(d)) == 4
   precision, confusion, seen = ev.evaluate()
   # the same count made independently: the checkpoint's moving averages
@@ -230,5 +232,6 @@ def test_planned_replicas_set_slices_auto(monkeypatch):
   assert planned(1, 2, True) == 6
   cpu = hardware.Device('CPU', None, 2, False)  # 2 cores
   cli.parse(cifar10_multi_gpu_train.FLAGS, [])
-  assert config.resolve(cifar10_multi_gpu_train.FLAGS, cpu, 1, CIFAR10, convnet.SCHEDULE).slices == 2
-  assert config.resolve(cifar10_multi_gpu_train.FLAGS, cpu, 2, CIFAR10, convnet.SCHEDULE).slices == 1
+  for replicas, slices in ((1, 2), (2, 1)):
+    assert config.resolve(cifar10_multi_gpu_train.FLAGS, cpu, replicas,
+                          CIFAR10, convnet, cifar10_input).slices == slices

@@ -189,7 +189,7 @@ def test_profile_steps_write_a_trace(shared_bin_dir, tmp_path, capsys):
   assert len(traces) == 1
   # where the steps' time went, read from that trace by its tool
   done = subprocess.run(
-      [sys.executable, 'tools/profile_summary.py', '--train_dir', d,
+      [sys.executable, '-m', 'tools.profile_summary', '--train_dir', d,
        '--steps', '2'], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0 and done.stderr == '', done.stderr
   lines = done.stdout.splitlines()
@@ -211,7 +211,7 @@ def test_profile_steps_write_a_trace(shared_bin_dir, tmp_path, capsys):
 
 def test_profile_summary_without_a_trace_is_one_line(tmp_path):
   done = subprocess.run(
-      [sys.executable, 'tools/profile_summary.py', '--train_dir',
+      [sys.executable, '-m', 'tools.profile_summary', '--train_dir',
        str(tmp_path), '--steps', '2'], cwd=ROOT, capture_output=True,
       text=True, timeout=120)
   assert done.returncode == 1 and done.stdout == ''

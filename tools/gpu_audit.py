@@ -1,7 +1,7 @@
 """Would the training step stay on a GPU? TensorFlow's own kernel registry says.
 
-    python3 tools/gpu_audit.py          # every configuration; exit 1 on an offender
-    python3 tools/gpu_audit.py --json   # the same, one JSON document
+    python3 -m tools.gpu_audit          # every configuration; exit 1 on an offender
+    python3 -m tools.gpu_audit --json   # the same, one JSON document
 
 No GPU is needed: TensorFlow's Linux wheel registers its CUDA kernels on any
 machine, and kernels.get_registered_kernels_for_op lists them with their
@@ -30,8 +30,6 @@ the count are kernel_audit.py's; here:
 import os
 import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))  # the repository's root: its modules and the package
 
 from cifar10_toolkit import startup  # noqa: E402
 if __name__ == '__main__':
@@ -111,7 +109,8 @@ def trace(config, slices=1):
   if config.on_device:
     records = tf.zeros([4 * global_batch, data_sets.CIFAR10.record_bytes],
                        tf.uint8)
-    feed = device_input.DeviceInput(None, AUDIT_BATCH, 0, strategy, records)
+    feed = device_input.DeviceInput(None, AUDIT_BATCH, 0, data_sets.CIFAR10,
+                                    cifar10_input, strategy, records)
     iterator = None
   else:
     size = cifar10_input.IMAGE_SIZE
@@ -122,7 +121,8 @@ def trace(config, slices=1):
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: ds))
   loop, summary_step = train_loop.make_train_loop(
-      strategy, model, state, global_batch, feed, config.jit, slices)
+      strategy, convnet, model, state, global_batch, feed, config.jit,
+      slices)
   votes = run_control.stop_votes(0, False)
   out = {'train_loop': loop.get_concrete_function(  # (as train() calls it)
       iterator, tf.constant(2), votes, tf.constant(0), tf.constant(10)),
@@ -131,7 +131,7 @@ def trace(config, slices=1):
   outputs = tf.nest.map_structure(_spec,
                                   out['summary_step'].structured_outputs[0])
   summarize = tf.function(lambda o, step, rate: train_loop.write_summaries(
-      o, model, state, step, rate))
+      o, model, state, step, rate, convnet, cifar10_input))
   with tempfile.TemporaryDirectory() as logdir:
     with tf.summary.create_file_writer(logdir).as_default():
       out['summaries'] = summarize.get_concrete_function(
@@ -147,8 +147,10 @@ def trace_serving():
   """
   size = cifar10_input.IMAGE_SIZE
   evaluator = evaluation.Evaluator(None, 'test', 0, data_sets.CIFAR10,
+                                   convnet, cifar10_input,
                                    batches=tf.data.Dataset.range(0))
-  classifier = serving.Classifier(convnet.ConvNet(), data_sets.CIFAR10)
+  classifier = serving.Classifier(convnet.ConvNet(), data_sets.CIFAR10,
+                                  convnet, cifar10_input)
   return {'eval_step': evaluator.predict.get_concrete_function(
       tf.TensorSpec([None, size, size, 3], tf.float32)),
           'serve': classifier.serve.get_concrete_function()}

@@ -1,6 +1,6 @@
 """Where a training step's time goes, read from a --profile_steps trace.
 
-    python3 tools/profile_summary.py --train_dir TRAIN_DIR --steps N
+    python3 -m tools.profile_summary --train_dir TRAIN_DIR --steps N
 
 Reads the newest trace that `cifar10_train.py --profile_steps A,B` wrote
 under TRAIN_DIR (plugins/profile/<run>/*.xplane.pb, TensorFlow's own
@@ -18,8 +18,6 @@ and how busy the threads that ran them were. N is B - A, the steps the trace hol
 import os
 import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))  # the repository's root: its modules and the package
 
 from cifar10_toolkit import startup  # noqa: E402
 if __name__ == '__main__':
