@@ -51,52 +51,9 @@ import tensorflow as tf  # noqa: E402
 import cifar10_input  # noqa: E402
 import convnet  # noqa: E402
 from cifar10_toolkit import errors  # noqa: E402
+from cifar10_toolkit import images  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import serving  # noqa: E402
-
-
-def read_image(path, resize=False, squash=False, shape=(32, 32, 3),
-               title='CIFAR-10'):
-  """uint8 [height, width, channels] of shape from an image file.
-
-  Args:
-    resize: an image of another size is cut to the square around its
-      centre (the convention of image classifiers), then scaled to shape;
-      with squash the whole image is scaled, whatever its aspect ratio.
-    shape, title: the model's images and their data set, for the message.
-
-  Raises:
-    errors.UsageError: missing, unreadable, not an image, or not of shape
-      (unless resize).
-  """
-  size = tuple(shape[:2])
-  if os.path.isdir(path):
-    raise errors.UsageError('%s: a folder, not an image file' % path)
-  if not os.path.isfile(path):
-    raise errors.UsageError('%s: no such file' % path)
-  try:
-    data = tf.io.read_file(path)
-    image = tf.io.decode_image(data, channels=shape[2],
-                               expand_animations=False)
-  except tf.errors.InvalidArgumentError:
-    raise errors.UsageError('%s: not a PNG, JPEG, BMP or GIF image' % path)
-  except tf.errors.OpError as e:
-    raise errors.UsageError('%s: cannot be read (%s)' % (
-        path, e.message.strip().splitlines()[0]))
-  height, width = int(image.shape[0]), int(image.shape[1])
-  if (height, width) != size:
-    if not resize:
-      raise errors.UsageError(
-          '%s: %dx%d pixels, the model takes %dx%d images (%s\'s); '
-          'pass --resize to scale it' % (path, width, height, size[1],
-                                         size[0], title))
-    if not squash:
-      side = min(height, width)
-      image = tf.image.crop_to_bounding_box(
-          image, (height - side) // 2, (width - side) // 2, side, side)
-    image = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(
-        image, size, antialias=True), 0, 255)), tf.uint8)
-  return image.numpy()
 
 
 def load_export(path):
@@ -126,13 +83,13 @@ def main(argv=None):
   else:
     names, shape, title = (data_set.class_names, data_set.image_shape,
                            data_set.title)
-  images = np.stack([read_image(p, FLAGS.resize, FLAGS.squash, shape, title)
-                     for p in paths])
+  pictures = np.stack([images.read(p, shape, FLAGS.resize, FLAGS.squash,
+                                   title) for p in paths])
   if not FLAGS.model:
     classifier, _, _ = serving.restore_classifier(
         FLAGS.checkpoint_dir, data_set, convnet, cifar10_input)
     serve = classifier.serve
-  probabilities = serve(images=tf.constant(images))['probabilities'].numpy()
+  probabilities = serve(images=tf.constant(pictures))['probabilities'].numpy()
   for path, probs in zip(paths, probabilities):
     top = np.argsort(-probs)[:FLAGS.top_k]
     print('%s: %s' % (path, ', '.join('%s %.3f' % (

@@ -1,8 +1,10 @@
 """The data sets that ship, each described once: --dataset NAME picks one.
 
-  get(name)      the DataSet called name, or the DATASET of a Python file
-                 (my_set.py) or module (my_set) of the user's; anything
-                 else is errors.UsageError listing the choices
+  get(name)      the DataSet called name; a folder of images
+                 (DIR/train/<class>/*, converted.image_folder); or the
+                 DATASET of a Python file (my_set.py) or module (my_set)
+                 of the user's; anything else is errors.UsageError listing
+                 the choices
   NAMES          the names that ship, the default (the tutorial's CIFAR-10)
                  first
 
@@ -19,6 +21,7 @@ import importlib
 import importlib.util
 import os
 
+from cifar10_toolkit import converted
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
 
@@ -73,7 +76,33 @@ CIFAR100_COARSE = dataset.DataSet(**dict(
         'non-insect_invertebrates', 'people', 'reptiles', 'small_mammals',
         'trees', 'vehicles_1', 'vehicles_2')))
 
-_ALL = (CIFAR10, CIFAR100, CIFAR100_COARSE)
+# SVHN's cropped digits (the tutorial's exercise), from the official MATLAB
+# files; label 10 there is the digit 0. The same training set and the 531,131
+# "extra" digits with svhn_extra.
+_SVHN_URL = 'http://ufldl.stanford.edu/housenumbers/'
+_SVHN_FILES = (('train.bin', 'train_32x32.mat',
+                'e26dedcc434d2e4c54c9b2d4a06d8373'),
+               ('test.bin', 'test_32x32.mat',
+                'eb5a983be6a315427106f1b164d9cef3'))
+_SVHN_EXTRA = ('extra.bin', 'extra_32x32.mat',
+               'a93ce644f1a588dc4d68dda5feec44a7')
+SVHN = dataset.DataSet(
+    name='svhn', title='SVHN', image_shape=(32, 32, 3),
+    class_names=tuple(str(d) for d in range(10)), train_size=73257,
+    test_size=26032, folder='svhn-bin', train_files=('train.bin',),
+    test_files=('test.bin',), label_bytes=1, label_byte=0,
+    url=_SVHN_URL, source_env='SVHN_DATA_SOURCE',
+    prepare=converted.mat_files(_SVHN_FILES, _SVHN_URL),
+    source_files=tuple(f[1] for f in _SVHN_FILES))
+SVHN_EXTRA = dataset.DataSet(**dict(
+    vars(SVHN), name='svhn_extra', title='SVHN (with extra)',
+    train_size=73257 + 531131, folder='svhn-extra-bin',
+    train_files=('train.bin', 'extra.bin'),
+    records_per_file=(('train.bin', 73257), ('extra.bin', 531131)),
+    prepare=converted.mat_files(_SVHN_FILES + (_SVHN_EXTRA,), _SVHN_URL),
+    source_files=SVHN.source_files + (_SVHN_EXTRA[1],)))
+
+_ALL = (CIFAR10, CIFAR100, CIFAR100_COARSE, SVHN, SVHN_EXTRA)
 NAMES = tuple(d.name for d in _ALL)
 
 
@@ -89,7 +118,10 @@ def get(name):
   for d in _ALL:
     if d.name == name:
       return d
-  choices = ('choose one of %s, or a Python file that defines DATASET (a '
+  if os.path.isdir(name):
+    return converted.image_folder(name)
+  choices = ('choose one of %s, a folder of images (DIR/train/<class>/...), '
+             'or a Python file that defines DATASET (a '
              'cifar10_toolkit.dataset.DataSet)' % ', '.join(NAMES))
   try:
     if name.endswith('.py'):

@@ -19,8 +19,11 @@ data set (data_sets.get) down as arguments. Imports go down this list only
                    extracting
   6. hardware      what 'auto' picks on this machine; thread pools
      console       the console's lines
+     images        image files read for a model (classify, image folders)
   7. run_control   run_main, exit codes, signals, the stop-and-save votes
      run_record    the data set and schedule a checkpoint records
+     converted     data sets made into records: image folders, MATLAB
+                   files (SVHN)
   8. checkpoints   the checkpoint convention; resume, repair
      summaries     scalars, histograms, graph, HParams, profile
      lrn           the fast LRN kernels
@@ -44,8 +47,8 @@ ROOT_LIBRARY = ('data_sets', 'cifar10_input', 'data_helpers', 'two_layer_fc',
                 'convnet')
 LAYERS = (
     ('errors',), ('startup',), ('cli',), ('download', 'folders'), ('dataset',),
-    ('hardware', 'console'),
-    ('run_control', 'run_record'),
+    ('hardware', 'console', 'images'),
+    ('run_control', 'run_record', 'converted'),
     ('checkpoints', 'summaries', 'lrn', 'cluster', 'grad_ops'),
     ('run_folder', 'config'),
     ('device_input', 'fc_runs', 'serving', 'evaluation'), ('train_loop',),

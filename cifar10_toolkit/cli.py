@@ -139,11 +139,13 @@ def define_data_flags(flag_values, data_sets=None, what='where the data '
 
 def define_data_set_flag(flag_values, names, get,
                          what='the data set'):
-  """--dataset: one of names (the first the default), or a Python file or
-  module of the user's that defines DATASET; get(name) resolves it and
-  raises errors.UsageError for one that does not (a flag error)."""
-  flags.DEFINE_string('dataset', names[0], '%s: %s, or a Python file (or '
-                      'module) that defines DATASET (docs/extending.md)' % (
+  """--dataset: one of names (the first the default), a folder of images,
+  or a Python file or module of the user's that defines DATASET; get(name)
+  resolves it and raises errors.UsageError for one that does not (a flag
+  error)."""
+  flags.DEFINE_string('dataset', names[0], '%s: %s, a folder of images '
+                      '(DIR/train/<class>/*), or a Python file (or module) '
+                      'that defines DATASET (docs/extending.md)' % (
                           what, ', '.join(names)), flag_values=flag_values)
 
   def check(name):

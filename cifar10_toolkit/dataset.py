@@ -1,21 +1,16 @@
 """A data set of fixed-length binary records: what it is, getting it,
 checking it.
 
-  DataSet(...)                                 one data set, described in one
-      place: image shape, classes, sizes, files and record layout, where to
-      get it and its md5 (data_sets.py at the root describes the ones that
-      ship)
+  DataSet(...)    one data set, described in one place: image shape,
+      classes, sizes, files and record layout, where to get it and its md5
+      (data_sets.py at the root describes the ones that ship)
   maybe_download_and_extract(data_dir, source, data_set)
-      -> data_dir/<data_set.folder>: fetch the archive (the official URL, a
-      mirror URL or a local path; the flag, else $<data_set.source_env>),
-      check it (the official md5 when it was downloaded from the official
-      URL; every file whole, of the official size, labels in range), extract
-      it into a temporary folder renamed into place when complete.
+      -> data_dir/<data_set.folder>: fetch the archive, check it, extract it
+      all or nothing (or the data set's own prepare: converted.py)
   check_batches_bin(folder, data_set), check_bin_file(path, data_set),
   check_record_counts(...)   the checks, for data already extracted.
   fingerprint(data_dir, data_set)   the md5 of the extracted files
-  errors.DataSetError  every problem, as one line naming the file and what
-                       is wrong.
+  errors.DataSetError  every problem, one line naming the file and what
 """
 
 import dataclasses
@@ -40,9 +35,7 @@ class DataSet:
 
   A record is `label_bytes` header bytes, one of which (`label_byte`) is the
   class, then the image: its channels as planes, each row by row (the
-  CIFAR binary layout). The files split into training and test files of
-  `train_size / len(train_files)` and `test_size / len(test_files)` records
-  each in the official archive.
+  CIFAR binary layout).
 
   Attributes:
     name: what --dataset calls it.
@@ -54,10 +47,16 @@ class DataSet:
     train_files, test_files: the record files in folder, in order.
     label_bytes, label_byte: header bytes of a record; which is the label.
     names_file: the archive's file of class names, one a line (checked
-      against class_names when the archive is extracted), or None.
+      against class_names on extraction), or None.
     archive, url, md5: the official archive's file name, URL and md5.
     source_env: environment variable naming another source of the archive
       (a local path or a mirror URL).
+    prepare: for a data set not shipped as records, prepare(data_dir,
+      source, data_set) makes (or checks) data_dir/folder's record files
+      and returns the folder; None: the archive is fetched and extracted.
+    source_files: official files prepare fetches into data_dir (kept).
+    records_per_file: (file name, records) of files whose official counts
+      are not the even split of train_size (or test_size) among them.
   """
   name: str
   title: str
@@ -70,11 +69,14 @@ class DataSet:
   test_files: tuple
   label_bytes: int
   label_byte: int
-  names_file: str
-  archive: str
-  url: str
-  md5: str
-  source_env: str
+  names_file: str = None
+  archive: str = None
+  url: str = None
+  md5: str = None
+  source_env: str = None
+  prepare: object = None
+  source_files: tuple = ()
+  records_per_file: tuple = ()
 
   @property
   def num_classes(self):
@@ -90,6 +92,8 @@ class DataSet:
 
   def file_records(self, name):
     """Records the official file `name` holds."""
+    if name in dict(self.records_per_file):
+      return dict(self.records_per_file)[name]
     if name in self.train_files:
       return self.train_size // len(self.train_files)
     return self.test_size // len(self.test_files)
@@ -98,12 +102,17 @@ class DataSet:
   def all_files(self):
     return self.train_files + self.test_files
 
+  @property
+  def kept_names(self):
+    """What data_dir holds of this data set (a fresh run keeps them)."""
+    return (self.folder, self.archive) + tuple(self.source_files)
+
 
 def _is_url(source):
   return '://' in source
 
 
-def _md5(path):
+def file_md5(path):
   digest = hashlib.md5()
   with open(path, 'rb') as f:
     for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -128,15 +137,11 @@ def _download(url, dest, data_set):
 
 
 def check_batches_bin(batches_dir, data_set, exact_size=False):
-  """Checks the structure of an extracted data set's folder.
-
-  Args:
-    batches_dir: folder holding data_set's record files.
-    data_set: a DataSet.
-    exact_size: require the official count of records a file;
-      otherwise every file whole and none shorter or longer than the others
-      (check_record_counts), which admits small data sets made in the same
-      format, e.g. for tests.
+  """Checks the structure of data_set's record files in batches_dir:
+  with exact_size, the official count of records a file; otherwise every
+  file whole and none shorter or longer than the others
+  (check_record_counts), which admits small data sets made in the same
+  format, e.g. for tests.
 
   Raises:
     errors.DataSetError: naming the first file that is missing, has a partial
@@ -149,20 +154,16 @@ def check_batches_bin(batches_dir, data_set, exact_size=False):
 
 
 def check_record_counts(folder, counts, data_set):
-  """Checks that no batch file of a data set is short or long.
+  """Checks that no batch file of a data set (in folder; counts: file name
+  -> records it holds) is short or long.
 
-  The official layout is exact: each training and test file holds its
-  official count (DataSet.file_records). A file cut at a record boundary, or one
-  holding more, is told from the others: the count most training files hold
-  is the data set's, and a file that differs from it is named. A data set
-  made smaller in the same format (every training file alike, e.g. for
-  tests) is accepted; once the training files hold the official count, the
-  test file must too.
-
-  Args:
-    folder: the data set's folder, for the message.
-    counts: file name -> records it holds.
-    data_set: the DataSet.
+  The official layout is exact: each file holds its official count
+  (DataSet.file_records). A file cut at a record boundary, or one holding
+  more, is told from the others: the count most training files of one
+  official size hold is the data set's, and a file that differs from it is
+  named. A data set made smaller in the same format (such training files
+  alike, e.g. for tests) is accepted; once they hold the official count,
+  the test files must too.
 
   Raises:
     errors.DataSetError: naming the file whose count differs, with both counts.
@@ -174,16 +175,19 @@ def check_record_counts(folder, counts, data_set):
           '%s: %d records, more than the official %d a file (a padded or '
           'repeated file)' % (os.path.join(folder, name), counts[name],
                               official(name)))
-  train = [counts[n] for n in data_set.train_files]
-  usual = max(sorted(set(train), reverse=True), key=train.count)
-  for name in data_set.train_files:
-    if counts[name] != usual:
-      raise errors.DataSetError(
-          '%s: %d records, where the other training files hold %d (a cut or '
-          'padded file; the official files hold %d each)' % (
-              os.path.join(folder, name), counts[name], usual,
-              official(name)))
-  if usual == official(data_set.train_files[0]):
+  exact = False
+  for size in set(map(official, data_set.train_files)):  # files alike
+    alike = [n for n in data_set.train_files if official(n) == size]
+    train = [counts[n] for n in alike]
+    usual = max(sorted(set(train), reverse=True), key=train.count)
+    for name in alike:
+      if counts[name] != usual:
+        raise errors.DataSetError(
+            '%s: %d records, where the other training files hold %d (a cut '
+            'or padded file; the official files hold %d each)' % (
+                os.path.join(folder, name), counts[name], usual, size))
+    exact = exact or usual == size
+  if exact:
     for name in data_set.test_files:
       if counts[name] != official(name):
         raise errors.DataSetError(
@@ -288,8 +292,7 @@ class NoRoomError(errors.DataSetError):
   """The disk filled while extracting: the archive is not to blame."""
 
 
-# The largest member of an archive other than its data files (readmes and
-# class-name files are a few kilobytes).
+# The largest member of an archive besides its data files (readmes, names)
 MAX_OTHER_MEMBER_BYTES = 1 << 20
 
 
@@ -315,25 +318,21 @@ def _check_member_sizes(archive, members, data_set):
 def resolve_source(data_set, source=None):
   """The archive source: the argument, else $<data_set.source_env>, else
   the official URL."""
-  return source or os.environ.get(data_set.source_env) or data_set.url
+  return (source or os.environ.get(data_set.source_env or '') or
+          data_set.url)
 
 
 def maybe_download_and_extract(data_dir, url, data_set):
-  """Makes sure data_dir holds an extracted, well-formed data_set.
+  """Makes sure data_dir holds an extracted, well-formed data_set (or the
+  records its prepare makes).
 
   Nothing is fetched when data_dir already holds the extracted folder or the
-  archive. Otherwise the archive comes from `url`, else from the environment
-  variable data_set.source_env, else from the official URL; the source
-  is a URL or a local archive path. The official md5 is checked when the
-  official archive is downloaded; every archive is checked for structure
+  archive. Otherwise the archive comes from `url` (optional), else from the
+  environment variable data_set.source_env, else from the official URL; the
+  source is a URL or a local archive path. The official md5 is checked when
+  the official archive is downloaded; every archive is checked for structure
   (each file of its official size, labels in range). Extraction goes to a
   temporary folder that is renamed into place only when complete.
-
-  Args:
-    data_dir: folder for the archive and the extracted data set.
-    url: optional source overriding the environment variable and the
-      official URL.
-    data_set: the DataSet.
 
   Returns:
     Path of the extracted data_set.folder.
@@ -343,10 +342,10 @@ def maybe_download_and_extract(data_dir, url, data_set):
       malformed; the message names the file and what is wrong.
   """
   batches_dir = os.path.join(data_dir, data_set.folder)
-  if os.path.isdir(batches_dir):
+  if os.path.isdir(batches_dir) and not data_set.prepare:
     check_batches_bin(batches_dir, data_set)
     return batches_dir
-  if os.path.lexists(batches_dir):
+  if os.path.lexists(batches_dir) and not os.path.isdir(batches_dir):
     raise errors.DataSetError(
         '%s: a file, not the data set\'s folder; move it away '
         'and run again to fetch the data set' % batches_dir)
@@ -357,14 +356,15 @@ def maybe_download_and_extract(data_dir, url, data_set):
     raise errors.DataSetError('data_dir %s: cannot be created (%s)' %
                               (data_dir, e))
   try:
-    return _fetch(data_dir, url, batches_dir, data_set)
+    return (data_set.prepare or _fetch)(data_dir, url, data_set)
   except BaseException:  # (a stop signal too) no empty folder left behind
     folders.remove_if_empty(made)
     raise
 
 
-def _fetch(data_dir, url, batches_dir, data_set):
+def _fetch(data_dir, url, data_set):
   """maybe_download_and_extract's fetch and extraction into data_dir."""
+  batches_dir = os.path.join(data_dir, data_set.folder)
   source = resolve_source(data_set, url)
   archive = os.path.join(data_dir, data_set.archive)
   downloaded = False
@@ -384,10 +384,10 @@ def _fetch(data_dir, url, batches_dir, data_set):
       archive = source  # extract straight from the local file, no copy
   try:
     if (downloaded and source == data_set.url and
-        _md5(archive) != data_set.md5):
+        file_md5(archive) != data_set.md5):
       raise errors.DataSetError(
           '%s: md5 %s differs from the official %s (corrupt '
-          'download)' % (archive, _md5(archive), data_set.md5))
+          'download)' % (archive, file_md5(archive), data_set.md5))
     _extract(archive, data_dir, data_set)
   except NoRoomError:
     raise  # the archive is good (checked): kept for the next run

@@ -96,6 +96,9 @@ def schedule_notes(path, schedule):
     _, before = read(path)
   except Exception:
     return []
-  return ['Note: %s was trained with --%s %g; it goes on with %g' % (
-      path, k, before[k], v) for k, v in schedule.items()
+  said = {'train_size': 'on %g training examples; it goes on with %g (the '
+                        'epochs of the decay follow)'}
+  return ['Note: %s was trained %s' % (path, said.get(
+      k, 'with --' + k + ' %g; it goes on with %g') % (before[k], v))
+          for k, v in schedule.items()
           if k in before and before[k] != float(v)]

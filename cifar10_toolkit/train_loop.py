@@ -219,8 +219,7 @@ def train(config, strategy=None, is_chief=True, worker_dir=None,
                                config.data_set)
     if config.fresh and is_chief:
       run_folder.set_aside(config.train_dir, keep=[config.data_dir],
-                           keep_names=(config.data_set.folder,
-                                       config.data_set.archive))
+                           keep_names=config.data_set.kept_names)
     run = _setup(config, strategy, is_chief, worker_dir)
     return _loop(run, on_call or (lambda step, warm: None)) if run else 0
 

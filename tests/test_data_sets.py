@@ -93,8 +93,8 @@ def test_the_descriptions():
   assert CIFAR10.file_records('data_batch_3.bin') == 10000
   with pytest.raises(errors.UsageError,
                      match="^'svhm': unknown; choose one of cifar10, "
-                     'cifar100, cifar100_coarse, or a Python file that '
-                     'defines DATASET'):
+                     'cifar100, cifar100_coarse, svhn, svhn_extra, a folder '
+                     'of images'):
     data_sets.get('svhm')
 
 
@@ -284,7 +284,8 @@ def test_a_resume_takes_a_new_schedule_with_a_note(c100, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize('argv, message', [
     (['--dataset', 'svhm'], "flag --dataset=svhm: 'svhm': unknown; choose "
-     'one of cifar10, cifar100, cifar100_coarse, or a Python file'),
+     'one of cifar10, cifar100, cifar100_coarse, svhn, svhn_extra, a folder '
+     'of images (DIR/train/<class>/...), or a Python file'),
     (['--dataset', 'nowhere/my_set.py'], 'flag --dataset=nowhere/my_set.py: '
      'nowhere/my_set.py: no such file'),
     (['--dataset', 'tests/conftest.py'], 'flag --dataset=tests/conftest.py: '

@@ -13,6 +13,7 @@ import tensorflow as tf
 import cifar10_classify
 import cifar10_export
 from cifar10_toolkit import dataset
+from cifar10_toolkit import images
 import cifar10_input
 import convnet
 from cifar10_toolkit import run_control
@@ -148,10 +149,10 @@ def test_resize_crops_the_centre_square_or_squashes(tmp_path):
   image[:, 10:30] = [255, 0, 0]
   path = str(tmp_path / 'wide.png')
   tf.io.write_file(path, tf.io.encode_png(image))
-  cropped = cifar10_classify.read_image(path, resize=True)
+  cropped = images.read(path, (32, 32, 3))
   assert cropped.shape == (32, 32, 3)
   assert (cropped == [255, 0, 0]).all()  # the centre square alone
-  squashed = cifar10_classify.read_image(path, resize=True, squash=True)
+  squashed = images.read(path, (32, 32, 3), squash=True)
   assert squashed.shape == (32, 32, 3)
   assert (squashed[:, 0] == [0, 0, 255]).all()  # the blue sides kept
   assert (squashed[:, 16] == [255, 0, 0]).all()

@@ -32,6 +32,7 @@ import run_fc_model
 from cifar10_toolkit import checkpoints
 from cifar10_toolkit import run_control
 from cifar10_toolkit import evaluation
+from cifar10_toolkit import images
 from data_sets import CIFAR10
 from conftest import (ROOT, free_ports, start_workers, train_args,
                       write_bin, write_py)
@@ -379,9 +380,9 @@ def test_evaluator_retries_a_repaired_checkpoint(shared_bin_dir, tmp_path,
 # --- 8. smaller faults ------------------------------------------------------
 
 def test_classify_a_folder_says_so(tmp_path, capsys):
-  with pytest.raises(errors.UsageError,
+  with pytest.raises(images.ImageError,
                      match=r': a folder, not an image file$'):
-    cifar10_classify.read_image(str(tmp_path))
+    images.read(str(tmp_path), (32, 32, 3))
 
 
 def test_symlink_loop_as_train_dir(shared_bin_dir, tmp_path, capsys):
