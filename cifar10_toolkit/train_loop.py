@@ -371,8 +371,8 @@ def _setup(config, strategy, is_chief, worker_dir):
       config.data_dir, config.batch_size, config.seed, strategy,
       config.data_on_device, data_set, config.input_lib, start)
   train_loop, summary_step = make_train_loop(
-      strategy, config.model_lib, model, state, config.global_batch, feed, config.jit_compile,
-      config.slices)
+      strategy, config.model_lib, model, state, config.global_batch, feed,
+      config.jit_compile, config.slices)
   writer = (summaries.summary_writer(config.train_dir) if is_chief
             else tf.summary.create_noop_writer())
 
