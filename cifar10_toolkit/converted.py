@@ -175,16 +175,19 @@ def _prepare_folder(root, carved, data_dir, source, data_set):
             data_set.image_shape[1], out), flush=True)
   real = os.path.realpath(root)
 
-  def record(label, rel):
-    path = os.path.join(root, rel)
-    if os.path.commonpath([real, os.path.realpath(path)]) != real:
-      raise images.ImageError('%s: a symbolic link out of %s; copy the image '
-                              'in instead' % (path, root))
-    image = images.read(path, data_set.image_shape, title=data_set.title)
-    return np.concatenate([[label], image.transpose(2, 0, 1).ravel()])
+  def records(entries):  # uint8 [N, record bytes], filled row by row
+    out = np.empty((len(entries), data_set.record_bytes), np.uint8)
+    for row, (label, rel) in zip(out, entries):
+      path = os.path.join(root, rel)
+      if os.path.commonpath([real, os.path.realpath(path)]) != real:
+        raise images.ImageError('%s: a symbolic link out of %s; copy the '
+                                'image in instead' % (path, root))
+      image = images.read(path, data_set.image_shape, title=data_set.title)
+      row[0], row[1:] = label, image.transpose(2, 0, 1).ravel()
+    return out
   began = time.time()
   _write_folder(data_dir, out, {
-      name: np.stack([record(*e) for e in files[split]]).astype(np.uint8)
+      name: records(files[split])
       for name, split in (('train.bin', 'train'), ('test.bin', 'test'))},
                 {MANIFEST: json.dumps(manifest)})
   print('Made %s in %.0f s' % (out, time.time() - began), flush=True)
