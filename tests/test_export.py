@@ -12,7 +12,6 @@ import tensorflow as tf
 
 import cifar10_classify
 import cifar10_export
-from cifar10_toolkit import dataset
 from cifar10_toolkit import images
 import cifar10_input
 import convnet

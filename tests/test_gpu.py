@@ -3,7 +3,6 @@ XLA against the plain step, the GPU defaults from made-up devices, memory
 growth."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cifar10_toolkit import dataset
 import cifar10_input
 from cifar10_toolkit import device_input
 import cifar10_train
