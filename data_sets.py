@@ -92,14 +92,14 @@ SVHN = dataset.DataSet(
     test_size=26032, folder='svhn-bin', train_files=('train.bin',),
     test_files=('test.bin',), label_bytes=1, label_byte=0,
     url=_SVHN_URL, source_env='SVHN_DATA_SOURCE',
-    prepare=converted.mat_files(_SVHN_FILES, _SVHN_URL),
+    prepare=converted.mat_files(_SVHN_FILES),
     source_files=tuple(f[1] for f in _SVHN_FILES))
 SVHN_EXTRA = dataset.DataSet(**dict(
     vars(SVHN), name='svhn_extra', title='SVHN (with extra)',
     train_size=73257 + 531131, folder='svhn-extra-bin',
     train_files=('train.bin', 'extra.bin'),
     records_per_file=(('train.bin', 73257), ('extra.bin', 531131)),
-    prepare=converted.mat_files(_SVHN_FILES + (_SVHN_EXTRA,), _SVHN_URL),
+    prepare=converted.mat_files(_SVHN_FILES + (_SVHN_EXTRA,)),
     source_files=SVHN.source_files + (_SVHN_EXTRA[1],)))
 
 _ALL = (CIFAR10, CIFAR100, CIFAR100_COARSE, SVHN, SVHN_EXTRA)

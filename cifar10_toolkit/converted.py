@@ -2,7 +2,7 @@
 
   image_folder(path, image_size)   the DataSet of DIR/train/<class>/* (and
                                    DIR/test/<class>/*, else a seeded split)
-  mat_files(files, base_url)       the prepare of a data set published as
+  mat_files(files)                 the prepare of a data set published as
                                    MATLAB arrays X [H, W, C, N], y [N, 1]
                                    (SVHN's cropped digits)
 
@@ -218,7 +218,7 @@ def _write_folder(data_dir, out, arrays, texts):
       shutil.rmtree(old, ignore_errors=True)
 
 
-def mat_files(files, base_url):
+def mat_files(files):
   """The prepare of a data set published as MATLAB files (SVHN's).
 
   Args:
@@ -226,23 +226,23 @@ def mat_files(files, base_url):
       record files: the MATLAB file holds X, uint8 [height, width,
       channels, N], and y [N, 1], labels 1 to the number of classes, the
       last meaning 0 (SVHN's digit 0 is label 10).
-    base_url: where the official MATLAB files are (the name appended).
 
   Returns:
     prepare(data_dir, source, data_set): the MATLAB files are taken from
     data_dir, else from source (a local folder, or a base URL; the flag,
-    else $<data_set.source_env>), else downloaded from base_url (their md5
-    checked); converted into data_dir/<folder>; kept where they are.
+    else $<data_set.source_env>), else downloaded from data_set.url, the
+    official files' base URL (their md5 checked); converted into
+    data_dir/<folder>; kept where they are.
   """
-  return functools.partial(_prepare_mat, files, base_url)
+  return functools.partial(_prepare_mat, files)
 
 
-def _prepare_mat(files, base_url, data_dir, source, data_set):
+def _prepare_mat(files, data_dir, source, data_set):
   out = os.path.join(data_dir, data_set.folder)
   if os.path.isdir(out):
     dataset.check_batches_bin(out, data_set)
     return out
-  source = source or os.environ.get(data_set.source_env or '') or base_url
+  source = dataset.resolve_source(data_set, source)
   arrays = {}
   for record_file, mat, md5 in files:
     path = os.path.join(data_dir, mat)
@@ -260,7 +260,7 @@ def _prepare_mat(files, base_url, data_dir, source, data_set):
       except download.Failed as e:
         raise errors.DataSetError('no %s in %s and fetching it failed (%s)' %
                                   (mat, data_dir, e))
-      if source == base_url and dataset.file_md5(path) != md5:
+      if source == data_set.url and dataset.file_md5(path) != md5:
         os.remove(path)
         raise errors.DataSetError('%s: md5 differs from the official %s '
                                   '(corrupt download; removed)' % (path, md5))
