@@ -25,6 +25,7 @@ import time
 from absl import flags
 
 import data_sets
+import models
 from cifar10_toolkit import cli
 
 POLL_SECS = 2  # watch mode looks at the checkpoint folder this often
@@ -46,6 +47,7 @@ flags.DEFINE_integer('num_examples', 10000, 'number of examples to run',
 flags.DEFINE_boolean('run_once', False, 'evaluate the newest checkpoint once '
                      'and exit', flag_values=FLAGS)
 cli.define_data_flags(FLAGS, (data_sets.NAMES, data_sets.get))
+cli.define_model_flag(FLAGS, models.NAMES, models.known, models.CHOICES)
 flags.DEFINE_boolean('raw_weights', False, 'evaluate the raw weights, not '
                      'their moving averages', flag_values=FLAGS)
 
@@ -53,11 +55,11 @@ if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
 import cifar10_input  # noqa: E402  (TensorFlow loads here)
-import convnet  # noqa: E402
 from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import console  # noqa: E402
 from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import evaluation  # noqa: E402
+from cifar10_toolkit import plugins  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import run_folder  # noqa: E402
 from cifar10_toolkit import run_record  # noqa: E402
@@ -76,12 +78,12 @@ def _evaluate():
   if FLAGS.run_once and not os.path.isdir(FLAGS.checkpoint_dir):
     raise errors.UsageError('--checkpoint_dir %s does not exist'
                             % FLAGS.checkpoint_dir)
-  data_set = data_sets.get(FLAGS.dataset)
+  data_set, model_lib = data_sets.get(FLAGS.dataset), models.get(FLAGS.model)
   run_record.check_newest(checkpoints.checkpoint_candidates(  # (first)
-      FLAGS.checkpoint_dir)[0], data_set.name)
+      FLAGS.checkpoint_dir)[0], data_set.name, plugins.name_of(model_lib))
   run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source, data_set)
   evaluator = evaluation.Evaluator(FLAGS.data_dir, FLAGS.eval_data,
-                                   FLAGS.num_examples, data_set, convnet,
+                                   FLAGS.num_examples, data_set, model_lib,
                                    cifar10_input, FLAGS.raw_weights)
   writer = summaries.summary_writer(FLAGS.eval_dir, '--eval_dir')
   written = evaluation.evaluated_steps(FLAGS.eval_dir)

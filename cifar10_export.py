@@ -27,6 +27,7 @@ import sys
 from absl import flags
 
 import data_sets
+import models
 from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
@@ -38,12 +39,12 @@ flags.DEFINE_boolean('raw_weights', False, 'export the raw weights, not '
                      'their moving averages', flag_values=FLAGS)
 cli.define_data_set_flag(FLAGS, data_sets.NAMES, data_sets.get,
                          'the data set the checkpoint was trained on')
+cli.define_model_flag(FLAGS, models.NAMES, models.known, models.CHOICES)
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
 import cifar10_input  # noqa: E402  (TensorFlow loads here)
-import convnet  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import serving  # noqa: E402
 
@@ -51,8 +52,8 @@ from cifar10_toolkit import serving  # noqa: E402
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
   classifier, path, step = serving.restore_classifier(
-      FLAGS.checkpoint_dir, data_sets.get(FLAGS.dataset), convnet,
-      cifar10_input, FLAGS.raw_weights)
+      FLAGS.checkpoint_dir, data_sets.get(FLAGS.dataset),
+      models.get(FLAGS.model), cifar10_input, FLAGS.raw_weights)
   serving.export(classifier, FLAGS.export_dir)
   # the export is complete: a late Ctrl-C must not turn it into a failure
   signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -12,7 +12,8 @@ in place):
 
 Each takes data_set= (a dataset.DataSet, data_sets.CIFAR10 by default): the
 records are read in its layout, and the crops keep the tutorial's share of
-the image (crop_size: 24 of 32).
+the image (crop_size: 24 of 32); and augmentation= (an Augmentation:
+TUTORIAL, or another that a model module declares, e.g. ResNet-20's).
   image_summary(images, step)  writes a sample of a batch to TensorBoard.
 
 Building blocks shared with other input paths (the whole data set on an
@@ -23,6 +24,7 @@ Every problem with the data is raised as errors.DataSetError with a
 one-line message that names the file (or folder) and what is wrong.
 """
 
+import collections
 import os
 
 import numpy as np
@@ -34,11 +36,20 @@ from cifar10_toolkit import errors
 
 IMAGE_SIZE = 24            # side of the crops fed to the network (of 32)
 
+# How training images are distorted: crops of crop[0]/crop[1] of the side,
+# after zero padding of pad pixels on each side; with colour, random
+# brightness and contrast. A model module may declare its own (INPUT).
+Augmentation = collections.namedtuple('Augmentation', 'crop pad colour')
+TUTORIAL = Augmentation(crop=(IMAGE_SIZE, 32), pad=0, colour=True)
+AUGMENTED = ('crop_size', 'distort_images', 'central_crop_and_standardize',
+             'distorted_inputs', 'inputs')  # the functions that take one
 
-def crop_size(side):
+
+def crop_size(side, augmentation=TUTORIAL):
   """The side of the crops of a side x side image: the tutorial's 24 of
   32, scaled."""
-  return side * IMAGE_SIZE // 32
+  num, den = augmentation.crop
+  return side * num // den
 
 # Training distortions (docs/model.md): random crop, flip, brightness, contrast.
 MAX_BRIGHTNESS_DELTA = 63.0
@@ -142,7 +153,8 @@ def uniform(shape, seed, minval=0.0, maxval=1.0):
   return unit_floats(random_bits(shape, seed)) * (maxval - minval) + minval
 
 
-def distort_images(images, seed, draws_for=None, offset=0):
+def distort_images(images, seed, draws_for=None, offset=0,
+                   augmentation=TUTORIAL):
   """The tutorial's training distortions, applied to a whole batch at once.
 
   Per image, in this order: random 24x24 crop (crop_size of the side),
@@ -161,15 +173,20 @@ def distort_images(images, seed, draws_for=None, offset=0):
       [offset, offset + batch), so a replica's slice of a global batch is
       distorted exactly as the global batch would be on one device.
     offset: see draws_for.
+    augmentation: the crop's share, the padding, whether brightness and
+      contrast change (TUTORIAL: none, 24 of 32, they do).
 
   Returns:
     float32 [batch, crop, crop, channels].
   """
   n = tf.shape(images)[0]
   side = images.shape[1]
-  crop = crop_size(side)
+  crop = crop_size(side, augmentation)
+  pad = augmentation.pad
+  if pad:
+    images = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
   d = distortion_draws(seed, n if draws_for is None else draws_for,
-                       side - crop + 1)
+                       side + 2 * pad - crop + 1)
   d = {k: v[offset:offset + n] for k, v in d.items()}
   window = tf.range(crop)
   # the crop's columns, read right to left in a flipped image (the flip is
@@ -179,18 +196,18 @@ def distort_images(images, seed, draws_for=None, offset=0):
   x = tf.cast(images, tf.float32)
   x = tf.gather(x, d['offsets'][:, :1] + window, axis=1, batch_dims=1)
   x = tf.gather(x, d['offsets'][:, 1:] + columns, axis=2, batch_dims=1)
-  x += d['brightness']
-  factor = d['contrast']
-  channel_mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-  x = (x - channel_mean) * factor + channel_mean
+  if augmentation.colour:
+    x += d['brightness']
+    channel_mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+    x = (x - channel_mean) * d['contrast'] + channel_mean
   return standardize(x)
 
 
-def central_crop_and_standardize(images):
+def central_crop_and_standardize(images, augmentation=TUTORIAL):
   """Evaluation preprocessing: central 24x24 crop (crop_size of the side),
   per-image standardization."""
   side = images.shape[1]
-  size = crop_size(side)
+  size = crop_size(side, augmentation)
   start = (side - size) // 2
   crop = images[:, start:start + size, start:start + size, :]
   return standardize(tf.cast(crop, tf.float32))
@@ -264,7 +281,8 @@ def training_index_batches(num_examples, global_batch_size, seed,
 
 
 def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
-                     input_context=None, data_set=data_sets.CIFAR10):
+                     input_context=None, data_set=data_sets.CIFAR10,
+                     augmentation=TUTORIAL):
   """Distorted training input for CIFAR-10 training, as a tf.data.Dataset.
 
   The training files are read once with FixedLengthRecordDataset into a
@@ -285,6 +303,7 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
       of its own replicas in turn (what distribute_datasets_from_function
       expects).
     data_set: the DataSet (its layout and files).
+    augmentation: the distortions (distort_images).
 
   Returns:
     Dataset of (images float32 [batch_size, 24, 24, 3], labels int32
@@ -320,7 +339,7 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
     images, labels = decode_records(
         tf.gather(records, indices[lo:lo + size]), data_set)
     seeds = tf.stack([tf.cast(seed, tf.int64), step])
-    images = distort_images(images, seeds, global_batch, lo)
+    images = distort_images(images, seeds, global_batch, lo, augmentation)
     return (tf.reshape(images, [local, batch_size] + images.shape[1:]),
             tf.reshape(labels, [local, batch_size]))
 
@@ -331,7 +350,7 @@ def distorted_inputs(data_dir, batch_size, seed=None, start_step=0,
 
 
 def inputs(eval_data, data_dir, batch_size, drop_remainder=False,
-           data_set=data_sets.CIFAR10):
+           data_set=data_sets.CIFAR10, augmentation=TUTORIAL):
   """Evaluation input: central crop, standardization, each example once.
 
   Args:
@@ -340,7 +359,7 @@ def inputs(eval_data, data_dir, batch_size, drop_remainder=False,
     batch_size: examples per batch; the last batch is smaller unless
       drop_remainder.
     drop_remainder: drop a last, partial batch.
-    data_set: the DataSet.
+    data_set: the DataSet; augmentation: its crop (TUTORIAL: 24 of 32).
 
   Returns:
     Dataset of (images float32 [batch, 24, 24, 3], labels int32 [batch]).
@@ -353,7 +372,7 @@ def inputs(eval_data, data_dir, batch_size, drop_remainder=False,
   def preprocess(raw):
     images, labels = decode_records(tf.io.decode_raw(raw, tf.uint8),
                                     data_set)
-    return central_crop_and_standardize(images), labels
+    return central_crop_and_standardize(images, augmentation), labels
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)

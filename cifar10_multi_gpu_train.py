@@ -29,11 +29,13 @@ import sys
 from absl import flags
 
 import data_sets
+import models
 from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
 # cifar10_train.py's flags
 cli.define_training_flags(FLAGS, (data_sets.NAMES, data_sets.get))
+cli.define_model_flag(FLAGS, models.NAMES, models.known, models.CHOICES)
 flags.DEFINE_integer('num_gpus', 1, 'how many GPUs to use; with fewer '
                      'present, a warning, and it runs on those there are',
                      lower_bound=1, flag_values=FLAGS)
@@ -56,7 +58,6 @@ if __name__ == '__main__':
 
 import tensorflow as tf  # noqa: E402
 import cifar10_input  # noqa: E402
-import convnet  # noqa: E402
 from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import cluster  # noqa: E402
 from cifar10_toolkit import config  # noqa: E402
@@ -73,7 +74,7 @@ def main(argv=None):
   device = hardware.describe()
   run = config.resolve(FLAGS, device, cluster.planned_replicas(
       FLAGS.num_gpus, FLAGS.logical_devices, multi_worker),
-                       data_sets.get(FLAGS.dataset), convnet,
+                       data_sets.get(FLAGS.dataset), models.get(FLAGS.model),
                        cifar10_input)
   hardware.set_threads(device, run.slices)  # before TensorFlow's runtime starts
   worker_dir = None

@@ -26,17 +26,18 @@ import sys
 from absl import flags
 
 import data_sets
+import models
 from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
 # the tutorial's, shared with the multi-GPU script
 cli.define_training_flags(FLAGS, (data_sets.NAMES, data_sets.get))
+cli.define_model_flag(FLAGS, models.NAMES, models.known, models.CHOICES)
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
 import cifar10_input  # noqa: E402  (TensorFlow loads here)
-import convnet  # noqa: E402
 from cifar10_toolkit import config  # noqa: E402
 from cifar10_toolkit import hardware  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
@@ -47,7 +48,7 @@ def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
   device = hardware.describe()
   run = config.resolve(FLAGS, device, 1, data_sets.get(FLAGS.dataset),
-                       convnet, cifar10_input)
+                       models.get(FLAGS.model), cifar10_input)
   hardware.set_threads(device, run.slices)  # before TensorFlow's runtime starts
   startup.end_startup(run_control.warm_up)
   return train_loop.train(run)

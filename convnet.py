@@ -1,23 +1,23 @@
 """The TensorFlow CIFAR-10 tutorial's convolutional network, in TensorFlow 2.
 
-The model and its training, in the order a training program chains them:
+The model and its training, in the order a training program chains them
+(the model interface of cifar10_toolkit.interface; --model convnet):
 
-  model = ConvNet(seed, num_classes, image_size)   the variables, once
-  state = TrainState(model, seed, dtype, global_batch, schedule)   global
-      step, seed, moving averages, loss scale; the schedule it follows
+  model = ConvNet(seed, num_classes, image_size)   the variables (Model)
+  state = TrainState(model, seed, dtype, global_batch, schedule)
   logits, activations = inference(model, images, dtype, slices)
   losses = loss(model, logits, labels)      cross-entropy + weight decay
   out = training(model, state, images, labels, global_batch_size)
-      the tutorial's train(): the gradients, the SGD update on the schedule
-      (learning_rate), the moving averages (moving_average_decay); it is
-      update(gradients(...), grad_ops.all_reduce(...)), parts a loop may
-      compile apart
+      the tutorial's train(): SGD on the schedule (learning_rate), the
+      moving averages; update(gradients(...), grad_ops.all_reduce(...))
   correct = evaluation(logits, labels)      top-1 correct count
   use_moving_averages(model, state)         the averaged weights, to evaluate
 
 reference_inference(model, images) is the tutorial's forward pass written
 plainly; inference() computes the same function faster (the LRN kernels of
-cifar10_toolkit.lrn, slices of the batch side by side).
+cifar10_toolkit.lrn, slices of the batch side by side). Another model
+module may reuse TrainState, loss, training and the rest with a Model that
+has `params` and `layers` as ConvNet's (docs/extending.md).
 
 Architecture, initialisation, weight decays and schedule are those of
 docs/model.md: conv1 -> pool1 -> norm1 -> conv2 -> norm2 -> pool2 ->
@@ -33,9 +33,8 @@ from cifar10_toolkit import grad_ops
 from cifar10_toolkit import lrn
 from cifar10_toolkit import summaries
 
-# The schedule (the tutorial's values; each is a flag of the training
-# scripts). The learning rate is multiplied by decay_factor every
-# epochs_per_decay epochs of the data set's train_size images.
+# The schedule (the tutorial's values; each a flag of the training scripts):
+# the rate times decay_factor every epochs_per_decay epochs of train_size.
 Schedule = collections.namedtuple('Schedule', [
     'learning_rate', 'epochs_per_decay', 'decay_factor',
     'moving_average_decay', 'train_size'])
@@ -67,7 +66,8 @@ _SYNC = dict(synchronization=tf.VariableSynchronization.ON_WRITE,
              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
-def _variable(value, name, **kwargs):
+def variable(value, name, **kwargs):
+  """A tf.Variable of value that the replicas update as one (_SYNC)."""
   return tf.Variable(value, name=name, **_SYNC, **kwargs)
 
 
@@ -94,13 +94,16 @@ class ConvNet(tf.Module):
     params = collections.OrderedDict()
     for i, (layer, (shape, stddev, _, bias)) in enumerate(
         self.layers.items()):
-      params[layer + '/weights'] = _variable(
+      params[layer + '/weights'] = variable(
           tf.random.stateless_truncated_normal(shape, [seed, i],
                                                stddev=stddev),
           layer + '/weights')
-      params[layer + '/biases'] = _variable(tf.fill([shape[-1]], bias),
-                                            layer + '/biases')
+      params[layer + '/biases'] = variable(tf.fill([shape[-1]], bias),
+                                           layer + '/biases')
     self.params = params
+
+
+Model = ConvNet  # the interface's name
 
 
 class TrainState(tf.Module):
@@ -114,31 +117,30 @@ class TrainState(tf.Module):
       of each loss term (zero-debiased by loss_averages()).
     loss_scale, good_steps: dynamic loss scaling (float16 only: bfloat16
       has float32's exponent range).
-    compute_dtype: not saved: a run may resume in another precision.
-    schedule: the Schedule training follows (not saved here: the
-      checkpoint's run record keeps it).
+    compute_dtype, schedule: not saved (a run may resume in another
+      precision; the checkpoint's run record keeps the schedule).
   """
 
   def __init__(self, model, seed=0, compute_dtype=tf.float32,
                global_batch=0, schedule=SCHEDULE, name='train_state'):
     super().__init__(name=name)
     self.schedule = schedule
-    step = lambda name: _variable(0, name, dtype=tf.int64, trainable=False)
+    step = lambda name: variable(0, name, dtype=tf.int64, trainable=False)
     self.global_step = step('global_step')
-    self.seed = _variable(seed, 'seed', dtype=tf.int64, trainable=False)
-    self.global_batch = _variable(global_batch, 'global_batch',
-                                  dtype=tf.int64, trainable=False)
+    self.seed = variable(seed, 'seed', dtype=tf.int64, trainable=False)
+    self.global_batch = variable(global_batch, 'global_batch',
+                                 dtype=tf.int64, trainable=False)
     self.averages = collections.OrderedDict(
-        (k, _variable(v, k + '/ExponentialMovingAverage', trainable=False))
+        (k, variable(v, k + '/ExponentialMovingAverage', trainable=False))
         for k, v in model.params.items())
     names = ['cross_entropy'] + [layer + '/weight_loss' for layer, spec in
                                  model.layers.items() if spec[2]] + [
                                      'total_loss']
     self.loss_averages = collections.OrderedDict(
-        (k, _variable(0.0, k + '/avg', trainable=False)) for k in names)
+        (k, variable(0.0, k + '/avg', trainable=False)) for k in names)
     self.compute_dtype = tf.as_dtype(compute_dtype)
     self.loss_scaling = self.compute_dtype == tf.float16
-    self.loss_scale = _variable(
+    self.loss_scale = variable(
         grad_ops.INITIAL_LOSS_SCALE if self.loss_scaling else 1.0,
         'loss_scale',
         trainable=False)
@@ -226,10 +228,7 @@ def reference_inference(model, images):
   """The tutorial's forward pass, written plainly with TensorFlow's own ops
   (ReLU before pooling, tf.nn.local_response_normalization): the
   definition that inference() computes faster (tests compare logits and
-  gradients). Float32 only; not used to train.
-
-  Returns:
-    logits float32 [batch, classes].
+  gradients). Float32 only; not used to train. Returns float32 logits.
   """
   p = model.params
   norm = lambda x: tf.nn.local_response_normalization(x, **lrn.LRN)
@@ -273,9 +272,8 @@ def loss(model, logits, labels):
 def learning_rate(global_step, global_batch_size, schedule=SCHEDULE):
   """The tutorial's schedule: 0.1, times 0.1 every 350 epochs (staircase).
 
-  Args: global_step, steps taken; global_batch_size, examples per step;
-    schedule, a Schedule (its epochs are of its train_size examples).
-  Returns: float32 scalar.
+  Args: global_step; global_batch_size, examples per step; schedule, a
+    Schedule (epochs of train_size examples). Returns: float32 scalar.
   """
   batches_per_epoch = schedule.train_size / global_batch_size
   decay_steps = max(int(batches_per_epoch * schedule.epochs_per_decay), 1)
@@ -293,7 +291,7 @@ def moving_average_decay(global_step, schedule=SCHEDULE):
 
 
 def training(model, state, images, labels, global_batch_size,
-             with_summaries=False, slices=1):
+             with_summaries=False, slices=1, forward=None):
   """One step of the tutorial's train(), in replica context.
 
   Each replica's loss is divided by the replicas and the gradients summed
@@ -311,6 +309,7 @@ def training(model, state, images, labels, global_batch_size,
     with_summaries: also return what the summaries show: activations,
       gradients, images.
     slices: compute the batch in this many slices (inference()).
+    forward: the forward pass, inference() unless another model's.
 
   Returns:
     dict: the loss terms (averaged over replicas), 'learning_rate', and with
@@ -318,13 +317,13 @@ def training(model, state, images, labels, global_batch_size,
   """
   ctx = tf.distribute.get_replica_context()
   out = gradients(model, state, images, labels, ctx.num_replicas_in_sync,
-                  with_summaries, slices)
+                  with_summaries, slices, forward)
   return update(model, state, out, global_batch_size,
                 grad_ops.all_reduce(out))
 
 
 def gradients(model, state, images, labels, replicas, with_summaries=False,
-              slices=1):
+              slices=1, forward=None):
   """The first half of training(): this replica's losses and gradients.
 
   Returns:
@@ -334,7 +333,8 @@ def gradients(model, state, images, labels, replicas, with_summaries=False,
   """
   variables = list(model.params.values())
   with tf.GradientTape() as tape:
-    logits, acts = inference(model, images, state.compute_dtype, slices)
+    logits, acts = (forward or inference)(model, images, state.compute_dtype,
+                                          slices)
     with tf.name_scope('loss'):
       losses = loss(model, logits, labels)
       scaled = losses['total_loss'] / replicas

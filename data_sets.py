@@ -17,13 +17,12 @@ classify) takes its sizes from the DataSet a run is given. To add a data
 set stored in the same record layout, describe it here (docs/extending.md).
 """
 
-import importlib
-import importlib.util
 import os
 
 from cifar10_toolkit import converted
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
+from cifar10_toolkit import plugins
 
 CIFAR10 = dataset.DataSet(
     name='cifar10', title='CIFAR-10', image_shape=(32, 32, 3),
@@ -120,25 +119,10 @@ def get(name):
       return d
   if os.path.isdir(name):
     return converted.image_folder(name)
-  choices = ('choose one of %s, a folder of images (DIR/train/<class>/...), '
-             'or a Python file that defines DATASET (a '
-             'cifar10_toolkit.dataset.DataSet)' % ', '.join(NAMES))
-  try:
-    if name.endswith('.py'):
-      if not os.path.isfile(name):
-        raise errors.UsageError('%s: no such file; %s' % (name, choices))
-      spec = importlib.util.spec_from_file_location(
-          os.path.basename(name)[:-3], name)
-      module = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(module)
-    else:
-      module = importlib.import_module(name)
-  except errors.UsageError:
-    raise
-  except ImportError:
-    raise errors.UsageError('%r: unknown; %s' % (name, choices))
-  except Exception as e:  # the user's file failed: say where
-    raise errors.UsageError('%s: %s: %s' % (name, type(e).__name__, e))
+  module = plugins.load(name, (
+      'choose one of %s, a folder of images (DIR/train/<class>/...), or a '
+      'Python file that defines DATASET (a cifar10_toolkit.dataset.DataSet)'
+      % ', '.join(NAMES)))
   found = getattr(module, 'DATASET', None)
   if not isinstance(found, dataset.DataSet):
     raise errors.UsageError('%s defines no DATASET (a cifar10_toolkit.'

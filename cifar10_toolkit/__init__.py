@@ -4,8 +4,8 @@ The repository's root holds what a user runs and what the tutorial taught
 (the scripts; convnet.py, two_layer_fc.py, cifar10_input.py,
 data_helpers.py); everything else is here, one concern a module. The
 package imports nothing from the root: a script passes its model and input
-libraries (convnet, cifar10_input; two_layer_fc, data_helpers) and its
-data set (data_sets.get) down as arguments. Imports go down this list only
+libraries (models.get: convnet by default, cifar10_input; two_layer_fc,
+data_helpers) and its data set (data_sets.get) down as arguments. Imports go down this list only
 (tests/test_layout.py checks it):
 
   1. errors        the toolkit's error types
@@ -15,8 +15,11 @@ data set (data_sets.get) down as arguments. Imports go down this list only
                    one-line errors (no TensorFlow)
   4. download      a bounded download (no TensorFlow)
      folders       the folders a run makes; none left empty on failure
+     plugins       a user's Python file or module named by a flag
   5. dataset       a data set described (DataSet); fetching, checking,
                    extracting
+     interface     the model interface (--model): what a model module
+                   declares, and its checks
   6. hardware      what 'auto' picks on this machine; thread pools
      console       the console's lines
      images        image files read for a model (classify, image folders)
@@ -36,20 +39,22 @@ data set (data_sets.get) down as arguments. Imports go down this list only
      serving       the exported classifier
      evaluation    evaluating checkpoints
  11. train_loop    the convnet's training loop
-  -- the root's library: data_sets (the data sets that ship), then
-     cifar10_input, data_helpers, two_layer_fc, convnet
+  -- the root's library: data_sets and models (the data sets and models
+     that ship), then cifar10_input, data_helpers, two_layer_fc, convnet,
+     then resnet20 (which reuses parts of convnet)
   -- the scripts at the root, tools/ and benchmarks/ (no script imports
      another; run tools and benchmarks from the root: python3 -m tools.X)
 """
 
 # The order above, as data: a module imports only from earlier layers.
-ROOT_LIBRARY = ('data_sets', 'cifar10_input', 'data_helpers', 'two_layer_fc',
-                'convnet')
+ROOT_LIBRARY = ('data_sets', 'models', 'cifar10_input', 'data_helpers',
+                'two_layer_fc', 'convnet', 'resnet20')
 LAYERS = (
-    ('errors',), ('startup',), ('cli',), ('download', 'folders'), ('dataset',),
+    ('errors',), ('startup',), ('cli',), ('download', 'folders', 'plugins'),
+    ('dataset', 'interface'),
     ('hardware', 'console', 'images'),
     ('run_control', 'run_record', 'converted'),
     ('checkpoints', 'summaries', 'lrn', 'cluster', 'grad_ops'),
     ('run_folder', 'config'),
     ('device_input', 'fc_runs', 'serving', 'evaluation'), ('train_loop',),
-    ROOT_LIBRARY[:1], ROOT_LIBRARY[1:])
+    ROOT_LIBRARY[:2], ROOT_LIBRARY[2:6], ROOT_LIBRARY[6:])

@@ -32,8 +32,7 @@ CHECKPOINT_PREFIX = 'ckpt'
 MAX_CHECKPOINTS_TO_KEEP = 5
 
 
-class WrongModelError(errors.UsageError):
-  """A checkpoint of the other model."""
+WrongModelError = run_record.WrongModelError  # a checkpoint of another model
 
 
 class UnreadableCheckpointError(errors.UsageError):
@@ -199,15 +198,15 @@ def _model_kind(ckpt):
   return next((MODEL_KINDS[k] for k in params if k in MODEL_KINDS), None)
 
 
-def restore(ckpt, path, what='checkpoint', data_set=None):
-  """Restores path into ckpt (trained on --dataset data_set, if given).
+def restore(ckpt, path, what='checkpoint', data_set=None, model=None):
+  """Restores path into ckpt (trained on --dataset data_set with --model
+  model, each if given: run_record.check).
 
   Raises:
     errors.UsageError: the checkpoint holds another model, or does not fit this one
       (another shape), or cannot be read; one line naming the file.
   """
-  if data_set:
-    run_record.check_data_set(path, data_set, what)
+  run_record.check(path, data_set, model, what)
   try:
     ckpt.restore(path).expect_partial().assert_existing_objects_matched()
   except Exception as e:  # AssertionError, ValueError, OpError, IndexError
@@ -293,7 +292,8 @@ def _fingerprint(path):
   return tuple(out)
 
 
-def resume(ckpt, directory, repair=False, skip=None, data_set=None):
+def resume(ckpt, directory, repair=False, skip=None, data_set=None,
+           model=None):
   """Restores the newest checkpoint of directory that reads, walking back.
 
   Each checkpoint skipped on the way is named in one line with the reason.
@@ -313,8 +313,8 @@ def resume(ckpt, directory, repair=False, skip=None, data_set=None):
       and not tried again while their files stay as they were (the
       evaluator names each damaged checkpoint, and a damaged index, once,
       and tries it again once it is repaired or rewritten).
-    data_set: the --dataset name the checkpoints must have been trained
-      on (run_record.check_data_set), or None.
+    data_set, model: the --dataset and --model names the checkpoints
+      must have been trained with (run_record.check), or None.
 
   Returns:
     The path restored, or None when the folder holds no checkpoint.
@@ -338,7 +338,7 @@ def resume(ckpt, directory, repair=False, skip=None, data_set=None):
     if skipped(path):
       continue
     try:
-      restore(ckpt, path, data_set=data_set)
+      restore(ckpt, path, data_set=data_set, model=model)
     except (WrongModelError, run_record.WrongDataSetError):
       raise
     except errors.UsageError as e:  # unreadable, or of another shape

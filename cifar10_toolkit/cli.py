@@ -11,7 +11,7 @@ TensorFlow imported here, so that -h and flag errors answer at once.
   mark_exclusive(flag_values, a, b)
                                   two boolean flags that exclude each other
   define_data_flags, define_training_flags, define_profile_flag,
-  define_schedule_flags
+  define_schedule_flags, define_model_flag
                                   the flags several scripts share, defined
                                   once here
 
@@ -157,18 +157,35 @@ def define_data_set_flag(flag_values, names, get,
   flags.register_validator('dataset', check, flag_values=flag_values)
 
 
+def define_model_flag(flag_values, names, known, choices):
+  """--model: one of names (the first the default), or a Python file or
+  module of the user's; known(name) says whether there is such a module
+  (not importing it: the interface is checked once TensorFlow has loaded),
+  and choices is the line's end when there is none (a flag error)."""
+  flags.DEFINE_string('model', names[0], 'the model module: %s, or a Python '
+                      'file (or module) of the model interface '
+                      '(docs/extending.md)' % ', '.join(names),
+                      flag_values=flag_values)
+  flags.register_validator(
+      'model', known, flag_values=flag_values,
+      message='no such model module; %s' % choices)
+
+
+_SCHEDULE_HELP = (
+    ('learning_rate', 'initial learning rate (the tutorial: 0.1)'),
+    ('epochs_per_decay', "epochs (of the data set's training size) after "
+     'which the learning rate is multiplied by --decay_factor (350)'),
+    ('decay_factor', 'learning-rate decay factor (0.1)'),
+    ('moving_average_decay', 'decay of the moving averages of the weights, '
+     'which evaluation uses (0.9999)'))
+SCHEDULE_FLAGS = tuple(name for name, _ in _SCHEDULE_HELP)
+
+
 def define_schedule_flags(flag_values):
-  """The schedule's hyperparameters as flags; each defaults to the model's
-  own value (None here: the model is known once TensorFlow has loaded,
-  config.resolve)."""
-  helps = (
-      ('learning_rate', 'initial learning rate (the tutorial: 0.1)'),
-      ('epochs_per_decay', "epochs (of the data set's training size) after "
-       'which the learning rate is multiplied by --decay_factor (350)'),
-      ('decay_factor', 'learning-rate decay factor (0.1)'),
-      ('moving_average_decay', 'decay of the moving averages of the weights, '
-       'which evaluation uses (0.9999)'))
-  for name, text in helps:
+  """The schedule's hyperparameters as flags (SCHEDULE_FLAGS); each
+  defaults to the model's own value (None here: the model is known once
+  TensorFlow has loaded, config.resolve)."""
+  for name, text in _SCHEDULE_HELP:
     flags.DEFINE_float(name, None, text + "; default: the model's; a resumed "
                        'run takes a new value with a note',
                        flag_values=flag_values)

@@ -26,6 +26,8 @@ from cifar10_toolkit import cli
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
 from cifar10_toolkit import hardware
+from cifar10_toolkit import interface
+from cifar10_toolkit import plugins
 from cifar10_toolkit import run_record
 
 
@@ -73,6 +75,11 @@ class TrainConfig:
   log_device_placement: bool = False
   seed_given: bool = False
   allow_new_batch: bool = False
+
+  @property
+  def model_name(self):
+    """The model module's name, as checkpoints record it (--model)."""
+    return plugins.name_of(self.model_lib)
 
   @property
   def global_batch(self):
@@ -126,7 +133,7 @@ class TrainConfig:
             '--summary_steps': self.summary_steps,
             '--profile_steps': list(self.profile_steps or ()),
             'the precision (--use_bf16, --use_fp16)': self.precision,
-            '--dataset': self.data_set.name,
+            '--dataset': self.data_set.name, '--model': self.model_name,
             'the schedule (--learning_rate, ...)': list(self.schedule),
             'seed': self.seed}
 
@@ -147,7 +154,7 @@ class TrainConfig:
     """What shapes the run's result, for HParams' columns, most telling
     first (summaries.write_hparams keeps the order on the dashboard): the
     seed, precision, slices, XLA, batch and replicas, the loop, max_steps,
-    the schedule, the data set and its md5. Folders, intervals and other
+    the schedule, the model, the data set and its md5. Folders, intervals and other
     flags that change nothing in the weights are left out.
 
     Args:
@@ -162,7 +169,8 @@ class TrainConfig:
         ('batch_size', self.batch_size), ('replicas', self.replicas),
         ('steps_per_loop', self.steps_per_loop),
         ('max_steps', self.max_steps)] + list(self.schedule._asdict().items())
-        + [('dataset', self.data_set.name), ('data_md5', data_md5)])
+        + [('model', self.model_name), ('dataset', self.data_set.name),
+           ('data_md5', data_md5)])
 
   def start_line(self, start):
     """'Training from step A to B: ...', the run as configured."""
@@ -190,11 +198,15 @@ def draw_seed():
 
 
 def new_model(model_lib, input_lib, data_set, seed=0):
-  """The model library's model for data_set's classes and the input
+  """The model library's Model for data_set's classes and the input
   library's crop of its images (what training, evaluation and export
-  build)."""
-  return model_lib.ConvNet(seed, data_set.num_classes,
-                           input_lib.crop_size(data_set.image_shape[0]))
+  build); errors.UsageError, naming the module, when its logits do not
+  have one column per class (interface.check_output)."""
+  side = input_lib.crop_size(data_set.image_shape[0])
+  model = model_lib.Model(seed, data_set.num_classes, side)
+  interface.check_output(model_lib, model, data_set.num_classes,
+                         (side, side, data_set.image_shape[2]))
+  return model
 
 
 def resolve(flag_values, device, replicas, data_set, model_lib, input_lib):
@@ -215,19 +227,25 @@ def resolve(flag_values, device, replicas, data_set, model_lib, input_lib):
   """
   f = flag_values
   schedule = model_lib.SCHEDULE
-  given = {k: f[k].value for k in schedule._fields
+  given = {k: f[k].value for k in cli.SCHEDULE_FLAGS
            if k in f and f[k].value is not None}
+  for k in given:
+    if k not in schedule._fields:
+      raise errors.UsageError(
+          '--%s: the model %s has no %s in its schedule (it has %s)' % (
+              k, model_lib.__name__, k, ', '.join(
+                  n for n in schedule._fields if n != 'train_size')))
   return TrainConfig(
       train_dir=f.train_dir, data_dir=f.data_dir, data_set=data_set,
-      model_lib=model_lib, input_lib=input_lib,
+      model_lib=model_lib,
+      input_lib=interface.input_for(model_lib, input_lib),
       schedule=schedule._replace(train_size=data_set.train_size, **given),
       data_source=dataset.resolve_source(data_set, f.data_source),
       max_steps=f.max_steps, batch_size=f.batch_size, replicas=replicas,
       seed=f.seed if f.seed is not None else draw_seed(),
       seed_given=f.seed is not None,
       precision=hardware.precision(f.use_fp16, f.use_bf16, device),
-      jit_compile=(hardware.auto_jit_compile(device) if f.jit_compile is None
-                   else f.jit_compile),
+      jit_compile=_jit_compile(f.jit_compile, device, replicas, model_lib),
       slices=(hardware.auto_slices(device, f.batch_size, replicas,
                                    cli.MIN_SLICE_EXAMPLES)
               if f.slices == 'auto' else f.slices),
@@ -239,3 +257,17 @@ def resolve(flag_values, device, replicas, data_set, model_lib, input_lib):
       progress_secs=f.progress_secs, profile_steps=f.profile_steps,
       fresh=f.fresh, log_device_placement=f.log_device_placement,
       allow_new_batch=f.allow_new_batch)
+
+
+def _jit_compile(flag, device, replicas, model_lib):
+  """--jit_compile: with several replicas XLA compiles training's two
+  halves apart (interface.SPLIT), so a model without them trains
+  uncompiled under 'auto' and is refused when XLA is asked for."""
+  if replicas == 1 or interface.splits(model_lib):
+    return hardware.auto_jit_compile(device) if flag is None else flag
+  if flag:
+    raise errors.UsageError(
+        '--jit_compile with %d replicas needs the model module %s to '
+        'declare %s (training in two halves); pass --nojit_compile' % (
+            replicas, model_lib.__name__, ' and '.join(interface.SPLIT)))
+  return False

@@ -26,6 +26,8 @@ import tensorflow as tf
 from cifar10_toolkit import checkpoints
 from cifar10_toolkit import config
 from cifar10_toolkit import console
+from cifar10_toolkit import interface
+from cifar10_toolkit import plugins
 from cifar10_toolkit import summaries
 
 EVAL_BATCH_SIZE = 500
@@ -45,6 +47,7 @@ class Evaluator:
     input library (cifar10_input: its inputs); batches: batches to use
     instead of data_dir's (tools/gpu_audit.py)."""
     self.data_set, self.model_lib = data_set, model_lib
+    input_lib = interface.input_for(model_lib, input_lib)
     self.model = config.new_model(model_lib, input_lib, data_set)
     self.state = model_lib.TrainState(self.model)
     self.ckpt = tf.train.Checkpoint(model=self.model, state=self.state)
@@ -65,7 +68,8 @@ class Evaluator:
     Returns:
       The checkpoint's global step.
     """
-    checkpoints.restore(self.ckpt, path, data_set=self.data_set.name)
+    checkpoints.restore(self.ckpt, path, data_set=self.data_set.name,
+                        model=plugins.name_of(self.model_lib))
     return self.after_restore()
 
   def after_restore(self):
@@ -203,7 +207,8 @@ def newest_readable(evaluator, checkpoint_dir, done, reported):
     nothing new to evaluate.
   """
   path = checkpoints.resume(evaluator.ckpt, checkpoint_dir, skip=reported,
-                            data_set=evaluator.data_set.name)
+                            data_set=evaluator.data_set.name,
+                            model=plugins.name_of(evaluator.model_lib))
   content = path and content_id(path)
   if path is None or (path, content) == done:
     return None, None, None

@@ -25,6 +25,8 @@ import tensorflow as tf
 from cifar10_toolkit import checkpoints
 from cifar10_toolkit import config
 from cifar10_toolkit import errors
+from cifar10_toolkit import interface
+from cifar10_toolkit import plugins
 from cifar10_toolkit import run_control
 from cifar10_toolkit import run_folder
 
@@ -89,10 +91,12 @@ def restore_classifier(checkpoint_dir, data_set, model_lib, input_lib,
   Raises:
     errors.UsageError: no checkpoint, or none that reads.
   """
+  input_lib = interface.input_for(model_lib, input_lib)
   model = config.new_model(model_lib, input_lib, data_set)
   state = model_lib.TrainState(model)
   path = checkpoints.resume(tf.train.Checkpoint(model=model, state=state),
-                            checkpoint_dir, data_set=data_set.name)
+                            checkpoint_dir, data_set=data_set.name,
+                            model=plugins.name_of(model_lib))
   if path is None:
     raise errors.UsageError('no checkpoint in %s' % checkpoint_dir)
   if not raw_weights:

@@ -179,13 +179,22 @@ def histogram_buckets(values, buckets=HISTOGRAM_BUCKETS):
   return tf.stack([left, right, tf.cast(counts, tf.float64)], axis=1)
 
 
+# histogram_buckets of a flat float32 tensor as one graph function, traced
+# once: a model of a hundred variables writes two hundred histograms, and
+# building each anew cost a tenth of a second of its first summary step.
+_flat_histogram = tf.function(
+    histogram_buckets, autograph=False,
+    input_signature=[tf.TensorSpec([None], tf.float32)])
+
+
 def write_histograms(values, step, suffix=''):
   """Writes name -> tensor histograms to the default summary writer."""
   for name, value in values.items():
     tag = name + suffix
     tf.summary.write(
-        tag, histogram_buckets(value), step=step,
-        metadata=histogram_metadata.create_summary_metadata(tag, ''))
+        tag, _flat_histogram(tf.reshape(tf.cast(value, tf.float32), [-1])),
+        step=step, metadata=histogram_metadata.create_summary_metadata(tag,
+                                                                       ''))
 
 
 def write_graph(fn, args):

@@ -214,7 +214,7 @@ def train(config, strategy=None, is_chief=True, worker_dir=None,
       held.enter_context(run_folder.TrainDirLock(config.train_dir))
     if not config.fresh:  # (the wrong --dataset: said before any fetch)
       run_record.check_newest(checkpoints.checkpoint_candidates(
-          config.train_dir)[0], config.data_set.name)
+          config.train_dir)[0], config.data_set.name, config.model_name)
     run_control.fetch_data_set(config.data_dir, config.data_source,
                                config.data_set)
     if config.fresh and is_chief:
@@ -352,7 +352,7 @@ def _setup(config, strategy, is_chief, worker_dir):
                                config.global_batch, config.schedule)
   ckpt = tf.train.Checkpoint(model=model, state=state)
   latest = checkpoints.resume(ckpt, config.train_dir, repair=is_chief,
-                              data_set=data_set.name)
+                              data_set=data_set.name, model=config.model_name)
   if latest:  # (its own seed; notes on a changed schedule)
     config = config.resumed(int(state.seed.numpy()), latest)
     if config.keeps_global_batch(int(state.global_batch.numpy()), latest):
@@ -361,7 +361,8 @@ def _setup(config, strategy, is_chief, worker_dir):
                                           int(state.global_step.numpy())))
   _, manager = checkpoints.checkpoint_manager(
       config.train_dir if is_chief else worker_dir, model=model, state=state,
-      record=run_record.RunRecord(data_set.name, config.schedule._asdict()))
+      record=run_record.RunRecord(data_set.name, config.schedule._asdict(),
+                                  config.model_name))
   start = int(state.global_step.numpy())
   if start >= config.max_steps:
     print('Step %d already reached max_steps %d; nothing to do' %

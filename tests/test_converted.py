@@ -109,7 +109,7 @@ def test_a_folder_evaluates_exports_and_classifies(folder_run, tmp_path,
   capsys.readouterr()
   pictures = [os.path.join(root, 'test', c, '%s_%d.%s' % (c, i, f.lower()))
               for c in COLOURS for i, f in enumerate(FORMATS)]
-  assert cifar10_classify.main(pictures + ['--model', model, '--resize',
+  assert cifar10_classify.main(pictures + ['--export_dir', model, '--resize',
                                            '--top_k', '1']) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   right = sum(line.split(': ')[1].split()[0] == line.split('/')[-2]

@@ -206,7 +206,7 @@ def test_cifar100_trains_evaluates_exports_and_classifies(c100, tmp_path,
   assert shapes[key] == [192, 100]
   assert run_record.read(path) == ('cifar100', {
       'learning_rate': 0.05, 'epochs_per_decay': 350.0, 'decay_factor': 0.1,
-      'moving_average_decay': 0.9999, 'train_size': 50000.0})
+      'moving_average_decay': 0.9999, 'train_size': 50000.0}, 'convnet')
   capsys.readouterr()
   assert cifar10_eval.main(['--dataset', 'cifar100', '--data_dir', data,
                             '--checkpoint_dir', train, '--eval_dir',
@@ -228,7 +228,7 @@ def test_cifar100_trains_evaluates_exports_and_classifies(c100, tmp_path,
   tf.io.write_file(image, tf.io.encode_png(np.full((32, 32, 3), 90,
                                                    np.uint8)))
   capsys.readouterr()
-  for where in (['--model', export_dir],
+  for where in (['--export_dir', export_dir],
                 ['--dataset', 'cifar100', '--checkpoint_dir', train]):
     assert cifar10_classify.main([image, '--top_k', '2'] + where) == 0
     line = capsys.readouterr().out.strip()
@@ -362,7 +362,7 @@ def test_the_fully_connected_model_takes_a_data_set(c100, tmp_path, capsys):
   shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
   assert shapes['model/params/layer2.Sweights/.ATTRIBUTES/VARIABLE_VALUE'] \
       == [120, 100]
-  assert run_record.read(path) == ('cifar100', {})
+  assert run_record.read(path) == ('cifar100', {}, 'convnet')  # (none named)
   assert restore_model.main(['--dataset', 'cifar100', '--data_dir', data,
                              '--train_dir', logs]) == 0
   assert 'Current step: 3' in capsys.readouterr().out

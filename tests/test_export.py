@@ -72,7 +72,7 @@ def test_classify_png_as_the_evaluator_does(shared_bin_dir, trained, tmp_path,
     tf.io.write_file(paths[-1], tf.io.encode_png(images[i]))
   where = ['--checkpoint_dir', trained]
   if source == 'model':
-    where = ['--model', str(tmp_path / 'model')]
+    where = ['--export_dir', str(tmp_path / 'model')]
     cifar10_export.main(['--checkpoint_dir', trained, '--export_dir',
                          where[1]])
   capsys.readouterr()

@@ -281,7 +281,7 @@ def test_classify_with_a_truncated_model_is_one_line(exported, tmp_path,
   image = str(tmp_path / 'a.png')
   tf.io.write_file(image, tf.io.encode_png(tf.zeros([32, 32, 3], tf.uint8)))
   capsys.readouterr()
-  status = run_control.run_main(cifar10_classify.main, [image, '--model',
+  status = run_control.run_main(cifar10_classify.main, [image, '--export_dir',
                                                       model])
   assert 'is not a model exported by cifar10_export.py' in _one_line_error(
       capsys, status)

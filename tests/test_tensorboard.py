@@ -139,8 +139,8 @@ def test_both_models_write_hparams(trained, shared_bin_dir, tmp_path):
   assert [d for _, d in shown] == [
       'seed', 'precision', 'slices', 'xla', 'batch_size', 'replicas',
       'steps_per_loop', 'max_steps', 'learning_rate', 'epochs_per_decay',
-      'decay_factor', 'moving_average_decay', 'train_size', 'dataset',
-      'data_md5']
+      'decay_factor', 'moving_average_decay', 'train_size', 'model',
+      'dataset', 'data_md5']
   assert all(n == '%02d_%s' % (i + 1, d) for i, (n, d) in enumerate(shown))
   value = lambda name: start.hparams[dict(
       (d, n) for n, d in shown)[name]]
@@ -152,6 +152,7 @@ def test_both_models_write_hparams(trained, shared_bin_dir, tmp_path):
   assert value('learning_rate').number_value == 0.1
   assert value('train_size').number_value == 50000
   assert value('dataset').string_value == 'cifar10'
+  assert value('model').string_value == 'convnet'
   assert value('data_md5').string_value == dataset.fingerprint(
       shared_bin_dir, CIFAR10)
   assert {m.name.tag for m in experiment.metric_infos} == {

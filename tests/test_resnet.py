@@ -1,0 +1,197 @@
+"""ResNet-20 (--model resnet20): the paper's architecture and schedule, its
+augmentation, and batch normalization under every feature: slices, moving
+averages, resume, several replicas, the export in inference mode."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cifar10_classify
+import cifar10_eval
+import cifar10_export
+import cifar10_input
+import cifar10_train
+import models
+import resnet20
+from cifar10_toolkit import cluster
+from cifar10_toolkit import device_input
+from cifar10_toolkit import interface
+from cifar10_toolkit import run_record
+from conftest import ROOT
+from conftest import train_args
+from conftest import write_bin
+from data_sets import CIFAR10
+
+LIB = interface.input_for(resnet20, cifar10_input)
+
+
+def _images(n=8, seed=0):
+  return tf.constant(np.random.default_rng(seed).normal(
+      size=(n, 32, 32, 3)), tf.float32)
+
+
+def test_the_papers_architecture_and_schedule():
+  assert models.get('resnet20') is resnet20 and not interface.missing(resnet20)
+  model = resnet20.Model(0, 10, 32)
+  count = lambda d: sum(int(np.prod(v.shape)) for v in d.values())
+  assert count(model.params) == 269722  # 0.27M, the paper's table 6
+  assert count(model.stats) == 2 * (16 * 7 + 32 * 6 + 64 * 6)
+  convs = [k for k in model.params if k.endswith('/weights')]
+  assert len(convs) == 20  # 19 convolutions and the dense layer
+  logits, acts = resnet20.inference(model, _images())
+  assert logits.shape == [8, 10]
+  assert [a.shape.as_list() for a in acts.values()] == [
+      [8, 32, 32, 16], [8, 16, 16, 32], [8, 8, 8, 64]]
+  # 0.1, divided by 10 at steps 32,000 and 48,000 of batch 128
+  lr = lambda step: float(resnet20.learning_rate(step, 128))
+  assert [lr(s) for s in (0, 31999, 32000, 47999, 48000, 63999)] == \
+      pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_batch_norm_normalizes_the_whole_batch_across_slices():
+  images, labels = _images(16), tf.constant(np.arange(16) % 10, tf.int32)
+  model = resnet20.Model(1, 10, 32)
+  one = resnet20.inference(model, images)[0]
+  two = resnet20.inference(model, images, slices=4)[0]
+  np.testing.assert_allclose(one, two, rtol=1e-5, atol=1e-5)
+  # In training, each BN takes the statistics of the whole batch: a step in
+  # 4 slices is a step in one.
+  runs = []
+  for slices in (1, 4):
+    m = resnet20.Model(1, 10, 32)
+    s = resnet20.TrainState(m, 1, tf.float32, 16)
+    out = resnet20.training(m, s, images, labels, 16, slices=slices)
+    runs.append((m, float(out['total_loss'])))
+  assert runs[0][1] == pytest.approx(runs[1][1], rel=1e-6)
+  for k in runs[0][0].stats:
+    np.testing.assert_allclose(runs[0][0].stats[k], runs[1][0].stats[k],
+                               rtol=1e-4, atol=1e-6, err_msg=k)
+  # Those statistics are the batch's: the first BN's mean, after one step,
+  # is 0.1 of the first convolution's mean over the batch.
+  m, s = resnet20.Model(1, 10, 32), None
+  conv0 = tf.nn.conv2d(images, m.params['conv0/weights'], 1, 'SAME')
+  s = resnet20.TrainState(m, 1, tf.float32, 16)
+  resnet20.training(m, s, images, labels, 16)
+  np.testing.assert_allclose(m.stats['conv0/bn/mean'],
+                             0.1 * tf.reduce_mean(conv0, [0, 1, 2]),
+                             rtol=1e-4, atol=1e-6)
+
+
+def test_moving_averages_cover_the_batch_norm_statistics():
+  images, labels = _images(16), tf.constant(np.arange(16) % 10, tf.int32)
+  model = resnet20.Model(2, 10, 32)
+  state = resnet20.TrainState(model, 2, tf.float32, 16)
+  assert set(state.averages) == set(model.params) | set(model.stats)
+  for _ in range(3):
+    resnet20.training(model, state, images, labels, 16)
+  stats = {k: v.numpy() for k, v in model.stats.items()}
+  averages = {k: state.averages[k].numpy() for k in model.stats}
+  resnet20.use_moving_averages(model, state)
+  for k in model.stats:  # the model now holds the averaged statistics
+    np.testing.assert_array_equal(model.stats[k], averages[k])
+    assert not np.array_equal(stats[k], averages[k]), k
+
+
+def test_the_augmentation_pads_crops_and_flips(shared_bin_dir):
+  images = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3),
+                                             np.uint8)
+  got = LIB.distort_images(tf.constant(images), [3, 4]).numpy()
+  d = {k: v.numpy() for k, v in cifar10_input.distortion_draws(
+      [3, 4], 12, 9).items()}
+  padded = np.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]]).astype(float)
+  for i in range(12):
+    r, c = d['offsets'][i]
+    x = padded[i, r:r + 32, c:c + 32]
+    if d['flip'][i].item():
+      x = x[:, ::-1]
+    x = (x - x.mean()) / max(x.std(), 1 / np.sqrt(x.size))
+    np.testing.assert_allclose(got[i], x, atol=1e-4)
+  assert LIB.crop_size(32) == 32 and cifar10_input.crop_size(32) == 24
+  # the data on the device makes the same batches as tf.data
+  feed = device_input.DeviceInput(shared_bin_dir, 32, 5, CIFAR10, LIB)
+  want = next(iter(LIB.distorted_inputs(shared_bin_dir, 32, 5, 3)))
+  got = tf.function(lambda: feed.replica_batch(feed.next_batch(
+      tf.constant(3, tf.int64))))()
+  np.testing.assert_array_equal(want[0], got[0])
+  np.testing.assert_array_equal(want[1], got[1])
+
+
+def test_several_replicas_each_normalize_their_own_batch():
+  strategy = tf.distribute.MirroredStrategy(cluster.split_device('CPU', 2))
+  images, labels = _images(16), tf.constant(np.arange(16) % 10, tf.int32)
+  with strategy.scope():
+    model = resnet20.Model(3, 10, 32)
+    state = resnet20.TrainState(model, 3, tf.float32, 16)
+  per_replica = strategy.experimental_distribute_values_from_function(
+      lambda ctx: (images[8 * ctx.replica_id_in_sync_group:][:8],
+                   labels[8 * ctx.replica_id_in_sync_group:][:8]))
+  strategy.run(tf.function(lambda b: resnet20.training(
+      model, state, b[0], b[1], 16)), args=(per_replica,))
+  # the statistics kept are the first replica's batch's
+  conv0 = tf.nn.conv2d(images[:8], resnet20.Model(3, 10, 32).params[
+      'conv0/weights'], 1, 'SAME')
+  np.testing.assert_allclose(model.stats['conv0/bn/mean'],
+                             0.1 * tf.reduce_mean(conv0, [0, 1, 2]),
+                             rtol=1e-4, atol=1e-6)
+
+
+def _checkpoint(path):
+  reader = tf.train.load_checkpoint(path)
+  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+          if k.endswith('VARIABLE_VALUE')}
+
+
+@pytest.mark.slow
+def test_resnet20_through_every_script_and_an_exact_resume(tmp_path, capsys):
+  data = str(tmp_path / 'data')
+  write_bin(data)
+  once, twice = str(tmp_path / 'once'), str(tmp_path / 'twice')
+  args = ['--model', 'resnet20', '--steps_per_loop', '2']
+  proc = subprocess.run(
+      [sys.executable, 'cifar10_train.py'] + train_args(
+          data, once, '--max_steps', '4') + args,
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr
+  assert 'Training from step 0 to 4' in proc.stdout
+  for steps in ('2', '4'):  # stopped at 2, resumed
+    assert cifar10_train.main(train_args(data, twice, '--max_steps', steps)
+                              + args) == 0
+  a, b = (_checkpoint(tf.train.latest_checkpoint(d)) for d in (once, twice))
+  assert a.keys() == b.keys()
+  assert any(k.startswith('model/stats/') for k in a)
+  assert any(k.startswith('state/momentum/') for k in a)
+  for k in a:  # weights, BN statistics, momentum, averages: the same bits
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  assert run_record.read(tf.train.latest_checkpoint(once)).model == 'resnet20'
+
+  capsys.readouterr()
+  assert cifar10_eval.main(['--model', 'resnet20', '--data_dir', data,
+                            '--checkpoint_dir', once, '--eval_dir',
+                            str(tmp_path / 'eval'), '--run_once']) == 0
+  assert 'precision @ 1 = ' in capsys.readouterr().out
+
+  export = str(tmp_path / 'export')
+  assert cifar10_export.main(['--model', 'resnet20', '--checkpoint_dir',
+                              once, '--export_dir', export]) == 0
+  serve = tf.saved_model.load(export).signatures['serving_default']
+  pictures = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3),
+                                               np.uint8)
+  together = serve(images=tf.constant(pictures))['probabilities'].numpy()
+  alone = np.concatenate([serve(images=tf.constant(pictures[i:i + 1]))[
+      'probabilities'].numpy() for i in range(5)])
+  # Inference mode: an image's classes do not depend on the others in its
+  # batch (BN on the batch would make them).
+  np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+
+  image = str(tmp_path / 'ship.png')
+  tf.io.write_file(image, tf.io.encode_png(tf.constant(pictures[0])))
+  lines = []
+  for where in (['--model', 'resnet20', '--checkpoint_dir', once],
+                ['--export_dir', export]):
+    capsys.readouterr()
+    assert cifar10_classify.main([image] + where) == 0
+    lines.append(capsys.readouterr().out)
+  assert lines[0] == lines[1]
