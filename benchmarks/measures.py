@@ -98,31 +98,34 @@ def set_threads(slices):
                        'pools: its runtime started first')
 
 
-def default_config(**flag_values):
+def default_config(model_lib=convnet, **flag_values):
   """The config.TrainConfig cifar10_train.py resolves here from its
-  defaults, with the flags given as name=value."""
+  defaults for model_lib (--model), with the flags given as name=value."""
   cli.parse(TRAIN_FLAGS, ['--%s=%s' % kv for kv in flag_values.items()])
   return config.resolve(TRAIN_FLAGS, hardware.describe(), 1,
-                        data_sets.CIFAR10, convnet, cifar10_input)
+                        data_sets.CIFAR10, model_lib, cifar10_input)
 
 
-def _feed(data_dir, batch_size, on_device, strategy):
+def _feed(data_dir, batch_size, on_device, strategy, input_lib=cifar10_input):
   """(feed, iterator) as train_loop.train makes them, seed 1."""
   return device_input.make_feed(data_dir, batch_size, 1, strategy, on_device,
-                                data_sets.CIFAR10, cifar10_input)
+                                data_sets.CIFAR10, input_lib)
 
 
 def train_runner(data_dir, plan, dtype, on_device=True,
                  steps_per_loop=cli.DEFAULT_STEPS_PER_LOOP,
-                 jit_compile=False, slices=1):
-  """run(steps) training the convnet through cifar10_train's loop at batch
-  128 (losses read back after each call, as the loop's NaN check does),
-  both loop lengths traced."""
+                 jit_compile=False, slices=1, model_lib=convnet):
+  """run(steps) training model_lib's model (the convnet) through
+  cifar10_train's loop at batch 128 (losses read back after each call, as
+  the loop's NaN check does), both loop lengths traced."""
   strategy = tf.distribute.get_strategy()
-  model = convnet.ConvNet(1)
-  state = convnet.TrainState(model, compute_dtype=dtype)
-  feed, iterator = _feed(data_dir, BATCH_SIZE, on_device, strategy)
-  loop, _ = train_loop.make_train_loop(strategy, convnet, model, state,
+  run_config = default_config(model_lib)
+  model = config.new_model(model_lib, run_config.input_lib,
+                           data_sets.CIFAR10, 1)
+  state = model_lib.TrainState(model, compute_dtype=dtype)
+  feed, iterator = _feed(data_dir, BATCH_SIZE, on_device, strategy,
+                         run_config.input_lib)
+  loop, _ = train_loop.make_train_loop(strategy, model_lib, model, state,
                                        BATCH_SIZE, feed, jit_compile, slices)
   votes = run_control.stop_votes(0, False)
   every = default_config().log_frequency  # the steps stamped, as in train()

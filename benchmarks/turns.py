@@ -79,25 +79,36 @@ def serve(key, data_dir, plan):
   stop; idle in between. The toolkit's default runs with the thread pools
   and slices cifar10_train.py sets; Keras (the tutorial's network written as
   a skilled user would: tf.keras layers, SGD 0.1, model.fit on the same
-  tf.data input) with TensorFlow's default pools, in one model.fit call of
-  epochs of plan['steps'] steps (the first, which traces, is the warm-up),
-  blocked between epochs by a callback.
+  tf.data input) with TensorFlow's default pools (serve_keras).
   """
   if key.startswith('train'):  # default, or in one slice (default pools)
     defaults = default_config()
     slices = defaults.slices if key == 'train_default' else 1
     set_threads(slices)
-    run = train_runner(data_dir, plan, defaults.precision,
-                       defaults.data_on_device, defaults.steps_per_loop,
-                       slices=slices)
-    say('ready')
-    while told_to_run():
-      t = time.perf_counter()
-      run()
-      say(time.perf_counter() - t)
+    serve_runner(train_runner(data_dir, plan, defaults.precision,
+                              defaults.data_on_device,
+                              defaults.steps_per_loop, slices=slices))
     return
   policy, steps_per_execution = peers.KERAS[key]
   tf.keras.mixed_precision.set_global_policy(policy)
+  serve_keras(peers.keras_convnet(steps_per_execution),
+              cifar10_input.distorted_inputs(data_dir, BATCH_SIZE, seed=1),
+              plan)
+
+
+def serve_runner(run):
+  """Says 'ready', then times run() at each 'run' until told to stop."""
+  say('ready')
+  while told_to_run():
+    t = time.perf_counter()
+    run()
+    say(time.perf_counter() - t)
+
+
+def serve_keras(model, dataset, plan):
+  """The same for a compiled Keras model: one model.fit call of epochs of
+  plan['steps'] steps on dataset (the first, which traces, is the warm-up),
+  blocked between epochs by a callback."""
 
   class Turns(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
@@ -109,9 +120,7 @@ def serve(key, data_dir, plan):
       if not told_to_run():
         self.model.stop_training = True
 
-  model = peers.keras_convnet(steps_per_execution)
-  model.fit(cifar10_input.distorted_inputs(data_dir, BATCH_SIZE, seed=1),
-            steps_per_epoch=plan['steps'], epochs=10**9, verbose=0,
+  model.fit(dataset, steps_per_epoch=plan['steps'], epochs=10**9, verbose=0,
             callbacks=[Turns()])
 
 

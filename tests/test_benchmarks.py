@@ -1,10 +1,12 @@
 """The benchmark scripts run and print well-formed figures (no timing checks)."""
 
-import pytest
 import json
+import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT, write_py
 
@@ -106,3 +108,19 @@ def test_fc_accuracy_benchmark(tmp_path):
                    r'0\.\d{4}-0\.\d{4}$', out, re.M)
   assert re.search(r'^wall time [\d.]+s for 2 runs; peak RSS of a run \d+ MB$',
                    out, re.M)
+
+
+@pytest.mark.slow
+def test_resnet_benchmark_smoke(shared_bin_dir):
+  out = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.resnet', '--smoke', '--data_dir',
+       shared_bin_dir], cwd=ROOT, check=True, capture_output=True,
+      text=True, timeout=900,
+      env=dict(os.environ, CIFAR10_TORCH_PYTHON='')).stdout
+  for label in ('the toolkit (--model resnet20, ', 'Keras model.fit, ',
+                'Keras model.fit, .*, XLA \\(jit_compile\\)'):
+    assert re.search(r'^  %s.* %s$' % (label, NUMBER), out, re.M), (
+        label + ' missing in:\n' + out)
+  m = re.search(r'^the toolkit / the best peer \((keras|keras_xla|torch)\): '
+                r'%s \(rounds %s %s\)$' % (NUMBER, NUMBER, NUMBER), out, re.M)
+  assert m and float(m.group(2)) > 0, out

@@ -120,7 +120,11 @@ def test_the_augmentation_pads_crops_and_flips(shared_bin_dir):
 
 
 def test_several_replicas_each_normalize_their_own_batch():
-  strategy = tf.distribute.MirroredStrategy(cluster.split_device('CPU', 2))
+  # (reduced through one device: collective instance keys of strategies
+  # made earlier in this process, for other models, would collide)
+  strategy = tf.distribute.MirroredStrategy(
+      cluster.split_device('CPU', 2),
+      cross_device_ops=tf.distribute.ReductionToOneDevice())
   images, labels = _images(16), tf.constant(np.arange(16) % 10, tf.int32)
   with strategy.scope():
     model = resnet20.Model(3, 10, 32)
