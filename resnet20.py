@@ -38,8 +38,9 @@ Batch normalization under the toolkit's features (docs/extending.md):
   - the moving averages average the BN statistics with the weights (as
     timm's model EMA averages buffers), so that the averaged weights are
     evaluated with statistics of the same span;
-  - --slices: the slices are normalized together, with the statistics of
-    the whole batch (each BN joins the slices' sums);
+  - --slices: one by default (AUTO_SLICES), BN by TensorFlow's fused
+    kernels; with --slices N the slices are normalized together, with the
+    statistics of the whole batch (each BN joins the slices' sums);
   - several replicas: each normalizes its own batch (as Keras' and
     PyTorch's BN do by default); the statistics kept are the first
     replica's;
@@ -66,6 +67,9 @@ SCHEDULE = Schedule(learning_rate=0.1, first_decay_epoch=81.92,
                     momentum=0.9, weight_decay=1e-4,
                     moving_average_decay=0.9999, train_size=50000)
 INPUT = cifar10_input.Augmentation(crop=(1, 1), pad=4, colour=False)
+# --slices auto: one slice, whose BN runs TensorFlow's fused kernels (with
+# oneDNN, faster than slices; --slices N still normalizes across them)
+AUTO_SLICES = False
 STAGES = (16, 32, 64)
 BLOCKS = 3              # blocks per stage: 6 x 3 + 2 = 20 layers
 BN_MOMENTUM = 0.9       # the statistics keep 0.9 of themselves each step
@@ -196,6 +200,14 @@ def _forward(model, images, compute_dtype, slices, train):
       ys = [tf.nn.conv2d(x, p[layer + '/weights'], stride, 'SAME')
             for x in xs]
       bn = layer + '/bn/'
+      if len(ys) == 1:  # TensorFlow's fused kernels, forward and backward
+        y, mean, variance = _fused_batch_norm(
+            ys[0], model.params[bn + 'scale'], model.params[bn + 'offset'],
+            None if train else model.stats[bn + 'mean'],
+            None if train else model.stats[bn + 'variance'])
+        if train:
+          batch_stats[layer] = (mean, variance)
+        return [tf.nn.relu(y) if relu else y]
       if train:  # the moments of the whole batch, all slices together
         count = tf.cast(sum(tf.size(y) for y in ys) // ys[0].shape[-1],
                         tf.float32)
@@ -234,6 +246,23 @@ def _forward(model, images, compute_dtype, slices, train):
               for x in pooled]
   logits = logits[0] if slices == 1 else tf.concat(logits, 0)
   return tf.cast(logits, tf.float32), acts, batch_stats
+
+
+def _fused_batch_norm(x, scale, offset, mean=None, variance=None):
+  """Batch normalization of x by TensorFlow's fused kernel: with the batch's
+  moments when mean is None (training; returns them, the variance
+  unbiased, as the statistics keep it), else with mean and variance.
+
+  Returns:
+    (normalized x in its dtype, mean, variance) float32 moments."""
+  training = mean is None
+  empty = tf.constant([], tf.float32)
+  y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+      x=x, scale=scale, offset=offset,
+      mean=empty if training else mean,
+      variance=empty if training else variance, epsilon=BN_EPSILON,
+      is_training=training)[:3]
+  return y, mean, variance
 
 
 def loss(model, logits, labels, schedule=SCHEDULE):

@@ -246,9 +246,10 @@ def resolve(flag_values, device, replicas, data_set, model_lib, input_lib):
       seed_given=f.seed is not None,
       precision=hardware.precision(f.use_fp16, f.use_bf16, device),
       jit_compile=_jit_compile(f.jit_compile, device, replicas, model_lib),
-      slices=(hardware.auto_slices(device, f.batch_size, replicas,
+      slices=(f.slices if f.slices != 'auto' else
+              hardware.auto_slices(device, f.batch_size, replicas,
                                    cli.MIN_SLICE_EXAMPLES)
-              if f.slices == 'auto' else f.slices),
+              if getattr(model_lib, 'AUTO_SLICES', True) else 1),
       data_on_device=(hardware.auto_data_on_device(device)
                       if f.data_on_device is None else f.data_on_device),
       steps_per_loop=f.steps_per_loop, log_frequency=f.log_frequency,

@@ -25,9 +25,10 @@ A model module (convnet.py is the tutorial's; docs/extending.md) declares:
   loss_averages(state)                    name -> the losses' averages
 
 and may declare gradients() and update(), training's two halves, which XLA
-compiles apart with several replicas (--jit_compile), and INPUT, how its
+compiles apart with several replicas (--jit_compile); INPUT, how its
 training images are distorted (the input library's Augmentation; the
-tutorial's when it declares none).
+tutorial's when it declares none); and AUTO_SLICES = False, for one slice
+under --slices auto (a model whose fused kernels beat slices).
 
   missing(module)                 the names it lacks
   check(module)                   errors.UsageError naming the module and

@@ -117,8 +117,9 @@ def test_resnet_benchmark_smoke(shared_bin_dir):
        shared_bin_dir], cwd=ROOT, check=True, capture_output=True,
       text=True, timeout=900,
       env=dict(os.environ, CIFAR10_TORCH_PYTHON='')).stdout
-  for label in ('the toolkit (--model resnet20, ', 'Keras model.fit, ',
-                'Keras model.fit, .*, XLA \\(jit_compile\\)'):
+  for label in (re.escape('the toolkit (--model resnet20, '),
+                re.escape('Keras model.fit, '),
+                r'Keras model\.fit, .*, XLA \(jit_compile\)'):
     assert re.search(r'^  %s.* %s$' % (label, NUMBER), out, re.M), (
         label + ' missing in:\n' + out)
   m = re.search(r'^the toolkit / the best peer \((keras|keras_xla|torch)\): '
