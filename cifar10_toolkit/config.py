@@ -233,7 +233,7 @@ def resolve(flag_values, device, replicas, data_set, model_lib, input_lib):
     if k not in schedule._fields:
       raise errors.UsageError(
           '--%s: the model %s has no %s in its schedule (it has %s)' % (
-              k, model_lib.__name__, k, ', '.join(
+              k, plugins.name_of(model_lib), k, ', '.join(
                   n for n in schedule._fields if n != 'train_size')))
   return TrainConfig(
       train_dir=f.train_dir, data_dir=f.data_dir, data_set=data_set,
@@ -270,5 +270,5 @@ def _jit_compile(flag, device, replicas, model_lib):
     raise errors.UsageError(
         '--jit_compile with %d replicas needs the model module %s to '
         'declare %s (training in two halves); pass --nojit_compile' % (
-            replicas, model_lib.__name__, ' and '.join(interface.SPLIT)))
+            replicas, plugins.name_of(model_lib), ' and '.join(interface.SPLIT)))
   return False

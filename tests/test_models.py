@@ -140,6 +140,24 @@ def test_xla_with_several_replicas_needs_trainings_two_halves(tmp_path):
   cli.parse(cifar10_train.FLAGS, [])
 
 
+
+def test_a_schedule_flag_the_model_lacks_is_refused():
+  import resnet20
+  cpu = hardware.Device('CPU', None, 2, False)
+  cli.parse(cifar10_train.FLAGS, ['--decay_factor', '0.2',
+                                  '--learning_rate', '0.05'])
+  got = config.resolve(cifar10_train.FLAGS, cpu, 1, CIFAR10, resnet20,
+                       cifar10_input).schedule
+  assert (got.decay_factor, got.learning_rate) == (0.2, 0.05)
+  assert got.first_decay_epoch == resnet20.SCHEDULE.first_decay_epoch
+  cli.parse(cifar10_train.FLAGS, ['--epochs_per_decay', '10'])
+  with pytest.raises(errors.UsageError, match=(
+      r'^--epochs_per_decay: the model resnet20 has no epochs_per_decay in '
+      r'its schedule \(it has learning_rate, first_decay_epoch, ')):
+    config.resolve(cifar10_train.FLAGS, cpu, 1, CIFAR10, resnet20,
+                   cifar10_input)
+  cli.parse(cifar10_train.FLAGS, [])
+
 @pytest.mark.slow
 @pytest.mark.parametrize('argv, status, message', [
     (['--model', 'nosuch'], 2, 'flag --model=nosuch: no such model module; '
