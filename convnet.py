@@ -20,8 +20,8 @@ module may reuse TrainState, loss, training and the rest with a Model that
 has `params` and `layers` as ConvNet's (docs/extending.md).
 
 Architecture, initialisation, weight decays and schedule are those of
-docs/model.md: conv1 -> pool1 -> norm1 -> conv2 -> norm2 -> pool2 ->
-local3 -> local4 -> softmax_linear, 1,068,298 trainable parameters on
+docs/model.md: NETWORK, conv1 -> pool1 -> norm1 -> conv2 -> norm2 -> pool2
+-> local3 -> local4 -> softmax_linear, 1,068,298 trainable parameters on
 CIFAR-10 (layers() gives the table for other classes and image sizes).
 """
 
@@ -43,19 +43,29 @@ SCHEDULE = Schedule(learning_rate=0.1, epochs_per_decay=350.0,
                     train_size=50000)
 LOSS_AVERAGE_DECAY = 0.9          # decay of the loss terms' moving averages
 
+# The network in order, as the tutorial names it: a layer of layers() (a
+# convolution or a fully connected layer, by its weights' rank), 'pool...'
+# (3x3 max-pool, stride 2) or 'norm...' (the tutorial's LRN). inference()
+# and reference_inference() both walk it; the last layer gives the logits.
+NETWORK = ('conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
+           'local4', 'softmax_linear')
+
+
 def layers(num_classes=10, image_size=24, channels=3):
   """ConvNet's layers: name -> (shape, weights stddev, weight decay, bias
-  init). local3 takes the maps that two stride-2 pools leave of an
-  image_size crop (6 x 6 x 64 of 24 x 24); softmax_linear has a unit per
-  class."""
-  side = -(-(-(-image_size // 2)) // 2)  # two SAME pools of stride 2
-  return collections.OrderedDict([
-      ('conv1', ([5, 5, channels, 64], 5e-2, 0.0, 0.0)),
-      ('conv2', ([5, 5, 64, 64], 5e-2, 0.0, 0.1)),
-      ('local3', ([side * side * 64, 384], 0.04, 0.004, 0.1)),
+  init). local3 takes the last convolution's maps, of the side that
+  NETWORK's SAME pools of stride 2 leave of an image_size crop (6 x 6 x 64
+  of 24 x 24); softmax_linear has a unit per class."""
+  side = image_size
+  for _ in [n for n in NETWORK if n.startswith('pool')]:
+    side = -(-side // 2)
+  convs = [('conv1', ([5, 5, channels, 64], 5e-2, 0.0, 0.0)),
+           ('conv2', ([5, 5, 64, 64], 5e-2, 0.0, 0.1))]
+  flat = side * side * convs[-1][1][0][-1]
+  return collections.OrderedDict(convs + [
+      ('local3', ([flat, 384], 0.04, 0.004, 0.1)),
       ('local4', ([384, 192], 0.04, 0.004, 0.1)),
-      ('softmax_linear', ([192, num_classes], 1 / 192.0, 0.0, 0.0)),
-  ])
+      ('softmax_linear', ([192, num_classes], 1 / 192.0, 0.0, 0.0))])
 
 
 LAYERS = layers()  # the tutorial's, on CIFAR-10
@@ -185,43 +195,32 @@ def _forward(model, images, compute_dtype, scope):
   with scope('params'):  # the weights in the compute dtype
     p = {k: tf.cast(v, compute_dtype) for k, v in model.params.items()}
   acts = collections.OrderedDict()
-  x = tf.cast(images, compute_dtype)
-
-  def conv(x, layer):
-    """The convolution, and its layer's bias: added, with the ReLU, by norm."""
-    with scope(layer):
-      y = tf.nn.conv2d(x, p[layer + '/weights'], 1, 'SAME')
-      b = p[layer + '/biases']
-      acts[layer] = tf.nn.relu(y + b)  # for the summaries only
-    return y, b
-
-  def pool(x, name):
+  # A convolution's bias and ReLU wait (b) for the next pool or norm:
+  # pool(relu(y + b)) == relu(pool(y) + b), since max-pooling commutes with
+  # a per-channel bias and with the ReLU (both non-decreasing), values and
+  # gradients alike, so pooling first adds and clips 4x fewer values; norm
+  # adds and clips inside its own loop (lrn, in float32 whatever the dtype).
+  x, b = tf.cast(images, compute_dtype), None
+  for name in NETWORK:
     with scope(name):
-      return tf.nn.max_pool2d(x, 3, 2, 'SAME')
-
-  def norm(y, b, name):  # lrn.local_response_normalization(relu(y + b))
-    with scope(name):  # (computed in float32 whatever the dtype)
-      return lrn.local_response_normalization(y, b)
-
-  def local(x, layer, relu=True):
-    with scope(layer):
-      if layer == 'local3':  # the pooled maps as one vector per image
-        x = tf.reshape(x, [tf.shape(x)[0], model.layers['local3'][0][0]])
-      y = tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases']
-      acts[layer] = tf.nn.relu(y) if relu else y
-    return acts[layer]
-
-  # conv1 -> pool1 -> norm1: pool(relu(y + b)) == relu(pool(y) + b), since
-  # max-pooling commutes with a per-channel bias and with the ReLU (both
-  # non-decreasing), values and gradients alike: pooling first adds and
-  # clips 4x fewer values, inside norm1's loop.
-  y, b = conv(x, 'conv1')
-  x = norm(pool(y, 'pool1'), b, 'norm1')
-  y, b = conv(x, 'conv2')
-  x = pool(norm(y, b, 'norm2'), 'pool2')
-  x = local(local(x, 'local3'), 'local4')
-  logits = local(x, 'softmax_linear', relu=False)
-  return tf.cast(logits, tf.float32), acts
+      if name.startswith('pool'):
+        x = tf.nn.max_pool2d(x, 3, 2, 'SAME')
+        continue
+      if name.startswith('norm'):
+        x, b = lrn.local_response_normalization(x, b), None
+        continue
+      if b is not None:
+        x, b = tf.nn.relu(x + b), None
+      w, bias = p[name + '/weights'], p[name + '/biases']
+      if w.shape.rank == 4:
+        x, b = tf.nn.conv2d(x, w, 1, 'SAME'), bias
+        acts[name] = tf.nn.relu(x + b)  # for the summaries only
+        continue
+      if x.shape.rank == 4:  # the maps as one vector per image
+        x = tf.reshape(x, [tf.shape(x)[0], w.shape[0]])
+      x = tf.matmul(x, w) + bias
+      acts[name] = x = x if name == NETWORK[-1] else tf.nn.relu(x)
+  return tf.cast(x, tf.float32), acts
 
 
 def reference_inference(model, images):
@@ -230,17 +229,17 @@ def reference_inference(model, images):
   definition that inference() computes faster (tests compare logits and
   gradients). Float32 only; not used to train. Returns float32 logits.
   """
-  p = model.params
-  norm = lambda x: tf.nn.local_response_normalization(x, **lrn.LRN)
-  pool = lambda x: tf.nn.max_pool2d(x, 3, 2, 'SAME')
-  conv = lambda x, l: tf.nn.relu(tf.nn.conv2d(x, p[l + '/weights'], 1, 'SAME')
-                                 + p[l + '/biases'])
-  x = norm(pool(conv(images, 'conv1')))
-  x = pool(norm(conv(x, 'conv2')))
-  x = tf.reshape(x, [tf.shape(x)[0], -1])
-  for layer in ('local3', 'local4'):
-    x = tf.nn.relu(tf.matmul(x, p[layer + '/weights']) + p[layer + '/biases'])
-  return tf.matmul(x, p['softmax_linear/weights']) + p['softmax_linear/biases']
+  x = images
+  for name in NETWORK:
+    if name.startswith(('pool', 'norm')):
+      x = (tf.nn.max_pool2d(x, 3, 2, 'SAME') if name.startswith('pool') else
+           tf.nn.local_response_normalization(x, **lrn.LRN))
+      continue
+    w, b = model.params[name + '/weights'], model.params[name + '/biases']
+    x = (tf.nn.conv2d(x, w, 1, 'SAME') if w.shape.rank == 4 else
+         tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), w)) + b
+    x = x if name == NETWORK[-1] else tf.nn.relu(x)
+  return x
 
 
 def loss(model, logits, labels):

@@ -8,6 +8,7 @@ evaluation, the fully connected model, the input pipeline, peak memory
 """
 
 import contextlib
+import math
 import os
 import platform
 import statistics
@@ -216,18 +217,19 @@ def bench_overhead(data_dir, plan, steps_per_loop, steps):
           'steps_per_loop': steps_per_loop, 'steps': n}
 
 
-def flops_per_example():
-  """The convnet's training FLOPs per example: forward multiply-adds from
-  convnet.LAYERS (a convolution's at every pixel of its 24x24 or 12x12
-  output), x 2 for FLOPs, x 3 for forward and backward (the input and the
-  weights' gradients): 110.8 MFLOP. LRN, pools and the update are left out."""
-  macs = 0
-  for layer, (shape, _, _, _) in convnet.LAYERS.items():
-    size = 1
-    for d in shape:
-      size *= d
-    pixels = {'conv1': 24 * 24, 'conv2': 12 * 12}.get(layer, 1)
-    macs += size * pixels
+def flops_per_example(image_size=24):
+  """The convnet's training FLOPs per example: forward multiply-adds of
+  convnet.LAYERS (a convolution's at every pixel of its output, of the side
+  that convnet.NETWORK's pools leave of the crop), x 2 for FLOPs, x 3 for
+  forward and backward (the input and the weights' gradients). LRN, pools
+  and the update are left out."""
+  macs, side = 0, image_size
+  for name in convnet.NETWORK:
+    if name.startswith('pool'):
+      side = -(-side // 2)
+    elif name in convnet.LAYERS:
+      shape = convnet.LAYERS[name][0]
+      macs += math.prod(shape) * (side * side if len(shape) == 4 else 1)
   return 2 * 3 * macs
 
 

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -74,6 +73,31 @@ FILE_BYTES = RECORDS_PER_FILE * CIFAR10.record_bytes
 CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
            'horse', 'ship', 'truck']
 
+
+# The tutorial's network (docs/model.md): name, weights' shape, stddev,
+# weight decay, bias. A fork that changes convnet.py's network skips what
+# pins the tutorial's weights bit for bit (NOT_THE_TUTORIALS), and
+# test_convnet.test_parameter_count fails until its count is the fork's.
+TUTORIAL_NETWORK = ('conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2',
+                    'local3', 'local4', 'softmax_linear')
+TUTORIAL_LAYERS = [
+    ('conv1', [5, 5, 3, 64], 5e-2, 0.0, 0.0),
+    ('conv2', [5, 5, 64, 64], 5e-2, 0.0, 0.1),
+    ('local3', [6 * 6 * 64, 384], 0.04, 0.004, 0.1),
+    ('local4', [384, 192], 0.04, 0.004, 0.1),
+    ('softmax_linear', [192, 10], 1 / 192.0, 0.0, 0.0)]
+
+
+def is_tutorial_convnet():
+  """Whether convnet.py still defines the tutorial's network."""
+  import convnet
+  return convnet.NETWORK == TUTORIAL_NETWORK and [
+      (k,) + v for k, v in convnet.LAYERS.items()] == TUTORIAL_LAYERS
+
+
+NOT_THE_TUTORIALS = ("convnet.py's network is no longer the tutorial's "
+                     '(convnet.NETWORK or layers() changed): this pins the '
+                     "tutorial's weights")
 
 def make_arrays(num, seed):
   """num random images (uint8 [num, 3072], plane order) and labels 0-9."""

@@ -34,6 +34,8 @@ def data_dir(tmp_path_factory):
 
 @pytest.mark.parametrize('name', sorted(baseline.RUNS))
 def test_the_weights_after_50_steps_are_as_recorded(name, data_dir, tmp_path):
+  if name.startswith('convnet') and not conftest.is_tutorial_convnet():
+    pytest.skip(conftest.NOT_THE_TUTORIALS)
   if name == 'convnet_bfloat16' and not hardware.describe().native_bf16:
     pytest.skip('bfloat16 is emulated on this processor (the defaults pick '
                 'float32 here)')

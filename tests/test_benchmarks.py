@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from benchmarks import measures
 from conftest import ROOT, write_py
 
 NUMBER = r'(-?\d+(?:\.\d+)?)'  # an overhead within noise of 0 can be < 0
@@ -83,7 +84,7 @@ def test_benchmark_smoke(shared_bin_dir, tmp_path):
   ceiling = fig['ceiling_tflops']['median']
   assert ceiling > 0 and len(fig['ceiling_tflops']['repeats']) == 3
   assert ratios['tflops']['train_default'] == pytest.approx(
-      fig['train_default']['median'] * 110.824704e6 / 1e12)
+      fig['train_default']['median'] * measures.flops_per_example() / 1e12)
   assert ratios['fraction_of_ceiling']['keras'] == pytest.approx(
       ratios['tflops']['keras'] / ceiling)
   # timed in turns: a ratio per round, printed

@@ -18,12 +18,12 @@ from cifar10_toolkit import dataset
 from cifar10_toolkit import cli
 import cifar10_train
 import run_fc_model
+import convnet
 from data_sets import CIFAR10
 from conftest import ROOT, train_args
 from cifar10_toolkit import evaluation
 
-LAYERS = ['conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
-          'local4', 'softmax_linear']
+LAYERS = convnet.NETWORK  # each layer a box of the graph
 
 
 def _accumulator(logdir):

@@ -26,11 +26,11 @@ import pytest
 import tensorflow as tf
 
 from cifar10_toolkit import dataset
+import convnet
 from data_sets import CIFAR10
 from conftest import ROOT
 
-LAYERS = ['conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
-          'local4', 'softmax_linear']
+LAYERS = convnet.NETWORK  # each layer a box of the graph
 SERVER_START_SECS = 90  # bound on TensorBoard's start and first load
 
 
