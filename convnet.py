@@ -19,10 +19,8 @@ cifar10_toolkit.lrn, slices of the batch side by side). Another model
 module may reuse TrainState, loss, training and the rest with a Model that
 has `params` and `layers` as ConvNet's (docs/extending.md).
 
-Architecture, initialisation, weight decays and schedule are those of
-docs/model.md: NETWORK, conv1 -> pool1 -> norm1 -> conv2 -> norm2 -> pool2
--> local3 -> local4 -> softmax_linear, 1,068,298 trainable parameters on
-CIFAR-10 (layers() gives the table for other classes and image sizes).
+Architecture (NETWORK, layers()), initialisation, weight decays and
+schedule are those of docs/model.md: 1,068,298 parameters on CIFAR-10.
 """
 
 import collections
@@ -43,8 +41,9 @@ SCHEDULE = Schedule(learning_rate=0.1, epochs_per_decay=350.0,
                     train_size=50000)
 LOSS_AVERAGE_DECAY = 0.9          # decay of the loss terms' moving averages
 
-# The network in order, as the tutorial names it: a layer of layers() (a
-# convolution or a fully connected layer, by its weights' rank), 'pool...'
+# The network in order, as the tutorial names it: a layer of layers() (by
+# its weights' rank: a convolution, 4; locally connected, 3, as
+# locally_connected(); fully connected, 2), 'pool...'
 # (3x3 max-pool, stride 2) or 'norm...' (the tutorial's LRN). inference()
 # and reference_inference() both walk it; the last layer gives the logits.
 NETWORK = ('conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
@@ -56,9 +55,7 @@ def layers(num_classes=10, image_size=24, channels=3):
   init). local3 takes the last convolution's maps, of the side that
   NETWORK's SAME pools of stride 2 leave of an image_size crop (6 x 6 x 64
   of 24 x 24); softmax_linear has a unit per class."""
-  side = image_size
-  for _ in [n for n in NETWORK if n.startswith('pool')]:
-    side = -(-side // 2)
+  side = -(-image_size // 2 ** sum(n.startswith('pool') for n in NETWORK))
   convs = [('conv1', ([5, 5, channels, 64], 5e-2, 0.0, 0.0)),
            ('conv2', ([5, 5, 64, 64], 5e-2, 0.0, 0.1))]
   flat = side * side * convs[-1][1][0][-1]
@@ -144,16 +141,15 @@ class TrainState(tf.Module):
         (k, variable(v, k + '/ExponentialMovingAverage', trainable=False))
         for k, v in model.params.items())
     names = ['cross_entropy'] + [layer + '/weight_loss' for layer, spec in
-                                 model.layers.items() if spec[2]] + [
-                                     'total_loss']
+                                 model.layers.items() if spec[2]]
+    names.append('total_loss')
     self.loss_averages = collections.OrderedDict(
         (k, variable(0.0, k + '/avg', trainable=False)) for k in names)
     self.compute_dtype = tf.as_dtype(compute_dtype)
     self.loss_scaling = self.compute_dtype == tf.float16
     self.loss_scale = variable(
         grad_ops.INITIAL_LOSS_SCALE if self.loss_scaling else 1.0,
-        'loss_scale',
-        trainable=False)
+        'loss_scale', trainable=False)
     self.good_steps = step('good_steps')
 
 
@@ -162,8 +158,8 @@ def inference(model, images, compute_dtype=tf.float32, slices=1):
 
   With slices > 1 the batch is cut into equal slices that share no
   operation until their logits (backwards, their weight gradients) are
-  joined: with single-threaded kernels each core computes one slice at a
-  time, keeping few cores busy. The function computed is the same.
+  joined, keeping cores busy with single-threaded kernels. The function
+  computed is the same.
 
   Args:
     model: a ConvNet.
@@ -212,8 +208,8 @@ def _forward(model, images, compute_dtype, scope):
       if b is not None:
         x, b = tf.nn.relu(x + b), None
       w, bias = p[name + '/weights'], p[name + '/biases']
-      if w.shape.rank == 4:
-        x, b = tf.nn.conv2d(x, w, 1, 'SAME'), bias
+      if w.shape.rank > 2:
+        x, b = convolve(x, w), bias
         acts[name] = tf.nn.relu(x + b)  # for the summaries only
         continue
       if x.shape.rank == 4:  # the maps as one vector per image
@@ -221,6 +217,17 @@ def _forward(model, images, compute_dtype, scope):
       x = tf.matmul(x, w) + bias
       acts[name] = x = x if name == NETWORK[-1] else tf.nn.relu(x)
   return tf.cast(x, tf.float32), acts
+
+
+def convolve(x, w):
+  """A convolution (stride 1, SAME) of x by w, or with w of rank 3 a
+  locally connected layer as cuda-convnet's: [side * side, 3 * 3 *
+  channels, filters], each position of the maps its own 3x3 filters."""
+  if w.shape.rank == 4:
+    return tf.nn.conv2d(x, w, 1, 'SAME')
+  patches = tf.image.extract_patches(x, [1, 3, 3, 1], [1] * 4, [1] * 4, 'SAME')
+  y = tf.einsum('bpk,pkf->bpf', tf.reshape(patches, [-1, *w.shape[:2]]), w)
+  return tf.reshape(y, [-1, x.shape[1], x.shape[2], w.shape[2]])
 
 
 def reference_inference(model, images):
@@ -236,7 +243,7 @@ def reference_inference(model, images):
            tf.nn.local_response_normalization(x, **lrn.LRN))
       continue
     w, b = model.params[name + '/weights'], model.params[name + '/biases']
-    x = (tf.nn.conv2d(x, w, 1, 'SAME') if w.shape.rank == 4 else
+    x = (convolve(x, w) if w.shape.rank > 2 else
          tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), w)) + b
     x = x if name == NETWORK[-1] else tf.nn.relu(x)
   return x
@@ -366,15 +373,8 @@ def update(model, state, out, global_batch_size, reduced):
     for name, v in model.params.items():
       avg = state.averages[name]
       avg.assign_sub((1.0 - decay) * (avg - v))
-  with tf.name_scope('loss_averages'):
-    for name, value in losses.items():
-      avg = state.loss_averages[name]
-      avg.assign(LOSS_AVERAGE_DECAY * avg + (1 - LOSS_AVERAGE_DECAY) * value)
-  result = dict(losses, learning_rate=lr)
-  if 'activations' in out:
-    result.update(activations=out['activations'], images=out['images'],
-                  gradients=collections.OrderedDict(zip(model.params, grads)))
-  return result
+  return grad_ops.step_result(model.params, out, grads, losses, lr,
+                              state.loss_averages, LOSS_AVERAGE_DECAY)
 
 
 def loss_averages(state):

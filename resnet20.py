@@ -358,15 +358,8 @@ def update(model, state, out, global_batch_size, reduced):
     current = dict(model.params, **model.stats)
     for name, avg in state.averages.items():
       avg.assign_sub((1.0 - decay) * (avg - current[name]))
-  with tf.name_scope('loss_averages'):
-    for name, value in losses.items():
-      avg = state.loss_averages[name]
-      avg.assign(LOSS_AVERAGE_DECAY * avg + (1 - LOSS_AVERAGE_DECAY) * value)
-  result = dict(losses, learning_rate=lr)
-  if 'activations' in out:
-    result.update(activations=out['activations'], images=out['images'],
-                  gradients=collections.OrderedDict(zip(model.params, grads)))
-  return result
+  return grad_ops.step_result(model.params, out, grads, losses, lr,
+                              state.loss_averages, LOSS_AVERAGE_DECAY)
 
 
 loss_averages = convnet.loss_averages

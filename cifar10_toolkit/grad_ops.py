@@ -7,6 +7,8 @@
                                 scale; zero where any overflowed, the scale
                                 halved then, doubled after GROWTH_STEPS
                                 good steps (from INITIAL_LOSS_SCALE)
+  step_result(...)              a step's end: the loss terms' moving
+                                averages, and what training() returns
 
 bfloat16 has float32's exponent range and needs no loss scaling.
 """
@@ -61,3 +63,30 @@ def unscale(grads, loss_scale, good_steps):
       tf.maximum(loss_scale / 2, 1.0)))
   good_steps.assign(tf.where(finite & ~grow, good_steps + 1, 0))
   return grads
+
+
+def step_result(params, out, grads, losses, lr, loss_averages, decay):
+  """The end of a model's update(): the loss terms' moving averages, and
+  training()'s result.
+
+  Args:
+    params: the model's name -> variable (the gradients' names).
+    out: gradients()'s result (with summaries: 'activations', 'images').
+    grads, losses: as all-reduced (the gradients unscaled).
+    lr: the step's learning rate.
+    loss_averages: name -> variable of each loss term's average.
+    decay: their decay.
+
+  Returns:
+    dict: the loss terms, 'learning_rate', and with summaries 'activations',
+    'images' and 'gradients' (name -> gradient).
+  """
+  with tf.name_scope('loss_averages'):
+    for name, value in losses.items():
+      avg = loss_averages[name]
+      avg.assign(decay * avg + (1 - decay) * value)
+  result = dict(losses, learning_rate=lr)
+  if 'activations' in out:
+    result.update(activations=out['activations'], images=out['images'],
+                  gradients=collections.OrderedDict(zip(params, grads)))
+  return result

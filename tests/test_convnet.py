@@ -202,10 +202,39 @@ def test_fast_lrn_in_bfloat16_is_the_float32_function_rounded():
                              atol=1e-6)
 
 
+def cuda_convnet_top(num_classes=10, image_size=24, channels=3,
+                     layers=convnet.layers):
+  """docs/extending.md's exercise: local3 and local4 locally connected, as
+  in cuda-convnet (3x3 filters of each position, 64 and 32 of them)."""
+  table = layers(num_classes, image_size, channels)
+  positions = table['local3'][0][0] // 64  # 6 x 6 maps of 64
+  table['local3'] = ([positions, 3 * 3 * 64, 64], 0.04, 0.004, 0.1)
+  table['local4'] = ([positions, 3 * 3 * 64, 32], 0.04, 0.004, 0.1)
+  table['softmax_linear'] = ([positions * 32, num_classes], 0.01, 0.0, 0.0)
+  return table
+
+
+def test_a_locally_connected_layer_is_a_filter_per_position():
+  rng = np.random.RandomState(0)
+  x = rng.randn(2, 4, 4, 3).astype(np.float32)
+  w = rng.randn(16, 3 * 3 * 3, 5).astype(np.float32)
+  padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])  # SAME
+  want = np.zeros((2, 4, 4, 5), np.float32)
+  for i in range(4):
+    for j in range(4):
+      want[:, i, j] = padded[:, i:i + 3, j:j + 3].reshape(2, -1) @ w[i * 4 + j]
+  np.testing.assert_allclose(convnet.convolve(x, tf.constant(w)), want,
+                             rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('slices', [1, 2, 4])
-def test_inference_is_the_tutorial_network(slices):
+@pytest.mark.parametrize('network', ['tutorial', 'cuda_convnet_top'])
+def test_inference_is_the_tutorial_network(slices, network, monkeypatch):
   # Pooling before conv1's bias and ReLU, the fast LRN and slicing the batch
-  # change neither the logits nor the gradients.
+  # change neither the logits nor the gradients; nor in the exercise's
+  # locally connected top layers.
+  if network == 'cuda_convnet_top':
+    monkeypatch.setattr(convnet, 'layers', cuda_convnet_top)
   model = convnet.ConvNet(seed=2)
   images, _ = noisy_batch(16, seed=3)
 
