@@ -25,6 +25,7 @@ from cifar10_toolkit import run_control
 from cifar10_toolkit import summaries
 from cifar10_toolkit import evaluation
 from conftest import (checkpoint_params, event_tags, noisy_batch,
+                      tutorial_convnet_only,
                       start_script, train_args, wait_for)
 
 
@@ -115,6 +116,7 @@ def test_loss_falls_and_moving_averages_follow_the_formula():
 
 
 @pytest.mark.slow
+@tutorial_convnet_only
 def test_mixed_precision_keeps_float32_variables():
   # float16 is emulated on CPUs, hence the tiny batch
   model = convnet.ConvNet(seed=1)
@@ -133,6 +135,7 @@ def test_mixed_precision_keeps_float32_variables():
   assert 1.0 <= float(state.loss_scale) <= grad_ops.INITIAL_LOSS_SCALE
 
 
+@tutorial_convnet_only
 def test_bfloat16_training_keeps_float32_variables():
   model = convnet.ConvNet(seed=1)
   # SGD 0.1 on one batch is chaotic (spikes above 8 near step 8; round-off

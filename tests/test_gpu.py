@@ -23,6 +23,7 @@ from cifar10_toolkit import cli
 from cifar10_toolkit import run_control
 from data_sets import CIFAR10
 from conftest import ROOT
+from conftest import tutorial_convnet_only
 
 # The launches a step of the GPU configuration may make (the bound).
 MAX_GPU_OPS_PER_STEP = 10
@@ -188,6 +189,7 @@ def _one_step_each_way(data_dir, seed=4, steps=21):
 
 
 @pytest.mark.slow
+@tutorial_convnet_only
 def test_xla_step_equals_the_plain_step(shared_bin_dir):
   (plain, plain_losses, plain_step), (xla, xla_losses, xla_step) = (
       _one_step_each_way(shared_bin_dir))
