@@ -42,10 +42,10 @@ SCHEDULE = Schedule(learning_rate=0.1, epochs_per_decay=350.0,
 LOSS_AVERAGE_DECAY = 0.9          # decay of the loss terms' moving averages
 
 # The network in order, as the tutorial names it: a layer of layers() (by
-# its weights' rank: a convolution, 4; locally connected, 3, as
-# locally_connected(); fully connected, 2), 'pool...'
-# (3x3 max-pool, stride 2) or 'norm...' (the tutorial's LRN). inference()
-# and reference_inference() both walk it; the last layer gives the logits.
+# its weights' rank: a convolution, 4; locally connected, 3 (convolve());
+# fully connected, 2), 'pool...' (3x3 max-pool, stride 2) or 'norm...' (the
+# tutorial's LRN). inference() and reference_inference() both walk it; the
+# last layer gives the logits.
 NETWORK = ('conv1', 'pool1', 'norm1', 'conv2', 'norm2', 'pool2', 'local3',
            'local4', 'softmax_linear')
 
