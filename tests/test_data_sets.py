@@ -338,11 +338,12 @@ def test_a_data_set_of_ones_own_is_one_file(tmp_path, capsys):
   shapes = tf.train.load_checkpoint(train).get_variable_to_shape_map()
   # 18x18 crops of 24x24 images (the tutorial's two pools leave 5x5x64), 3
   # classes
-  for layer, (shape, _, _, _) in convnet.layers(3, 18).items():
+  table = convnet.layers(3, 18)
+  for layer, (shape, _, _, _) in table.items():
     assert shapes['model/params/%s.Sweights/.ATTRIBUTES/VARIABLE_VALUE'
                   % layer] == shape
-  assert convnet.layers(3, 18)['softmax_linear'][0][-1] == 3
-  assert (convnet.layers(3, 18)['local3'][0] == [5 * 5 * 64, 384]
+  assert table['softmax_linear'][0][-1] == 3
+  assert (table['local3'][0] == [5 * 5 * 64, 384]
           or not conftest.is_tutorial_convnet())
   capsys.readouterr()
   assert cifar10_eval.main(args + ['--checkpoint_dir', train, '--eval_dir',
