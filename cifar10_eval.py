@@ -46,6 +46,7 @@ flags.DEFINE_integer('num_examples', 10000, 'number of examples to run',
                      lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_boolean('run_once', False, 'evaluate the newest checkpoint once '
                      'and exit', flag_values=FLAGS)
+cli.define_checkpoint_flag(FLAGS, 'evaluate once (then exit, as --run_once)')
 cli.define_data_flags(FLAGS, (data_sets.NAMES, data_sets.get))
 cli.define_model_flag(FLAGS, models.NAMES, models.known, models.CHOICES)
 flags.DEFINE_boolean('raw_weights', False, 'evaluate the raw weights, not '
@@ -63,6 +64,7 @@ from cifar10_toolkit import plugins  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import run_folder  # noqa: E402
 from cifar10_toolkit import run_record  # noqa: E402
+from cifar10_toolkit import selection  # noqa: E402
 from cifar10_toolkit import summaries  # noqa: E402
 
 
@@ -75,12 +77,18 @@ def main(argv=None):
 
 def _evaluate():
   """Evaluates once, or each new checkpoint until a stop: exit status."""
-  if FLAGS.run_once and not os.path.isdir(FLAGS.checkpoint_dir):
+  once = FLAGS.run_once or FLAGS.checkpoint is not None
+  if once and not os.path.isdir(FLAGS.checkpoint_dir):
     raise errors.UsageError('--checkpoint_dir %s does not exist'
                             % FLAGS.checkpoint_dir)
   data_set, model_lib = data_sets.get(FLAGS.dataset), models.get(FLAGS.model)
-  run_record.check_newest(checkpoints.checkpoint_candidates(  # (first)
-      FLAGS.checkpoint_dir)[0], data_set.name, plugins.name_of(model_lib))
+  chosen = selection.choose(FLAGS.checkpoint_dir, FLAGS.checkpoint)
+  if chosen:  # (its data set and model: said before a data set is fetched)
+    run_record.check(chosen, data_set.name, plugins.name_of(model_lib),
+                     '--checkpoint')
+  else:
+    run_record.check_newest(checkpoints.checkpoint_candidates(
+        FLAGS.checkpoint_dir)[0], data_set.name, plugins.name_of(model_lib))
   run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source, data_set)
   evaluator = evaluation.Evaluator(FLAGS.data_dir, FLAGS.eval_data,
                                    FLAGS.num_examples, data_set, model_lib,
@@ -90,26 +98,23 @@ def _evaluate():
   watch = Watch(FLAGS.checkpoint_dir, FLAGS.eval_interval_secs)
   with run_control.GracefulStop('stopping') as stop:
     while not stop.requested:
-      if not FLAGS.run_once and not watch.due(stop):
+      if not once and not watch.due(stop):
         continue
-      try:
-        path, step, content = evaluation.newest_readable(
-            evaluator, FLAGS.checkpoint_dir, watch.done, watch.reported)
-      except (checkpoints.WrongModelError, run_record.WrongDataSetError):
-        raise
-      except errors.UsageError as e:
-        if FLAGS.run_once:
-          raise
-        print('%s; waiting for a readable one' % e, flush=True)
-        path = step = content = None
-      if path is None and watch.done is None and FLAGS.run_once:
+      if chosen:
+        path, step = chosen, evaluator.restore(chosen, '--checkpoint')
+        content = evaluation.content_id(chosen)
+      else:
+        path, step, content = _newest(evaluator, watch, once)
+      if path is None and watch.done is None and once:
         raise errors.UsageError('no checkpoint in %s' % FLAGS.checkpoint_dir)
-      before = written.get(step)  # (an empty set: written, content unknown)
+      before = written.get(step)  # {content_id: precision}
       if path is not None and before is not None and (
-          content in before or not before):
-        print('%s: step %d (%s) is already evaluated in %s; not writing it '
-              'again' % (console.now(), step, path, FLAGS.eval_dir),
-              flush=True)
+          content in before or set(before) == {None}):
+        print('%s: precision @ 1 = %.3f (held in %s)' % (
+            console.now(), before.get(content, before.get(None)),
+            FLAGS.eval_dir))
+        print('  step %d (%s) is already evaluated there; not writing it '
+              'again' % (step, path), flush=True)
         watch.done = (path, content)
       elif path is not None:
         if before:
@@ -120,15 +125,54 @@ def _evaluate():
         stop.action = 'finishing the evaluation in hand'
         watch.joined = evaluation.join_training_row(
             FLAGS.checkpoint_dir, writer, watch.joined)
-        evaluation.report(*evaluator.evaluate(), step, path, writer, content,
-                          data_set.class_names)
+        precision, confusion, seen = evaluator.evaluate()
+        evaluation.report(precision, confusion, seen, step, path, writer,
+                          content, data_set.class_names)
+        if FLAGS.eval_data == 'test' and not FLAGS.raw_weights:
+          _keep_if_best(path, step, precision, seen, content)
         stop.action = 'stopping'
-        written.setdefault(step, set()).add(content)
+        written.setdefault(step, {})[content] = precision
         watch.evaluated((path, content))
-      if FLAGS.run_once:
+      if once:
         return stop.exit_status
   print('%s: stopped' % console.now())
   return stop.exit_status
+
+
+def _newest(evaluator, watch, once):
+  """(path, step, content_id) of the newest readable checkpoint not yet
+  evaluated, or Nones; an unreadable folder is waited out unless once."""
+  try:
+    return evaluation.newest_readable(evaluator, FLAGS.checkpoint_dir,
+                                      watch.done, watch.reported)
+  except (checkpoints.WrongModelError, run_record.WrongDataSetError):
+    raise
+  except errors.UsageError as e:
+    if once:
+      raise
+    print('%s; waiting for a readable one' % e, flush=True)
+    return None, None, None
+
+
+def _keep_if_best(path, step, precision, seen, content):
+  """The checkpoint copied to checkpoint_dir/best/ if it is the best so far
+  (selection.keep_if_best); one line when it is, or when it cannot be."""
+  try:
+    kept = selection.keep_if_best(FLAGS.checkpoint_dir, path, step,
+                                  precision, seen, content)
+  except OSError as e:
+    print('%s: Note: cannot keep the best checkpoint in %s (%s); the '
+          'evaluation is written' % (console.now(), os.path.join(
+              FLAGS.checkpoint_dir, selection.BEST_DIR),
+              e.strerror or run_control.first_line(e)), flush=True)
+    return
+  if kept:
+    now, before = kept
+    print('  kept as the best checkpoint: %s (--checkpoint best)%s' % (
+        os.path.join(FLAGS.checkpoint_dir, selection.BEST_DIR,
+                     now['checkpoint']),
+        '; before: step %d, %.3f' % (before['step'], before['precision'])
+        if before else ''), flush=True)
 
 
 class Watch:

@@ -3,10 +3,11 @@
     python3 cifar10_export.py --checkpoint_dir /tmp/cifar10_train --export_dir /tmp/cifar10_model
 
 Restores the newest readable checkpoint of checkpoint_dir (walking back past
-damaged ones, as the evaluator does) with its moving-average weights (the
-ones cifar10_eval.py evaluates; --raw_weights for the trained ones) and saves
-cifar10_toolkit.serving.Classifier: its serving signature takes uint8 images [N, 32, 32, 3]
-and returns 'probabilities' [N, 10], 'classes' [N] and 'class_names' [N].
+damaged ones, as the evaluator does), or the one --checkpoint names (a step,
+a path, or 'best': the best one cifar10_eval.py kept), with its
+moving-average weights (the ones cifar10_eval.py evaluates; --raw_weights
+for the trained ones) and saves cifar10_toolkit.serving.Classifier: its
+serving signature takes uint8 images [N, 32, 32, 3] and returns 'probabilities' [N, 10], 'classes' [N] and 'class_names' [N].
 The SavedModel is written to a temporary folder beside export_dir and renamed
 into place when complete; an existing export_dir is never overwritten.
 
@@ -37,6 +38,7 @@ flags.DEFINE_string('export_dir', '/tmp/cifar10_model', 'the SavedModel '
                     'folder to create', flag_values=FLAGS)
 flags.DEFINE_boolean('raw_weights', False, 'export the raw weights, not '
                      'their moving averages', flag_values=FLAGS)
+cli.define_checkpoint_flag(FLAGS, 'export')
 cli.define_data_set_flag(FLAGS, data_sets.NAMES, data_sets.get,
                          'the data set the checkpoint was trained on')
 cli.define_model_flag(FLAGS, models.NAMES, models.known, models.CHOICES)
@@ -53,7 +55,8 @@ def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
   classifier, path, step = serving.restore_classifier(
       FLAGS.checkpoint_dir, data_sets.get(FLAGS.dataset),
-      models.get(FLAGS.model), cifar10_input, FLAGS.raw_weights)
+      models.get(FLAGS.model), cifar10_input, FLAGS.raw_weights,
+      FLAGS.checkpoint)
   serving.export(classifier, FLAGS.export_dir)
   # the export is complete: a late Ctrl-C must not turn it into a failure
   signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,12 +1,14 @@
 """Restores the newest fully connected checkpoint and reports its test accuracy.
 
-    python3 restore_model.py [--train_dir tf_logs] [--hidden1 120]
+    python3 restore_model.py [--train_dir tf_logs] [--hidden1 120] [--checkpoint best]
 
 Looks through the time-stamped run folders that run_fc_model.py writes under
 train_dir, restores the newest checkpoint that reads (naming any damaged one
 it walks back past), and prints `Current step: N` (the global step it was
 saved at) and `Test accuracy A`, which equals what run_fc_model.py printed
-for that checkpoint.
+for that checkpoint. --checkpoint tests another: a step, a path, or 'best'.
+The best tested checkpoint of each run folder is kept in <run>/best/
+(run_fc_model.py keeps its last one there).
 """
 
 import os
@@ -28,6 +30,10 @@ flags.DEFINE_string('train_dir', 'tf_logs', 'the folder run_fc_model.py '
                     'logged into', flag_values=FLAGS)
 flags.DEFINE_integer('hidden1', 120, 'units in the hidden layer of the saved '
                      'model', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string('checkpoint', None, "the checkpoint to test: a step "
+                    "number (the newest run folder's ckpt-N that has it), a "
+                    "checkpoint's path, or 'best' (the best one kept under "
+                    'train_dir); default: the newest', flag_values=FLAGS)
 cli.define_data_flags(FLAGS, (data_sets.NAMES, data_sets.get))
 
 if __name__ == '__main__':
@@ -40,11 +46,15 @@ from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import fc_runs  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
+from cifar10_toolkit import run_record  # noqa: E402
+from cifar10_toolkit import selection  # noqa: E402
 
 
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
-  paths = fc_runs.checkpoints_newest_first(FLAGS.train_dir)
+  chosen = fc_runs.choose(FLAGS.train_dir, FLAGS.checkpoint)
+  paths = [chosen] if chosen else fc_runs.checkpoints_newest_first(
+      FLAGS.train_dir)
   if not paths:
     raise errors.UsageError('no checkpoint under %s (run run_fc_model.py '
                                'first)' % FLAGS.train_dir)
@@ -52,13 +62,15 @@ def main(argv=None):
   model = two_layer_fc.TwoLayerFC(FLAGS.hidden1, data_set.image_bytes,
                                   data_set.num_classes)
   state = two_layer_fc.TrainState()
+  what = '--checkpoint' if chosen else 'checkpoint'
   reasons = []
   for path in paths:  # walk back past damaged checkpoints, naming each
-    problem = checkpoints.checkpoint_problem(path)
+    problem = None if chosen else checkpoints.checkpoint_problem(path)
     if problem is None:
+      run_record.check(path, data_set.name, what=what)
       fc_runs.check_fits(path, FLAGS.hidden1)
       checkpoints.restore(tf.train.Checkpoint(model=model, state=state), path,
-                          data_set=data_set.name)
+                          what, data_set=data_set.name)
       break
     print('Skipping checkpoint %s: %s' % (path, problem))
     reasons.append('%s: %s' % (path, problem))
@@ -67,10 +79,18 @@ def main(argv=None):
         FLAGS.train_dir, '; '.join(reasons)))
   data = fc_runs.load(FLAGS.data_dir, FLAGS.data_source, data_set,
                       data_helpers)
+  accuracy = fc_runs.test_accuracy(two_layer_fc, model, data)
   print('Restored %s' % path)
   print('Current step: %d' % int(state.global_step))
-  print('Test accuracy {:g}'.format(
-      fc_runs.test_accuracy(two_layer_fc, model, data)))
+  print('Test accuracy {:g}'.format(accuracy))
+  try:  # (the best of its run, for --checkpoint best; a note if it cannot)
+    selection.keep_if_best(os.path.dirname(os.path.dirname(path)) if (
+        os.path.basename(os.path.dirname(path)) == selection.BEST_DIR)
+        else os.path.dirname(path), path, int(state.global_step), accuracy,
+        len(data['labels_test']))
+  except OSError as e:
+    print('Note: cannot keep the best checkpoint beside %s (%s)' % (
+        path, e.strerror or run_control.first_line(e)))
   return 0
 
 

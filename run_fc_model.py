@@ -76,6 +76,7 @@ from cifar10_toolkit import fc_runs  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import run_folder  # noqa: E402
 from cifar10_toolkit import run_record  # noqa: E402
+from cifar10_toolkit import selection  # noqa: E402
 from cifar10_toolkit import summaries  # noqa: E402
 
 
@@ -146,11 +147,14 @@ def main(argv=None):
       if stop.requested:
         print('Saved checkpoint %s' % save())
         return stop.exit_status
-    print('Saved checkpoint %s' % save())  # the last step's weights
+    last = save()
+    print('Saved checkpoint %s' % last)  # the last step's weights
     profile.stop()
     accuracy = fc_runs.test_accuracy(two_layer_fc, model, data)
     tf.summary.scalar('test_accuracy', accuracy,
                       step=int(state.global_step))
+  selection.keep_if_best(run_dir, last, int(state.global_step), accuracy,
+                         len(data['labels_test']))  # (--checkpoint best)
   print('Test accuracy {:g}'.format(accuracy))
   print('Total time: {:5.2f}s'.format(time.time() - begin))
   return 0

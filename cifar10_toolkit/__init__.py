@@ -14,7 +14,8 @@ data_helpers) and its data set (data_sets.get) down as arguments. Imports go dow
   3. cli           the flags on absl.flags: conventions, shared definitions,
                    one-line errors (no TensorFlow)
   4. download      a bounded download (no TensorFlow)
-     folders       the folders a run makes; none left empty on failure
+     folders       the folders a run makes; none left empty on failure;
+                   the image files a folder holds
      plugins       a user's Python file or module named by a flag
   5. dataset       a data set described (DataSet); fetching, checking,
                    extracting
@@ -33,6 +34,7 @@ data_helpers) and its data set (data_sets.get) down as arguments. Imports go dow
      cluster       devices and workers for several replicas
      grad_ops      a step's gradients: across replicas, loss scaling
   9. run_folder    a run's folder: checks, the lock, --fresh
+     selection     --checkpoint, and the best checkpoint kept
      config        a training run's configuration, resolved once
  10. device_input  the training set on the device, batches in the graph
      fc_runs       the fully connected model's runs
@@ -55,6 +57,6 @@ LAYERS = (
     ('hardware', 'console', 'images'),
     ('run_control', 'run_record', 'converted'),
     ('checkpoints', 'summaries', 'lrn', 'cluster', 'grad_ops'),
-    ('run_folder', 'config'),
+    ('run_folder', 'selection', 'config'),
     ('device_input', 'fc_runs', 'serving', 'evaluation'), ('train_loop',),
     ROOT_LIBRARY[:2], ROOT_LIBRARY[2:6], ROOT_LIBRARY[6:])

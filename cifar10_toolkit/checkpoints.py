@@ -19,12 +19,12 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import time
 
 import tensorflow as tf
 
 from cifar10_toolkit import errors
+from cifar10_toolkit import folders
 from cifar10_toolkit import run_control
 from cifar10_toolkit import run_record
 
@@ -242,7 +242,7 @@ def cleanup_interrupted_saves(directory):
   return debris
 
 
-def _write_index(directory, steps):
+def write_index(directory, steps):
   """Atomically writes directory's index file listing steps (oldest first).
 
   With each checkpoint's time (its index file's mtime): CheckpointManager
@@ -257,13 +257,8 @@ def _write_index(directory, steps):
           ''.join('all_model_checkpoint_timestamps: %.6f\n' % t
                   for t in times) +
           'last_preserved_timestamp: %.6f\n' % (min(times) - 1))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=INDEX_FILE + '.tmp-')
-  with os.fdopen(fd, 'w') as f:  # a new file: no planted link followed
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, os.path.join(directory, INDEX_FILE))
+  folders.write_whole(os.path.join(directory, INDEX_FILE), text,
+                      INDEX_FILE + '.tmp-')
 
 
 def _set_aside_unreadable(directory, paths):
@@ -374,7 +369,7 @@ def resume(ckpt, directory, repair=False, skip=None, data_set=None,
             _set_aside_unreadable(directory, bad), flush=True)
     listed, _ = _listed_checkpoints(directory)
     if index_problem or bad or set(good) != listed:
-      _write_index(directory, good)
+      write_index(directory, good)
   return restored
 
 

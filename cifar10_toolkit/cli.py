@@ -171,6 +171,20 @@ def define_model_flag(flag_values, names, known, choices):
       message='no such model module; %s' % choices)
 
 
+def define_checkpoint_flag(flag_values, what='use'):
+  """--checkpoint: which checkpoint of --checkpoint_dir to `what`; the
+  newest readable one by default (selection.choose resolves it)."""
+  flags.DEFINE_string('checkpoint', None, 'the checkpoint to %s: a step '
+                      "number (40000: ckpt-40000 in --checkpoint_dir), a "
+                      "checkpoint's path, or 'best' (the best one "
+                      'cifar10_eval.py kept); default: the newest' % what,
+                      flag_values=flag_values)
+  flags.register_validator(
+      'checkpoint', lambda v: v is None or v.strip() == v != '',
+      flag_values=flag_values, message='must be a step number, a path or '
+      "'best'")
+
+
 _SCHEDULE_HELP = (
     ('learning_rate', 'initial learning rate (the tutorial: 0.1)'),
     ('epochs_per_decay', "epochs (of the data set's training size) after "

@@ -27,8 +27,8 @@ import numpy as np
 from cifar10_toolkit import dataset
 from cifar10_toolkit import download
 from cifar10_toolkit import errors
+from cifar10_toolkit import folders
 
-EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 TEST_FRACTION = 0.1  # of each class's images, when the folder has no test/
 SPLIT_SEED = 0
 MANIFEST = 'manifest.json'
@@ -66,16 +66,9 @@ def _scan(root):
   for split in ('train',) if carved else ('train', 'test'):
     for label, name in enumerate(names):
       folder = os.path.join(root, split, name)
-      found = []
-      for top, dirs, fs in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        for f in sorted(fs):
-          if f.startswith('.'):
-            continue
-          if f.lower().endswith(EXTENSIONS):
-            found.append(os.path.relpath(os.path.join(top, f), root))
-          else:
-            ignored += 1
+      paths, passed_over = folders.image_files(folder)
+      found = [os.path.relpath(p, root) for p in paths]
+      ignored += passed_over
       if not found:
         raise errors.UsageError('%s: an empty class (no JPEG, PNG, BMP or GIF '
                                 'file)' % folder)

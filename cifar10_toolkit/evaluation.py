@@ -10,7 +10,8 @@
       a table, the checkpoint's path and content_id
   join_training_row(checkpoint_dir, writer, joined)        the training run's
       HParams row
-  evaluated_steps(eval_dir)        the steps (and checkpoints) eval_dir holds
+  evaluated_steps(eval_dir)        the steps, checkpoints and precisions
+                                   eval_dir holds
   content_id(path)                 what tells a checkpoint's weights apart
 """
 
@@ -62,13 +63,14 @@ class Evaluator:
     logits, _ = self.model_lib.inference(self.model, images)
     return tf.argmax(logits, axis=1, output_type=tf.int32)
 
-  def restore(self, path):
-    """Loads a checkpoint; moving averages into the model unless raw_weights.
+  def restore(self, path, what='checkpoint'):
+    """Loads a checkpoint; moving averages into the model unless raw_weights
+    (what: the checkpoint's name in an error).
 
     Returns:
       The checkpoint's global step.
     """
-    checkpoints.restore(self.ckpt, path, data_set=self.data_set.name,
+    checkpoints.restore(self.ckpt, path, what, data_set=self.data_set.name,
                         model=plugins.name_of(self.model_lib))
     return self.after_restore()
 
@@ -241,10 +243,11 @@ def evaluated_steps(eval_dir):
   A file cut short (a writer killed mid-record) counts up to the cut.
 
   Returns:
-    {step: the content_ids evaluated at it (None: not recorded)}.
+    {step: {content_id: precision @ 1}}, a step's evaluations in the order
+    written (content_id None: not recorded, in files of older versions).
   """
   from tensorboard.compat.proto import event_pb2  # (loaded here only)
-  steps = {}
+  found = {}  # step -> ([precisions], [content ids]), in the order written
   for path in sorted(glob.glob(os.path.join(eval_dir, 'events.out.tfevents.*'))):
     if not os.path.isfile(path) or os.path.islink(path):
       continue
@@ -253,12 +256,16 @@ def evaluated_steps(eval_dir):
         event = event_pb2.Event.FromString(record.numpy())
         for v in event.summary.value:
           if v.tag == PRECISION_TAG:
-            steps.setdefault(int(event.step), set())
+            found.setdefault(int(event.step), ([], []))[0].append(
+                float(tf.make_ndarray(v.tensor)))
           elif v.tag == CHECKPOINT_TAG and v.tensor.string_val:
-            found = re.search(rb'\(weights (\w+)\)$', v.tensor.string_val[0])
-            steps.setdefault(int(event.step), set()).add(
-                found.group(1).decode() if found else None)
+            m = re.search(rb'\(weights (\w+)\)$', v.tensor.string_val[0])
+            found.setdefault(int(event.step), ([], []))[1].append(
+                m.group(1).decode() if m else None)
     except tf.errors.OpError:  # a truncated or unreadable tail
       continue
+  steps = {}
+  for step, (precisions, contents) in found.items():
+    contents += [None] * (len(precisions) - len(contents))
+    steps[step] = dict(zip(contents, precisions))
   return steps
-

@@ -7,6 +7,7 @@ restore_model.py share.
   run_dir = make_run_dir(train_dir)         a time-stamped folder per run
   test_accuracy(two_layer_fc, model, data)  on the whole test set
   checkpoints_newest_first(train_dir)       of every run folder, for restore
+  choose(train_dir, choice)                 the one --checkpoint names
   check_fits(path, hidden1)                 a checkpoint of the right width
 """
 
@@ -21,6 +22,7 @@ from cifar10_toolkit import config
 from cifar10_toolkit import dataset
 from cifar10_toolkit import errors
 from cifar10_toolkit import run_control
+from cifar10_toolkit import selection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +107,40 @@ def checkpoints_newest_first(train_dir):
       found += [(os.path.getmtime(path + '.index'), path)
                 for _, path in candidates if os.path.exists(path + '.index')]
   return [path for _, path in sorted(found, reverse=True)]
+
+
+def choose(train_dir, choice):
+  """The checkpoint restore_model.py --checkpoint names, or None (choice
+  None: the newest). A step number is looked for in the run folders newest
+  first; 'best' is the best kept in any run folder (selection.keep_if_best:
+  the highest test accuracy).
+
+  Raises:
+    errors.UsageError: no such checkpoint; one line naming the flag.
+  """
+  if choice is None or not (choice == 'best' or choice.isdigit()):
+    return selection.choose(train_dir, choice)
+  runs = [os.path.join(train_dir, r) for r in sorted(os.listdir(train_dir))
+          ] if os.path.isdir(train_dir) else []
+  if choice == 'best':
+    kept = [(r['examples'], r['precision'], os.path.join(
+        run, selection.BEST_DIR, r['checkpoint'])) for run, r in (
+            (run, selection.best_record(run)) for run in runs) if r]
+    if not kept:
+      raise errors.UsageError(
+          '--checkpoint best: no run folder under %s holds a best checkpoint '
+          '(run_fc_model.py and restore_model.py keep one in <run>/%s as '
+          'they test)' % (train_dir, selection.BEST_DIR))
+    return max(kept)[2]
+  name = '%s-%d' % (checkpoints.CHECKPOINT_PREFIX, int(choice))
+  paths = checkpoints_newest_first(train_dir)
+  for path in paths:
+    if os.path.basename(path) == name:
+      return path
+  raise errors.UsageError('--checkpoint %s: no run folder under %s holds %s '
+                          '(%s)' % (choice, train_dir, name, 'the newest: %s'
+                                    % paths[0] if paths else 'none holds a '
+                                    'checkpoint'))
 
 
 def newest_checkpoint(train_dir):

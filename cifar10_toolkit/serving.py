@@ -6,8 +6,9 @@
                                            .metadata(): the class names and
                                            the input's form
   restore_classifier(checkpoint_dir, data_set, model_lib, input_lib)
-                                           a Classifier with the newest
-                                           readable checkpoint's weights
+                                           a Classifier with the weights of
+                                           the newest readable checkpoint,
+                                           or of the one --checkpoint names
   export(classifier, export_dir)           a SavedModel, written whole or
                                            not at all
 
@@ -29,6 +30,7 @@ from cifar10_toolkit import interface
 from cifar10_toolkit import plugins
 from cifar10_toolkit import run_control
 from cifar10_toolkit import run_folder
+from cifar10_toolkit import selection
 
 
 INPUT = ('uint8 RGB images [N, %d, %d, %d] (%s\'s size); a center %dx%d crop '
@@ -81,8 +83,9 @@ class Classifier(tf.Module):
 
 
 def restore_classifier(checkpoint_dir, data_set, model_lib, input_lib,
-                       raw_weights=False):
-  """A Classifier with the newest readable checkpoint's weights, which must
+                       raw_weights=False, choice=None):
+  """A Classifier with the weights of the checkpoint --checkpoint names
+  (choice: selection.choose; None: the newest readable one), which must
   have been trained on data_set (a dataset.DataSet) with model_lib's model.
 
   Returns:
@@ -94,9 +97,14 @@ def restore_classifier(checkpoint_dir, data_set, model_lib, input_lib,
   input_lib = interface.input_for(model_lib, input_lib)
   model = config.new_model(model_lib, input_lib, data_set)
   state = model_lib.TrainState(model)
-  path = checkpoints.resume(tf.train.Checkpoint(model=model, state=state),
-                            checkpoint_dir, data_set=data_set.name,
-                            model=plugins.name_of(model_lib))
+  ckpt = tf.train.Checkpoint(model=model, state=state)
+  path = selection.choose(checkpoint_dir, choice)
+  if path:
+    checkpoints.restore(ckpt, path, '--checkpoint', data_set.name,
+                        plugins.name_of(model_lib))
+  else:
+    path = checkpoints.resume(ckpt, checkpoint_dir, data_set=data_set.name,
+                              model=plugins.name_of(model_lib))
   if path is None:
     raise errors.UsageError('no checkpoint in %s' % checkpoint_dir)
   if not raw_weights:

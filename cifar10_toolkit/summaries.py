@@ -16,12 +16,12 @@ import contextlib
 import json
 import os
 import stat
-import tempfile
 
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from cifar10_toolkit import errors
+from cifar10_toolkit import folders
 from cifar10_toolkit import run_control
 
 HISTOGRAM_BUCKETS = 30  # as tf.summary.histogram
@@ -83,12 +83,8 @@ def save_run_hparams(train_dir, values, trial_id):
 
   Written whole or not at all (a temporary file renamed into place).
   """
-  path = os.path.join(train_dir, HPARAMS_FILE)
-  fd, tmp = tempfile.mkstemp(dir=train_dir, prefix='.hparams-')  # new: no
-  with os.fdopen(fd, 'w') as f:  # link followed; the rename replaces one
-    json.dump({'trial_id': trial_id, 'hparams': values}, f, indent=1)
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, path)
+  folders.write_whole(os.path.join(train_dir, HPARAMS_FILE), json.dumps(
+      {'trial_id': trial_id, 'hparams': values}, indent=1), '.hparams-')
 
 
 def load_run_hparams(train_dir):

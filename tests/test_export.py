@@ -1,6 +1,8 @@
 """Using a trained model: the exported SavedModel and classifying image
 files, each against the evaluator."""
 
+import csv
+import json
 import os
 import re
 
@@ -103,6 +105,74 @@ def test_classify_bad_files_one_line(trained, tmp_path, capsys):
   assert len(out) == 1 and re.match(
       r'^%s: (\w+) [01]\.\d{3}, (\w+) [01]\.\d{3}, (\w+) [01]\.\d{3}$'
       % re.escape(big), out[0]), out
+
+
+def test_classify_folders_and_globs_to_csv_or_jsonl_past_bad_files(
+    shared_bin_dir, trained, tmp_path, capsys, monkeypatch):
+  images, _ = _test_images(shared_bin_dir)
+  _, predicted = _evaluator_predictions(shared_bin_dir, trained)
+  photos = tmp_path / 'photos'
+  (photos / 'deep' / 'er').mkdir(parents=True)
+  (photos / '.hidden').mkdir()
+  good = {}
+  for i, rel in enumerate(['a.png', 'deep/b.PNG', 'deep/er/c.png',
+                           '.hidden/d.png', 'deep/.e.png']):
+    path = str(photos / rel)
+    tf.io.write_file(path, tf.io.encode_png(images[i]))
+    if '/.' not in '/' + rel:
+      good[path] = CIFAR10.class_names[predicted[i]]
+  (photos / 'notes.txt').write_text('not an image, not looked at')
+  broken = photos / 'deep' / 'broken.png'
+  broken.write_text('not an image')
+  loose = str(tmp_path / 'f.png')
+  tf.io.write_file(loose, tf.io.encode_png(images[5]))
+  good[loose] = CIFAR10.class_names[predicted[5]]
+  monkeypatch.setattr(cifar10_classify, 'BATCH', 2)  # batches, as 10,000
+  capsys.readouterr()
+  args = [str(photos), str(tmp_path / '*.png'), str(tmp_path / 'none*.jpg'),
+          '--checkpoint_dir', trained, '--top_k', '2']
+  for output in ('top.csv', 'top.jsonl'):
+    out_path = str(tmp_path / output)
+    status = run_control.run_main(cifar10_classify.main, args + [
+        '--output', out_path])
+    captured = capsys.readouterr()
+    # each bad argument one line on stderr, the rest classified, status 1
+    err = captured.err.strip().splitlines()
+    assert status == 1 and len(err) == 2, err
+    assert '%s: a pattern that matches no image file' % (
+        tmp_path / 'none*.jpg') in err[0]  # (said before any is read)
+    assert '%s: not a PNG, JPEG' % broken in err[1]
+    assert captured.out == 'Classified 4 file(s) to %s; 2 could not be\n' % (
+        out_path)
+    with open(out_path) as f:
+      if output.endswith('.csv'):
+        rows = list(csv.reader(f))
+        assert rows[0] == ['path', 'class_1', 'probability_1', 'class_2',
+                           'probability_2']
+        got = {r[0]: r[1] for r in rows[1:]}
+        assert all(abs(float(r[2]) + float(r[4]) - 1) < 1 for r in rows[1:])
+      else:
+        rows = [json.loads(line) for line in f]
+        got = {r['path']: r['top_k'][0]['class'] for r in rows}
+        assert all(len(r['top_k']) == 2 and r['top_k'][0]['probability'] >=
+                   r['top_k'][1]['probability'] for r in rows)
+    assert got == good and list(got)[0] == str(photos / 'a.png'), got
+  # no output file: one line a file on the console, as before
+  assert cifar10_classify.main([str(photos / 'a.png'), '--checkpoint_dir',
+                                trained]) == 0
+  assert capsys.readouterr().out.startswith('%s: %s ' % (
+      photos / 'a.png', good[str(photos / 'a.png')]))
+  # an output that cannot be written: one line, before anything is read
+  (tmp_path / 'folder.csv').mkdir()
+  for output, said in ((str(tmp_path / 'folder.csv'), 'is a folder'),
+                       (str(tmp_path / 'no' / 'x.csv'), 'does not exist')):
+    status = run_control.run_main(cifar10_classify.main, [
+        loose, '--checkpoint_dir', trained, '--output', output])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and said in err[0], err
+  with pytest.raises(SystemExit) as e:  # (a flag error, as any)
+    cifar10_classify.main([loose, '--output', str(tmp_path / 'x.txt')])
+  assert e.value.code == 2 and '.csv or .jsonl' in capsys.readouterr().err
 
 
 def test_the_export_names_its_classes_and_its_input(trained, tmp_path):
