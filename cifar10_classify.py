@@ -3,6 +3,7 @@
     python3 cifar10_classify.py cat.png ship.jpg                      # newest checkpoint in /tmp/cifar10_train
     python3 cifar10_classify.py photos/ 'more/**/*.jpg' --output top3.csv
     python3 cifar10_classify.py cat.png --export_dir /tmp/cifar10_model  # a cifar10_export.py SavedModel
+    python3 cifar10_classify.py cat.png --tflite /tmp/cifar10_model/model.tflite
 
 Takes image files, folders (every JPEG, PNG, BMP or GIF file in them,
 recursively, hidden ones left out) and glob patterns (quoted, '**' for any
@@ -45,6 +46,11 @@ flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train', 'classify with '
 flags.DEFINE_string('export_dir', None, 'classify with this exported '
                     'SavedModel instead (cifar10_export.py)',
                     flag_values=FLAGS)
+flags.DEFINE_string('tflite', None, 'classify with this TFLite model '
+                    'instead (cifar10_export.py --tflite: export_dir/'
+                    'model.tflite), run by TensorFlow\'s TFLite interpreter',
+                    flag_values=FLAGS)
+cli.mark_exclusive(FLAGS, 'export_dir', 'tflite')
 flags.DEFINE_integer('top_k', 3, 'classes to print per image (at most the '
                      'classes there are)', lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_boolean('resize', False, 'take images of another size: the '
@@ -100,6 +106,37 @@ def load_export(path):
 BATCH = 256  # files read and classified at a time: memory stays bounded
 
 
+def load_tflite(path):
+  """(serving function, class names, image shape, what it is) of the TFLite
+  model of cifar10_export.py --tflite, run by TensorFlow's TFLite
+  interpreter; the class names from the export's assets/labels.txt."""
+  labels = os.path.join(os.path.dirname(path), 'assets', serving.LABELS_FILE)
+  if not os.path.isfile(path):
+    raise errors.UsageError('--tflite %s: no such file' % path)
+  try:
+    with startup.noise_hidden():
+      interpreter = tf.lite.Interpreter(model_path=path,
+                                        num_threads=os.cpu_count())
+      runner = interpreter.get_signature_runner('serving_default')
+      shape = runner.get_input_details()['images']['shape_signature'][1:]
+      classes = runner.get_output_details()['probabilities']['shape'][-1]
+      runner(images=np.zeros([1] + list(shape), np.uint8))  # (its INFO line)
+  except (ValueError, KeyError, RuntimeError) as e:
+    raise errors.UsageError('--tflite %s is not a model exported by '
+                            'cifar10_export.py --tflite (%s)' % (
+                                path, str(e).splitlines()[0]))
+  try:
+    with open(labels) as f:
+      names = f.read().splitlines()
+  except OSError as e:
+    raise errors.UsageError('--tflite %s: its class names, %s, cannot be '
+                            'read (%s)' % (path, labels, e.strerror))
+  if len(names) != classes:
+    raise errors.UsageError('--tflite %s: %s names %d classes, the model has '
+                            '%d' % (path, labels, len(names), classes))
+  return runner, names, tuple(int(d) for d in shape), 'the model %s' % path
+
+
 def main(argv=None):
   args = cli.parse(FLAGS, argv, __doc__, 'IMAGE')
   data_set = data_sets.get(FLAGS.dataset)
@@ -107,6 +144,8 @@ def main(argv=None):
     _check_output(FLAGS.output)
   if FLAGS.export_dir:
     serve, names, shape, title = load_export(FLAGS.export_dir)
+  elif FLAGS.tflite:
+    serve, names, shape, title = load_tflite(FLAGS.tflite)
   else:
     classifier, _, _ = serving.restore_classifier(
         FLAGS.checkpoint_dir, data_set, models.get(FLAGS.model),
@@ -132,8 +171,8 @@ def main(argv=None):
         failed += 1
     if not batch:
       continue
-    probabilities = serve(images=tf.constant(np.stack(pictures)))[
-        'probabilities'].numpy()
+    probabilities = np.asarray(serve(images=np.stack(pictures))[
+        'probabilities'])
     for path, probs in zip(batch, probabilities):
       top = [(names[i], float(probs[i])) for i in
              np.argsort(-probs, kind='stable')[:FLAGS.top_k]]

@@ -9,8 +9,11 @@
                                            a Classifier with the weights of
                                            the newest readable checkpoint,
                                            or of the one --checkpoint names
-  export(classifier, export_dir)           a SavedModel, written whole or
-                                           not at all
+  export(classifier, export_dir, tflite)   a SavedModel (and a TFLite
+                                           model beside it), written whole
+                                           or not at all
+  training_images(input_lib, data_dir, data_set, num)
+                                           images for int8 quantization
 
 cifar10_export.py exports; cifar10_classify.py classifies with an export or
 straight from a checkpoint.
@@ -31,11 +34,14 @@ from cifar10_toolkit import plugins
 from cifar10_toolkit import run_control
 from cifar10_toolkit import run_folder
 from cifar10_toolkit import selection
+from cifar10_toolkit import startup
 
 
 INPUT = ('uint8 RGB images [N, %d, %d, %d] (%s\'s size); a center %dx%d crop '
          'and per-image standardization are done inside')
 LABELS_FILE = 'labels.txt'  # the class names, one a line, in the assets
+TFLITE_FILE = 'model.tflite'  # the TFLite model, in the export's folder
+FLOAT_OPS = ['MEAN', 'SQUARED_DIFFERENCE', 'SUB', 'MAXIMUM', 'SQRT', 'DIV']
 
 
 class Classifier(tf.Module):
@@ -136,8 +142,12 @@ def _alive(pid):
   return True
 
 
-def export(classifier, export_dir):
+def export(classifier, export_dir, tflite=None):
   """Saves classifier as a SavedModel at export_dir, atomically.
+
+  tflite: None, or (quantization, representative images): the SavedModel's
+  serving signature converted by TensorFlow's TFLiteConverter into
+  export_dir/model.tflite (tflite_model), before the folder is renamed.
 
   Written into a hidden folder beside export_dir, then renamed: a stop by
   Ctrl-C, SIGTERM or SIGHUP removes it (the status is the signal's), and one
@@ -169,7 +179,64 @@ def export(classifier, export_dir):
       tf.saved_model.save(classifier, tmp, signatures={
           'serving_default': classifier.serve,
           'metadata': classifier.metadata})
+      if tflite:
+        with open(os.path.join(tmp, TFLITE_FILE), 'xb') as f:
+          f.write(tflite_model(tmp, *tflite))
       os.rename(tmp, export_dir)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(labels, ignore_errors=True)
+
+
+def tflite_model(saved_model_dir, quantization='none', images=None):
+  """The serving signature of a SavedModel as a TFLite model.
+
+  The same signature (uint8 images in; probabilities, classes and class
+  names out), TensorFlow Lite's built-in ops only. The convnet's fast LRN
+  converts as it is (slices, sums, rsqrt: no XLA in TFLite, the same
+  arithmetic).
+
+  Args:
+    quantization: 'none' (float32), 'dynamic' (int8 weights, float
+      activations) or 'int8' (weights and activations, calibrated on images;
+      the standardization's ops, FLOAT_OPS, stay float: in int8 its
+      division meets a divisor of 0 on some images, and the interpreter
+      stops, as on CIFAR-10's test image 132).
+    images: uint8 [N, height, width, channels], the representative set of
+      'int8'.
+
+  Returns:
+    The model's bytes.
+
+  Raises:
+    errors.UsageError: the model has an op TFLite cannot convert.
+  """
+  converter = tf.lite.TFLiteConverter.from_saved_model(
+      saved_model_dir, signature_keys=['serving_default'])
+  if quantization != 'none':
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  if quantization == 'int8':
+    converter.representative_dataset = lambda: (
+        {'images': images[i:i + 1]} for i in range(len(images)))
+  try:
+    with startup.noise_hidden():
+      if quantization != 'int8':
+        return converter.convert()
+      return tf.lite.experimental.QuantizationDebugger(
+          converter=converter, debug_dataset=converter.representative_dataset,
+          debug_options=tf.lite.experimental.QuantizationDebugOptions(
+              denylisted_ops=FLOAT_OPS)).get_nondebug_quantized_model()
+  except Exception as e:  # ConverterError, ValueError: an op TFLite lacks
+    raise errors.UsageError('--tflite: the model does not convert to TFLite '
+                            '(%s)' % run_control.first_line(e))
+
+
+def training_images(input_lib, data_dir, data_set, num):
+  """The first num training images, uint8 [num, height, width, channels]
+  (input_lib: cifar10_input, whose files and records layout it reads)."""
+  files = input_lib.training_files(data_dir, data_set)
+  records = next(iter(tf.data.FixedLengthRecordDataset(
+      files, data_set.record_bytes).take(num).batch(num)))
+  images, _ = input_lib.decode_records(
+      tf.io.decode_raw(records, tf.uint8), data_set)
+  return images.numpy()

@@ -9,6 +9,7 @@ imported here).
   hide_startup_noise()  TensorFlow's benign start-up lines kept off stderr
   end_startup()         ... until here: fd 2 is the real stderr again, for
                         the rest of the run, with no thread or pipe in between
+  noise_hidden()        the same around a block (a TFLite conversion)
   is_noise(line)        one of those lines
 
 How the start-up lines are hidden: fd 2 points at an anonymous in-memory
@@ -22,11 +23,13 @@ the one line of a Ctrl-C.
 """
 
 import atexit
+import contextlib
 import faulthandler
 import os
 import re
 import signal
 import sys
+import warnings
 
 # Lines TensorFlow 2.21 writes to stderr at every start on a machine without
 # a GPU (C++ logging, which TF_CPP_MIN_LOG_LEVEL does not reach before
@@ -46,7 +49,15 @@ NOISE = [re.compile(p) for p in (
     r'E0000 [\d:. ]+\d+ util\.cc:\d+\] oneDNN supports DT_(UINT8|INT32|INT8) '
     r'only on platforms with AVX-512\. Falling back to the default '
     r'Eigen-based implementation if present\.',
+    # TFLite's, converting (int8 calibration) and running a model on a CPU
+    r'fully_quantize: \d, inference_type: \d+, input_inference_type: \w+, '
+    r'output_inference_type: \w+',
+    r'INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.',
 )]
+# tf.lite.Interpreter's deprecation (a Python warning, silenced where used):
+# LiteRT's ai_edge_litert takes the same models.
+INTERPRETER_DEPRECATION = r'\s*Warning: tf\.lite\.Interpreter is deprecated'
+
 # Only where no NVIDIA driver is installed: then a failed cuInit is expected.
 NO_DRIVER_NOISE = re.compile(
     r'E0000 [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*')
@@ -86,6 +97,20 @@ def hide_startup_noise():
   if faulthandler.is_enabled():  # a crash while loading still says why
     _capture['faults'] = os.fdopen(os.dup(real), 'w')
     faulthandler.enable(_capture['faults'])
+
+
+@contextlib.contextmanager
+def noise_hidden():
+  """hide_startup_noise() while the block runs (TFLite's converter and
+  interpreter say their benign lines on fd 2), end_startup() after; and
+  tf.lite.Interpreter's deprecation warning silenced."""
+  hide_startup_noise()
+  try:
+    with warnings.catch_warnings():
+      warnings.filterwarnings('ignore', INTERPRETER_DEPRECATION)
+      yield
+  finally:
+    end_startup()
 
 
 def end_startup(warm=None):

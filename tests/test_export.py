@@ -5,9 +5,13 @@ import csv
 import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+
+import conftest
 
 from data_sets import CIFAR10
 import tensorflow as tf
@@ -173,6 +177,70 @@ def test_classify_folders_and_globs_to_csv_or_jsonl_past_bad_files(
   with pytest.raises(SystemExit) as e:  # (a flag error, as any)
     cifar10_classify.main([loose, '--output', str(tmp_path / 'x.txt')])
   assert e.value.code == 2 and '.csv or .jsonl' in capsys.readouterr().err
+
+
+def test_tflite_models_run_in_tensorflows_interpreter_as_the_savedmodel(
+    shared_bin_dir, trained, tmp_path, capsys):
+  images, _ = _test_images(shared_bin_dir)
+  images = np.concatenate([images[:100], np.full((2, 32, 32, 3), 77,
+                                                 np.uint8)])  # flat ones
+  exports = {}
+  for quantize in ('none', 'dynamic', 'int8'):
+    exports[quantize] = str(tmp_path / quantize)
+    assert cifar10_export.main([
+        '--checkpoint_dir', trained, '--export_dir', exports[quantize],
+        '--tflite', '--quantize', quantize, '--data_dir',
+        shared_bin_dir]) == 0
+  assert 'and as TFLite (int8 quantized) to %s/model.tflite' % exports[
+      'int8'] in capsys.readouterr().out
+  serve = tf.saved_model.load(exports['none']).signatures['serving_default']
+  reference = serve(images=tf.constant(images))
+  sizes = {}
+  for quantize, folder in exports.items():
+    path = os.path.join(folder, 'model.tflite')
+    sizes[quantize] = os.path.getsize(path)
+    runner = tf.lite.Interpreter(model_path=path).get_signature_runner()
+    out = runner(images=images)
+    probabilities = out['probabilities']
+    assert probabilities.shape == (len(images), 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-2)
+    assert [n.decode() for n in out['class_names']] == [
+        CIFAR10.class_names[c] for c in out['classes']]
+    if quantize == 'int8':  # int8, but the standardization stays float32
+      interpreter = tf.lite.Interpreter(model_path=path)
+      dtypes = {t['index']: t['dtype'] for t in
+                interpreter.get_tensor_details()}
+      ops = interpreter._get_ops_details()
+      assert {op['op_name'] for op in ops} >= {'DIV', 'QUANTIZE',
+                                                'DEQUANTIZE'}
+      assert [dtypes[i] for op in ops if op['op_name'] == 'DIV'
+              for i in op['inputs']] == [np.float32] * 2
+      assert np.int8 in [dtypes[i] for op in ops if op['op_name'] ==
+                         'CONV_2D' for i in op['inputs']]
+    if quantize == 'none':  # float32: the SavedModel's function
+      np.testing.assert_array_equal(out['classes'],
+                                    reference['classes'].numpy())
+      np.testing.assert_allclose(probabilities, reference[
+          'probabilities'].numpy(), atol=1e-5)
+  assert sizes['dynamic'] < sizes['none'] / 3 and sizes['int8'] < sizes[
+      'none'] / 3, sizes  # int8 weights
+  # classify runs it (the labels from the export's assets), as the SavedModel
+  png = str(tmp_path / 'a.png')
+  tf.io.write_file(png, tf.io.encode_png(images[0]))
+  lines = []
+  for where in (['--export_dir', exports['none']],
+                ['--tflite', os.path.join(exports['none'], 'model.tflite')]):
+    proc = subprocess.run([sys.executable, 'cifar10_classify.py', png] +
+                          where, cwd=conftest.ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == '', proc.stderr
+    lines.append(proc.stdout)
+  assert lines[0] == lines[1] and lines[0].startswith(png + ': '), lines
+  status = run_control.run_main(cifar10_classify.main, [
+      png, '--tflite', os.path.join(exports['none'], 'saved_model.pb')])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1 and 'is not a model exported by ' \
+      'cifar10_export.py --tflite' in err[0], err
 
 
 def test_the_export_names_its_classes_and_its_input(trained, tmp_path):
