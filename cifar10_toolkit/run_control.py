@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -191,10 +192,14 @@ class GracefulStop:
   Use as a context manager around a training loop and test `stop.requested`
   after each step. A second signal interrupts at once.
 
-  With defer, the line saying so waits: the training loop takes it
+  The line saying a signal was caught comes at once, even while the main
+  thread waits in a call into the graph, where Python's handler cannot run
+  until the call returns: the signal's number is written to a pipe by the
+  C-level handler (signal.set_wakeup_fd), and a thread that waits on it
+  prints the line. Where that cannot be set up (not the main thread), the
+  handler prints it; with defer, the training loop then takes it
   (take_caught) and prints it among the step lines of the call that was
-  running, by time (Python's handler may run mid-call); say_caught prints
-  one still pending.
+  running, by time; say_caught prints one still pending.
   """
 
   def __init__(self, action='saving a checkpoint before exiting',
@@ -203,6 +208,9 @@ class GracefulStop:
     self.action = action
     self._defer, self._line = defer, None
     self._old = {}
+    self._lock = threading.Lock()
+    self._said = False  # the line of the first signal is printed
+    self._wake = None  # (read end, write end, the wakeup fd before)
 
   @property
   def requested(self):
@@ -213,10 +221,35 @@ class GracefulStop:
       raise KeyboardInterrupt
     self.signum = signum
     caught = time.time()
-    self._line = (caught, '%s: caught %s; %s' % (
-        console.now(caught), signal.Signals(signum).name, self.action))
+    with self._lock:
+      if not self._said:
+        self._said = True
+        self._line = (caught, self._caught_line(signum, caught))
     if not self._defer:
       self.say_caught()
+
+  def _caught_line(self, signum, when):
+    return '%s: caught %s; %s' % (console.now(when),
+                                  signal.Signals(signum).name, self.action)
+
+  def _acknowledge(self, read_end):
+    """The thread that says the first stop signal at once (see above)."""
+    with os.fdopen(read_end, 'rb', buffering=0) as pipe:
+      while True:
+        try:
+          data = pipe.read(64)
+        except OSError:
+          return
+        if not data:  # the write end closed: the loop is over
+          return
+        signums = [n for n in data if n in STOP_SIGNALS]
+        with self._lock:
+          if signums and not self._said:
+            self._said = True
+            try:
+              print(self._caught_line(signums[0], time.time()), flush=True)
+            except (OSError, ValueError):  # a console gone away
+              pass
 
   def take_caught(self):
     """(time, line) of a signal caught and not yet said, or None; for the
@@ -233,13 +266,32 @@ class GracefulStop:
   def __enter__(self):
     for s in _heeded():
       self._old[s] = signal.signal(s, self._handle)
+    self._start_acknowledging()
     if _pending:  # one that came while the run started
       self._handle(_pending.pop(), None)
     return self
 
+  def _start_acknowledging(self):
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+      before = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread: the handler says it
+      os.close(read_end)
+      os.close(write_end)
+      return
+    self._wake = (write_end, before)
+    threading.Thread(target=self._acknowledge, args=(read_end,),
+                     name='stop-signal-line', daemon=True).start()
+
   def __exit__(self, *exc):
     for s, h in self._old.items():
       signal.signal(s, h)
+    if self._wake:
+      write_end, before = self._wake
+      signal.set_wakeup_fd(before)
+      os.close(write_end)  # the thread reads the end, and ends
+      self._wake = None
     return False
 
   def sleep(self, seconds):

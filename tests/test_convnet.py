@@ -463,12 +463,13 @@ def test_signal_saves_a_checkpoint_before_exiting(shared_bin_dir, tmp_path,
   step = int(tf.train.latest_checkpoint(d).rsplit('-', 1)[1])
   assert step >= 5
   assert 'saved checkpoint' in rest
-  # every line in time order, the signal's among the step lines (it comes
-  # while a call of up to 100 steps runs, and their lines print after it)
+  # the signal's line at once, while a call of up to 100 steps runs (their
+  # lines print after it); every other line in time order
   stamped = re.findall(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+): (.*)$',
                        rest, re.M)
-  assert any(line.startswith('caught %s' % sig.name) for _, line in stamped)
-  times = [t for t, _ in stamped]
+  assert [line for _, line in stamped if line.startswith('caught')] == [
+      'caught %s; saving a checkpoint before exiting' % sig.name], rest
+  times = [t for t, line in stamped if not line.startswith('caught')]
   assert times == sorted(times), rest
   # the last word: the checkpoint, and that the same command resumes
   assert stamped[-1][1] == (

@@ -4,6 +4,9 @@
 import os
 import re
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -226,6 +229,58 @@ def test_signal_mid_loop_saves_at_the_end_of_the_loop(shared_bin_dir,
   # loops run steps 2-21, 22-41, ... (step 1 and every 100th write summaries)
   assert step > 40 and (step - 1) % 20 == 0 or step % 100 == 0, step
   assert 'saved checkpoint' in rest
+
+
+_LONG_CALL = """
+import sys, time
+import tensorflow as tf
+from cifar10_toolkit import run_control
+
+@tf.function
+def six_seconds():  # one call into the graph, busy for 6 s of the clock
+  end = tf.timestamp() + 6.0
+  x = tf.while_loop(lambda x: tf.timestamp() < end,
+                    lambda x: tf.linalg.matmul(x, x) / 64.0,
+                    [tf.ones([64, 64])])
+  return x[0][0, 0]
+
+six_seconds.get_concrete_function()
+with run_control.GracefulStop(defer=True) as stop:
+  print('calling', flush=True)
+  six_seconds().numpy()
+  print('%.3f: the call returned' % time.time(), flush=True)
+  stop.say_caught()
+sys.exit(stop.exit_status)
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_is_said_at_once_while_a_call_into_the_graph_runs(tmp_path):
+  """Python's handler waits for the call to return; the line does not (the
+  C-level handler wakes a thread), on a machine with every core busy."""
+  busy = [subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+          for _ in range(os.cpu_count() or 2)]
+  try:
+    proc = start_script(['-c', _LONG_CALL])
+    try:
+      wait_for(proc, '^calling$')
+      time.sleep(1)
+      proc.send_signal(signal.SIGINT)
+      sent = time.time()
+      line = wait_for(proc, 'caught SIGINT')[-1]
+      said = time.time()
+      rest, _ = proc.communicate(timeout=60)
+    finally:
+      proc.kill()
+  finally:
+    for b in busy:
+      b.kill()
+  assert said - sent < 2, (said - sent, line)
+  assert line.endswith(': caught SIGINT; saving a checkpoint before '
+                       'exiting\n'), line
+  returned = float(re.match(r'^([\d.]+): the call returned$', rest).group(1))
+  assert returned > said + 1, (returned, said)  # the call was still running
+  assert 'caught' not in rest and proc.returncode == 130, rest  # said once
 
 
 def test_the_clock_is_read_only_on_the_steps_that_print_a_line():
