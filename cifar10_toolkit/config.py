@@ -185,10 +185,14 @@ class TrainConfig:
 
 def hparams_values(values):
   """HParams' form of a run's (name, value) pairs, in their order: None
-  ('not known') reads 'off', a value of another type its text."""
+  ('not known') reads 'off'; an integer its digits, as text (TensorBoard
+  shows numbers with five significant digits: a seed of 246620853 would
+  read 2.4662e+8, a batch size 128.00); booleans, floats and text as they
+  are; a value of another type its text."""
   return collections.OrderedDict(
-      (k, 'off' if v is None else
-       v if isinstance(v, (bool, int, float, str)) else str(v))
+      (k, 'off' if v is None else str(v) if isinstance(v, int) and
+       not isinstance(v, bool) else
+       v if isinstance(v, (bool, float, str)) else str(v))
       for k, v in values)
 
 

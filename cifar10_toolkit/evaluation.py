@@ -103,11 +103,14 @@ class Evaluator:
 def confusion_image(confusion, step, precision, names):
   """The confusion matrix as a labelled picture (matplotlib, loaded here only).
 
-  Rows are the true classes, columns the predicted ones, both named; each cell
-  shows its count (up to MAX_COUNTED classes; beyond, the shading alone),
-  shaded by its share of the row (the colour bar gives the scale); the
-  title gives the step and the precision. The picture grows with the
-  classes, so that 100 names stay legible.
+  Made to be read at the size TensorBoard's cards show it: the Time Series
+  card scales an image to 215 pixels high, the Images card shows it
+  as it is (up to about 350 wide). Rows are the true classes, columns the
+  predicted ones, both named; each cell shows its share of the row's
+  examples in whole percent (up to MAX_COUNTED classes; beyond, the shading
+  alone) and is shaded by it; the title gives the step and the precision.
+  The counts are in the Text tab's table (confusion_markdown). The picture
+  grows with the classes, so that 100 names stay legible.
 
   Returns:
     uint8 [1, height, width, 4] (RGBA), for tf.summary.image.
@@ -118,26 +121,26 @@ def confusion_image(confusion, step, precision, names):
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
   n = len(names)
-  inches = max(1.0, n / 10.0) ** 0.4  # 7.2 x 6.2 in for 10; 2.5x for 100
-  fig = mfigure.Figure(figsize=(7.2 * inches, 6.2 * inches), dpi=100)
+  inches = max(1.0, n / 10.0) ** 0.4  # 2.5 x 2.15 in for 10; 2.5x for 100
+  fig = mfigure.Figure(figsize=(2.5 * inches, 2.15 * inches), dpi=100)
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
-  shown = ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
-  small = {} if n <= MAX_COUNTED else {'fontsize': 6}
-  ax.set_xticks(range(n), names, rotation=45 if n <= MAX_COUNTED else 90,
-                ha='right' if n <= MAX_COUNTED else 'center', **small)
-  ax.set_yticks(range(n), names, **small)
-  ax.set_xlabel('predicted class')
-  ax.set_ylabel('true class')
-  ax.set_title('Confusion matrix at step %d: precision @ 1 = %.3f (%d '
-               'examples)' % (step, precision, confusion.sum()), fontsize=10)
+  ax.imshow(rows, cmap='Blues', vmin=0, vmax=1, aspect='auto')
+  ticks = {'fontsize': 7 if n <= MAX_COUNTED else 5}
+  ax.set_xticks(range(n), names, rotation=60 if n <= MAX_COUNTED else 90,
+                ha='right' if n <= MAX_COUNTED else 'center',
+                rotation_mode='anchor' if n <= MAX_COUNTED else 'default',
+                **ticks)
+  ax.set_yticks(range(n), names, **ticks)
+  ax.tick_params(length=0, pad=2)
+  fig.suptitle('step %d: precision @ 1 = %.3f\n%% of each true class (row) '
+               'predicted as' % (step, precision), fontsize=6.5)
   for i in range(n if n <= MAX_COUNTED else 0):
     for j in range(n):
-      ax.text(j, i, str(confusion[i, j]), ha='center', va='center',
-              fontsize=7, color='white' if rows[i, j] > 0.5 else 'black')
-  fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04,
-               label="share of the row's examples")
-  fig.tight_layout()
+      ax.text(j, i, '%d' % round(100 * rows[i, j]), ha='center',
+              va='center', fontsize=6,
+              color='white' if rows[i, j] > 0.5 else 'black')
+  fig.tight_layout(pad=0.2)
   fig.canvas.draw()
   return np.asarray(fig.canvas.buffer_rgba())[None]
 
@@ -184,7 +187,8 @@ def report(precision, confusion, seen, step, path, writer, content, names):
         'confusion_matrix', confusion_image(confusion, step, precision,
                                             names),
         step=step, description='rows: true class, columns: predicted class; '
-        'each cell its count, shaded by its share of the row')
+        "each cell the share of the row's examples, in percent (the counts: "
+        'the confusion_matrix_table text)')
     tf.summary.text(CHECKPOINT_TAG, '%s (weights %s)' % (path, content),
                     step=step, description='the checkpoint evaluated, and '
                     'the md5 of its index (what tells its weights apart)')
