@@ -133,8 +133,10 @@ def test_classify_folders_and_globs_to_csv_or_jsonl_past_bad_files(
   good[loose] = CIFAR10.class_names[predicted[5]]
   monkeypatch.setattr(cifar10_classify, 'BATCH', 2)  # batches, as 10,000
   capsys.readouterr()
+  (tmp_path / 'empty').mkdir()
   args = [str(photos), str(tmp_path / '*.png'), str(tmp_path / 'none*.jpg'),
-          '--checkpoint_dir', trained, '--top_k', '2']
+          str(tmp_path / 'empty'), '--checkpoint_dir', trained, '--top_k',
+          '2']
   for output in ('top.csv', 'top.jsonl'):
     out_path = str(tmp_path / output)
     status = run_control.run_main(cifar10_classify.main, args + [
@@ -142,11 +144,13 @@ def test_classify_folders_and_globs_to_csv_or_jsonl_past_bad_files(
     captured = capsys.readouterr()
     # each bad argument one line on stderr, the rest classified, status 1
     err = captured.err.strip().splitlines()
-    assert status == 1 and len(err) == 2, err
+    assert status == 1 and len(err) == 3, err
     assert '%s: a pattern that matches no image file' % (
         tmp_path / 'none*.jpg') in err[0]  # (said before any is read)
-    assert '%s: not a PNG, JPEG' % broken in err[1]
-    assert captured.out == 'Classified 4 file(s) to %s; 2 could not be\n' % (
+    assert '%s: a folder with no JPEG, PNG, BMP or GIF file' % (
+        tmp_path / 'empty') in err[1]
+    assert '%s: not a PNG, JPEG' % broken in err[2]
+    assert captured.out == 'Classified 4 file(s) to %s; 3 could not be\n' % (
         out_path)
     with open(out_path) as f:
       if output.endswith('.csv'):
