@@ -41,7 +41,7 @@ def test_a_planted_link_never_leads_a_write_elsewhere(shared_bin_dir,
   else:  # hparams.json is replaced (the link, not its target)
     assert status == 0
     assert not os.path.islink(str(d / 'hparams.json'))
-    assert json.load(open(str(d / 'hparams.json')))['hparams']['seed'] == 3
+    assert json.load(open(str(d / 'hparams.json')))['hparams']['seed'] == '3'
 
 
 @pytest.mark.skipif(os.geteuid() != 0,

@@ -153,7 +153,7 @@ def test_both_models_write_hparams(trained, shared_bin_dir, tmp_path):
   assert value('precision').string_value == 'float32'
   assert value('max_steps').string_value == '4'
   assert value('learning_rate').number_value == 0.1
-  assert value('train_size').string_value == '50000
+  assert value('train_size').string_value == '50000'
   assert value('dataset').string_value == 'cifar10'
   assert value('model').string_value == 'convnet'
   assert value('data_md5').string_value == dataset.fingerprint(
