@@ -129,7 +129,8 @@ def _evaluate():
         evaluation.report(precision, confusion, seen, step, path, writer,
                           content, data_set.class_names)
         if FLAGS.eval_data == 'test' and not FLAGS.raw_weights:
-          _keep_if_best(path, step, precision, seen, content)
+          selection.keep_and_say(FLAGS.checkpoint_dir, path, step,
+                                 precision, seen, content)
         stop.action = 'stopping'
         written.setdefault(step, {})[content] = precision
         watch.evaluated((path, content))
@@ -152,27 +153,6 @@ def _newest(evaluator, watch, once):
       raise
     print('%s; waiting for a readable one' % e, flush=True)
     return None, None, None
-
-
-def _keep_if_best(path, step, precision, seen, content):
-  """The checkpoint copied to checkpoint_dir/best/ if it is the best so far
-  (selection.keep_if_best); one line when it is, or when it cannot be."""
-  try:
-    kept = selection.keep_if_best(FLAGS.checkpoint_dir, path, step,
-                                  precision, seen, content)
-  except OSError as e:
-    print('%s: Note: cannot keep the best checkpoint in %s (%s); the '
-          'evaluation is written' % (console.now(), os.path.join(
-              FLAGS.checkpoint_dir, selection.BEST_DIR),
-              e.strerror or run_control.first_line(e)), flush=True)
-    return
-  if kept:
-    now, before = kept
-    print('  kept as the best checkpoint: %s (--checkpoint best)%s' % (
-        os.path.join(FLAGS.checkpoint_dir, selection.BEST_DIR,
-                     now['checkpoint']),
-        '; before: step %d, %.3f' % (before['step'], before['precision'])
-        if before else ''), flush=True)
 
 
 class Watch:

@@ -46,7 +46,6 @@ from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import fc_runs  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
-from cifar10_toolkit import run_record  # noqa: E402
 from cifar10_toolkit import selection  # noqa: E402
 
 
@@ -65,13 +64,15 @@ def main(argv=None):
   what = '--checkpoint' if chosen else 'checkpoint'
   reasons = []
   for path in paths:  # walk back past damaged checkpoints, naming each
-    problem = None if chosen else checkpoints.checkpoint_problem(path)
+    problem = checkpoints.checkpoint_problem(path)
     if problem is None:
-      run_record.check(path, data_set.name, what=what)
       fc_runs.check_fits(path, FLAGS.hidden1)
       checkpoints.restore(tf.train.Checkpoint(model=model, state=state), path,
                           what, data_set=data_set.name)
       break
+    if chosen:
+      raise errors.UsageError('--checkpoint %s cannot be read (%s)' % (
+          path, problem))
     print('Skipping checkpoint %s: %s' % (path, problem))
     reasons.append('%s: %s' % (path, problem))
   else:
@@ -83,14 +84,8 @@ def main(argv=None):
   print('Restored %s' % path)
   print('Current step: %d' % int(state.global_step))
   print('Test accuracy {:g}'.format(accuracy))
-  try:  # (the best of its run, for --checkpoint best; a note if it cannot)
-    selection.keep_if_best(os.path.dirname(os.path.dirname(path)) if (
-        os.path.basename(os.path.dirname(path)) == selection.BEST_DIR)
-        else os.path.dirname(path), path, int(state.global_step), accuracy,
-        len(data['labels_test']))
-  except OSError as e:
-    print('Note: cannot keep the best checkpoint beside %s (%s)' % (
-        path, e.strerror or run_control.first_line(e)))
+  selection.keep_and_say(None, path, int(state.global_step), accuracy,
+                         len(data['labels_test']))  # (its run's best)
   return 0
 
 

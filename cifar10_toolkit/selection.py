@@ -7,6 +7,8 @@
                                        the evaluator's copy of the best
                                        checkpoint so far, in
                                        checkpoint_dir/best/
+  keep_and_say(...)                    the same, said in one line (or a
+                                       note when best/ cannot be written)
   best_record(checkpoint_dir)          what best/best.json says, or None
 
 The best checkpoint lives in <checkpoint_dir>/best/: the files of
@@ -158,6 +160,29 @@ def keep_if_best(directory, path, step, precision, examples, content=None):
   checkpoints.write_index(best_dir, [step])
   _remove_unnamed(best_dir, name)
   return record, kept
+
+
+def keep_and_say(directory, path, step, precision, examples, content=None):
+  """keep_if_best, and a line saying the new best (and the one it
+  replaced); a note instead of an error when best/ cannot be written (the
+  evaluation that called it is kept all the same). directory None: the
+  folder of the checkpoint (the one above, for a checkpoint in best/)."""
+  if directory is None:
+    directory = os.path.dirname(path)
+    if os.path.basename(directory) == BEST_DIR:
+      directory = os.path.dirname(directory)
+  try:
+    kept = keep_if_best(directory, path, step, precision, examples, content)
+  except OSError as e:
+    print('  Note: cannot keep the best checkpoint in %s (%s)' % (
+        os.path.join(directory, BEST_DIR), e.strerror or str(e)), flush=True)
+    return
+  if kept:
+    now, before = kept
+    print('  kept as the best checkpoint: %s (--checkpoint best)%s' % (
+        os.path.join(directory, BEST_DIR, now['checkpoint']),
+        '; before: step %d, %.3f' % (before['step'], before['precision'])
+        if before else ''), flush=True)
 
 
 def _copy_whole(source, dest):

@@ -202,13 +202,27 @@ def test_restore_model_takes_a_step_or_the_best(tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'Restored %s/ckpt-1000\nCurrent step: 1000\n' % run_dir in out
   at_1000 = float(re.search(r'Test accuracy ([\d.]+)', out).group(1))
+  # tested, it is kept if better than the last (which run_fc_model kept)
+  said = [l for l in out.splitlines() if 'best' in l]
+  assert said == ([] if at_1000 <= final else [
+      '  kept as the best checkpoint: %s/best/ckpt-1000 (--checkpoint best); '
+      'before: step 1001, %.3f' % (run_dir, final)]), said
   assert restore_model.main(args + ['--checkpoint', 'best']) == 0
   out = capsys.readouterr().out
   best = 1000 if at_1000 > final else 1001
   assert 'Restored %s/best/ckpt-%d\nCurrent step: %d\n' % (
       run_dir, best, best) in out, out
+  assert 'kept as the best checkpoint' not in out  # (it is the best)
   status = run_control.run_main(restore_model.main, args + ['--checkpoint',
                                                             '5'])
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1 and (
       '--checkpoint 5: no run folder under %s holds ckpt-5' % logs) in err[0]
+  # a damaged one, chosen: one line naming it
+  with open(os.path.join(run_dir, 'ckpt-1000.index'), 'r+b') as f:
+    f.truncate(10)
+  status = run_control.run_main(restore_model.main, args + ['--checkpoint',
+                                                            '1000'])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and len(err) == 1 and (
+      '--checkpoint %s/ckpt-1000 cannot be read' % run_dir) in err[0], err
