@@ -114,13 +114,9 @@ def load_tflite(path):
   if not os.path.isfile(path):
     raise errors.UsageError('--tflite %s: no such file' % path)
   try:
-    with startup.noise_hidden():
-      interpreter = tf.lite.Interpreter(model_path=path,
-                                        num_threads=os.cpu_count())
-      runner = interpreter.get_signature_runner('serving_default')
-      shape = runner.get_input_details()['images']['shape_signature'][1:]
-      classes = runner.get_output_details()['probabilities']['shape'][-1]
-      runner(images=np.zeros([1] + list(shape), np.uint8))  # (its INFO line)
+    runner = serving.tflite_runner(path)
+    shape = runner.get_input_details()['images']['shape_signature'][1:]
+    classes = runner.get_output_details()['probabilities']['shape'][-1]
   except (ValueError, KeyError, RuntimeError) as e:
     raise errors.UsageError('--tflite %s is not a model exported by '
                             'cifar10_export.py --tflite (%s)' % (
@@ -225,8 +221,7 @@ def _check_output(path):
 
 
 def _file_error(line):
-  sys.stderr.write('%s: error: %s\n' % (startup.prog(), line))
-  sys.stderr.flush()
+  startup.say('%s: error: %s' % (startup.prog(), line))
 
 
 def _write(out, table, path, top):

@@ -7,7 +7,8 @@ damaged ones, as the evaluator does), or the one --checkpoint names (a step,
 a path, or 'best': the best one cifar10_eval.py kept), with its
 moving-average weights (the ones cifar10_eval.py evaluates; --raw_weights
 for the trained ones) and saves cifar10_toolkit.serving.Classifier: its
-serving signature takes uint8 images [N, 32, 32, 3] and returns 'probabilities' [N, 10], 'classes' [N] and 'class_names' [N].
+serving signature takes uint8 images [N, 32, 32, 3] and returns
+'probabilities' [N, 10], 'classes' [N] and 'class_names' [N].
 --tflite also writes export_dir/model.tflite, the same signature through
 TensorFlow's TFLiteConverter: float32, or with --quantize dynamic (int8
 weights) or int8 (weights and activations, calibrated on the first 200
@@ -37,7 +38,7 @@ from cifar10_toolkit import cli
 
 FLAGS = flags.FlagValues()
 REPRESENTATIVE_IMAGES = 200  # the calibration set of --quantize int8
-QUANTIZATIONS = ['none', 'dynamic', 'int8']  # (serving.QUANTIZATIONS: TF)
+QUANTIZATIONS = ['none', 'dynamic', 'int8']  # serving.tflite_model's
 flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train', 'where '
                     'cifar10_train.py writes checkpoints', flag_values=FLAGS)
 flags.DEFINE_string('export_dir', '/tmp/cifar10_model', 'the SavedModel '

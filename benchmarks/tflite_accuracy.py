@@ -32,7 +32,6 @@ import tensorflow as tf  # noqa: E402
 import cifar10_input  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import serving  # noqa: E402
-from cifar10_toolkit import startup  # noqa: E402
 
 
 def test_set(data_dir, data_set):
@@ -62,11 +61,7 @@ def main(argv=None):
     print('%s: SavedModel precision @ 1 = %.4f (%.1f s)' % (
         folder, np.mean(reference == labels), time.time() - begin))
     path = os.path.join(folder, serving.TFLITE_FILE)
-    with startup.noise_hidden():
-      interpreter = tf.lite.Interpreter(model_path=path,
-                                        num_threads=os.cpu_count())
-      runner = interpreter.get_signature_runner('serving_default')
-      runner(images=images[:1])
+    runner = serving.tflite_runner(path)
     begin = time.time()
     lite = classes(runner, images)
     print('%s: TFLite precision @ 1 = %.4f (%.1f s), %d images classified '

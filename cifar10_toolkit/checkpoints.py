@@ -261,13 +261,19 @@ def write_index(directory, steps):
                       INDEX_FILE + '.tmp-')
 
 
+def is_file_of(name, base):
+  """Whether the file called name is one of checkpoint base's (base:
+  'ckpt-40'): its .index or a .data-... shard."""
+  return name == base + '.index' or name.startswith(base + '.data-')
+
+
 def _set_aside_unreadable(directory, paths):
   dest = os.path.join(directory, time.strftime('unreadable-%Y%m%d-%H%M%S'))
   os.makedirs(dest, exist_ok=True)
   for path in paths:
     base = os.path.basename(path)
     for name in os.listdir(directory):
-      if name == base + '.index' or name.startswith(base + '.data-'):
+      if is_file_of(name, base):
         shutil.move(os.path.join(directory, name), dest)
   return dest
 

@@ -150,7 +150,7 @@ def keep_if_best(directory, path, step, precision, examples, content=None):
                   else kept['checkpoint'])
   folder = os.path.dirname(path)
   for file in sorted(os.listdir(folder)):
-    if file == name + '.index' or file.startswith(name + '.data-'):
+    if checkpoints.is_file_of(file, name):
       _copy_whole(os.path.join(folder, file), os.path.join(best_dir, file))
   record = {'step': int(step), 'precision': float(precision),
             'examples': int(examples), 'checkpoint': name,
@@ -201,8 +201,7 @@ def _remove_unnamed(best_dir, keep):
   for file in os.listdir(best_dir):
     if file.startswith(_COPYING) or (
         file.startswith(checkpoints.CHECKPOINT_PREFIX + '-') and not (
-            keep and (file == keep + '.index' or
-                      file.startswith(keep + '.data-')))):
+            keep and checkpoints.is_file_of(file, keep))):
       full = os.path.join(best_dir, file)
       if os.path.isfile(full) and not os.path.islink(full):
         os.remove(full)

@@ -14,6 +14,9 @@
                                            or not at all
   training_images(input_lib, data_dir, data_set, num)
                                            images for int8 quantization
+  tflite_runner(path)                      a TFLite model's serving
+                                           signature, in TensorFlow's
+                                           interpreter
 
 cifar10_export.py exports; cifar10_classify.py classifies with an export or
 straight from a checkpoint.
@@ -24,6 +27,7 @@ import re
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 from cifar10_toolkit import checkpoints
@@ -240,3 +244,20 @@ def training_images(input_lib, data_dir, data_set, num):
   images, _ = input_lib.decode_records(
       tf.io.decode_raw(records, tf.uint8), data_set)
   return images.numpy()
+
+
+def tflite_runner(path):
+  """The 'serving_default' signature of the TFLite model at path, run by
+  TensorFlow's TFLite interpreter on every core, called once on a blank
+  image so that its start-up lines are said (and kept off stderr) here.
+
+  Raises:
+    ValueError, KeyError, RuntimeError: not such a model.
+  """
+  with startup.noise_hidden():
+    runner = tf.lite.Interpreter(
+        model_path=path, num_threads=os.cpu_count()).get_signature_runner(
+            'serving_default')
+    shape = runner.get_input_details()['images']['shape_signature'][1:]
+    runner(images=np.zeros([1] + list(shape), np.uint8))
+  return runner
