@@ -62,6 +62,7 @@ from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import cluster  # noqa: E402
 from cifar10_toolkit import config  # noqa: E402
 from cifar10_toolkit import hardware  # noqa: E402
+from cifar10_toolkit import rendezvous  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import run_folder  # noqa: E402
 from cifar10_toolkit import train_loop  # noqa: E402
@@ -83,10 +84,10 @@ def main(argv=None):
       cluster.split_device('GPU' if tf.config.list_physical_devices('GPU')
                            else 'CPU', FLAGS.logical_devices)
     tasks, kind, index = cluster.read_tf_config()
-    heard = cluster.wait_for_cluster(tasks, kind, index,
-                                     FLAGS.cluster_wait_secs,
-                                     run.cluster_terms())
-    told = None if is_chief else cluster.chief_seed(heard, tasks)
+    heard = rendezvous.wait_for_cluster(tasks, kind, index,
+                                        FLAGS.cluster_wait_secs,
+                                        run.cluster_terms())
+    told = None if is_chief else rendezvous.chief_seed(heard, tasks)
     if told:
       run = run.with_chief_seed(*told, task='%s %d' % (kind, index))
     strategy = tf.distribute.MultiWorkerMirroredStrategy()

@@ -1,7 +1,10 @@
 """Tests of multi-replica training: cifar10_multi_gpu_train.py on logical CPUs."""
 
+import hashlib
+import hmac
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -138,10 +141,35 @@ def test_fewer_gpus_than_asked_warns_and_runs(shared_bin_dir, tmp_path,
 
 
 @pytest.mark.slow
+def _forge_the_chief(waiting, cluster, port):
+  """A stranger who knows the cluster but not its secret poses as worker 0
+  with seed 99999 to worker 1, which is waiting (its first line kept)."""
+  waiting.waiting = waiting.stdout.readline()
+  assert waiting.waiting.startswith('Waiting up to'), waiting.waiting
+  key = hashlib.sha256(b'\0'.join([
+      b'cifar10-toolkit rendezvous', b'',
+      json.dumps(cluster, sort_keys=True).encode()])).digest()
+  with socket.create_connection(('127.0.0.1', port), 5) as s:
+    head = b''
+    while head.count(b'\n') < 2:
+      head += s.recv(4096)
+    nonce = json.loads(head.split(b'\n')[1])['nonce']
+    text = json.dumps({'task': 'worker 0', 'to': 'worker 1',
+                       'terms': {'seed': 99999}})
+    s.sendall(json.dumps({'greeting': text, 'nonce': 'n', 'mac': hmac.new(
+        key, ('%s\n%s' % (nonce, text)).encode(),
+        hashlib.sha256).hexdigest()}).encode() + b'\n')
+    assert s.recv(4096) == b''  # no answer: dropped
+  time.sleep(1)
+  assert waiting.poll() is None
+
+
 def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
   """Also: worker 1's folder planted as a link to another run's folder (the
-  link is removed, never followed: that run keeps its checkpoints), and
-  each worker given its own --seed (the chief's is taken, with a note)."""
+  link is removed, never followed: that run keeps its checkpoints), each
+  worker given its own --seed (the chief's is taken, with a note), and a
+  stranger posing as the chief with its own seed while worker 1 waits (it
+  does not know CIFAR10_CLUSTER_SECRET: it is not believed)."""
   d = str(tmp_path / 'train')
   victim = tmp_path / 'victim'
   victim.mkdir()
@@ -154,9 +182,13 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
   procs = []
   began = time.time()
   try:
-    for i in range(2):
-      env = dict(os.environ, TF_CONFIG=json.dumps(
-          {'cluster': cluster, 'task': {'type': 'worker', 'index': i}}))
+    for i in (1, 0):  # worker 1 first, to be attacked while it waits
+      env = dict(os.environ, PYTHONUNBUFFERED='1',
+                 CIFAR10_CLUSTER_SECRET='s3cret', TF_CONFIG=json.dumps(
+                     {'cluster': cluster, 'task': {'type': 'worker',
+                                                   'index': i}}))
+      if i == 0:
+        _forge_the_chief(procs[0], cluster, ports[1])
       procs.append(subprocess.Popen(
           [sys.executable, 'cifar10_multi_gpu_train.py', '--strategy',
            'multi_worker'] + train_args(shared_bin_dir, d) +
@@ -165,17 +197,21 @@ def test_two_workers_on_localhost(shared_bin_dir, tmp_path):
            '--slices', '1', '--seed', str(i + 1)],
           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
           text=True))
+    procs.reverse()
     outs = [p.communicate(timeout=240)[0] for p in procs]
   finally:
     for p in procs:
       p.kill()
+  outs[1] = procs[1].waiting + outs[1]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out
     assert '2 replica(s) x batch 16' in out and 'step 4, loss' in out
     assert ', XLA' in out and 'compute, seed 1,' in out  # the chief's
   assert ('Note: this is worker 1; the run takes the seed of its chief '
           '(worker 0), 1: --seed 2 is ignored') in outs[1]
-  assert 'is ignored' not in outs[0]
+  assert 'is ignored' not in outs[0] and '99999' not in outs[1]
+  assert 'Note: the rendezvous ignored a greeting that is malformed or not ' \
+      'signed for this cluster' in outs[1]
   assert 'saved checkpoint /' in outs[
       0] and 'of this worker at step 4' in outs[1]
   assert sorted(f for f in os.listdir(d) if f.startswith('ckpt-')) == [
