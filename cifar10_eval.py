@@ -182,7 +182,7 @@ class Watch:
                 'for it (looking every %g s)' % (self.checkpoint_dir,
                                                  POLL_SECS))
     elif state != self._seen:
-      wait = (self._last or -math.inf) + self.interval - time.time()
+      wait = (self._last or -math.inf) + self.interval - time.monotonic()
       if wait <= 0:
         self._seen = state
         return True
@@ -198,7 +198,7 @@ class Watch:
     return False
 
   def evaluated(self, done):
-    self.done, self._last, self._said = done, time.time(), None
+    self.done, self._last, self._said = done, time.monotonic(), None
 
   def _say(self, what, line):
     if self._said != what:

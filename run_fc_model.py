@@ -82,7 +82,7 @@ from cifar10_toolkit import summaries  # noqa: E402
 
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
-  begin = time.time()
+  begin = time.monotonic()
   args = fc_runs.resolve(FLAGS, data_sets.get)  # the seed, the source
   data_set = data_sets.get(args.dataset)
   print('Parameters:')
@@ -156,7 +156,7 @@ def main(argv=None):
   selection.keep_if_best(run_dir, last, int(state.global_step), accuracy,
                          len(data['labels_test']))  # (--checkpoint best)
   print('Test accuracy {:g}'.format(accuracy))
-  print('Total time: {:5.2f}s'.format(time.time() - begin))
+  print('Total time: {:5.2f}s'.format(time.monotonic() - begin))
   return 0
 
 

@@ -27,18 +27,21 @@ class StepClock:
 
   def __init__(self, step, global_batch, log_frequency):
     self.global_batch, self.log_frequency = global_batch, log_frequency
-    self.last_step, self.last_time = step, time.time()
+    self.last_step, self.last_time = step, time.monotonic()
     self.first_step, self.began = step, self.last_time
     self.startup = True  # the interval in progress includes start-up
     self.warm = None  # (step, time) once both functions have run once
     self.said = None  # (step, time) of the last progress line
     self.step_secs = None  # a step's seconds, from the last call
 
-  def log(self, first_step, losses, times, first_call=False, note=None):
+  def log(self, first_step, losses, times, ticks, first_call=False,
+          note=None):
     """Prints the lines of steps first_step + 1 ... first_step + len(losses).
 
     times: when each step's loss was ready; needed on the steps that get a
     line, NaN allowed elsewhere (the graph loop stamps only those).
+    ticks: the same on time.monotonic()'s clock, which a clock set back or
+      forward does not move: the speeds are measured on it.
 
     first_call: the call that ran them was a training function's first (it
     traced and compiled before running).
@@ -53,13 +56,13 @@ class StepClock:
       if note and times[i] > note[0]:
         print(note[1])
         note = None
-      duration = max(times[i] - self.last_time, 1e-9)
+      duration = max(ticks[i] - self.last_time, 1e-9)
       steps = step - self.last_step
       print('%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch%s)' %
             (now(times[i]), step, loss,
              steps * self.global_batch / duration, duration / steps,
              '; includes start-up' if self.startup else ''))
-      self.last_step, self.last_time = step, times[i]
+      self.last_step, self.last_time = step, ticks[i]
       self.startup = False
     if note:
       print(note[1])
@@ -86,20 +89,20 @@ class StepClock:
     if since is None or step >= max_steps or step == since[0]:
       return None
     due = interval if self.said else min(interval, FIRST_PROGRESS_SECS)
-    if time.time() - since[1] < due:
+    if time.monotonic() - since[1] < due:
       return None
-    self.said = (step, time.time())
+    self.said = (step, time.monotonic())
     return progress_line(step, max_steps, self.speed(since, step),
                                    self.global_batch)
 
   def speed(self, since, step):
     """Examples/sec from since = (step, time) to step, now."""
     return (step - since[0]) * self.global_batch / max(
-        time.time() - since[1], 1e-9)
+        time.monotonic() - since[1], 1e-9)
 
   def summary(self, step):
     """The closing line: steps run, time taken, average speed."""
-    seconds = time.time() - self.began
+    seconds = time.monotonic() - self.began
     return '%s: trained %d steps (%d to %d) in %s: %.0f examples/sec%s' % (
         now(), step - self.first_step, self.first_step, step,
         duration_text(seconds),

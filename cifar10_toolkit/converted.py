@@ -178,12 +178,12 @@ def _prepare_folder(root, carved, data_dir, source, data_set):
       image = images.read(path, data_set.image_shape, title=data_set.title)
       row[0], row[1:] = label, image.transpose(2, 0, 1).ravel()
     return out
-  began = time.time()
+  began = time.monotonic()
   _write_folder(data_dir, out, {
       name: records(files[split])
       for name, split in (('train.bin', 'train'), ('test.bin', 'test'))},
                 {MANIFEST: json.dumps(manifest)})
-  print('Made %s in %.0f s' % (out, time.time() - began), flush=True)
+  print('Made %s in %.0f s' % (out, time.monotonic() - began), flush=True)
   return out
 
 

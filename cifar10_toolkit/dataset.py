@@ -223,7 +223,7 @@ def check_bin_file(path, data_set, exact_size=False):
 
 def _extract(archive, data_dir, data_set):
   """Extracts archive's data_set.folder into data_dir, all or nothing."""
-  began = time.time()
+  began = time.monotonic()
   print('Extracting %s into %s (and checking it) ...' % (archive, data_dir),
         flush=True)
   tmp = tempfile.mkdtemp(prefix='.extract-', dir=data_dir)
@@ -258,7 +258,7 @@ def _extract(archive, data_dir, data_set):
                                 (archive, str(e).replace(tmp + os.sep, '')))
     os.replace(extracted, os.path.join(data_dir, data_set.folder))
     print('Extracted %s in %.0f s' % (os.path.join(data_dir, data_set.folder),
-                                      time.time() - began), flush=True)
+                                      time.monotonic() - began), flush=True)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -63,7 +63,7 @@ def _fetch(url, partial, name):
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
                  os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, 'wb') as out:
-      got, mark = 0, (0, time.time())
+      got, mark = 0, (0, time.monotonic())
       read = getattr(response, 'read1', response.read)  # what has come
       while True:
         try:
@@ -79,8 +79,8 @@ def _fetch(url, partial, name):
               ', more than an archive of CIFAR-10 is')))
         out.write(chunk)
         if got - mark[0] >= STALL_BYTES:
-          mark = (got, time.time())
-        elif time.time() - mark[1] > STALL_SECS:
+          mark = (got, time.monotonic())
+        elif time.monotonic() - mark[1] > STALL_SECS:
           raise Failed('stalled: %d bytes in the last %g s' % (
               got - mark[0], STALL_SECS))
         sys.stdout.write('\r>> Downloading %s %s' % (name, (

@@ -296,9 +296,9 @@ class GracefulStop:
 
   def sleep(self, seconds):
     """Sleeps up to seconds, waking early when a stop is requested."""
-    end = time.time() + seconds
-    while not self.requested and time.time() < end:
-      time.sleep(min(0.1, max(end - time.time(), 0)))
+    end = time.monotonic() + seconds
+    while not self.requested and time.monotonic() < end:
+      time.sleep(min(0.1, max(end - time.monotonic(), 0)))
 
   @property
   def exit_status(self):

@@ -228,23 +228,22 @@ def _loop(run, on_call):
   """Calls into the graph until max_steps or a stop; saves; exit status."""
   config, step = run.config, run.start
   clock = console.StepClock(step, config.global_batch, config.log_frequency)
-  saved = time.time()
+  saved = time.monotonic()
   with run_control.GracefulStop(defer=True) as stop, \
       run.writer.as_default(), run.profile:
     run.profile.at(step)
     while step < config.max_steps:
-      votes = run_control.stop_votes(
-          stop.signum, time.time() - saved >= config.save_checkpoint_secs)
-      losses, times, votes, first = _call(run, step, clock, votes)
+      votes = run_control.stop_votes(stop.signum, time.monotonic() - saved
+                                     >= config.save_checkpoint_secs)
+      losses, times, ticks, votes, first = _call(run, step, clock, votes)
       run_control.check_finite(losses, step, config.train_dir)
-      # (a signal's line among the step lines, in time order)
-      clock.log(step, losses, times, first_call=first,
+      clock.log(step, losses, times, ticks, first_call=first,
                 note=stop.take_caught())
       step += len(losses)
       run.profile.at(step)
       run.after_call(step)
       if step == run.start + 1:
-        saved = time.time()  # the first call traced: not a reason to save
+        saved = time.monotonic()  # (the first call traced: not a reason)
       on_call(step, clock.warm is not None)
       line = clock.progress(step, config.max_steps, config.progress_secs)
       if line:
@@ -257,7 +256,7 @@ def _loop(run, on_call):
         break
       if save_now and step < config.max_steps:
         checkpoints.save_checkpoint(run.manager, step)
-        saved = time.time()
+        saved = time.monotonic()
     stop.say_caught()
     run.profile.stop()
     path = checkpoints.save_checkpoint(run.manager, step)
@@ -282,34 +281,35 @@ def _call(run, step, clock, votes):
   summary, profile boundary, max_steps or about CALL_SECS.
 
   Returns:
-    (losses, times, votes, first): numpy arrays of the steps run; whether
-    this was a training function's first call (it traced).
+    (losses, times, ticks, votes, first): numpy arrays of the steps run, when
+    each was ready (ticks: on time.monotonic()'s clock); whether it traced.
   """
-  config = run.config
+  config, began = run.config, time.monotonic()
   if step == run.start or (step + 1) % config.summary_steps == 0:
     call = (summaries.write_graph if step == run.start and run.is_chief
             else lambda fn, a: fn(*a))
-    out, time_done, votes = call(run.summary_step, (run.iterator, votes))
-    run.pending_summary = out
-    return (np.array([float(out['total_loss'])]),
-            np.array([float(time_done)]), votes, step == run.start)
-  to_summary = config.summary_steps - 1 - step % config.summary_steps
-  n = min(config.steps_per_loop, config.max_steps - step, to_summary,
-          (run.profile.until(step) or config.max_steps) - step,
-          # (workers' calls must pair up step for step: no clock between)
-          sys.maxsize if run.multi_worker else clock.steps_within(CALL_SECS))
-  began = time.time()
-  losses, times, votes = run.train_loop(
-      run.iterator, tf.constant(n), votes,
-      tf.constant(console.first_logged(step, config.log_frequency)),
-      tf.constant(config.log_frequency))
-  losses, times, first = losses.numpy(), times.numpy(), not run.looped
-  if first:  # both training functions have now run once
-    run.looped = True
-    clock.warm = (step + n, time.time())
+    out, times, votes = call(run.summary_step, (run.iterator, votes))
+    run.pending_summary, first = out, step == run.start
+    losses, times = np.array([float(out['total_loss'])]), np.array([times])
   else:
-    clock.call_took(n, time.time() - began)
-  return losses, times, votes, first
+    to_summary = config.summary_steps - 1 - step % config.summary_steps
+    n = min(config.steps_per_loop, config.max_steps - step, to_summary,
+            (run.profile.until(step) or config.max_steps) - step,
+            sys.maxsize if run.multi_worker else  # (workers' calls pair up)
+            clock.steps_within(CALL_SECS))
+    losses, times, votes = run.train_loop(
+        run.iterator, tf.constant(n), votes,
+        tf.constant(console.first_logged(step, config.log_frequency)),
+        tf.constant(config.log_frequency))
+    losses, times, first = losses.numpy(), times.numpy(), not run.looped
+    if first:  # both training functions have now run once
+      run.looped = True
+      clock.warm = (step + n, time.monotonic())
+    else:
+      clock.call_took(n, time.monotonic() - began)
+  now = time.monotonic()  # (the wall clock's stamps on the monotonic's)
+  ticks = np.clip(times - time.time() + now, began, now)
+  return losses, times, ticks, votes, first
 
 
 @dataclasses.dataclass
@@ -335,10 +335,10 @@ class _Run:
     if self.pending_summary is None:
       return
     since, then = self.last_summary
-    rate = (step - since) / max(time.time() - then, 1e-9)
+    rate = (step - since) / max(time.monotonic() - then, 1e-9)
     self.summarize(self.pending_summary, tf.constant(step, tf.int64),
                    tf.constant(rate, tf.float32))
-    self.pending_summary, self.last_summary = None, (step, time.time())
+    self.pending_summary, self.last_summary = None, (step, time.monotonic())
 
 
 def _setup(config, strategy, is_chief, worker_dir):
@@ -397,4 +397,4 @@ def _setup(config, strategy, is_chief, worker_dir):
                                         config.train_dir, record=is_chief),
               multi_worker=isinstance(
                   strategy, tf.distribute.MultiWorkerMirroredStrategy),
-              last_summary=(start, time.time()))
+              last_summary=(start, time.monotonic()))
