@@ -66,6 +66,10 @@ flags.register_validator(
 flags.DEFINE_boolean('squash', False, "with --resize, scale the whole image "
                      "to the model's size whatever its aspect ratio, instead "
                      'of its centre square', flag_values=FLAGS)
+flags.DEFINE_float('max_megapixels', folders.MAX_MEGAPIXELS, 'refuse '
+                   'an image whose header declares more pixels than this '
+                   '(decoding takes 4 bytes a pixel or more)', lower_bound=0,
+                   flag_values=FLAGS)
 cli.define_checkpoint_flag(FLAGS, 'classify with (its moving-average '
                            'weights)')
 cli.define_data_set_flag(FLAGS, data_sets.NAMES, data_sets.get,
@@ -159,8 +163,9 @@ def main(argv=None):
     batch, pictures = [], []
     for path in paths[start:start + BATCH]:
       try:
-        pictures.append(images.read(path, shape, FLAGS.resize, FLAGS.squash,
-                                    title))
+        pictures.append(images.read(
+            path, shape, FLAGS.resize, FLAGS.squash, title,
+            int(FLAGS.max_megapixels * 2 ** 20), ' (--max_megapixels)'))
         batch.append(path)
       except images.ImageError as e:
         _file_error(e)

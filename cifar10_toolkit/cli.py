@@ -31,6 +31,7 @@ import sys
 from absl import flags
 
 from cifar10_toolkit import errors
+from cifar10_toolkit import paths
 from cifar10_toolkit import startup
 
 MAX_SEED = 2**31 - 1
@@ -349,6 +350,9 @@ def parse(flag_values, argv=None, doc='', positional=None, optional=False):
     message = ' '.join(str(e).replace('ERROR:: ', '').split())
     # a rule between flags names them itself: not again as 'flags a=1, b=2:'
     _usage_error(re.sub(r'^flags [^:]*: (?=--)', '', message))
+  bad_path = paths.check_flags(flag_values)
+  if bad_path:
+    _usage_error(bad_path)
   if positional is None and rest:
     _usage_error('unexpected argument %r (this script takes flags only; '
                  'see -h)' % rest[0])

@@ -10,6 +10,9 @@ the image files a folder holds.
 import os
 import tempfile
 
+# An image decoded takes width x height x 4 bytes or more while it is
+# scaled: one whose header declares more is refused unread (images.read).
+MAX_MEGAPIXELS = 64  # 8,192 x 8,192
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')  # any case
 
 
@@ -61,13 +64,15 @@ def write_whole(path, text, prefix=None):
   Into a new temporary file beside it (prefix, default '.<name>.tmp-': no
   planted link is followed), synced, then renamed over path (a link at path
   is replaced, not followed); its mode is what the umask gives a new file.
-  A crash leaves the old file, or the new one, never a part.
+  A crash leaves the old file, or the new one, never a part. Text is
+  written as UTF-8; a file name in it that is not UTF-8 keeps its own bytes.
   """
   folder = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix or '.%s.tmp-' %
                              os.path.basename(path))
   try:
-    with os.fdopen(fd, 'w') as f:
+    with os.fdopen(fd, 'w', encoding='utf-8',
+                   errors='surrogateescape') as f:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())

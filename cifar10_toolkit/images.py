@@ -19,10 +19,9 @@ import struct
 import tensorflow as tf
 
 from cifar10_toolkit import errors
+from cifar10_toolkit import folders
 
-# An image decoded takes width x height x 4 bytes or more while it is
-# scaled: a small file that declares a huge image is refused from its header.
-MAX_PIXELS = 1 << 26  # 67 megapixels (8,192 x 8,192)
+MAX_PIXELS = folders.MAX_MEGAPIXELS << 20  # (see there)
 MAX_FILE_BYTES = 1 << 28  # 256 MB
 
 
@@ -49,7 +48,8 @@ def pixel_size(data):
   return None
 
 
-def read(path, shape, resize=True, squash=False, title=None):
+def read(path, shape, resize=True, squash=False, title=None,
+         max_pixels=MAX_PIXELS, bound_flag=''):
   """An image file as uint8 [height, width, channels] of `shape`.
 
   Args:
@@ -58,6 +58,8 @@ def read(path, shape, resize=True, squash=False, title=None):
     resize: an image of another size is cropped to its centre square and
       scaled (with squash: scaled whole); otherwise refused.
     title: the data set's name, for the message on a size refused.
+    max_pixels: more pixels than this are refused, from the header;
+      bound_flag, the flag that sets it, is named then.
 
   Raises:
     ImageError: missing, not a regular file, empty, too large, not a PNG,
@@ -83,10 +85,10 @@ def read(path, shape, resize=True, squash=False, title=None):
   with open(path, 'rb') as f:
     data = f.read(MAX_FILE_BYTES + 1)
   declared = pixel_size(data)
-  if declared and declared[0] * declared[1] > MAX_PIXELS:
-    raise ImageError('%s: %dx%d pixels, more than the %d megapixels an image '
-                     'may have' % (path, declared[0], declared[1],
-                                   MAX_PIXELS >> 20))
+  if declared and declared[0] * declared[1] > max_pixels:
+    raise ImageError('%s: %dx%d pixels, more than the %g megapixels an image '
+                     'may have%s' % (path, declared[0], declared[1],
+                                   max_pixels / 2**20, bound_flag))
   try:
     image = tf.io.decode_image(data, channels=shape[2],
                                expand_animations=False)
@@ -96,9 +98,10 @@ def read(path, shape, resize=True, squash=False, title=None):
     raise ImageError('%s: cannot be read (%s)' % (
         path, e.message.strip().splitlines()[0]))
   height, width = int(image.shape[0]), int(image.shape[1])
-  if height * width > MAX_PIXELS:  # (a header it could not read)
-    raise ImageError('%s: %dx%d pixels, more than the %d megapixels an image '
-                     'may have' % (path, width, height, MAX_PIXELS >> 20))
+  if height * width > max_pixels:  # (a header it could not read)
+    raise ImageError('%s: %dx%d pixels, more than the %g megapixels an image '
+                     'may have%s' % (path, width, height, max_pixels / 2**20,
+                                  bound_flag))
   if (height, width) == size:
     return image.numpy()
   if not resize:

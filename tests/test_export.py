@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -96,9 +97,18 @@ def test_classify_bad_files_one_line(trained, tmp_path, capsys):
   text.write_text('not an image')
   big = str(tmp_path / 'big.png')
   tf.io.write_file(big, tf.io.encode_png(np.zeros((40, 30, 3), np.uint8)))
+  huge = tmp_path / 'huge.png'  # 1 KB that declares 20,000 x 20,000 pixels
+  header = tf.io.encode_png(np.zeros((1, 1, 3), np.uint8)).numpy()
+  huge.write_bytes(header[:16] + struct.pack('>II', 20000, 20000) +
+                   header[24:])
+  fifo = str(tmp_path / 'fifo.png')
+  os.mkfifo(fifo)
   for path, what in ((str(tmp_path / 'none.png'), 'no such file'),
                      (str(text), 'not a PNG, JPEG'),
-                     (big, '30x40 pixels, the model takes 32x32')):
+                     (big, '30x40 pixels, the model takes 32x32'),
+                     (str(huge), '20000x20000 pixels, more than the 64 '
+                      'megapixels an image may have (--max_megapixels)'),
+                     (fifo, 'not a regular file (a FIFO, socket or device)')):
     status = run_control.run_main(cifar10_classify.main,
                                 [path, '--checkpoint_dir', trained])
     err = capsys.readouterr().err.strip().splitlines()
@@ -109,6 +119,16 @@ def test_classify_bad_files_one_line(trained, tmp_path, capsys):
   assert len(out) == 1 and re.match(
       r'^%s: (\w+) [01]\.\d{3}, (\w+) [01]\.\d{3}, (\w+) [01]\.\d{3}$'
       % re.escape(big), out[0]), out
+  # a name that is not UTF-8 (made under another locale): classified, and
+  # written to the CSV with its own bytes
+  odd = os.path.join(os.fsencode(str(tmp_path)), b'\xff\xfeimg\xe9.png')
+  with open(odd, 'wb') as f:
+    f.write(tf.io.encode_png(np.zeros((32, 32, 3), np.uint8)).numpy())
+  table = str(tmp_path / 'odd.csv')
+  assert cifar10_classify.main([os.fsdecode(odd), '--checkpoint_dir', trained,
+                                '--output', table]) == 0
+  with open(table, 'rb') as f:
+    assert f.read().splitlines()[1].startswith(odd + b',')
 
 
 def test_classify_folders_and_globs_to_csv_or_jsonl_past_bad_files(
