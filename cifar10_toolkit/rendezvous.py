@@ -420,9 +420,12 @@ def wait_for_cluster(cluster, kind, index, wait_secs, terms=None):
         if time.monotonic() - began > wait_secs:
           raise errors.UsageError(
               'the cluster did not come together within %g s '
-              '(--cluster_wait_secs): no answer from %s' % (
+              '(--cluster_wait_secs): no answer from %s%s' % (
                   wait_secs, ', '.join('%s (%s)' % (n, others[n])
-                                       for n in missing)))
+                                       for n in missing),
+                  '; a greeting was ignored: every task needs the same '
+                  'TF_CONFIG cluster and %s' % SECRET_ENV
+                  if 'bad' in task.noted else ''))
         time.sleep(0.1)
   finally:
     answering.close()
