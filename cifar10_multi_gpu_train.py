@@ -3,6 +3,7 @@
     python3 cifar10_multi_gpu_train.py --num_gpus 2
     python3 cifar10_multi_gpu_train.py --logical_devices 2   # 2 replicas, 1 device
     TF_CONFIG='{...}' python3 cifar10_multi_gpu_train.py --strategy multi_worker
+    srun -N2 --ntasks-per-node 1 python3 cifar10_multi_gpu_train.py --cluster slurm
 
 As in the tutorial each replica takes a full batch_size, so a step consumes
 batch_size x replicas examples; gradients are summed over replicas from
@@ -12,8 +13,9 @@ checkpoints, summaries, resume, NaN stop and Ctrl-C handling are
 cifar10_train.py's own (cifar10_toolkit.train_loop), so either script resumes
 the other's runs and cifar10_eval.py evaluates both.
 
---strategy multi_worker uses tf.distribute.MultiWorkerMirroredStrategy, set
-up from the standard TF_CONFIG variable; only the chief writes summaries and
+--strategy multi_worker uses tf.distribute.MultiWorkerMirroredStrategy, its
+cluster read from the standard TF_CONFIG variable or, launched with srun,
+from the Slurm job step (--cluster); only the chief writes summaries and
 the canonical checkpoints into train_dir (which the workers share).
 """
 
@@ -48,8 +50,18 @@ flags.DEFINE_enum('strategy', 'mirrored', ['mirrored', 'multi_worker'],
                   "'mirrored': one machine; 'multi_worker': "
                   'MultiWorkerMirroredStrategy from $TF_CONFIG',
                   flag_values=FLAGS)
+flags.DEFINE_enum('cluster', 'auto', ['auto', 'tf_config', 'slurm'],
+                  "multi_worker: where the cluster comes from: $TF_CONFIG, "
+                  "the Slurm job step the task runs in (srun), or 'auto': "
+                  'TF_CONFIG if set, else Slurm; given, it implies --strategy '
+                  'multi_worker', flag_values=FLAGS)
+flags.DEFINE_integer('port_base', None, "--cluster slurm: the job's first "
+                     'port on each node, one a task there (default: 10000 + '
+                     '64 x (job id mod 350), so that jobs sharing a node do '
+                     'not share ports)', lower_bound=1024, upper_bound=65535,
+                     flag_values=FLAGS)
 flags.DEFINE_float('cluster_wait_secs', 300, "multi_worker: how long to wait "
-                   "for every task of $TF_CONFIG's cluster to answer before "
+                   "for every task of the cluster to answer before "
                    'giving up, naming the missing ones', flag_values=FLAGS)
 cli.positive('cluster_wait_secs', FLAGS)
 
@@ -61,6 +73,7 @@ import cifar10_input  # noqa: E402
 from cifar10_toolkit import checkpoints  # noqa: E402
 from cifar10_toolkit import cluster  # noqa: E402
 from cifar10_toolkit import config  # noqa: E402
+from cifar10_toolkit import errors  # noqa: E402
 from cifar10_toolkit import hardware  # noqa: E402
 from cifar10_toolkit import rendezvous  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
@@ -70,27 +83,35 @@ from cifar10_toolkit import train_loop  # noqa: E402
 
 def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
+  if FLAGS['cluster'].present and FLAGS.strategy != 'multi_worker':
+    if FLAGS['strategy'].present:
+      raise errors.FlagError('--cluster needs --strategy multi_worker')
+    FLAGS.strategy = 'multi_worker'
   multi_worker = FLAGS.strategy == 'multi_worker'
-  is_chief, task = cluster.worker_role() if multi_worker else (True, None)
+  found = cluster.find(FLAGS.cluster, FLAGS.port_base) if multi_worker \
+      else None
+  is_chief, task = (found.is_chief, found.task) if found else (True, None)
   device = hardware.describe()
   run = config.resolve(FLAGS, device, cluster.planned_replicas(
-      FLAGS.num_gpus, FLAGS.logical_devices, multi_worker),
+      FLAGS.num_gpus, FLAGS.logical_devices, found),
                        data_sets.get(FLAGS.dataset), models.get(FLAGS.model),
                        cifar10_input)
   hardware.set_threads(device, run.slices)  # before TensorFlow's runtime starts
   worker_dir = None
   if multi_worker:
+    cluster.bind_gpus(found)
     if FLAGS.logical_devices:
       cluster.split_device('GPU' if tf.config.list_physical_devices('GPU')
                            else 'CPU', FLAGS.logical_devices)
-    tasks, kind, index = cluster.read_tf_config()
-    heard = rendezvous.wait_for_cluster(tasks, kind, index,
+    heard = rendezvous.wait_for_cluster(found.spec, found.kind, found.index,
                                         FLAGS.cluster_wait_secs,
                                         run.cluster_terms())
-    told = None if is_chief else rendezvous.chief_seed(heard, tasks)
+    told = None if is_chief else rendezvous.chief_seed(heard, found.spec)
     if told:
-      run = run.with_chief_seed(*told, task='%s %d' % (kind, index))
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+      run = run.with_chief_seed(*told, task='%s %d' % (found.kind,
+                                                       found.index))
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=found.resolver())
     # TensorFlow's cluster set-up takes over the stop signals: take them
     # back, recording one that comes before training starts (GracefulStop
     # then stops at the first chance, on every worker)

@@ -3,8 +3,11 @@
 
   mirrored_devices(num_gpus, logical_devices)   a MirroredStrategy's devices
   split_device(device_type, count)              logical devices of one device
-  read_tf_config(), worker_role()               $TF_CONFIG, checked
-  planned_replicas(num_gpus, logical, multi)    the replicas, before TF starts
+  find(source, port_base)                       Cluster: this task's cluster,
+                                                from $TF_CONFIG or a Slurm
+                                                job step (slurm.py)
+  read_tf_config()                              $TF_CONFIG, checked
+  planned_replicas(num_gpus, logical, found)    the replicas, before TF starts
   lost_peer(error, task, train_dir)             the one line for a lost peer
 
 The rendezvous of a cluster's tasks, before TensorFlow's, is rendezvous.py.
@@ -14,10 +17,12 @@ import json
 import os
 import re
 import sys
+import typing
 
 import tensorflow as tf
 
 from cifar10_toolkit import errors
+from cifar10_toolkit import slurm
 
 GPU_MEMORY_PER_LOGICAL_DEVICE_MB = 8192
 
@@ -82,7 +87,8 @@ def read_tf_config():
     UsageError: one line saying what is missing or of the wrong type.
   """
   need = ('--strategy multi_worker needs TF_CONFIG, a JSON object with '
-          '"cluster" and "task"')
+          '"cluster" and "task"%s' % ('' if 'TF_CONFIG' in os.environ else
+                                      ', or a Slurm job step (srun)'))
   try:
     config = json.loads(os.environ.get('TF_CONFIG', ''))
   except ValueError as e:
@@ -116,26 +122,115 @@ def read_tf_config():
   return cluster, task['type'], task['index']
 
 
-def worker_role():
-  """(is_chief, task id) from $TF_CONFIG, as MultiWorkerMirroredStrategy sees it."""
-  cluster, kind, index = read_tf_config()
-  is_chief = kind == 'chief' or (
-      kind == 'worker' and index == 0 and 'chief' not in cluster)
-  return is_chief, '%s-%d' % (kind, index)
+SOURCES = ('auto', 'tf_config', 'slurm')
 
 
-def planned_replicas(num_gpus, logical_devices, multi_worker):
+class Cluster(typing.NamedTuple):
+  """This task's cluster: spec {task type: ['host:port', ...]}, this task's
+  type and index in it, where it was read ('tf_config' or 'slurm'), and
+  (Slurm) this task's place among its node's tasks and their number."""
+  spec: dict
+  kind: str
+  index: int
+  source: str
+  local: int = 0
+  tasks_here: int = 1
+
+  @property
+  def is_chief(self):
+    """As MultiWorkerMirroredStrategy sees it: the chief, else worker 0."""
+    return self.kind == 'chief' or (self.kind == 'worker' and self.index == 0
+                                    and 'chief' not in self.spec)
+
+  @property
+  def task(self):
+    return '%s-%d' % (self.kind, self.index)
+
+  def workers(self):
+    return sum(len(self.spec.get(k, [])) for k in ('chief', 'worker'))
+
+  def resolver(self):
+    """TensorFlow's cluster resolver for MultiWorkerMirroredStrategy:
+    TFConfigClusterResolver for $TF_CONFIG (as before), else the spec read
+    from Slurm, with this task's GPUs (after bind_gpus)."""
+    if self.source == 'tf_config':
+      return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    gpus = len(tf.config.get_visible_devices('GPU'))
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(self.spec), task_type=self.kind,
+        task_id=self.index, rpc_layer='grpc',
+        num_accelerators={'GPU': gpus} if gpus else None)
+
+  def gpus_each(self, gpus):
+    """How many of its node's gpus this task takes: a Slurm node's GPUs are
+    shared out among its tasks, unless Slurm bound them (--gpus-per-task)."""
+    if self.source != 'slurm' or 'SLURM_GPUS_PER_TASK' in os.environ:
+      return gpus
+    return gpus // self.tasks_here if gpus else 0
+
+
+def find(source='auto', port_base=None):
+  """This task's cluster, from $TF_CONFIG or the Slurm job step it runs in.
+
+  Args:
+    source: 'tf_config', 'slurm', or 'auto': $TF_CONFIG when it is set (a
+      note when inside a Slurm job step too), else the Slurm job step.
+    port_base: Slurm: the job's first port on each node (None: derived
+      from the job id).
+
+  Returns:
+    A Cluster.
+
+  Raises:
+    errors.UsageError: neither is there, or $TF_CONFIG is malformed (one
+      line saying which).
+    errors.FlagError: what Slurm says cannot be used (slurm.read).
+  """
+  in_step = slurm.in_job_step(os.environ)
+  if source == 'auto':
+    if 'TF_CONFIG' in os.environ and in_step:
+      print('Note: TF_CONFIG is set inside a Slurm job step: the cluster is '
+            'TF_CONFIG\'s (--cluster slurm to take Slurm\'s)', flush=True)
+    source = 'tf_config' if 'TF_CONFIG' in os.environ or not in_step \
+        else 'slurm'
+  if source == 'tf_config':
+    return Cluster(*read_tf_config(), source='tf_config')
+  step = slurm.read(os.environ, port_base)
+  if len(step.spec['worker']) == 1:
+    print('Note: this Slurm job step has one task: a cluster of one worker '
+          '(srun -n N for N workers)', flush=True)
+  return Cluster(step.spec, 'worker', step.rank, 'slurm', step.local,
+                 step.tasks_here)
+
+
+def bind_gpus(found):
+  """A Slurm task's own share of its node's GPUs (Cluster.gpus_each), made
+  the only ones TensorFlow sees; before its runtime starts.
+
+  Raises:
+    errors.UsageError: more tasks on the node than GPUs.
+  """
+  gpus = tf.config.list_physical_devices('GPU')
+  each = found.gpus_each(len(gpus))
+  if gpus and not each:
+    raise errors.UsageError(
+        '%d tasks on this node share %d GPU(s): run one task a GPU (srun '
+        '--ntasks-per-node %d), or one a node' % (found.tasks_here, len(gpus),
+                                                  len(gpus)))
+  if each < len(gpus):
+    tf.config.set_visible_devices(
+        gpus[found.local * each:(found.local + 1) * each], 'GPU')
+
+
+def planned_replicas(num_gpus, logical_devices, found=None):
   """The replicas of the run, known before TensorFlow's runtime starts (for
   --slices auto and the thread pools): this machine's devices (the logical
-  devices asked for, else its GPUs up to num_gpus, every GPU with
-  multi_worker, else the CPU), times the workers in $TF_CONFIG's cluster."""
+  devices asked for, else its GPUs up to num_gpus, a cluster task's share of
+  them, else the CPU), times the workers of the cluster found."""
   gpus = len(tf.config.list_physical_devices('GPU'))
-  local = logical_devices or max(1, gpus if multi_worker else
+  local = logical_devices or max(1, found.gpus_each(gpus) if found else
                                  min(num_gpus, gpus))
-  if not multi_worker:
-    return local
-  cluster, _, _ = read_tf_config()
-  return local * sum(len(cluster.get(k, [])) for k in ('chief', 'worker'))
+  return local * found.workers() if found else local
 
 
 def lost_peer(error, task, train_dir):

@@ -13,3 +13,8 @@ class NanLossError(Exception):
 
 class DataSetError(Exception):
   """A data set that is missing, cannot be fetched, or is malformed."""
+
+
+class FlagError(UsageError):
+  """A flag's value (or what it reads, such as Slurm's variables) that is
+  wrong: exit status 2, as a flag error found while parsing."""

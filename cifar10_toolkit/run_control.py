@@ -13,8 +13,8 @@
   check_finite(losses, ...)   a NaN loss stops the run, naming its step
 
 Exit status: 0 done; 1 a data, checkpoint or usage problem, a NaN loss, a file
-system error; 128 + the signal's number when stopped by a signal (after
-saving).
+system error; 2 a flag error; 128 + the signal's number when stopped by a
+signal (after saving).
 """
 
 import contextlib
@@ -49,6 +49,7 @@ def run_main(main, argv=None, ends_startup=True):
 
   Exit status: 0 done, 1 a data, checkpoint or usage problem, a NaN loss or
   a file system error (full disk, read-only folder: one line naming the file),
+  2 a flag error found after parsing (errors.FlagError),
   130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP (after saving).
   """
   prog = startup.prog()
@@ -62,6 +63,8 @@ def run_main(main, argv=None, ends_startup=True):
     return _fail('%s: interrupted' % prog, 130)
   try:
     return main(argv)
+  except errors.FlagError as e:
+    return _fail('%s: error: %s' % (prog, e), 2)
   except (errors.DataSetError, errors.UsageError, errors.NanLossError,
           OSError) as e:  # the toolkit's own, and the file system's
     return _fail('%s: error: %s' % (prog, e), 1)

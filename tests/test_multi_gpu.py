@@ -258,14 +258,16 @@ def test_planned_replicas_set_slices_auto(monkeypatch):
   # --slices auto sees the run's replicas before TensorFlow starts: one
   # device alone gets the single-device rule, several devices or workers 1.
   planned = cluster.planned_replicas
-  assert planned(1, 0, False) == 1
-  assert planned(1, 2, False) == 2
-  assert planned(4, 0, False) == 1  # no GPU here: the CPU
+  assert planned(1, 0) == 1
+  assert planned(1, 2) == 2
+  assert planned(4, 0) == 1  # no GPU here: the CPU
   monkeypatch.setenv('TF_CONFIG', json.dumps({
       'cluster': {'chief': ['a:1'], 'worker': ['b:1', 'c:1']},
       'task': {'type': 'worker', 'index': 0}}))
-  assert planned(1, 0, True) == 3
-  assert planned(1, 2, True) == 6
+  found = cluster.find('auto')
+  assert not found.is_chief and found.source == 'tf_config'
+  assert planned(1, 0, found) == 3
+  assert planned(1, 2, found) == 6
   cpu = hardware.Device('CPU', None, 2, False)  # 2 cores
   cli.parse(cifar10_multi_gpu_train.FLAGS, [])
   for replicas, slices in ((1, 2), (2, 1)):
