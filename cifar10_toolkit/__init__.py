@@ -11,6 +11,7 @@ data_helpers) and its data set (data_sets.get) down as arguments. Imports go dow
   1. errors        the toolkit's error types
   2. startup       a script's first seconds: Ctrl-C, TensorFlow's start-up
                    lines kept off stderr (no TensorFlow)
+     paths         paths TensorFlow can take, checked (no TensorFlow)
   3. cli           the flags on absl.flags: conventions, shared definitions,
                    one-line errors (no TensorFlow)
   4. download      a bounded download (no TensorFlow)
@@ -28,19 +29,23 @@ data_helpers) and its data set (data_sets.get) down as arguments. Imports go dow
      run_record    the data set and schedule a checkpoint records
      converted     data sets made into records: image folders, MATLAB
                    files (SVHN)
-  8. checkpoints   the checkpoint convention; resume, repair
+     slurm         a Slurm job step's tasks as a cluster
+     greetings     the rendezvous's signed greetings, served
+  8. checkpoint_index  a checkpoint folder's index file
+     rendezvous    a cluster's bounded wait before TensorFlow's
+  9. checkpoints   the checkpoint convention; resume, repair
      summaries     scalars, histograms, graph, HParams, profile
      lrn           the fast LRN kernels
      cluster       devices and workers for several replicas
      grad_ops      a step's gradients: across replicas, loss scaling
-  9. run_folder    a run's folder: checks, the lock, --fresh
+ 10. run_folder    a run's folder: checks, the lock, --fresh
      selection     --checkpoint, and the best checkpoint kept
      config        a training run's configuration, resolved once
- 10. device_input  the training set on the device, batches in the graph
+ 11. device_input  the training set on the device, batches in the graph
      fc_runs       the fully connected model's runs
      serving       the exported classifier
      evaluation    evaluating checkpoints
- 11. train_loop    the convnet's training loop
+ 12. train_loop    the convnet's training loop
   -- the root's library: data_sets and models (the data sets and models
      that ship), then cifar10_input, data_helpers, two_layer_fc, convnet,
      then resnet20 (which reuses parts of convnet)
@@ -52,10 +57,11 @@ data_helpers) and its data set (data_sets.get) down as arguments. Imports go dow
 ROOT_LIBRARY = ('data_sets', 'models', 'cifar10_input', 'data_helpers',
                 'two_layer_fc', 'convnet', 'resnet20')
 LAYERS = (
-    ('errors',), ('startup',), ('cli',), ('download', 'folders', 'plugins'),
-    ('dataset', 'interface'),
+    ('errors',), ('startup', 'paths'), ('cli',),
+    ('download', 'folders', 'plugins'), ('dataset', 'interface'),
     ('hardware', 'console', 'images'),
-    ('run_control', 'run_record', 'converted'),
+    ('run_control', 'run_record', 'converted', 'slurm', 'greetings'),
+    ('checkpoint_index', 'rendezvous'),
     ('checkpoints', 'summaries', 'lrn', 'cluster', 'grad_ops'),
     ('run_folder', 'selection', 'config'),
     ('device_input', 'fc_runs', 'serving', 'evaluation'), ('train_loop',),

@@ -1,7 +1,7 @@
 """A checkpoint folder's index: TensorFlow's `checkpoint` file, which lists
 the checkpoints a CheckpointManager keeps (and in time rotates out).
 
-  _listed_checkpoints(dir)      the steps it lists, and what is wrong with it
+  listed_checkpoints(dir)       the steps it lists, and what is wrong with it
   write_index(dir, steps)       rewrites it, atomically
   cleanup_interrupted_saves(dir)  what an interrupted save leaves
 
@@ -26,10 +26,10 @@ CHECKPOINT_PREFIX = 'ckpt'
 INDEX_FILE = 'checkpoint'  # TensorFlow's list of a folder's checkpoints
 
 
-_CKPT_RE = re.compile(r'^%s-(\d+)\.index$' % CHECKPOINT_PREFIX)
+CHECKPOINT_INDEX_RE = re.compile(r'^%s-(\d+)\.index$' % CHECKPOINT_PREFIX)
 
 
-def _listed_checkpoints(directory):
+def listed_checkpoints(directory):
   """Steps listed in directory's 'checkpoint' index file, and a problem.
 
   Only checkpoints inside directory count: an index that names another
@@ -63,7 +63,7 @@ def _listed_checkpoints(directory):
     if os.path.realpath(os.path.dirname(p)) != home:
       outside.append(p)
       continue
-    m = _CKPT_RE.match(os.path.basename(p) + '.index')
+    m = CHECKPOINT_INDEX_RE.match(os.path.basename(p) + '.index')
     if m:
       steps.add(int(m.group(1)))
   if outside:

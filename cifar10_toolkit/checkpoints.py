@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from cifar10_toolkit import errors
 from cifar10_toolkit.checkpoint_index import (  # noqa: F401 (its names)
-    CHECKPOINT_PREFIX, INDEX_FILE, _CKPT_RE, _listed_checkpoints,
+    CHECKPOINT_PREFIX, INDEX_FILE, CHECKPOINT_INDEX_RE, listed_checkpoints,
     cleanup_interrupted_saves, write_index)
 from cifar10_toolkit import run_control
 from cifar10_toolkit import run_record
@@ -79,11 +79,11 @@ def checkpoint_candidates(directory):
   Returns:
     (list of (step, path), index problem or None).
   """
-  listed, problem = _listed_checkpoints(directory)
+  listed, problem = listed_checkpoints(directory)
   on_disk = set()
   if os.path.isdir(directory):
     for name in os.listdir(directory):
-      m = _CKPT_RE.match(name)
+      m = CHECKPOINT_INDEX_RE.match(name)
       if m:
         on_disk.add(int(m.group(1)))
   steps = sorted(listed | on_disk, reverse=True)
@@ -286,7 +286,7 @@ def resume(ckpt, directory, repair=False, skip=None, data_set=None,
     if bad:
       print('Moved the unreadable checkpoint(s) to %s' %
             _set_aside_unreadable(directory, bad), flush=True)
-    listed, _ = _listed_checkpoints(directory)
+    listed, _ = listed_checkpoints(directory)
     if index_problem or bad or set(good) != listed:
       write_index(directory, good)
   return restored

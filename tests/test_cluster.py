@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from cifar10_toolkit import greetings
 from cifar10_toolkit import rendezvous
 from cifar10_toolkit import errors
 from conftest import free_ports, start_workers
@@ -101,13 +102,13 @@ class _Waiting:
 
   def peer(self, terms=None, key=None):
     """worker 1's side of an exchange: a _Task with the cluster's key."""
-    task = rendezvous._Task('worker 1', {'worker 0': self.tasks['worker'][0]},
+    task = greetings.Task('worker 1', {'worker 0': self.tasks['worker'][0]},
                             dict(terms or TERMS), key or
-                            rendezvous.cluster_key(self.tasks))
+                            greetings.cluster_key(self.tasks))
     return task
 
   def call(self, task):
-    return rendezvous._call(self.tasks['worker'][0], 'worker 0', task)
+    return greetings.call(self.tasks['worker'][0], 'worker 0', task)
 
   def greet(self, line):
     """Connects, reads the nonce, sends line (made from the nonce), and
@@ -126,7 +127,7 @@ class _Waiting:
 
 def _signed(key, nonce, greeting):
   text = json.dumps(greeting)
-  return (json.dumps({'greeting': text, 'nonce': 'n', 'mac': rendezvous._mac(
+  return (json.dumps({'greeting': text, 'nonce': 'n', 'mac': greetings.sign(
       key, nonce, text)}) + '\n').encode()
 
 
@@ -136,12 +137,12 @@ def test_only_genuine_greetings_are_believed(monkeypatch, capsys):
   --seed's range though signed, a key without the secret, JSON nested
   50,000 deep, a line past the bound. None is recorded, the thread goes on
   answering, and the genuine peer is then heard and hears worker 0."""
-  monkeypatch.setenv(rendezvous.SECRET_ENV, 's3cret')
+  monkeypatch.setenv(greetings.SECRET_ENV, 's3cret')
   w = _Waiting(monkeypatch)
-  key = rendezvous.cluster_key(w.tasks)
-  monkeypatch.setenv(rendezvous.SECRET_ENV, '')
-  guessed = rendezvous.cluster_key(w.tasks)  # the cluster known, not the secret
-  monkeypatch.setenv(rendezvous.SECRET_ENV, 's3cret')
+  key = greetings.cluster_key(w.tasks)
+  monkeypatch.setenv(greetings.SECRET_ENV, '')
+  guessed = greetings.cluster_key(w.tasks)  # the cluster known, not the secret
+  monkeypatch.setenv(greetings.SECRET_ENV, 's3cret')
   forged = dict(TERMS, **{'--batch_size': 64})
   lines = [
       lambda n: b'{"task": "worker 1", "terms": {"--batch_size": 64}}\n',

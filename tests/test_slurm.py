@@ -101,6 +101,19 @@ def test_auto_takes_tf_config_inside_a_step_with_a_note(monkeypatch, capsys):
   assert cluster.find('slurm', 3000).spec['worker'][0] == 'n9:3000'
 
 
+def test_a_step_of_one_task_is_a_cluster_of_one_with_a_note(monkeypatch,
+                                                            capsys):
+  monkeypatch.delenv('TF_CONFIG', raising=False)
+  for name, value in _step(0, nodelist='vm', per_node='1',
+                           SLURM_STEP_NUM_TASKS='1').items():
+    monkeypatch.setenv(name, value)
+  found = cluster.find('auto', 5000)
+  assert (found.spec, found.is_chief) == ({'worker': ['vm:5000']}, True)
+  assert capsys.readouterr().out == (
+      'Note: this Slurm job step has one task: a cluster of one worker '
+      '(srun -n N for N workers)\n')
+
+
 def test_cluster_slurm_outside_a_step_is_a_flag_error(monkeypatch, capsys):
   for name in list(os.environ):
     if name.startswith('SLURM'):
