@@ -194,7 +194,10 @@ def find(source='auto', port_base=None):
     source = 'tf_config' if 'TF_CONFIG' in os.environ or not in_step \
         else 'slurm'
   if source == 'tf_config':
-    return Cluster(*read_tf_config(), source='tf_config')
+    read_tf_config()  # (its checks, each one line; then TensorFlow's view)
+    tf_config = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    spec = {k: list(v) for k, v in tf_config.cluster_spec().as_dict().items()}
+    return Cluster(spec, tf_config.task_type, tf_config.task_id, 'tf_config')
   step = slurm.read(os.environ, port_base)
   if len(step.spec['worker']) == 1:
     print('Note: this Slurm job step has one task: a cluster of one worker '
