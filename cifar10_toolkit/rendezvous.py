@@ -22,6 +22,7 @@ $CIFAR10_CLUSTER_SECRET: without the secret, that stops strangers and other
 clusters that do not know the addresses, not one who does.
 """
 
+import errno
 import json
 import os
 import socket
@@ -52,7 +53,7 @@ def _listen(own, task):
     try:
       listener.bind(where)
     except OSError as e:
-      if e.errno != 99:  # EADDRNOTAVAIL: not an address of this machine
+      if e.errno != errno.EADDRNOTAVAIL:  # not an address of this machine
         raise
       task.note('anywhere', 'this task\'s host %s is not an address of '
                 'this machine: the rendezvous listens on every interface'
