@@ -122,9 +122,6 @@ def read_tf_config():
   return cluster, task['type'], task['index']
 
 
-SOURCES = ('auto', 'tf_config', 'slurm')
-
-
 class Cluster(typing.NamedTuple):
   """This task's cluster: spec {task type: ['host:port', ...]}, this task's
   type and index in it, where it was read ('tf_config' or 'slurm'), and
