@@ -56,15 +56,17 @@ def test_benchmark_smoke(shared_bin_dir, tmp_path):
   assert torch_row or out.startswith('PyTorch row skipped: '), out
   results = json.load(open(out_json))
   fig = results['figures']
+  repeats, turns = results['plan']['repeats'], results['plan']['turns']
+  assert repeats >= 2 and turns >= 2  # a median, and rounds to compare
   if results['slices'] > 1:
     assert re.search(r'^ *default but 1 slice, default threads.* %s%s$' % (
         NUMBER, FLOPS), out, re.M), out
     assert fig['train_one_slice']['median'] > 0
   for key in ('pipeline', 'train_default', 'train_loop1', 'train_previous',
               'train_xla', 'keras', 'eval', 'fc_steps_per_sec'):
-    assert fig[key]['median'] > 0 and len(fig[key]['repeats']) == 3
+    assert fig[key]['median'] > 0 and len(fig[key]['repeats']) == repeats
   for key in ('overhead_ms', 'overhead_ms_loop1'):
-    assert len(fig[key]['loop_ms_per_step']) == 3
+    assert len(fig[key]['loop_ms_per_step']) == repeats
   assert 100 < fig['peak_train_rss_mb'] < 100000
   ops = fig['ops_per_step']
   assert ops['gpu_configuration'] <= 10 < 100 < ops['cpu_default']
@@ -82,15 +84,15 @@ def test_benchmark_smoke(shared_bin_dir, tmp_path):
   assert ratios['best_peer'] in ([best_keras, 'torch'] if 'torch' in fig
                                  else [best_keras])
   ceiling = fig['ceiling_tflops']['median']
-  assert ceiling > 0 and len(fig['ceiling_tflops']['repeats']) == 3
+  assert ceiling > 0 and len(fig['ceiling_tflops']['repeats']) == repeats
   assert ratios['tflops']['train_default'] == pytest.approx(
       fig['train_default']['median'] * measures.flops_per_example() / 1e12)
   assert ratios['fraction_of_ceiling']['keras'] == pytest.approx(
       ratios['tflops']['keras'] / ceiling)
   # timed in turns: a ratio per round, printed
   by_round = ratios['default_over_best_keras_by_round']
-  assert len(by_round) == 3 and all(x > 0 for x in by_round)
-  assert re.search(r'^  in each round: %s %s %s +$' % ((NUMBER,) * 3), out,
+  assert len(by_round) == turns and all(x > 0 for x in by_round)
+  assert re.search(r'^  in each round:%s +$' % ((' ' + NUMBER) * turns), out,
                    re.M), out
   assert results['machine']['cores'] >= 1
 

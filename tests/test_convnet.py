@@ -452,7 +452,8 @@ def test_missing_data_one_line_error(tmp_path, monkeypatch, capsys):
 def test_signal_saves_a_checkpoint_before_exiting(shared_bin_dir, tmp_path,
                                                   sig):
   d = str(tmp_path / 't')
-  proc = start_script(['cifar10_train.py'] + train_args(shared_bin_dir, d))
+  proc = start_script(['cifar10_train.py'] + train_args(
+      shared_bin_dir, d, '--steps_per_loop', '20'))
   try:
     wait_for(proc, r'step 5, loss')
     proc.send_signal(sig)
@@ -463,7 +464,7 @@ def test_signal_saves_a_checkpoint_before_exiting(shared_bin_dir, tmp_path,
   step = int(tf.train.latest_checkpoint(d).rsplit('-', 1)[1])
   assert step >= 5
   assert 'saved checkpoint' in rest
-  # the signal's line at once, while a call of up to 100 steps runs (their
+  # the signal's line at once, while a call of up to 20 steps runs (their
   # lines print after it); every other line in time order
   stamped = re.findall(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+): (.*)$',
                        rest, re.M)
