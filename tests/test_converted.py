@@ -28,6 +28,9 @@ from cifar10_toolkit import run_control
 from conftest import ROOT
 from data_sets import SVHN, SVHN_EXTRA
 
+# a costly module fixture: its tests run in one process (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group('folder_run')
+
 COLOURS = {'blue': (20, 40, 220), 'green': (30, 200, 40), 'red': (220, 30, 30)}
 FORMATS = ('PNG', 'JPEG', 'BMP', 'GIF')
 

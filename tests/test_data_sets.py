@@ -32,6 +32,9 @@ from cifar10_toolkit import run_record
 from conftest import ROOT
 from data_sets import CIFAR10, CIFAR100, CIFAR100_COARSE
 
+# a costly module fixture: its tests run in one process (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group('cifar100_run')
+
 PARTIAL = 'cifar-100-partial.tar.gz'
 
 

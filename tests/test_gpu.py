@@ -25,6 +25,9 @@ from data_sets import CIFAR10
 from conftest import ROOT
 from conftest import tutorial_convnet_only
 
+# a costly module fixture: its tests run in one process (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group('gpu_audit')
+
 # The launches a step of the GPU configuration may make (the bound).
 MAX_GPU_OPS_PER_STEP = 10
 

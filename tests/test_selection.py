@@ -23,6 +23,9 @@ from cifar10_toolkit import run_control
 from cifar10_toolkit import selection
 from conftest import ROOT, checkpoint_params, train_args, write_py
 
+# a costly module fixture: its tests run in one process (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group('four_steps')
+
 
 @pytest.fixture(scope='module')
 def four_steps(shared_bin_dir, tmp_path_factory):

@@ -27,6 +27,9 @@ from conftest import (ROOT, checkpoint_params, free_ports, start_workers,
 
 import cifar10_multi_gpu_train
 
+# a costly module fixture: its tests run in one process (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group('slurm_cluster')
+
 
 def _step(rank, nodelist='n[9-10]', per_node='2(x2)', **more):
   """The SLURM_* variables of task `rank` of a job step."""

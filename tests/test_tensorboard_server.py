@@ -34,7 +34,8 @@ LAYERS = convnet.NETWORK  # each layer a box of the graph
 SERVER_START_SECS = 90  # bound on TensorBoard's start and first load
 
 
-pytestmark = pytest.mark.slow
+# costly module fixtures: its tests run in one process (--dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('tensorboard_server')]
 
 
 def _run(script, *args):
