@@ -48,8 +48,8 @@ PLAN = {'full': dict(repeats=5, steps=100, warmup=20, turns=7,
                       keras_processes=1, fc_steps=60, memory_steps=60,
                       eval_examples=2000, overhead_steps=600,
                       overhead_steps_1=200),
-        # --smoke: every row measured and printed, in a minute or two (what
-        # the tests run); its figures say nothing about speed
+        # --smoke: every row measured and printed, with the fewest steps
+        # and rounds (what the tests run); its figures say nothing about speed
         'smoke': dict(repeats=2, steps=4, warmup=2, turns=2,
                       keras_processes=1, fc_steps=10, memory_steps=20,
                       eval_examples=500, overhead_steps=250,
