@@ -106,7 +106,7 @@ def main(argv=None):
       record=run_record.RunRecord(data_set.name, {}))
   writer = tf.summary.create_file_writer(run_dir)
 
-  @tf.function
+  @tf.function(autograph=False)
   def train_step(images, labels):
     with tf.name_scope('train_step'):
       total, logits = two_layer_fc.training(model, state, images, labels,

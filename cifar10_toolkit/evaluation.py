@@ -57,7 +57,7 @@ class Evaluator:
     self.num_examples = num_examples
     self.raw_weights = raw_weights
 
-  @tf.function
+  @tf.function(autograph=False)
   def predict(self, images):
     """Top-1 classes (int32 [batch]) of float32 crops [batch, 24, 24, 3]."""
     logits, _ = self.model_lib.inference(self.model, images)

@@ -87,7 +87,8 @@ def check(module):
 
 def check_output(module, model, num_classes, image_shape):
   """Raises errors.UsageError, naming the module, when inference fails on
-  two blank images or does not give one logit per class.
+  two blank images (traced as the scripts trace it: a Python branch on a
+  tensor fails) or does not give one logit per class.
 
   Args:
     module: the model module; model: its Model.
@@ -95,8 +96,15 @@ def check_output(module, model, num_classes, image_shape):
     image_shape: (side, side, channels) the model is fed.
   """
   shape = [2] + list(image_shape)
-  try:
-    logits = module.inference(model, tf.zeros(shape))[0]
+  try:  # traced as the scripts trace it: in a graph, without AutoGraph
+    logits = tf.function(lambda images: module.inference(model, images)[0],
+                         autograph=False)(tf.zeros(shape))
+  except tf.errors.OperatorNotAllowedInGraphError:
+    raise errors.UsageError(
+        '%s: inference branches or loops on a tensor in Python, which the '
+        "scripts' graph functions (traced without AutoGraph) cannot do: "
+        'use tf.cond or tf.while_loop there, or decorate that function '
+        'with @tf.autograph.to_graph (docs/extending.md)' % _where(module))
   except Exception as e:  # the user's code: say where, in one line
     raise errors.UsageError('%s: inference fails on a batch of shape %s: '
                             '%s: %s' % (_where(module), shape,

@@ -55,7 +55,7 @@ def _channel_window_sum(s):
                    for i in range(2 * radius + 1)])
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _lrn_forward(x, bias):
   """y in x's dtype, and r = rsqrt(d) (float32), kept for the gradient."""
   a = _activation(x, bias)
@@ -63,7 +63,7 @@ def _lrn_forward(x, bias):
   return tf.cast(a * (r * tf.sqrt(r)), x.dtype), r
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _lrn_backward(x, bias, g, r):
   """The gradient with respect to x (and bias, if given), from the
   forward's r: no second channel sum of a^2, no second rsqrt."""

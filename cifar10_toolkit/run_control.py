@@ -89,7 +89,8 @@ def warm_up():
   """Makes TensorFlow say its once-only start-up lines now, while they are
   captured (startup.end_startup): oneDNN's notice about small integer
   types comes with the first graph that holds one."""
-  tf.function(lambda x: tf.transpose(x))(tf.zeros([1, 2], tf.int32))
+  tf.function(lambda x: tf.transpose(x), autograph=False)(
+      tf.zeros([1, 2], tf.int32))
 
 
 class ClosableConsole:

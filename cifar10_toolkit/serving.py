@@ -72,8 +72,9 @@ class Classifier(tf.Module):
     crop = input_lib.crop_size(side)
     self.input_form = INPUT % (data_set.image_shape + (data_set.title, crop,
                                                        crop))
-    self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec(
-        [None] + list(data_set.image_shape), tf.uint8, name='images')])
+    self.serve = tf.function(self._serve, autograph=False, input_signature=[
+        tf.TensorSpec([None] + list(data_set.image_shape), tf.uint8,
+                      name='images')])
 
   def _serve(self, images):
     """Classifies uint8 images [N, height, width, channels]: center crop
@@ -85,7 +86,7 @@ class Classifier(tf.Module):
     return {'probabilities': tf.nn.softmax(logits), 'classes': classes,
             'class_names': tf.gather(self.class_names, classes)}
 
-  @tf.function(input_signature=[])
+  @tf.function(input_signature=[], autograph=False)
   def metadata(self):
     """The class names (the probabilities' columns) and the input's form."""
     return {'class_names': self.class_names,

@@ -119,9 +119,11 @@ def make_train_loop(strategy, model_lib, model, state, global_batch, feed,
   if not jit_compile:
     replica_step = whole_step
   elif replicas == 1:
-    replica_step = tf.function(whole_step, jit_compile=True)
+    replica_step = tf.function(whole_step, jit_compile=True,
+                               autograph=False)
   else:
-    first_half = tf.function(first_half, jit_compile=True)
+    first_half = tf.function(first_half, jit_compile=True,
+                             autograph=False)
 
     def replica_step(batch, with_summaries):
       return second_half(first_half(batch, with_summaries))
@@ -155,19 +157,24 @@ def make_train_loop(strategy, model_lib, model, state, global_batch, feed,
       return tf.cond(due, lambda: finished(loss),
                      lambda: tf.constant(np.nan, tf.float64))
 
-  @tf.function
+  # (AutoGraph off: the loop is written as the graph loop it is, and
+  # tracing skips converting every function that a step calls)
+  @tf.function(autograph=False)
   def train_loop(iterator, num_steps, votes, first_logged=0,
                  log_frequency=1):
-    losses = tf.TensorArray(tf.float32, size=num_steps)
-    times = tf.TensorArray(tf.float64, size=num_steps)
-    for i in tf.range(num_steps):
+    def body(i, losses, times):
       out = step(iterator, False)
-      losses = losses.write(i, out['total_loss'])
-      times = times.write(i, console_time(out['total_loss'], i,
-                                          first_logged, log_frequency))
+      return (i + 1, losses.write(i, out['total_loss']),
+              times.write(i, console_time(out['total_loss'], i,
+                                          first_logged, log_frequency)))
+    _, losses, times = tf.while_loop(
+        lambda i, *_: i < num_steps, body,
+        (tf.constant(0), tf.TensorArray(tf.float32, size=num_steps),
+         tf.TensorArray(tf.float64, size=num_steps)),
+        maximum_iterations=num_steps)
     return losses.stack(), times.stack(), agree(votes)
 
-  @tf.function
+  @tf.function(autograph=False)
   def summary_step(iterator, votes):
     out = step(iterator, True)
     with tf.name_scope('outputs'):
@@ -377,7 +384,7 @@ def _setup(config, strategy, is_chief, worker_dir):
   writer = (summaries.summary_writer(config.train_dir) if is_chief
             else tf.summary.create_noop_writer())
 
-  @tf.function
+  @tf.function(autograph=False)
   def summarize(out, step, rate):
     write_summaries(out, model, state, step, rate, config.model_lib,
                     config.input_lib)

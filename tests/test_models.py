@@ -120,6 +120,34 @@ def test_a_module_that_lacks_part_of_the_interface_is_one_line(tmp_path):
     models.get('nosuch')
 
 
+# inference with a Python branch on a tensor, then the same under
+# @tf.autograph.to_graph, which the one line names as the fix
+BRANCHING = """
+%s
+def inference(model, images, compute_dtype=tf.float32, slices=1):
+  if tf.reduce_mean(images) > 0:
+    images = -images
+  return plain_inference(model, images, compute_dtype, slices)
+"""
+
+
+def test_a_python_branch_on_a_tensor_is_one_line_naming_the_fix(tmp_path):
+  """The scripts trace models without AutoGraph: the model's check says so
+  before anything trains."""
+  path = _write_model(str(tmp_path), 'branching')
+  with open(path, 'a') as f:
+    f.write('\nplain_inference = inference\n' + BRANCHING % '')
+  mine = models.get(path)
+  with pytest.raises(errors.UsageError, match=(
+      r'^model module branching \(.*branching.py\): inference branches or '
+      r'loops on a tensor in Python, .* or decorate that function with '
+      r'@tf.autograph.to_graph \(docs/extending.md\)$')):
+    config.new_model(mine, cifar10_input, CIFAR10)
+  with open(path, 'a') as f:
+    f.write(BRANCHING % '\n@tf.autograph.to_graph')
+  config.new_model(models.get(path), cifar10_input, CIFAR10)
+
+
 def test_xla_with_several_replicas_needs_trainings_two_halves(tmp_path):
   mine = models.get(_write_model(str(tmp_path)))
   assert not interface.splits(mine)

@@ -131,7 +131,7 @@ def trace(config, slices=1):
   outputs = tf.nest.map_structure(_spec,
                                   out['summary_step'].structured_outputs[0])
   summarize = tf.function(lambda o, step, rate: train_loop.write_summaries(
-      o, model, state, step, rate, convnet, cifar10_input))
+      o, model, state, step, rate, convnet, cifar10_input), autograph=False)
   with tempfile.TemporaryDirectory() as logdir:
     with tf.summary.create_file_writer(logdir).as_default():
       out['summaries'] = summarize.get_concrete_function(
