@@ -207,9 +207,12 @@ def test_nan_inside_a_loop_names_its_step_and_saves_nothing(
                             '--save_checkpoint_secs', '0.001'])
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and len(err) == 1, err
-  assert re.search(r'error: loss is nan at step 15; stopped without saving, '
-                   r'the last good checkpoint is .*ckpt-2$', err[0]), err
-  assert tf.train.latest_checkpoint(d).endswith('ckpt-2')
+  # (ckpt-3 when the 1 ms between the loop's start and the first call's
+  # save vote passed: a loaded machine may pause between them)
+  m = re.search(r'error: loss is nan at step 15; stopped without saving, '
+                r'the last good checkpoint is .*(ckpt-[23])$', err[0])
+  assert m, err
+  assert tf.train.latest_checkpoint(d).endswith(m.group(1))
 
 
 @pytest.mark.slow
