@@ -54,26 +54,19 @@ def test_a_terminal_that_hangs_up_saves_like_sighup(shared_bin_dir, tmp_path):
   assert _step(d) >= 6
 
 
-def test_a_full_disk_under_the_log_does_not_stop_training(shared_bin_dir,
-                                                         tmp_path):
-  d = str(tmp_path / 't')
-  with open('/dev/full', 'w') as full:  # every write: ENOSPC
-    p = subprocess.run(_args(shared_bin_dir, d, 30), cwd=ROOT, stdout=full,
-                       stderr=subprocess.PIPE, text=True, timeout=300)
-  assert p.returncode == 0, p.stderr
-  assert _step(d) == 30
-
-
-@pytest.mark.parametrize('closed', ['>&-', '2>&-', '>&- 2>&-'])
-def test_closed_stdout_or_stderr_trains_silently(shared_bin_dir, tmp_path,
-                                                 closed):
+# stdout closed (EBADF; nothing said on stderr about it), then stdout on a
+# full disk (ENOSPC, /dev/full) with stderr closed: two runs, as a shell
+# starts them, for what were four (each stream copes on its own)
+@pytest.mark.parametrize('redirect', ['>&-', '>/dev/full 2>&-'])
+def test_closed_or_full_stdout_or_stderr_trains_silently(shared_bin_dir,
+                                                         tmp_path, redirect):
   d = str(tmp_path / 't')
   command = ' '.join("'%s'" % a for a in _args(shared_bin_dir, d, 20))
-  p = subprocess.run(['sh', '-c', 'exec %s %s' % (command, closed)], cwd=ROOT,
-                     capture_output=True, text=True, timeout=300)
+  p = subprocess.run(['sh', '-c', 'exec %s %s' % (command, redirect)],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert p.returncode == 0, p.stderr
   assert _step(d) == 20
-  if '2>&-' not in closed:
+  if '2>&-' not in redirect:
     assert p.stderr == ''
 
 
