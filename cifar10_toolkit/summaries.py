@@ -3,6 +3,7 @@ graph, HParams, the profiler.
 
   summary_writer(logdir)              a tf.summary writer for a run folder
   write_scalars, write_histograms     tags and buckets as TensorBoard expects
+  write_summaries(...)                the tutorial's summaries of a step
   write_graph(fn, args)               the traced step, once per run
   write_hparams                       a run's values for HParams
   save_run_hparams, load_run_hparams  the same, for the evaluator's row
@@ -191,6 +192,23 @@ def write_histograms(values, step, suffix=''):
         tag, _flat_histogram(tf.reshape(tf.cast(value, tf.float32), [-1])),
         step=step, metadata=histogram_metadata.create_summary_metadata(tag,
                                                                        ''))
+
+
+def write_summaries(out, model, state, step, steps_per_sec, model_lib,
+                    input_lib):
+  """The tutorial's summaries of a step's outputs (docs/tensorboard.md)."""
+  averages = model_lib.loss_averages(state)
+  write_scalars({'learning_rate': out['learning_rate'],
+                           'global_step/sec': steps_per_sec}, step)
+  for name in state.loss_averages:
+    tf.summary.scalar(name + ' (raw)', out[name], step=step)
+    tf.summary.scalar(name, averages[name], step=step)
+  write_histograms(out['activations'], step, '/activations')
+  write_scalars({layer + '/sparsity': tf.math.zero_fraction(act)
+                           for layer, act in out['activations'].items()}, step)
+  write_histograms(model.params, step)
+  write_histograms(out['gradients'], step, '/gradients')
+  input_lib.image_summary(out['images'], step)
 
 
 def write_graph(fn, args):

@@ -4,7 +4,6 @@ cifar10_multi_gpu_train.py.
   train(config, strategy)      the whole run: resume, loop, save; exit status
   make_train_loop(...)         the graph functions: many steps per call, or
                                one step with the summaries' outputs
-  write_summaries(...)         the tutorial's summaries of a step
 
 The run's configuration is config.TrainConfig, resolved once by the script
 (its data set, model and input libraries too); the feeds are device_input's.
@@ -34,23 +33,6 @@ from cifar10_toolkit import summaries
 # --steps_per_loop when steps are slow, e.g. float16 emulated on a CPU), so
 # that a stop signal or a due checkpoint waits no longer.
 CALL_SECS = 10
-
-
-def write_summaries(out, model, state, step, steps_per_sec, model_lib,
-                    input_lib):
-  """The tutorial's summaries of a step's outputs (docs/tensorboard.md)."""
-  averages = model_lib.loss_averages(state)
-  summaries.write_scalars({'learning_rate': out['learning_rate'],
-                           'global_step/sec': steps_per_sec}, step)
-  for name in state.loss_averages:
-    tf.summary.scalar(name + ' (raw)', out[name], step=step)
-    tf.summary.scalar(name, averages[name], step=step)
-  summaries.write_histograms(out['activations'], step, '/activations')
-  summaries.write_scalars({layer + '/sparsity': tf.math.zero_fraction(act)
-                           for layer, act in out['activations'].items()}, step)
-  summaries.write_histograms(model.params, step)
-  summaries.write_histograms(out['gradients'], step, '/gradients')
-  input_lib.image_summary(out['images'], step)
 
 
 def _first_replica(strategy, structure):
@@ -386,8 +368,8 @@ def _setup(config, strategy, is_chief, worker_dir):
 
   @tf.function(autograph=False)
   def summarize(out, step, rate):
-    write_summaries(out, model, state, step, rate, config.model_lib,
-                    config.input_lib)
+    summaries.write_summaries(out, model, state, step, rate,
+                              config.model_lib, config.input_lib)
 
   if is_chief:
     values = config.hparams(dataset.fingerprint(config.data_dir, data_set))

@@ -64,6 +64,7 @@ from cifar10_toolkit import device_input  # noqa: E402
 from cifar10_toolkit import evaluation  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import serving  # noqa: E402
+from cifar10_toolkit import summaries  # noqa: E402
 from cifar10_toolkit import train_loop  # noqa: E402
 from tools import kernel_audit  # noqa: E402
 
@@ -130,7 +131,7 @@ def trace(config, slices=1):
                                                             votes)}
   outputs = tf.nest.map_structure(_spec,
                                   out['summary_step'].structured_outputs[0])
-  summarize = tf.function(lambda o, step, rate: train_loop.write_summaries(
+  summarize = tf.function(lambda o, step, rate: summaries.write_summaries(
       o, model, state, step, rate, convnet, cifar10_input), autograph=False)
   with tempfile.TemporaryDirectory() as logdir:
     with tf.summary.create_file_writer(logdir).as_default():
