@@ -199,13 +199,13 @@ def write_summaries(out, model, state, step, steps_per_sec, model_lib,
   """The tutorial's summaries of a step's outputs (docs/tensorboard.md)."""
   averages = model_lib.loss_averages(state)
   write_scalars({'learning_rate': out['learning_rate'],
-                           'global_step/sec': steps_per_sec}, step)
+                 'global_step/sec': steps_per_sec}, step)
   for name in state.loss_averages:
     tf.summary.scalar(name + ' (raw)', out[name], step=step)
     tf.summary.scalar(name, averages[name], step=step)
   write_histograms(out['activations'], step, '/activations')
   write_scalars({layer + '/sparsity': tf.math.zero_fraction(act)
-                           for layer, act in out['activations'].items()}, step)
+                 for layer, act in out['activations'].items()}, step)
   write_histograms(model.params, step)
   write_histograms(out['gradients'], step, '/gradients')
   input_lib.image_summary(out['images'], step)
