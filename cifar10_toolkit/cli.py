@@ -369,6 +369,8 @@ def _usage_error(message):
 def parse_early(flag_values, doc, positional=None):
   """For a script run as __main__: parses sys.argv before TensorFlow loads,
   so that -h and flag errors answer at once (main() parses again: cheap),
-  then hides TensorFlow's start-up lines (startup.hide_startup_noise)."""
+  then hides TensorFlow's start-up lines (startup.hide_startup_noise) and
+  keeps TensorFlow from importing Keras (startup.defer_keras)."""
   parse(flag_values, doc=doc, positional=positional)
   startup.hide_startup_noise()
+  startup.defer_keras()

@@ -7,6 +7,8 @@ imported here).
   interrupted()         whether that happened (importing TensorFlow swallows
                         the KeyboardInterrupt)
   hide_startup_noise()  TensorFlow's benign start-up lines kept off stderr
+  defer_keras()         TensorFlow loads without importing Keras (tf.keras
+                        still imports it, when first used)
   end_startup()         ... until here: fd 2 is the real stderr again, for
                         the rest of the run, with no thread or pipe in between
   noise_hidden()        the same around a block (a TFLite conversion)
@@ -25,6 +27,8 @@ the one line of a Ctrl-C.
 import atexit
 import contextlib
 import faulthandler
+import importlib.abc
+import importlib.machinery
 import os
 import re
 import signal
@@ -145,6 +149,42 @@ def end_startup(warm=None):
                           driver)]
   if kept:
     os.write(2, b''.join(kept))
+
+
+class _KerasLater(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  """Refuses the import of Keras while TensorFlow's own __init__ runs.
+
+  TensorFlow 2.21 imports Keras 3 eagerly at the end of `import tensorflow`
+  (keras.src.optimizers, which brings matplotlib.pyplot and IPython), in a
+  try that passes over an ImportError: about 1.4 s of CPU at every start on
+  2 cores of an AMD EPYC, for a toolkit that uses no Keras. tf.keras stays
+  a lazy loader and imports Keras whenever something first uses it.
+  TensorFlow also asks where Keras is (importlib.util.find_spec) to set
+  up tf.keras's path: that gets the real spec's origin, only its loader
+  refuses.
+  """
+
+  def find_spec(self, name, path=None, target=None):
+    tf = sys.modules.get('tensorflow')
+    if name != 'keras' or tf is None or not getattr(
+        getattr(tf, '__spec__', None), '_initializing', False):
+      return None
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is not None:
+      spec.loader = self
+    return spec
+
+  def create_module(self, spec):
+    raise ImportError('Keras is imported when tf.keras is first used')
+
+  def exec_module(self, module):
+    pass
+
+
+def defer_keras():
+  """TensorFlow, imported after this, loads without importing Keras."""
+  if not any(isinstance(f, _KerasLater) for f in sys.meta_path):
+    sys.meta_path.insert(0, _KerasLater())
 
 
 _interrupted = []

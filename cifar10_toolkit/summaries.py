@@ -58,7 +58,9 @@ def write_hparams(values, metrics, trial_id=None):
       training run and the evaluation of its checkpoints, in whatever
       folders) make one row, each bringing its own metrics.
   """
-  from tensorboard.plugins.hparams import api as hp
+  # summary_v2 is what hparams.api re-exports, less its Keras callback
+  # (api imports Keras for it: over a second of CPU at every start)
+  from tensorboard.plugins.hparams import summary_v2 as hp
   ranked = ranked_names(values)
   hp.hparams_config(
       hparams=[hp.HParam(ranked[k], display_name=k) for k in values],

@@ -37,6 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # scripts keep them out of theirs (pytest -n's workers would print them)
 from cifar10_toolkit import startup  # noqa: E402
 startup.hide_startup_noise()
+startup.defer_keras()  # as the scripts load TensorFlow
 
 import tensorflow as tf  # noqa: E402
 

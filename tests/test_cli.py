@@ -39,12 +39,17 @@ def test_help_and_flag_errors_do_not_load_tensorflow(script):
 
 @pytest.mark.slow
 def test_a_run_prints_no_tensorflow_noise(shared_bin_dir, tmp_path):
+  # with Python's import times on stderr: a whole run imports no Keras
+  # (TensorFlow's eager import is deferred, and nothing uses tf.keras)
   p = subprocess.run(
-      [sys.executable, 'cifar10_train.py'] + train_args(
+      [sys.executable, '-X', 'importtime', 'cifar10_train.py'] + train_args(
           shared_bin_dir, str(tmp_path / 't')) + ['--max_steps', '2'],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  assert p.returncode == 0 and p.stderr == '', p.stderr
+  imports = [l for l in p.stderr.splitlines() if l.startswith('import time')]
+  assert p.returncode == 0 and p.stderr.count('\n') == len(imports), p.stderr
+  assert [l for l in imports if re.search(r'\| +tensorflow$', l)]
+  assert not [l for l in imports if re.search(r'\| +keras$', l)]
   assert 'saved checkpoint' in p.stdout
 
 
@@ -230,6 +235,29 @@ def test_startup_lines_are_kept_off_stderr_and_the_rest_passes(tmp_path):
                      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
   assert p.stderr == 'real line 1\nreal line 2\n'
   assert 'memfd' not in p.stdout
+
+
+def test_tensorflow_loads_without_keras_and_tf_keras_still_works():
+  # what parse_early does before every script imports TensorFlow: Keras,
+  # which TensorFlow would import eagerly, is left until tf.keras is used
+  code = (
+      'import sys\n'
+      'sys.path.insert(0, %r)\n'
+      'sys.argv = ["script.py"]\n'
+      'from absl import flags\n'
+      'from cifar10_toolkit import cli, startup\n'
+      'cli.parse_early(flags.FlagValues(), "doc")\n'
+      'import tensorflow as tf\n'
+      'startup.end_startup()\n'
+      'print(sorted(m for m in ("keras", "matplotlib", "IPython")\n'
+      '             if m in sys.modules))\n'
+      'from tensorflow.keras import layers\n'
+      'print(layers.Dense(3)(tf.ones([1, 2])).shape, "keras" in sys.modules)\n'
+      % ROOT)
+  p = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                     text=True, timeout=120)
+  assert p.returncode == 0, p.stderr
+  assert p.stdout == '[]\n(1, 3) True\n', p.stdout
 
 
 @pytest.mark.slow
