@@ -156,8 +156,8 @@ class _KerasLater(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
   TensorFlow 2.21 imports Keras 3 eagerly at the end of `import tensorflow`
   (keras.src.optimizers, which brings matplotlib.pyplot and IPython), in a
-  try that passes over an ImportError: about 1.4 s of CPU at every start on
-  2 cores of an AMD EPYC, for a toolkit that uses no Keras. tf.keras stays
+  try that passes over an ImportError: a good part of every start (figures
+  in docs/performance.md), for a toolkit that uses no Keras. tf.keras stays
   a lazy loader and imports Keras whenever something first uses it.
   TensorFlow also asks where Keras is (importlib.util.find_spec) to set
   up tf.keras's path: that gets the real spec's origin, only its loader

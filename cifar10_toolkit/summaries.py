@@ -59,7 +59,7 @@ def write_hparams(values, metrics, trial_id=None):
       folders) make one row, each bringing its own metrics.
   """
   # summary_v2 is what hparams.api re-exports, less its Keras callback
-  # (api imports Keras for it: over a second of CPU at every start)
+  # (for which api imports Keras: see startup.defer_keras)
   from tensorboard.plugins.hparams import summary_v2 as hp
   ranked = ranked_names(values)
   hp.hparams_config(
