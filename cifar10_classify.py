@@ -78,6 +78,7 @@ cli.define_model_flag(FLAGS, models.NAMES, models.known, models.CHOICES)
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__, 'IMAGE')  # -h, flag errors: before TF loads
+  models.before_tensorflow(FLAGS.model)  # (oneDNN for some models)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

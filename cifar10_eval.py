@@ -54,6 +54,7 @@ flags.DEFINE_boolean('raw_weights', False, 'evaluate the raw weights, not '
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
+  models.before_tensorflow(FLAGS.model)  # (oneDNN for some models)
 
 import cifar10_input  # noqa: E402  (TensorFlow loads here)
 from cifar10_toolkit import checkpoints  # noqa: E402

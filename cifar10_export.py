@@ -65,6 +65,7 @@ cli.define_model_flag(FLAGS, models.NAMES, models.known, models.CHOICES)
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
+  models.before_tensorflow(FLAGS.model)  # (oneDNN for some models)
 
 import cifar10_input  # noqa: E402  (TensorFlow loads here)
 from cifar10_toolkit import run_control  # noqa: E402

@@ -67,6 +67,7 @@ cli.positive('cluster_wait_secs', FLAGS)
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
+  models.before_tensorflow(FLAGS.model)  # (oneDNN for some models)
 
 import tensorflow as tf  # noqa: E402
 import cifar10_input  # noqa: E402

@@ -29,6 +29,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags  # noqa: E402
 
+import models  # noqa: E402
 from cifar10_toolkit import cli  # noqa: E402
 from cifar10_toolkit import startup  # noqa: E402
 
@@ -54,6 +55,9 @@ flags.DEFINE_enum('serve', None, SERVED, 'internal: a child timing one '
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
+  # oneDNN as cifar10_train.py --model resnet20 has it, for every row: the
+  # peers run the same TensorFlow
+  models.before_tensorflow('resnet20')
 
 import tensorflow as tf  # noqa: E402
 

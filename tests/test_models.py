@@ -102,6 +102,18 @@ def test_the_tutorials_convnet_is_the_default_and_has_the_interface():
   assert cifar10_train.FLAGS['model'].default == 'convnet'
 
 
+@pytest.mark.parametrize('name,before,after', [
+    ('resnet20', None, '1'), ('resnet20', '0', '0'), ('convnet', None, None)])
+def test_onednn_for_the_models_that_ask_unless_the_user_set_it(
+    monkeypatch, name, before, after):
+  monkeypatch.setattr(models.platform, 'machine', lambda: 'x86_64')
+  monkeypatch.delenv('TF_ENABLE_ONEDNN_OPTS', raising=False)
+  if before is not None:
+    monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', before)
+  models.before_tensorflow(name)
+  assert os.environ.get('TF_ENABLE_ONEDNN_OPTS') == after
+
+
 def test_a_module_that_lacks_part_of_the_interface_is_one_line(tmp_path):
   path = _write_model(str(tmp_path), 'no_training', training='')
   with pytest.raises(errors.UsageError, match=(
