@@ -51,6 +51,25 @@ def test_the_papers_architecture_and_schedule():
       pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
+@pytest.mark.parametrize('dtype', [tf.float32, tf.bfloat16])
+def test_the_shortcuts_subsample_is_every_other_pixel_bit_for_bit(dtype):
+  x = tf.cast(_images(4) * 3.0 - 1.0, dtype)
+  dy = tf.cast(_images(4, seed=1)[:, :16, :16, :], dtype)
+  results = []
+  for subsample in (lambda x: x[:, ::2, ::2, :],
+                    resnet20._every_other_pixel):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = subsample(x)
+    results.append((y, tape.gradient(y, x, dy)))
+  (y0, g0), (y1, g1) = results
+  assert y1.dtype == dtype and y1.shape == [4, 16, 16, 3]
+  np.testing.assert_array_equal(tf.cast(y0, tf.float32),
+                                tf.cast(y1, tf.float32))
+  np.testing.assert_array_equal(tf.cast(g0, tf.float32),
+                                tf.cast(g1, tf.float32))
+
+
 def test_batch_norm_normalizes_the_whole_batch_across_slices():
   images, labels = _images(16), tf.constant(np.arange(16) % 10, tf.int32)
   model = resnet20.Model(1, 10, 32)
