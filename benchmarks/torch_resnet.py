@@ -80,9 +80,18 @@ class ResNet20(torch.nn.Module):
 def augmented_batch(images, labels, generator):
   """A random batch padded, cropped, flipped and standardised: float32
   NCHW in channels_last memory, and its labels."""
-  n = BATCH_SIZE
-  idx = torch.randint(0, images.shape[0], (n,), generator=generator)
-  x = F.pad(images[idx].float(), (PAD, PAD, PAD, PAD))
+  idx = torch.randint(0, images.shape[0], (BATCH_SIZE,), generator=generator)
+  return augment(images[idx], generator), labels[idx]
+
+
+def augment(images, generator, mean=None, std=None):
+  """uint8 NCHW images zero-padded by PAD (black), each cropped back to
+  IMAGE x IMAGE at random and flipped with probability 1/2; then
+  standardised per image (as the toolkit), or with mean and std ([3]
+  tensors, of pixels in [0, 1]) per channel. Returns float32 NCHW in
+  channels_last memory."""
+  n = images.shape[0]
+  x = F.pad(images.float(), (PAD, PAD, PAD, PAD))
   oy, ox = torch.randint(0, 2 * PAD + 1, (2, n), generator=generator)
   rows = (oy[:, None] + torch.arange(IMAGE))[:, None, :, None]
   cols = (ox[:, None] + torch.arange(IMAGE))[:, None, None, :]
@@ -90,11 +99,20 @@ def augmented_batch(images, labels, generator):
         torch.arange(3)[None, :, None, None], rows, cols]
   flip = torch.rand(n, generator=generator) < 0.5
   x = torch.where(flip[:, None, None, None], x.flip(3), x)
-  mean = x.mean(dim=(1, 2, 3), keepdim=True)
-  std = torch.maximum(x.std(dim=(1, 2, 3), keepdim=True, unbiased=False),
-                      torch.tensor(1.0 / math.sqrt(x[0].numel())))
-  return ((x - mean) / std).contiguous(
-      memory_format=torch.channels_last), labels[idx]
+  return standardise(x, mean, std)
+
+
+def standardise(x, mean=None, std=None):
+  """float32 NCHW pixels (0-255): per image, as
+  tf.image.per_image_standardization, or per channel by mean and std."""
+  if mean is not None:
+    x = (x / 255.0 - mean[:, None, None]) / std[:, None, None]
+  else:
+    mu = x.mean(dim=(1, 2, 3), keepdim=True)
+    sd = torch.maximum(x.std(dim=(1, 2, 3), keepdim=True, unbiased=False),
+                       torch.tensor(1.0 / math.sqrt(x[0].numel())))
+    x = (x - mu) / sd
+  return x.contiguous(memory_format=torch.channels_last)
 
 
 def make_step(model, bf16):

@@ -1,7 +1,8 @@
-"""The PyTorch peer's LRN (a band-matrix matmul) against TensorFlow's own,
-values and gradients, run where an interpreter with torch is given
+"""The PyTorch peers, run where an interpreter with torch is given
 ($CIFAR10_TORCH_PYTHON, or this one if it has torch); skipped elsewhere (CI
-installs no torch)."""
+installs no torch): the convnet peer's LRN (a band-matrix matmul) against
+TensorFlow's own, values and gradients; ResNet-20's accuracy peer resuming
+to the weights of an unbroken run."""
 
 import os
 import subprocess
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT
+from conftest import ROOT, write_bin
 
 PEER = os.path.join(ROOT, 'benchmarks', 'torch_peer.py')
+ACCURACY = os.path.join(ROOT, 'benchmarks', 'torch_resnet_accuracy.py')
 
 
 def _torch_python():
@@ -47,3 +49,32 @@ def test_the_peers_lrn_matches_tensorflows(tmp_path):
   y3 = tf.nn.local_response_normalization(xt, depth_radius=3, bias=1.0,
                                           alpha=0.001 / 9.0, beta=0.75)
   assert np.abs(got['y'] - y3.numpy()).max() > 1e-3
+
+
+def test_the_resnet_accuracy_peer_resumes_to_an_unbroken_runs_weights(
+    tmp_path):
+  python = _torch_python()
+  write_bin(str(tmp_path), per_file=60, test_num=50)
+
+  def run(train_dir, steps):
+    return subprocess.run(
+        [python, ACCURACY, '--data_dir', str(tmp_path), '--train_dir',
+         str(tmp_path / train_dir), '--max_steps', str(steps), '--eval_steps',
+         '4', '--subset', '20', '--no_compile'], check=True, timeout=300,
+        capture_output=True, text=True).stdout
+  # batches span epochs (300 examples, 128 a batch)
+  unbroken = run('unbroken', 6)
+  assert 'step 4: precision @ 1 = ' in unbroken
+  assert 'on the 50 test images' in unbroken and 'on the first 20' in unbroken
+  run('broken', 4)
+  resumed = run('broken', 6)
+  assert 'resumed at step 4 ' in resumed and 'step 4:' not in resumed
+  differ = subprocess.run([python, '-c', """if 1:
+      import sys, torch
+      a, b = (torch.load(p)['model'] for p in sys.argv[1:])
+      assert a.keys() == b.keys()
+      print(max((a[k].double() - b[k].double()).abs().max().item()
+                for k in a))""", str(tmp_path / 'unbroken' / 'checkpoint.pt'),
+      str(tmp_path / 'broken' / 'checkpoint.pt')], check=True, timeout=120,
+      capture_output=True, text=True).stdout
+  assert float(differ) < 1e-5, differ
