@@ -20,9 +20,10 @@ torch_resnet.py (whose network, augmentation and precision it uses):
   - resumable: the model, the optimizer and the step are written to
     TRAIN_DIR/checkpoint.pt (whole, then renamed over the last) every
     --save_secs seconds, at each evaluation, at the end, and on SIGTERM or
-    SIGINT, after which it exits; the same command resumes. The shuffles
-    and crops are drawn from (--seed, epoch) and (--seed, step), so a
-    resumed run sees the batches it would have seen.
+    SIGINT, after which it exits; the same command resumes (and refuses a
+    checkpoint of another --seed or --per_image). The shuffles and crops
+    are drawn from (--seed, epoch) and (--seed, step), so a resumed run sees
+    the batches it would have seen.
 """
 
 import argparse
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import torch_resnet  # (beside this file)
-from torch_peer import RECORD_BYTES, load_train, native_bf16
+from torch_peer import RECORD_BYTES, TRAIN_FILES, load_train, native_bf16
 
 BATCH = torch_resnet.BATCH_SIZE
 TEST_FILE = 'test_batch.bin'
@@ -82,9 +83,14 @@ def precision(model, images, labels, norm, subset):
   return hits.mean().item(), hits[:subset].mean().item()
 
 
-def save(path, model, optimizer, step):
-  torch.save({'model': model.state_dict(), 'optimizer':
-              optimizer.state_dict(), 'step': step}, path + '.tmp')
+def save(path, model, optimizer, step, recipe):
+  """Writes the checkpoint whole beside path (never through a symlink),
+  then renames it over path."""
+  fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+               os.O_NOFOLLOW, 0o644)
+  with os.fdopen(fd, 'wb') as f:
+    torch.save({'model': model.state_dict(), 'optimizer':
+                optimizer.state_dict(), 'step': step, 'recipe': recipe}, f)
   os.replace(path + '.tmp', path)
 
 
@@ -100,6 +106,14 @@ def main():
   parser.add_argument('--per_image', action='store_true')
   parser.add_argument('--no_compile', action='store_true')
   args = parser.parse_args()
+  folder = os.path.join(args.data_dir, 'cifar-10-batches-bin')
+  for name in TRAIN_FILES + [TEST_FILE]:
+    if not os.path.isfile(os.path.join(folder, name)):
+      parser.error('--data_dir %s: no %s (the binary CIFAR-10 archive, '
+                   'extracted)' % (args.data_dir, os.path.join(
+                       'cifar-10-batches-bin', name)))
+  if os.path.exists(args.train_dir) and not os.path.isdir(args.train_dir):
+    parser.error('--train_dir %s is not a directory' % args.train_dir)
   torch.set_num_threads(os.cpu_count() or 1)
   images, labels = load_train(args.data_dir)
   test_images, test_labels = load_test(args.data_dir)
@@ -112,8 +126,16 @@ def main():
   os.makedirs(args.train_dir, exist_ok=True)
   path = os.path.join(args.train_dir, 'checkpoint.pt')
   step = 0
+  recipe = {'seed': args.seed, 'per_image': args.per_image}
   if os.path.exists(path):
-    state = torch.load(path)
+    try:
+      state = torch.load(path)
+    except Exception as e:  # (a file cut short, or not a checkpoint)
+      parser.error('%s cannot be read (%s): move it aside to start afresh'
+                   % (path, str(e).splitlines()[0]))
+    if state['recipe'] != recipe:
+      parser.error('%s was trained with %s, not %s: give its flags, or '
+                   'another --train_dir' % (path, state['recipe'], recipe))
     model.load_state_dict(state['model'])
     optimizer.load_state_dict(state['optimizer'])
     step = state['step']
@@ -151,10 +173,10 @@ def main():
                               args.subset), flush=True)
     if (step % args.eval_steps == 0 or step == args.max_steps or
         time.time() - saved > args.save_secs):
-      save(path, model, optimizer, step)
+      save(path, model, optimizer, step, recipe)
       saved = time.time()
   if stop:
-    save(path, model, optimizer, step)
+    save(path, model, optimizer, step, recipe)
     print('stopped at step %d by signal %d; saved to %s: the same command '
           'resumes' % (step, stop[0], path), flush=True)
   return 0

@@ -56,12 +56,13 @@ def test_the_resnet_accuracy_peer_resumes_to_an_unbroken_runs_weights(
   python = _torch_python()
   write_bin(str(tmp_path), per_file=60, test_num=50)
 
-  def run(train_dir, steps):
-    return subprocess.run(
+  def run(train_dir, steps, *extra, check=True):
+    done = subprocess.run(
         [python, ACCURACY, '--data_dir', str(tmp_path), '--train_dir',
          str(tmp_path / train_dir), '--max_steps', str(steps), '--eval_steps',
-         '4', '--subset', '20', '--no_compile'], check=True, timeout=300,
-        capture_output=True, text=True).stdout
+         '4', '--subset', '20', '--no_compile'] + list(extra), check=check,
+        timeout=300, capture_output=True, text=True)
+    return done if not check else done.stdout
   # batches span epochs (300 examples, 128 a batch)
   unbroken = run('unbroken', 6)
   assert 'step 4: precision @ 1 = ' in unbroken
@@ -78,3 +79,10 @@ def test_the_resnet_accuracy_peer_resumes_to_an_unbroken_runs_weights(
       str(tmp_path / 'broken' / 'checkpoint.pt')], check=True, timeout=120,
       capture_output=True, text=True).stdout
   assert float(differ) < 1e-5, differ
+  # another recipe's checkpoint: one line, and the checkpoint kept
+  before = (tmp_path / 'broken' / 'checkpoint.pt').read_bytes()
+  refused = run('broken', 8, '--per_image', check=False)
+  assert refused.returncode == 2 and refused.stdout == ''
+  assert ("checkpoint.pt was trained with {'seed': 1, 'per_image': False}, "
+          "not {'seed': 1, 'per_image': True}") in refused.stderr
+  assert (tmp_path / 'broken' / 'checkpoint.pt').read_bytes() == before
