@@ -20,10 +20,10 @@ torch_resnet.py (whose network, augmentation and precision it uses):
   - resumable: the model, the optimizer and the step are written to
     TRAIN_DIR/checkpoint.pt (whole, then renamed over the last) every
     --save_secs seconds, at each evaluation, at the end, and on SIGTERM or
-    SIGINT, after which it exits; the same command resumes (and refuses a
-    checkpoint of another --seed or --per_image). The shuffles and crops
-    are drawn from (--seed, epoch) and (--seed, step), so a resumed run sees
-    the batches it would have seen.
+    SIGINT, after which it exits (status 128 + the signal's number). The
+    same command resumes, and refuses a checkpoint of another --seed or
+    --per_image. The shuffles and crops are drawn from (--seed, epoch) and
+    (--seed, step), so a resumed run sees the batches it would have seen.
 """
 
 import argparse
@@ -67,6 +67,7 @@ def batch_indices(step, num, seed):
 
 
 def learning_rate(step):
+  """The paper's: 0.1, divided by 10 at steps 32,000 and 48,000."""
   return 0.1 * 0.1 ** ((step >= 32000) + (step >= 48000))
 
 
@@ -166,20 +167,20 @@ def main():
           step, loss.item(), learning_rate(step - 1),
           (step - first) * BATCH / (now - began)), flush=True)
       first, began = step, now
-    if step % args.eval_steps == 0 or step == args.max_steps:
+    evaluate = step % args.eval_steps == 0 or step == args.max_steps
+    if evaluate:
       p, q = precision(model, test_images, test_labels, norm, args.subset)
       print('step %d: precision @ 1 = %.4f on the %d test images, %.4f on '
             'the first %d' % (step, p, test_images.shape[0], q,
                               args.subset), flush=True)
-    if (step % args.eval_steps == 0 or step == args.max_steps or
-        time.time() - saved > args.save_secs):
+    if evaluate or time.time() - saved > args.save_secs:
       save(path, model, optimizer, step, recipe)
       saved = time.time()
   if stop:
     save(path, model, optimizer, step, recipe)
     print('stopped at step %d by signal %d; saved to %s: the same command '
           'resumes' % (step, stop[0], path), flush=True)
-  return 0
+  return 128 + stop[0] if stop else 0
 
 
 if __name__ == '__main__':

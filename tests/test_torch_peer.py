@@ -5,6 +5,8 @@ TensorFlow's own, values and gradients; ResNet-20's accuracy peer resuming
 to the weights of an unbroken run."""
 
 import os
+import re
+import signal
 import subprocess
 
 import numpy as np
@@ -86,3 +88,20 @@ def test_the_resnet_accuracy_peer_resumes_to_an_unbroken_runs_weights(
   assert ("checkpoint.pt was trained with {'seed': 1, 'per_image': False}, "
           "not {'seed': 1, 'per_image': True}") in refused.stderr
   assert (tmp_path / 'broken' / 'checkpoint.pt').read_bytes() == before
+  # SIGTERM: saved where it stood, status 143, and the same command resumes
+  proc = subprocess.Popen(
+      [python, ACCURACY, '--data_dir', str(tmp_path), '--train_dir',
+       str(tmp_path / 'broken'), '--max_steps', '100000', '--subset', '20',
+       '--no_compile'], stdout=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline().startswith('resumed at step 6 ')
+    assert proc.stdout.readline().startswith('step 100, loss = ')
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 128 + signal.SIGTERM, out
+  stopped = int(re.search(r'^stopped at step (\d+) by signal 15; saved to '
+                          r'.*checkpoint\.pt', out, re.M).group(1))
+  assert stopped >= 100
+  assert 'resumed at step %d ' % stopped in run('broken', stopped + 1)
