@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -93,12 +94,15 @@ def test_the_resnet_accuracy_peer_resumes_to_an_unbroken_runs_weights(
       [python, ACCURACY, '--data_dir', str(tmp_path), '--train_dir',
        str(tmp_path / 'broken'), '--max_steps', '100000', '--subset', '20',
        '--no_compile'], stdout=subprocess.PIPE, text=True)
+  deadline = threading.Timer(300, proc.kill)  # (bounds the reads below)
+  deadline.start()
   try:
     assert proc.stdout.readline().startswith('resumed at step 6 ')
     assert proc.stdout.readline().startswith('step 100, loss = ')
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
   finally:
+    deadline.cancel()
     proc.kill()
   assert proc.returncode == 128 + signal.SIGTERM, out
   stopped = int(re.search(r'^stopped at step (\d+) by signal 15; saved to '
