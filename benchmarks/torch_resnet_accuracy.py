@@ -27,6 +27,7 @@ torch_resnet.py (whose network, augmentation and precision it uses):
 """
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -51,6 +52,13 @@ def load_test(data_dir):
   return images, torch.from_numpy(raw[:, 0].astype(np.int64))
 
 
+@functools.lru_cache(maxsize=2)
+def epoch_order(num, seed, epoch):
+  """The shuffle of epoch `epoch`: a permutation of range(num)."""
+  return torch.randperm(num, generator=torch.Generator().manual_seed(
+      seed * 100003 + epoch))
+
+
 def batch_indices(step, num, seed):
   """The examples of batch `step`: the stream of one shuffle per epoch,
   BATCH at a time."""
@@ -58,10 +66,8 @@ def batch_indices(step, num, seed):
   parts, pos = [], first
   while pos < first + BATCH:
     epoch, within = divmod(pos, num)
-    order = torch.randperm(num, generator=torch.Generator().manual_seed(
-        seed * 100003 + epoch))
     take = min(num - within, first + BATCH - pos)
-    parts.append(order[within:within + take])
+    parts.append(epoch_order(num, seed, epoch)[within:within + take])
     pos += take
   return torch.cat(parts)
 

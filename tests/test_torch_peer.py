@@ -59,19 +59,21 @@ def test_the_resnet_accuracy_peer_resumes_to_an_unbroken_runs_weights(
   python = _torch_python()
   write_bin(str(tmp_path), per_file=60, test_num=50)
 
+  def command(train_dir, steps, *extra):
+    return [python, ACCURACY, '--data_dir', str(tmp_path), '--train_dir',
+            str(tmp_path / train_dir), '--max_steps', str(steps), '--subset',
+            '20', '--no_compile'] + list(extra)
+
   def run(train_dir, steps, *extra, check=True):
-    done = subprocess.run(
-        [python, ACCURACY, '--data_dir', str(tmp_path), '--train_dir',
-         str(tmp_path / train_dir), '--max_steps', str(steps), '--eval_steps',
-         '4', '--subset', '20', '--no_compile'] + list(extra), check=check,
+    return subprocess.run(
+        command(train_dir, steps, '--eval_steps', '4', *extra), check=check,
         timeout=300, capture_output=True, text=True)
-    return done if not check else done.stdout
   # batches span epochs (300 examples, 128 a batch)
-  unbroken = run('unbroken', 6)
+  unbroken = run('unbroken', 6).stdout
   assert 'step 4: precision @ 1 = ' in unbroken
   assert 'on the 50 test images' in unbroken and 'on the first 20' in unbroken
   run('broken', 4)
-  resumed = run('broken', 6)
+  resumed = run('broken', 6).stdout
   assert 'resumed at step 4 ' in resumed and 'step 4:' not in resumed
   differ = subprocess.run([python, '-c', """if 1:
       import sys, torch
@@ -90,10 +92,8 @@ def test_the_resnet_accuracy_peer_resumes_to_an_unbroken_runs_weights(
           "not {'seed': 1, 'per_image': True}") in refused.stderr
   assert (tmp_path / 'broken' / 'checkpoint.pt').read_bytes() == before
   # SIGTERM: saved where it stood, status 143, and the same command resumes
-  proc = subprocess.Popen(
-      [python, ACCURACY, '--data_dir', str(tmp_path), '--train_dir',
-       str(tmp_path / 'broken'), '--max_steps', '100000', '--subset', '20',
-       '--no_compile'], stdout=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(command('broken', 100000), stdout=subprocess.PIPE,
+                          text=True)
   deadline = threading.Timer(300, proc.kill)  # (bounds the reads below)
   deadline.start()
   try:
@@ -108,4 +108,4 @@ def test_the_resnet_accuracy_peer_resumes_to_an_unbroken_runs_weights(
   stopped = int(re.search(r'^stopped at step (\d+) by signal 15; saved to '
                           r'.*checkpoint\.pt', out, re.M).group(1))
   assert stopped >= 100
-  assert 'resumed at step %d ' % stopped in run('broken', stopped + 1)
+  assert 'resumed at step %d ' % stopped in run('broken', stopped + 1).stdout
