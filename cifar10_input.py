@@ -38,16 +38,17 @@ IMAGE_SIZE = 24            # side of the crops fed to the network (of 32)
 
 # How training images are distorted: crops of crop[0]/crop[1] of the side,
 # after zero padding of pad pixels on each side; with colour, random
-# brightness and contrast. A model module may declare its own (INPUT).
-Augmentation = collections.namedtuple('Augmentation', 'crop pad colour')
+# brightness and contrast; standardized, or (False) left 0 to 255 for a model
+# that normalizes them. A model module may declare its own (INPUT).
+Augmentation = collections.namedtuple(
+    'Augmentation', 'crop pad colour standardize', defaults=(True,))
 TUTORIAL = Augmentation(crop=(IMAGE_SIZE, 32), pad=0, colour=True)
 AUGMENTED = ('crop_size', 'distort_images', 'central_crop_and_standardize',
              'distorted_inputs', 'inputs')  # the functions that take one
 
 
 def crop_size(side, augmentation=TUTORIAL):
-  """The side of the crops of a side x side image: the tutorial's 24 of
-  32, scaled."""
+  """The side of the crops of a side x side image (the tutorial's 24 of 32)."""
   num, den = augmentation.crop
   return side * num // den
 
@@ -157,13 +158,13 @@ def distort_images(images, seed, draws_for=None, offset=0,
                    augmentation=TUTORIAL):
   """The tutorial's training distortions, applied to a whole batch at once.
 
-  Per image, in this order: random 24x24 crop (crop_size of the side),
-  random left-right flip, random
-  brightness (delta uniform in [-63, 63)), random contrast (factor uniform in
-  [0.2, 1.8)), per-image standardization: the distributions of
-  tf.image.random_crop, random_flip_left_right, random_brightness,
-  random_contrast and per_image_standardization. Randomness is stateless, so
-  the same seed gives the same batch on any device.
+  Per image, in this order (each as augmentation says): random 24x24 crop
+  (crop_size of the side), random left-right flip, random brightness (delta
+  uniform in [-63, 63)), random contrast (factor uniform in [0.2, 1.8)),
+  per-image standardization: the distributions of tf.image's random_crop,
+  random_flip_left_right, random_brightness, random_contrast and
+  per_image_standardization. Randomness is stateless: the same seed gives the
+  same batch on any device.
 
   Args:
     images: uint8 or float [batch, side, side, channels].
@@ -174,7 +175,8 @@ def distort_images(images, seed, draws_for=None, offset=0,
       distorted exactly as the global batch would be on one device.
     offset: see draws_for.
     augmentation: the crop's share, the padding, whether brightness and
-      contrast change (TUTORIAL: none, 24 of 32, they do).
+      contrast change, whether images are standardized (TUTORIAL: 24 of
+      32, none, they do, they are).
 
   Returns:
     float32 [batch, crop, crop, channels].
@@ -200,17 +202,18 @@ def distort_images(images, seed, draws_for=None, offset=0,
     x += d['brightness']
     channel_mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
     x = (x - channel_mean) * d['contrast'] + channel_mean
-  return standardize(x)
+  return standardize(x) if augmentation.standardize else x
 
 
 def central_crop_and_standardize(images, augmentation=TUTORIAL):
   """Evaluation preprocessing: central 24x24 crop (crop_size of the side),
-  per-image standardization."""
+  per-image standardization (unless augmentation.standardize is False)."""
   side = images.shape[1]
   size = crop_size(side, augmentation)
   start = (side - size) // 2
-  crop = images[:, start:start + size, start:start + size, :]
-  return standardize(tf.cast(crop, tf.float32))
+  crop = tf.cast(images[:, start:start + size, start:start + size, :],
+                 tf.float32)
+  return standardize(crop) if augmentation.standardize else crop
 
 
 # --------------------------------------------------------------------------

@@ -5,7 +5,8 @@ model interface, beside the tutorial's convnet (--model resnet20).
 The model and its training, in the order a training program chains them:
 
   model = Model(seed, num_classes, image_size)   weights, BN scales and
-      offsets (params); BN statistics (stats)
+      offsets (params); BN statistics (stats); the mean image (input_mean)
+  adapt(model, train_images)                the training set's mean image
   state = TrainState(model, seed, dtype, global_batch, schedule)   step,
       momentum, moving averages of params and stats
   logits, activations = inference(model, images, dtype, slices)   the
@@ -31,8 +32,9 @@ Training is the paper's (SCHEDULE): SGD with momentum 0.9 from a learning
 rate of 0.1, divided by 10 at 32,000 and 48,000 steps of batch 128 (counted
 in epochs, so that another batch or data set keeps them), weight decay 1e-4
 on the convolutions' and the dense layer's weights, 64,000 steps
-(--max_steps 64000). Its augmentation (INPUT): 4 pixels of zero padding, a
-random 32x32 crop and a random horizontal flip.
+(--max_steps 64000). Input: the training set's per-pixel mean subtracted
+(adapt; the checkpoint keeps it); augmentation (INPUT): 4 pixels of zero
+padding, a random 32x32 crop and a random horizontal flip.
 
 Batch normalization under the toolkit's features (docs/extending.md):
   - the moving averages average the BN statistics with the weights (as
@@ -50,6 +52,7 @@ Batch normalization under the toolkit's features (docs/extending.md):
 
 import collections
 
+import numpy as np
 import tensorflow as tf
 
 import cifar10_input
@@ -66,7 +69,8 @@ SCHEDULE = Schedule(learning_rate=0.1, first_decay_epoch=81.92,
                     second_decay_epoch=122.88, decay_factor=0.1,
                     momentum=0.9, weight_decay=1e-4,
                     moving_average_decay=0.9999, train_size=50000)
-INPUT = cifar10_input.Augmentation(crop=(1, 1), pad=4, colour=False)
+INPUT = cifar10_input.Augmentation(crop=(1, 1), pad=4, colour=False,
+                                   standardize=False)
 # --slices auto: one slice, whose BN runs TensorFlow's fused kernels (with
 # oneDNN, faster than slices; --slices N still normalizes across them)
 AUTO_SLICES = False
@@ -100,6 +104,8 @@ class Model(tf.Module):
       'dense/weights', 'dense/biases'.
     stats: ordered dict '<conv>/bn/mean', '<conv>/bn/variance' -> the BN
       statistics (0 and 1 at first).
+    input_mean: float32 [side, side, channels], the training set's mean
+      image, subtracted from each input (0 until adapt() sets it).
     layers: layers().
   """
 
@@ -131,6 +137,19 @@ class Model(tf.Module):
             tf.fill(shape[-1:], value), '%s/bn/%s' % (layer, name),
             trainable=False)
     self.params, self.stats = params, stats
+    self.input_mean = convnet.variable(
+        tf.zeros([image_size, image_size, self.layers['conv0'][2]]),
+        'input_mean', trainable=False)
+
+
+def adapt(model, images):
+  """Sets model.input_mean to the per-pixel mean of images, the training set
+  (uint8 [N, side, side, channels], NumPy; centrally cropped to the model's
+  side): once, before the first step of a run from scratch."""
+  mean = np.mean(images, axis=0, dtype=np.float64)
+  start = (mean.shape[0] - model.input_mean.shape[0]) // 2
+  end = start + model.input_mean.shape[0]
+  model.input_mean.assign(mean[start:end, start:end].astype(np.float32))
 
 
 class TrainState(tf.Module):
@@ -173,7 +192,8 @@ def inference(model, images, compute_dtype=tf.float32, slices=1):
 
   Args:
     model: a Model.
-    images: float [batch, 32, 32, channels] (cifar10_input with INPUT).
+    images: float [batch, 32, 32, channels], pixels 0 to 255 (cifar10_input
+      with INPUT).
     compute_dtype: tf.float32, or tf.bfloat16 / tf.float16 (variables stay
       float32; BN's statistics are applied in float32).
     slices: slices the batch is computed in (the same function).
@@ -192,8 +212,8 @@ def _forward(model, images, compute_dtype, slices, train):
   p = {k: tf.cast(v, compute_dtype) for k, v in model.params.items()
        if k.endswith('/weights') or k == 'dense/biases'}
   batch_stats = collections.OrderedDict()
-  xs = tf.split(tf.cast(images, compute_dtype), slices) if slices > 1 else [
-      tf.cast(images, compute_dtype)]
+  x = tf.cast(tf.cast(images, tf.float32) - model.input_mean, compute_dtype)
+  xs = tf.split(x, slices) if slices > 1 else [x]
 
   def conv_bn(xs, layer, stride=1, relu=True):
     with tf.name_scope(layer):

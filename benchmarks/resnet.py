@@ -11,7 +11,7 @@ their ratios do not carry this machine's drift:
     cifar10_train.py picks here (data on the device, slices, precision,
     thread pools);
   - Keras (benchmarks.peers.keras_resnet20) on the same tf.data input
-    (resnet20's augmentation), model.fit, in the precision the toolkit's
+    (resnet20's augmentation, then the mean image subtracted), model.fit, in the precision the toolkit's
     defaults pick (mixed_bfloat16 where native), without and with XLA;
   - PyTorch (benchmarks/torch_resnet.py, an interpreter of its own with
     torch, --torch_python): channels_last, bfloat16 autocast where native,
@@ -87,9 +87,14 @@ def serve(key, data_dir, plan):
     return
   tf.keras.mixed_precision.set_global_policy(
       'mixed_bfloat16' if defaults.precision == 'bfloat16' else 'float32')
+  lib = defaults.input_lib  # its mean image subtracted in tf.data
+  images, _ = lib.decode_records(lib.load_records(lib.training_files(
+      data_dir)))
+  mean = tf.reduce_mean(tf.cast(images, tf.float32), 0)
   turns.serve_keras(
       peers.keras_resnet20(jit_compile=key == 'keras_xla'),
-      defaults.input_lib.distorted_inputs(data_dir, BATCH_SIZE, seed=1),
+      lib.distorted_inputs(data_dir, BATCH_SIZE, seed=1).map(
+          lambda x, y: (x - mean, y), num_parallel_calls=tf.data.AUTOTUNE),
       plan)
 
 

@@ -10,9 +10,10 @@ are torch_peer.py's):
   - the network of resnet20.py (3x3 convolutions without biases, BatchNorm2d
     with momentum 0.1 (PyTorch's name for keeping 0.9), option-A shortcuts,
     He-normal initialisation), SGD with momentum 0.9 at 0.1 and weight decay
-    1e-4 (foreach), the augmentation (4-pixel zero padding, a random 32x32
-    crop, a flip, per-image standardisation) made a batch at a time with
-    tensor ops from the training set decoded once into memory;
+    1e-4 (foreach), the input and augmentation (4-pixel zero padding, a
+    random 32x32 crop, a flip, the training set's mean image subtracted)
+    made a batch at a time with tensor ops from the training set decoded
+    once into memory;
   - bfloat16 autocast where the CPU has native bfloat16 (else float32),
     channels_last, threads = cores; torch.compile of the model tried at
     warm-up and kept where faster than eager.
@@ -77,19 +78,18 @@ class ResNet20(torch.nn.Module):
     return self.dense(x.mean((2, 3))).float()
 
 
-def augmented_batch(images, labels, generator):
-  """A random batch padded, cropped, flipped and standardised: float32
+def augmented_batch(images, labels, generator, mean_image):
+  """A random batch padded, cropped, flipped, less mean_image: float32
   NCHW in channels_last memory, and its labels."""
   idx = torch.randint(0, images.shape[0], (BATCH_SIZE,), generator=generator)
-  return augment(images[idx], generator), labels[idx]
+  return augment(images[idx], generator, mean_image), labels[idx]
 
 
 def augment(images, generator, mean=None, std=None):
   """uint8 NCHW images zero-padded by PAD (black), each cropped back to
   IMAGE x IMAGE at random and flipped with probability 1/2; then
-  standardised per image (as the toolkit), or with mean and std ([3]
-  tensors, of pixels in [0, 1]) per channel. Returns float32 NCHW in
-  channels_last memory."""
+  standardised (standardise). Returns float32 NCHW in channels_last
+  memory."""
   n = images.shape[0]
   x = F.pad(images.float(), (PAD, PAD, PAD, PAD))
   oy, ox = torch.randint(0, 2 * PAD + 1, (2, n), generator=generator)
@@ -104,8 +104,12 @@ def augment(images, generator, mean=None, std=None):
 
 def standardise(x, mean=None, std=None):
   """float32 NCHW pixels (0-255): per image, as
-  tf.image.per_image_standardization, or per channel by mean and std."""
-  if mean is not None:
+  tf.image.per_image_standardization; less mean, a [3, IMAGE, IMAGE] mean
+  image (the paper's, as the toolkit's resnet20); or per channel by mean and
+  std ([3], of pixels in [0, 1])."""
+  if mean is not None and std is None:
+    x = x - mean
+  elif mean is not None:
     x = (x / 255.0 - mean[:, None, None]) / std[:, None, None]
   else:
     mu = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -130,6 +134,7 @@ def make_step(model, bf16):
 
 
 def run_steps(step, data, generator, steps):
+  """Trains steps steps on data: (images, labels, mean image)."""
   loss = None
   for _ in range(steps):
     loss = step(*augmented_batch(*data, generator))
@@ -144,7 +149,8 @@ def main():
   parser.add_argument('--no_compile', action='store_true')
   args, _ = parser.parse_known_args()  # (resnet.py's --quick etc.)
   torch.set_num_threads(os.cpu_count() or 1)
-  data = load_train(args.data_dir)
+  images, labels = load_train(args.data_dir)
+  data = images, labels, images.float().mean(0)
   generator = torch.Generator().manual_seed(1)
   torch.manual_seed(1)
   bf16 = native_bf16()

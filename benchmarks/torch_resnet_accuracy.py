@@ -10,7 +10,8 @@ torch_resnet.py (whose network, augmentation and precision it uses):
   - the recipe: a 4-pixel black border, a random 32x32 crop and a flip
     (torchvision's RandomCrop(32, padding=4) and RandomHorizontalFlip), then
     each channel normalised by the training set's mean and standard
-    deviation (--per_image: each image standardised, as the toolkit does);
+    deviation (--per_image: each image standardised, as
+    tf.image.per_image_standardization);
     SGD with momentum 0.9 and weight decay 1e-4 on every parameter, at 0.1,
     divided by 10 at steps 32,000 and 48,000; batch 128 drawn from a fresh
     shuffle of the training set each epoch; 64,000 steps (--max_steps);

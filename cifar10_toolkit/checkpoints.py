@@ -16,6 +16,7 @@ half-written checkpoint.
 """
 
 import os
+import re
 import shutil
 import time
 
@@ -170,6 +171,11 @@ def restore(ckpt, path, what='checkpoint', data_set=None, model=None):
     if problem:
       raise UnreadableCheckpointError(
           '%s %s cannot be read (%s)' % (what, path, problem), problem)
+    lacking = re.findall(r"<tf\.Variable '([^':]+)", str(e))
+    if lacking:  # variables the model has and the checkpoint does not
+      raise errors.UsageError(
+          '%s %s lacks %s of this model (made by an earlier version of '
+          'the model module?)' % (what, path, ', '.join(sorted(lacking))))
     raise errors.UsageError('%s %s does not fit this model (%s)' %
                      (what, path, run_control.first_line(e)))
 

@@ -27,8 +27,12 @@ A model module (convnet.py is the tutorial's; docs/extending.md) declares:
 and may declare gradients() and update(), training's two halves, which XLA
 compiles apart with several replicas (--jit_compile); INPUT, how its
 training images are distorted (the input library's Augmentation; the
-tutorial's when it declares none); and AUTO_SLICES = False, for one slice
-under --slices auto (a model whose fused kernels beat slices).
+tutorial's when it declares none); adapt(model, images), called with the
+training images (uint8 [N, side, side, channels]) once before the first
+step of a run from scratch, to set variables of the model from the data
+(resnet20's mean image; the checkpoint keeps them); and AUTO_SLICES =
+False, for one slice under --slices auto (a model whose fused kernels beat
+slices).
 
   missing(module)                 the names it lacks
   check(module)                   errors.UsageError naming the module and
@@ -37,11 +41,14 @@ under --slices auto (a model whose fused kernels beat slices).
                                   the same when inference's logits are not
                                   [batch, num_classes]
   input_for(module, input_lib)    the input library with the model's INPUT
+  adapt(module, model, input_lib, data_dir, data_set)
+                                  the module's adapt with the training set
 """
 
 import functools
 import types
 
+import numpy as np
 import tensorflow as tf
 
 from cifar10_toolkit import errors
@@ -133,3 +140,18 @@ def input_for(module, input_lib):
     setattr(lib, name, functools.partial(getattr(input_lib, name),
                                          augmentation=augmentation))
   return lib
+
+
+def adapt(module, model, input_lib, data_dir, data_set):
+  """Calls module.adapt(model, images), when the module declares it, with
+  the training images of data_dir (uint8 [N, height, width, channels]).
+
+  Raises:
+    errors.DataSetError: as input_lib.training_files and load_records.
+  """
+  if not callable(getattr(module, 'adapt', None)):
+    return
+  records = input_lib.load_records(
+      input_lib.training_files(data_dir, data_set), data_set)
+  images, _ = input_lib.decode_records(records, data_set)
+  module.adapt(model, np.asarray(images))

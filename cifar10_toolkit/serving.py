@@ -42,7 +42,7 @@ from cifar10_toolkit import startup
 
 
 INPUT = ('uint8 RGB images [N, %d, %d, %d] (%s\'s size); a center %dx%d crop '
-         'and per-image standardization are done inside')
+         'and the normalization the model was trained with are done inside')
 LABELS_FILE = 'labels.txt'  # the class names, one a line, in the assets
 TFLITE_FILE = 'model.tflite'  # the TFLite model, in the export's folder
 FLOAT_OPS = ['MEAN', 'SQUARED_DIFFERENCE', 'SUB', 'MAXIMUM', 'SQRT', 'DIV']
@@ -54,7 +54,7 @@ class Classifier(tf.Module):
   serve(images): uint8 images [N, height, width, channels] of the data
   set's size (CIFAR-10: [N, 32, 32, 3]) -> {'probabilities': float32 [N,
   classes], 'classes': int32 [N], 'class_names': string [N]}, with the
-  evaluator's central crop (24x24 of 32) and standardization inside. Exported
+  evaluator's central crop (24x24 of 32) and normalization inside. Exported
   as the SavedModel's 'serving_default' signature; 'metadata' returns the
   class names in the order of the probabilities' columns and what the
   input must be, and assets/labels.txt holds the names, one a line.
@@ -78,7 +78,7 @@ class Classifier(tf.Module):
 
   def _serve(self, images):
     """Classifies uint8 images [N, height, width, channels]: center crop
-    and per-image standardization inside."""
+    and normalization (the input library's and the model's) inside."""
     model_lib, input_lib = self._libs
     logits, _ = model_lib.inference(
         self.model, input_lib.central_crop_and_standardize(images))

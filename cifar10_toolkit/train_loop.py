@@ -24,6 +24,7 @@ from cifar10_toolkit import console
 from cifar10_toolkit import dataset
 from cifar10_toolkit import device_input
 from cifar10_toolkit import grad_ops
+from cifar10_toolkit import interface
 from cifar10_toolkit import run_control
 from cifar10_toolkit import run_folder
 from cifar10_toolkit import run_record
@@ -348,6 +349,9 @@ def _setup(config, strategy, is_chief, worker_dir):
       state.global_batch.assign(config.global_batch)  # --allow_new_batch
     print('Resuming from %s at step %d' % (latest,
                                           int(state.global_step.numpy())))
+  else:  # a run from scratch: what the model sets from the data (adapt)
+    interface.adapt(config.model_lib, model, config.input_lib,
+                    config.data_dir, data_set)
   _, manager = checkpoints.checkpoint_manager(
       config.train_dir if is_chief else worker_dir, model=model, state=state,
       record=run_record.RunRecord(data_set.name, config.schedule._asdict(),

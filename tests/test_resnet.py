@@ -16,7 +16,9 @@ import cifar10_export
 import cifar10_input
 import models
 import resnet20
+from cifar10_toolkit import checkpoints
 from cifar10_toolkit import cluster
+from cifar10_toolkit import errors
 from cifar10_toolkit import device_input
 from cifar10_toolkit import interface
 from cifar10_toolkit import run_record
@@ -126,8 +128,7 @@ def test_the_augmentation_pads_crops_and_flips(shared_bin_dir):
     x = padded[i, r:r + 32, c:c + 32]
     if d['flip'][i].item():
       x = x[:, ::-1]
-    x = (x - x.mean()) / max(x.std(), 1 / np.sqrt(x.size))
-    np.testing.assert_allclose(got[i], x, atol=1e-4)
+    np.testing.assert_array_equal(got[i], x)  # not standardized: the model
   assert LIB.crop_size(32) == 32 and cifar10_input.crop_size(32) == 24
   # the data on the device makes the same batches as tf.data
   feed = device_input.DeviceInput(shared_bin_dir, 32, 5, CIFAR10, LIB)
@@ -136,6 +137,33 @@ def test_the_augmentation_pads_crops_and_flips(shared_bin_dir):
       tf.constant(3, tf.int64))))()
   np.testing.assert_array_equal(want[0], got[0])
   np.testing.assert_array_equal(want[1], got[1])
+
+
+def test_the_input_is_the_training_sets_per_pixel_mean_subtracted():
+  images = np.random.default_rng(4).integers(0, 256, (50, 32, 32, 3),
+                                             np.uint8)
+  model, plain = resnet20.Model(5, 10, 32), resnet20.Model(5, 10, 32)
+  np.testing.assert_array_equal(model.input_mean, 0)
+  resnet20.adapt(model, images)
+  mean = images.astype(np.float64).mean(axis=0)
+  np.testing.assert_allclose(model.input_mean, mean, rtol=1e-6)
+  x = _images(4) * 60.0
+  np.testing.assert_allclose(resnet20.inference(model, x + mean)[0],
+                             resnet20.inference(plain, x)[0], rtol=1e-4,
+                             atol=1e-4)
+
+
+def test_a_checkpoint_without_the_mean_image_is_refused_in_one_line(
+    tmp_path):
+  old = resnet20.Model(6, 10, 32)
+  del old.input_mean  # as ResNet-20 was before it had one
+  path = tf.train.Checkpoint(model=old).save(str(tmp_path / 'ckpt'))
+  with pytest.raises(errors.UsageError) as e:
+    checkpoints.restore(tf.train.Checkpoint(model=resnet20.Model(6, 10, 32)),
+                        path)
+  assert str(e.value) == (
+      'checkpoint %s lacks input_mean of this model (made by an earlier '
+      'version of the model module?)' % path)
 
 
 def test_several_replicas_each_normalize_their_own_batch():
@@ -191,6 +219,10 @@ def test_resnet20_through_every_script_and_an_exact_resume(tmp_path, capsys):
   assert a.keys() == b.keys()
   assert any(k.startswith('model/stats/') for k in a)
   assert any(k.startswith('state/momentum/') for k in a)
+  images, _ = cifar10_input.decode_records(cifar10_input.load_records(
+      cifar10_input.training_files(data)))  # adapt(), kept through resume
+  np.testing.assert_allclose(a['model/input_mean/.ATTRIBUTES/VARIABLE_VALUE'],
+                             np.mean(images, axis=0), rtol=1e-5)
   for k in a:  # weights, BN statistics, momentum, averages: the same bits
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   assert run_record.read(tf.train.latest_checkpoint(once)).model == 'resnet20'
