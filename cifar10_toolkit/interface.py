@@ -128,14 +128,15 @@ def check_output(module, model, num_classes, image_shape):
 
 def input_for(module, input_lib):
   """input_lib (cifar10_input) with the Augmentation that module declares
-  (INPUT) passed to each function that takes one (input_lib.AUGMENTED);
-  input_lib itself when the module declares none, or input_lib's default
-  (TUTORIAL)."""
+  (INPUT) passed to each function that takes one (input_lib.AUGMENTED),
+  and as its `augmentation`; input_lib itself when the module declares
+  none, or input_lib's default (TUTORIAL)."""
   augmentation = getattr(module, 'INPUT', None)
   if augmentation is None or augmentation == input_lib.TUTORIAL:
     return input_lib
   lib = types.SimpleNamespace(**{k: v for k, v in vars(input_lib).items()
                                  if not k.startswith('_')})
+  lib.augmentation = augmentation
   for name in input_lib.AUGMENTED:
     setattr(lib, name, functools.partial(getattr(input_lib, name),
                                          augmentation=augmentation))

@@ -42,7 +42,7 @@ from cifar10_toolkit import startup
 
 
 INPUT = ('uint8 RGB images [N, %d, %d, %d] (%s\'s size); a center %dx%d crop '
-         'and the normalization the model was trained with are done inside')
+         'and %s are done inside')
 LABELS_FILE = 'labels.txt'  # the class names, one a line, in the assets
 TFLITE_FILE = 'model.tflite'  # the TFLite model, in the export's folder
 FLOAT_OPS = ['MEAN', 'SQUARED_DIFFERENCE', 'SUB', 'MAXIMUM', 'SQRT', 'DIV']
@@ -70,8 +70,11 @@ class Classifier(tf.Module):
     self.class_names = tf.constant(data_set.class_names)
     side = data_set.image_shape[0]
     crop = input_lib.crop_size(side)
-    self.input_form = INPUT % (data_set.image_shape + (data_set.title, crop,
-                                                       crop))
+    standardized = getattr(input_lib, 'augmentation',
+                           input_lib.TUTORIAL).standardize
+    self.input_form = INPUT % (data_set.image_shape + (
+        data_set.title, crop, crop, 'per-image standardization' if
+        standardized else "the model's own normalization"))
     self.serve = tf.function(self._serve, autograph=False, input_signature=[
         tf.TensorSpec([None] + list(data_set.image_shape), tf.uint8,
                       name='images')])

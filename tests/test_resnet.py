@@ -236,7 +236,10 @@ def test_resnet20_through_every_script_and_an_exact_resume(tmp_path, capsys):
   export = str(tmp_path / 'export')
   assert cifar10_export.main(['--model', 'resnet20', '--checkpoint_dir',
                               once, '--export_dir', export]) == 0
-  serve = tf.saved_model.load(export).signatures['serving_default']
+  loaded = tf.saved_model.load(export)
+  assert "center 32x32 crop and the model's own normalization" in loaded.\
+      signatures['metadata']()['input'].numpy().decode()
+  serve = loaded.signatures['serving_default']
   pictures = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3),
                                                np.uint8)
   together = serve(images=tf.constant(pictures))['probabilities'].numpy()
