@@ -135,9 +135,10 @@ def make_step(model, bf16):
 
 def run_steps(step, data, generator, steps):
   """Trains steps steps on data: (images, labels, mean image)."""
+  images, labels, mean_image = data
   loss = None
   for _ in range(steps):
-    loss = step(*augmented_batch(*data, generator))
+    loss = step(*augmented_batch(images, labels, generator, mean_image))
   return float(loss.detach())
 
 
