@@ -11,8 +11,9 @@ their ratios do not carry this machine's drift:
     cifar10_train.py picks here (data on the device, slices, precision,
     thread pools);
   - Keras (benchmarks.peers.keras_resnet20) on the same tf.data input
-    (resnet20's augmentation, then the mean image subtracted), model.fit, in the precision the toolkit's
-    defaults pick (mixed_bfloat16 where native), without and with XLA;
+    (resnet20's augmentation, then the mean image subtracted), model.fit,
+    in the precision the toolkit's defaults pick (mixed_bfloat16 where
+    native), without and with XLA;
   - PyTorch (benchmarks/torch_resnet.py, an interpreter of its own with
     torch, --torch_python): channels_last, bfloat16 autocast where native,
     torch.compile where faster; without one, one line says the row is
@@ -67,6 +68,7 @@ from benchmarks import peers  # noqa: E402
 from benchmarks import turns  # noqa: E402
 from benchmarks.measures import (BATCH_SIZE, ROOT, default_config,  # noqa: E402
                                  set_threads, train_runner)
+from cifar10_toolkit import interface  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 
 TORCH_RESNET = os.path.join(ROOT, 'benchmarks', 'torch_resnet.py')
@@ -88,9 +90,8 @@ def serve(key, data_dir, plan):
   tf.keras.mixed_precision.set_global_policy(
       'mixed_bfloat16' if defaults.precision == 'bfloat16' else 'float32')
   lib = defaults.input_lib  # its mean image subtracted in tf.data
-  images, _ = lib.decode_records(lib.load_records(lib.training_files(
-      data_dir)))
-  mean = tf.reduce_mean(tf.cast(images, tf.float32), 0)
+  mean = tf.reduce_mean(tf.cast(interface.training_images(
+      lib, data_dir, data_sets.CIFAR10), tf.float32), 0)
   turns.serve_keras(
       peers.keras_resnet20(jit_compile=key == 'keras_xla'),
       lib.distorted_inputs(data_dir, BATCH_SIZE, seed=1).map(

@@ -41,6 +41,8 @@ slices).
                                   the same when inference's logits are not
                                   [batch, num_classes]
   input_for(module, input_lib)    the input library with the model's INPUT
+  training_images(input_lib, data_dir, data_set)
+                                  the training set's images, uint8
   adapt(module, model, input_lib, data_dir, data_set)
                                   the module's adapt with the training set
 """
@@ -143,16 +145,24 @@ def input_for(module, input_lib):
   return lib
 
 
-def adapt(module, model, input_lib, data_dir, data_set):
-  """Calls module.adapt(model, images), when the module declares it, with
-  the training images of data_dir (uint8 [N, height, width, channels]).
+def training_images(input_lib, data_dir, data_set):
+  """The training images of data_dir, uint8 [N, height, width, channels].
 
   Raises:
     errors.DataSetError: as input_lib.training_files and load_records.
   """
-  if not callable(getattr(module, 'adapt', None)):
-    return
   records = input_lib.load_records(
       input_lib.training_files(data_dir, data_set), data_set)
   images, _ = input_lib.decode_records(records, data_set)
-  module.adapt(model, np.asarray(images))
+  return np.asarray(images)
+
+
+def adapt(module, model, input_lib, data_dir, data_set):
+  """Calls module.adapt(model, images), when the module declares it, with
+  the training images of data_dir (training_images).
+
+  Raises:
+    errors.DataSetError: as training_images.
+  """
+  if callable(getattr(module, 'adapt', None)):
+    module.adapt(model, training_images(input_lib, data_dir, data_set))
