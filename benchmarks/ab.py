@@ -32,13 +32,16 @@ flags.DEFINE_boolean('quick', False, 'fewer, shorter rounds',
                      flag_values=FLAGS)
 flags.DEFINE_integer('rounds', None, 'rounds of turns (default: the plan\'s)',
                      lower_bound=1, flag_values=FLAGS)
-flags.DEFINE_list('keras', ['keras_bf16', 'keras_bf16_spe20'], 'the Keras '
-                  'configurations to time beside them', flag_values=FLAGS)
+flags.DEFINE_list('keras', None, 'the Keras configurations to time beside '
+                  'them (default: those benchmark.py times on this machine: '
+                  'the mixed_bfloat16 ones where bfloat16 is native, keras '
+                  '(float32) otherwise)', flag_values=FLAGS)
 cli.define_data_flags(FLAGS)
 
 if __name__ == '__main__':
   cli.parse_early(FLAGS, __doc__)  # -h and flag errors, before TensorFlow loads
 
+from benchmarks import peers  # noqa: E402
 from benchmarks import turns  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from benchmarks.measures import PLAN  # noqa: E402
@@ -50,6 +53,12 @@ def main(argv=None):
   if not os.path.isfile(other):
     raise SystemExit('%s: error: --other %s: no benchmarks/benchmark.py there'
                      % (os.path.basename(sys.argv[0]), FLAGS.other))
+  keras = FLAGS.keras or turns.keras_keys()
+  unknown = [k for k in keras if k not in peers.KERAS]
+  if unknown:
+    raise SystemExit('%s: error: --keras %s: not a Keras configuration (%s)'
+                     % (os.path.basename(sys.argv[0]), ','.join(unknown),
+                        ', '.join(peers.KERAS)))
   run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source,
                              data_sets.CIFAR10)
   plan = dict(PLAN['quick' if FLAGS.quick else 'full'])
@@ -59,14 +68,14 @@ def main(argv=None):
   commands = [('this', turns.BENCHMARK + ['--serve', 'train_default']),
               ('other', ['env', 'PYTHONPATH=' + os.path.abspath(FLAGS.other),
                          sys.executable, other, '--serve', 'train_default'])]
-  commands += [(k, turns.BENCHMARK + ['--serve', k]) for k in FLAGS.keras]
+  commands += [(k, turns.BENCHMARK + ['--serve', k]) for k in keras]
   figures, rounds = turns.paired(FLAGS.data_dir, plan,
                                  ['--quick'] if FLAGS.quick else [], commands)
   for key, f in figures.items():
     print('%-20s %10.0f examples/sec (median of %d)' % (
         key, f['median'], len(f['repeats'])))
   this_other = [r['this'] / r['other'] for r in rounds]
-  this_keras = [r['this'] / max(r[k] for k in FLAGS.keras) for r in rounds]
+  this_keras = [r['this'] / max(r[k] for k in keras) for r in rounds]
   print('this / other, per round: %s; median %.2f' % (
       ' '.join('%.2f' % x for x in this_other),
       statistics.median(this_other)))

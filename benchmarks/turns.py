@@ -61,6 +61,12 @@ def paired_keys():
   return keys
 
 
+def keras_keys():
+  """The Keras configurations of paired_keys(), as benchmarks/ab.py times
+  them by default."""
+  return [k for k in paired_keys() if k in peers.KERAS]
+
+
 def say(word):
   """A child's reply to the parent, on its own line of stdout."""
   print('@turn %s' % word, flush=True)

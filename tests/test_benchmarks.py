@@ -113,6 +113,29 @@ def test_fc_accuracy_benchmark(tmp_path):
                    out, re.M)
 
 
+@pytest.mark.parametrize('native', [False, True])
+def test_ab_times_the_keras_that_benchmark_times_here(monkeypatch, native):
+  from benchmarks import turns
+  from cifar10_toolkit import hardware
+  monkeypatch.setattr(hardware, 'native_bf16_cpu', lambda: native)
+  monkeypatch.setattr(turns.tf.config, 'list_physical_devices',
+                      lambda kind=None: [])
+  assert turns.keras_keys() == (
+      ['keras', 'keras_bf16', 'keras_bf16_spe20'] if native else ['keras'])
+
+
+def test_ab_refuses_an_unknown_keras_configuration(tmp_path):
+  done = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.ab', '--other', ROOT, '--keras',
+       'keras,keras_fp16', '--data_dir', str(tmp_path)], cwd=ROOT,
+      capture_output=True, text=True, timeout=120)
+  assert done.returncode != 0 and done.stdout == ''
+  assert done.stderr.splitlines()[-1] == (
+      'ab.py: error: --keras keras_fp16: not a Keras configuration (keras, '
+      'keras_bf16, keras_bf16_spe20)'), done.stderr
+  assert os.listdir(tmp_path) == []  # nothing fetched
+
+
 @pytest.mark.slow
 def test_resnet_benchmark_smoke(shared_bin_dir):
   out = subprocess.run(
