@@ -79,11 +79,15 @@ def main(argv=None):
 def _evaluate():
   """Evaluates once, or each new checkpoint until a stop: exit status."""
   once = FLAGS.run_once or FLAGS.checkpoint is not None
-  if once and not os.path.isdir(FLAGS.checkpoint_dir):
+  by_path = selection.names_a_path(FLAGS.checkpoint)
+  if once and not by_path and not os.path.isdir(FLAGS.checkpoint_dir):
     raise errors.UsageError('--checkpoint_dir %s does not exist'
                             % FLAGS.checkpoint_dir)
   data_set, model_lib = data_sets.get(FLAGS.dataset), models.get(FLAGS.model)
   chosen = selection.choose(FLAGS.checkpoint_dir, FLAGS.checkpoint)
+  # the run whose best/ and HParams row a checkpoint named by path joins
+  run_dir = selection.run_folder_of(chosen) if by_path else (
+      FLAGS.checkpoint_dir)
   if chosen:  # (its data set and model: said before a data set is fetched)
     run_record.check(chosen, data_set.name, plugins.name_of(model_lib),
                      '--checkpoint')
@@ -125,12 +129,12 @@ def _evaluate():
                                     FLAGS.eval_dir, step), flush=True)
         stop.action = 'finishing the evaluation in hand'
         watch.joined = evaluation.join_training_row(
-            FLAGS.checkpoint_dir, writer, watch.joined)
+            run_dir, writer, watch.joined)
         precision, confusion, seen = evaluator.evaluate()
         evaluation.report(precision, confusion, seen, step, path, writer,
                           content, data_set.class_names)
         if FLAGS.eval_data == 'test' and not FLAGS.raw_weights:
-          selection.keep_and_say(FLAGS.checkpoint_dir, path, step,
+          selection.keep_and_say(run_dir, path, step,
                                  precision, seen, content)
         stop.action = 'stopping'
         written.setdefault(step, {})[content] = precision

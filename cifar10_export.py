@@ -68,6 +68,7 @@ if __name__ == '__main__':
   models.before_tensorflow(FLAGS.model)  # (oneDNN for some models)
 
 import cifar10_input  # noqa: E402  (TensorFlow loads here)
+from cifar10_toolkit import interface  # noqa: E402
 from cifar10_toolkit import run_control  # noqa: E402
 from cifar10_toolkit import serving  # noqa: E402
 
@@ -83,8 +84,8 @@ def main(argv=None):
     images = None
     if FLAGS.quantize == 'int8':
       run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source, data_set)
-      images = serving.training_images(cifar10_input, FLAGS.data_dir,
-                                        data_set, REPRESENTATIVE_IMAGES)
+      images = interface.training_images(cifar10_input, FLAGS.data_dir,
+                                         data_set, REPRESENTATIVE_IMAGES)
     tflite = (FLAGS.quantize, images)
   serving.export(classifier, FLAGS.export_dir, tflite)
   # the export is complete: a late Ctrl-C must not turn it into a failure

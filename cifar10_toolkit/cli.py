@@ -177,8 +177,9 @@ def define_checkpoint_flag(flag_values, what='use'):
   newest readable one by default (selection.choose resolves it)."""
   flags.DEFINE_string('checkpoint', None, 'the checkpoint to %s: a step '
                       "number (40000: ckpt-40000 in --checkpoint_dir), a "
-                      "checkpoint's path, or 'best' (the best one "
-                      'cifar10_eval.py kept); default: the newest' % what,
+                      "checkpoint's path (in any folder), or 'best' (the "
+                      'best one cifar10_eval.py kept); default: the newest'
+                      % what,
                       flag_values=flag_values)
   flags.register_validator(
       'checkpoint', lambda v: v is None or v.strip() == v != '',

@@ -41,8 +41,9 @@ slices).
                                   the same when inference's logits are not
                                   [batch, num_classes]
   input_for(module, input_lib)    the input library with the model's INPUT
-  training_images(input_lib, data_dir, data_set)
-                                  the training set's images, uint8
+  training_images(input_lib, data_dir, data_set, num)
+                                  the training set's images (or its first
+                                  num), uint8
   adapt(module, model, input_lib, data_dir, data_set)
                                   the module's adapt with the training set
 """
@@ -145,15 +146,16 @@ def input_for(module, input_lib):
   return lib
 
 
-def training_images(input_lib, data_dir, data_set):
-  """The training images of data_dir, uint8 [N, height, width, channels].
+def training_images(input_lib, data_dir, data_set, num=None):
+  """The training images of data_dir, uint8 [N, height, width, channels]:
+  all of them, or the first num.
 
   Raises:
     errors.DataSetError: as input_lib.training_files and load_records.
   """
   records = input_lib.load_records(
       input_lib.training_files(data_dir, data_set), data_set)
-  images, _ = input_lib.decode_records(records, data_set)
+  images, _ = input_lib.decode_records(records[:num], data_set)
   return np.asarray(images)
 
 

@@ -10,6 +10,8 @@
   keep_and_say(...)                    the same, said in one line (or a
                                        note when best/ cannot be written)
   best_record(checkpoint_dir)          what best/best.json says, or None
+  names_a_path(choice)                 whether --checkpoint gives a path
+  run_folder_of(path)                  the run folder a checkpoint is of
 
 The best checkpoint lives in <checkpoint_dir>/best/: the files of
 ckpt-<step> copied whole, TensorFlow's 'checkpoint' index naming it, and
@@ -162,15 +164,27 @@ def keep_if_best(directory, path, step, precision, examples, content=None):
   return record, kept
 
 
+def names_a_path(choice):
+  """Whether a --checkpoint value is a checkpoint's path (not a step, not
+  'best', not None)."""
+  return choice not in (None, 'best') and not choice.isdigit()
+
+
+def run_folder_of(path):
+  """The run folder of the checkpoint at path: its folder, or the one above
+  for a checkpoint in best/."""
+  directory = os.path.dirname(os.path.abspath(path))
+  if os.path.basename(directory) == BEST_DIR:
+    directory = os.path.dirname(directory)
+  return directory
+
+
 def keep_and_say(directory, path, step, precision, examples, content=None):
   """keep_if_best, and a line saying the new best (and the one it
   replaced); a note instead of an error when best/ cannot be written (the
   evaluation that called it is kept all the same). directory None: the
   folder of the checkpoint (the one above, for a checkpoint in best/)."""
-  if directory is None:
-    directory = os.path.dirname(path)
-    if os.path.basename(directory) == BEST_DIR:
-      directory = os.path.dirname(directory)
+  directory = directory or run_folder_of(path)
   try:
     kept = keep_if_best(directory, path, step, precision, examples, content)
   except OSError as e:

@@ -12,8 +12,6 @@
   export(classifier, export_dir, tflite)   a SavedModel (and a TFLite
                                            model beside it), written whole
                                            or not at all
-  training_images(input_lib, data_dir, data_set, num)
-                                           images for int8 quantization
   tflite_runner(path)                      a TFLite model's serving
                                            signature, in TensorFlow's
                                            interpreter
@@ -237,17 +235,6 @@ def tflite_model(saved_model_dir, quantization='none', images=None):
   except Exception as e:  # ConverterError, ValueError: an op TFLite lacks
     raise errors.UsageError('--tflite: the model does not convert to TFLite '
                             '(%s)' % run_control.first_line(e))
-
-
-def training_images(input_lib, data_dir, data_set, num):
-  """The first num training images, uint8 [num, height, width, channels]
-  (input_lib: cifar10_input, whose files and records layout it reads)."""
-  files = input_lib.training_files(data_dir, data_set)
-  records = next(iter(tf.data.FixedLengthRecordDataset(
-      files, data_set.record_bytes).take(num).batch(num)))
-  images, _ = input_lib.decode_records(
-      tf.io.decode_raw(records, tf.uint8), data_set)
-  return images.numpy()
 
 
 def tflite_runner(path):

@@ -122,6 +122,26 @@ def test_the_evaluator_keeps_the_best_and_every_script_takes_it(
   assert outs[0] == outs[1], outs
 
 
+def test_a_checkpoint_named_by_path_is_of_its_own_folder(
+    run, shared_bin_dir, tmp_path):
+  """best/ goes beside the checkpoint, never into --checkpoint_dir's run
+  (another run's folder), and --checkpoint_dir need not exist."""
+  copies = tmp_path / 'milestones'
+  copies.mkdir()
+  for name in os.listdir(run):
+    if name.startswith('ckpt-3.'):
+      shutil.copy(os.path.join(run, name), copies)
+  path = str(copies / 'ckpt-3')
+  held = sorted(os.listdir(run))
+  assert _eval(run, shared_bin_dir, str(tmp_path / 'e1'), '--checkpoint',
+               path) == 0
+  assert sorted(os.listdir(run)) == held
+  assert selection.best_record(str(copies))['copied_from'] == path
+  assert _eval(str(tmp_path / 'none'), shared_bin_dir, str(tmp_path / 'e2'),
+               '--checkpoint', path + '.index') == 0
+  assert not os.path.exists(tmp_path / 'none')
+
+
 def test_a_better_checkpoint_replaces_the_best_and_a_cut_copy_never_counts(
     run, monkeypatch):
   assert selection.keep_if_best(run, run + '/ckpt-1', 1, 0.25, 200)
