@@ -153,9 +153,14 @@ def training_images(input_lib, data_dir, data_set, num=None):
   Raises:
     errors.DataSetError: as input_lib.training_files and load_records.
   """
-  records = input_lib.load_records(
-      input_lib.training_files(data_dir, data_set), data_set)
-  images, _ = input_lib.decode_records(records[:num], data_set)
+  files = input_lib.training_files(data_dir, data_set)
+  if num is None:
+    records = input_lib.load_records(files, data_set)
+  else:  # (only the records wanted are read)
+    first = tf.data.FixedLengthRecordDataset(files, data_set.record_bytes)
+    records = tf.io.decode_raw(
+        first.take(num).batch(num).get_single_element(), tf.uint8)
+  images, _ = input_lib.decode_records(records, data_set)
   return np.asarray(images)
 
 
