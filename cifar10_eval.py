@@ -94,12 +94,19 @@ def _evaluate():
   else:
     run_record.check_newest(checkpoints.checkpoint_candidates(
         FLAGS.checkpoint_dir)[0], data_set.name, plugins.name_of(model_lib))
+  written, kinds = evaluation.evaluated_steps(FLAGS.eval_dir)
+  kind = evaluation.kind(FLAGS.eval_data, FLAGS.num_examples,
+                         FLAGS.raw_weights)
+  if kinds - {kind}:  # (a result of one kind is not another's)
+    raise errors.UsageError(
+        '--eval_dir %s holds evaluations of %s; this one is of %s: give it '
+        'a --eval_dir of its own' % (FLAGS.eval_dir, ' and '.join(
+            sorted(kinds)), kind))
   run_control.fetch_data_set(FLAGS.data_dir, FLAGS.data_source, data_set)
   evaluator = evaluation.Evaluator(FLAGS.data_dir, FLAGS.eval_data,
                                    FLAGS.num_examples, data_set, model_lib,
                                    cifar10_input, FLAGS.raw_weights)
   writer = summaries.summary_writer(FLAGS.eval_dir, '--eval_dir')
-  written = evaluation.evaluated_steps(FLAGS.eval_dir)
   watch = Watch(FLAGS.checkpoint_dir, FLAGS.eval_interval_secs)
   with run_control.GracefulStop('stopping') as stop:
     while not stop.requested:
@@ -132,7 +139,7 @@ def _evaluate():
             run_dir, writer, watch.joined)
         precision, confusion, seen = evaluator.evaluate()
         evaluation.report(precision, confusion, seen, step, path, writer,
-                          content, data_set.class_names)
+                          content, data_set.class_names, kind)
         if FLAGS.eval_data == 'test' and not FLAGS.raw_weights:
           selection.keep_and_say(run_dir, path, step,
                                  precision, seen, content)

@@ -5,13 +5,14 @@
   path, step, content = newest_readable(evaluator, checkpoint_dir, done,
                                        reported)
   precision, confusion, seen = evaluator.evaluate()
-  report(precision, confusion, seen, step, path, writer, content, names) the
-      console's lines, 'Precision @ 1', the confusion matrix as an image and
-      a table, the checkpoint's path and content_id
+  report(precision, confusion, seen, step, path, writer, content, names,
+         kind(eval_data, num_examples, raw_weights))     the console's
+      lines, 'Precision @ 1', the confusion matrix as an image and a table,
+      the checkpoint's path, content_id and what was evaluated
   join_training_row(checkpoint_dir, writer, joined)        the training run's
       HParams row
-  evaluated_steps(eval_dir)        the steps, checkpoints and precisions
-                                   eval_dir holds
+  evaluated_steps(eval_dir)        the steps, checkpoints, precisions and
+                                   kinds of evaluation eval_dir holds
   content_id(path)                 what tells a checkpoint's weights apart
 """
 
@@ -100,6 +101,15 @@ class Evaluator:
     return np.trace(confusion) / max(seen, 1), confusion, seen
 
 
+def kind(eval_data, num_examples, raw_weights):
+  """What an evaluation measures, in the flags' words (written with each
+  result, so that a folder's curve stays one kind): 'eval_data test,
+  num_examples 10000, moving averages'."""
+  return 'eval_data %s, num_examples %d, %s' % (
+      eval_data, num_examples,
+      'raw weights' if raw_weights else 'moving averages')
+
+
 def confusion_image(confusion, step, precision, names):
   """The confusion matrix as a labelled picture (matplotlib, loaded here only).
 
@@ -168,9 +178,11 @@ def content_id(path):
     return None
 
 
-def report(precision, confusion, seen, step, path, writer, content, names):
+def report(precision, confusion, seen, step, path, writer, content, names,
+           what):
   """Prints the tutorial's line and per-class figures; writes summaries
-  (with the checkpoint's path and content_id, for evaluated_steps)."""
+  (with the checkpoint's path, content_id and what: the evaluation's kind,
+  for evaluated_steps)."""
   print('%s: precision @ 1 = %.3f' % (console.now(), precision), flush=True)
   hits = np.diag(confusion)
   predicted = confusion.sum(axis=0)
@@ -189,9 +201,10 @@ def report(precision, confusion, seen, step, path, writer, content, names):
         step=step, description='rows: true class, columns: predicted class; '
         "each cell the share of the row's examples, in percent (the counts: "
         'the confusion_matrix_table text)')
-    tf.summary.text(CHECKPOINT_TAG, '%s (weights %s)' % (path, content),
-                    step=step, description='the checkpoint evaluated, and '
-                    'the md5 of its index (what tells its weights apart)')
+    tf.summary.text(CHECKPOINT_TAG, '%s (weights %s; %s)' % (
+        path, content, what), step=step, description='the checkpoint '
+        'evaluated, the md5 of its index (what tells its weights apart) and '
+        'what was evaluated')
     tf.summary.text('confusion_matrix_table', confusion_markdown(confusion,
                                                                  names),
                     step=step, description='rows: true class, columns: '
@@ -247,11 +260,14 @@ def evaluated_steps(eval_dir):
   A file cut short (a writer killed mid-record) counts up to the cut.
 
   Returns:
-    {step: {content_id: precision @ 1}}, a step's evaluations in the order
-    written (content_id None: not recorded, in files of older versions).
+    ({step: {content_id: precision @ 1}}, a step's evaluations in the order
+    written (content_id None: not recorded, in files of older versions);
+    the set of kinds written (kind(...); files of older versions wrote
+    none)).
   """
   from tensorboard.compat.proto import event_pb2  # (loaded here only)
   found = {}  # step -> ([precisions], [content ids]), in the order written
+  kinds = set()
   for path in sorted(glob.glob(os.path.join(eval_dir, 'events.out.tfevents.*'))):
     if not os.path.isfile(path) or os.path.islink(path):
       continue
@@ -263,13 +279,15 @@ def evaluated_steps(eval_dir):
             found.setdefault(int(event.step), ([], []))[0].append(
                 float(tf.make_ndarray(v.tensor)))
           elif v.tag == CHECKPOINT_TAG and v.tensor.string_val:
-            m = re.search(rb'\(weights (\w+)\)$', v.tensor.string_val[0])
+            m = re.search(rb'\(weights (\w+)(?:; ([^()]*))?\)$',
+                          v.tensor.string_val[0])
             found.setdefault(int(event.step), ([], []))[1].append(
                 m.group(1).decode() if m else None)
+            kinds.update([m.group(2).decode()] if m and m.group(2) else [])
     except tf.errors.OpError:  # a truncated or unreadable tail
       continue
   steps = {}
   for step, (precisions, contents) in found.items():
     contents += [None] * (len(precisions) - len(contents))
     steps[step] = dict(zip(contents, precisions))
-  return steps
+  return steps, kinds

@@ -1,5 +1,6 @@
 """Tests of convnet.py, cifar10_train.py and cifar10_eval.py on small data."""
 
+import glob
 import os
 import re
 import signal
@@ -532,6 +533,42 @@ def test_eval_run_once_writes_summaries(shared_bin_dir, trained, tmp_path,
   acc, tags = event_tags(e)
   assert {'Precision @ 1', 'confusion_matrix'} <= tags
   assert acc.Tensors('Precision @ 1')[0].step == 5
+
+
+def test_an_eval_dir_holds_one_kind_of_evaluation(shared_bin_dir, trained,
+                                                   tmp_path, capsys):
+  # a result of the moving averages is not held for the raw weights, nor
+  # one of 10,000 test images for 100 of them, nor the test set's for the
+  # training set's: each is refused in one line, and nothing is written
+  e = str(tmp_path / 'eval')
+  args = ['--checkpoint_dir', trained, '--eval_dir', e, '--data_dir',
+          shared_bin_dir, '--run_once']
+  assert cifar10_eval.main(args) == 0
+  capsys.readouterr()
+  files = {p: os.path.getsize(p) for p in glob.glob(e + '/*')}
+  held = 'eval_data test, num_examples 10000, moving averages'
+  for more, kind in [
+      (['--raw_weights'], 'eval_data test, num_examples 10000, raw weights'),
+      (['--num_examples', '100'],
+       'eval_data test, num_examples 100, moving averages'),
+      (['--eval_data', 'train_eval'],
+       'eval_data train_eval, num_examples 10000, moving averages')]:
+    status = run_control.run_main(cifar10_eval.main, args + more)
+    out, err = capsys.readouterr()
+    assert status == 1 and out == '' and err.strip().endswith(
+        '--eval_dir %s holds evaluations of %s; this one is of %s: give it '
+        'a --eval_dir of its own' % (e, held, kind)), err
+    assert len(err.strip().splitlines()) == 1
+    assert {p: os.path.getsize(p) for p in glob.glob(e + '/*')} == files
+  # its own folder evaluates it; the same kind again is held, not written
+  assert cifar10_eval.main(args[:3] + [str(tmp_path / 'raw')] + args[4:]
+                           + ['--raw_weights']) == 0
+  assert '(held in' not in capsys.readouterr().out
+  assert cifar10_eval.main(args) == 0
+  assert '(held in %s)' % e in capsys.readouterr().out
+  text = tf.make_ndarray(event_tags(e)[0].Tensors('checkpoint')[0]
+                         .tensor_proto)
+  assert text.item().decode().endswith('; %s)' % held), text
 
 
 def test_eval_without_checkpoint(tmp_path, shared_bin_dir, capsys):

@@ -181,9 +181,12 @@ def test_images_tab_shows_the_confusion_matrix(server):
 def test_text_tab_shows_the_confusion_table(server):
   assert server.json('plugin/text/tags') == {
       'eval/.': ['checkpoint', 'confusion_matrix_table']}
-  # which checkpoint was evaluated, with what tells its weights apart
+  # which checkpoint was evaluated, with what tells its weights apart, and
+  # what was measured
   (entry,) = server.json('plugin/text/text', run='eval/.', tag='checkpoint')
-  assert re.search(r'ckpt-3 \(weights [0-9a-f]{16}\)', entry['text']), entry
+  assert re.search(r'ckpt-3 \(weights [0-9a-f]{16}; eval_data test, '
+                   r'num_examples \d+, moving averages\)',
+                   entry['text']), entry
   (entry,) = server.json('plugin/text/text', run='eval/.',
                          tag='confusion_matrix_table')
   assert entry['step'] == 3
