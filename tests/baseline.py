@@ -1,16 +1,18 @@
 """The defaults' weights after 50 steps at a fixed seed, as a digest.
 
   python3 tests/baseline.py CHECKOUT OUT.json   records them from CHECKOUT's
-                                                scripts (run once, from the
-                                                code before a change)
+                                                scripts on this machine's
+                                                kind of CPU (run from the
+                                                code before a change) and
+                                                adds them to OUT.json
   test_baseline.py trains the same runs with this checkout and compares.
 
 A run is a script run as a subprocess on the tiny data set that
 conftest.write_bin makes (seed 0, 5 x 200 training records), with fixed
 flags: the computation is the same on every machine. The digest of a
-checkpoint is, per variable, the md5 of its bytes (equal where the machine
-that recorded it computes the same kernels) and its L2 norm (close on any
-CPU).
+checkpoint is, per variable, the md5 of its bytes (equal where the CPU
+that recorded it runs the same kernels: the same model name and the same
+vector instructions, cpu_kind) and its L2 norm (close on any CPU).
 """
 
 import glob
@@ -43,13 +45,25 @@ RUNS = {
 }
 
 
-def cpu_model():
-  """The processor's model name (a digest's md5s hold only on its kind)."""
+# The instructions by which oneDNN and Eigen pick their kernels, hence the
+# order in which they sum: two CPUs that share a model name can differ in
+# them (every AMD EPYC is 'AMD EPYC'; Zen 4 has AVX-512, Zen 1 and 2 not).
+KERNEL_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16',
+                'avx512_fp16', 'avx_vnni', 'amx_tile', 'amx_bf16')
+
+
+def cpu_kind():
+  """The processor's model name and its KERNEL_FLAGS, e.g. 'AMD EPYC:
+  avx2 fma' (a digest's md5s hold only on its kind)."""
+  name, flags = 'unknown', set()
   with open('/proc/cpuinfo') as f:
     for line in f:
-      if line.startswith('model name'):
-        return line.split(':', 1)[1].strip()
-  return 'unknown'
+      key, _, value = line.partition(':')
+      if key.strip() == 'model name':
+        name = value.strip()
+      elif key.strip() == 'flags':
+        flags = set(value.split())
+  return '%s: %s' % (name, ' '.join(f for f in KERNEL_FLAGS if f in flags))
 
 
 def digest(path):
@@ -89,17 +103,26 @@ def train(checkout, name, data_dir, train_dir):
 
 
 def record(checkout, out):
+  """Trains RUNS with checkout's scripts and writes their digests into
+  out's records, under this CPU's kind (replacing its earlier record)."""
   import conftest
+  result = {'steps': STEPS, 'records': []}
+  if os.path.exists(out):
+    with open(out) as f:
+      result = json.load(f)
   with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, 'data')
     conftest.write_bin(data, per_file=200)
-    result = {'cpu': cpu_model(), 'steps': STEPS, 'runs': {}}
+    runs = {}
     for name in RUNS:
       path = train(checkout, name, data, os.path.join(tmp, name))
-      result['runs'][name] = digest(path)
-      print(name, len(result['runs'][name]), 'variables')
-  with open(out, 'w') as f:
+      runs[name] = digest(path)
+      print(name, len(runs[name]), 'variables')
+  result['records'] = [r for r in result['records'] if r['cpu'] != cpu_kind()]
+  result['records'].append({'cpu': cpu_kind(), 'runs': runs})
+  with open(out + '.tmp', 'w') as f:
     json.dump(result, f, indent=1, sort_keys=True)
+  os.replace(out + '.tmp', out)
 
 
 if __name__ == '__main__':
