@@ -103,13 +103,19 @@ def train(checkout, name, data_dir, train_dir):
 
 
 def record(checkout, out):
-  """Trains RUNS with checkout's scripts and writes their digests into
-  out's records, under this CPU's kind (replacing its earlier record)."""
+  """Trains RUNS with checkout's scripts (a git checkout) and writes their
+  digests into out's records, under this CPU's kind (replacing its earlier
+  record; all of them where out names another commit)."""
   import conftest
-  result = {'steps': STEPS, 'records': []}
+  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                          cwd=checkout, capture_output=True, text=True,
+                          check=True, timeout=60).stdout.strip()
+  result = {'commit': commit, 'steps': STEPS, 'records': []}
   if os.path.exists(out):
     with open(out) as f:
-      result = json.load(f)
+      old = json.load(f)
+    if old.get('commit') == commit:  # (another commit's records go)
+      result = old
   with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, 'data')
     conftest.write_bin(data, per_file=200)

@@ -46,8 +46,11 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def old_checkout(tmp_path_factory):
   """The recorded commit's files, from this checkout's git history (read
-  only), or None where git or the commit is absent."""
+  only), where this CPU's kind has no record; else None, as where git or
+  the commit is absent."""
   commit = RECORDED['commit']
+  if record_of_this_cpu() is not None:
+    return None
   try:
     found = subprocess.run(
         ['git', 'cat-file', '-e', commit + '^{commit}'], cwd=conftest.ROOT,
