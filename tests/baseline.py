@@ -124,8 +124,9 @@ def record(checkout, out):
       path = train(checkout, name, data, os.path.join(tmp, name))
       runs[name] = digest(path)
       print(name, len(runs[name]), 'variables')
-  result['records'] = [r for r in result['records'] if r['cpu'] != cpu_kind()]
-  result['records'].append({'cpu': cpu_kind(), 'runs': runs})
+  kind = cpu_kind()
+  result['records'] = [r for r in result['records'] if r['cpu'] != kind]
+  result['records'].append({'cpu': kind, 'runs': runs})
   with open(out + '.tmp', 'w') as f:
     json.dump(result, f, indent=1, sort_keys=True)
   os.replace(out + '.tmp', out)

@@ -34,6 +34,9 @@ with open(os.path.join(baseline.HERE, 'data', 'defaults_50_steps.json')) as f:
 # name -> (rel, abs): the norms' tolerance on a CPU of no record
 TOLERANCE = {'convnet_bfloat16': (1e-2, 5e-4)}
 DEFAULT_TOLERANCE = (1e-3, 1e-4)
+# this CPU kind's recorded runs, or None
+THIS_CPU = next((r['runs'] for r in RECORDED['records']
+                 if r['cpu'] == baseline.cpu_kind()), None)
 
 
 @pytest.fixture(scope='module')
@@ -48,9 +51,9 @@ def old_checkout(tmp_path_factory):
   """The recorded commit's files, from this checkout's git history (read
   only), where this CPU's kind has no record; else None, as where git or
   the commit is absent."""
-  commit = RECORDED['commit']
-  if record_of_this_cpu() is not None:
+  if THIS_CPU is not None:
     return None
+  commit = RECORDED['commit']
   try:
     found = subprocess.run(
         ['git', 'cat-file', '-e', commit + '^{commit}'], cwd=conftest.ROOT,
@@ -67,13 +70,6 @@ def old_checkout(tmp_path_factory):
   return str(out)
 
 
-def record_of_this_cpu():
-  for record in RECORDED['records']:
-    if record['cpu'] == baseline.cpu_kind():
-      return record['runs']
-  return None
-
-
 @pytest.mark.parametrize('name', sorted(baseline.RUNS))
 def test_the_weights_after_50_steps_are_as_recorded(name, data_dir, tmp_path,
                                                     old_checkout):
@@ -84,18 +80,16 @@ def test_the_weights_after_50_steps_are_as_recorded(name, data_dir, tmp_path,
                 'float32 here)')
   got = baseline.digest(baseline.train(conftest.ROOT, name, data_dir,
                                        str(tmp_path / 'train')))
-  recorded = record_of_this_cpu()
+  recorded = THIS_CPU
   if recorded is None and old_checkout is not None:
     recorded = {name: baseline.digest(baseline.train(
         old_checkout, name, data_dir, str(tmp_path / 'old')))}
+  want = (recorded or RECORDED['records'][0]['runs'])[name]
+  assert set(want) <= set(got)  # (a checkpoint may record more now)
   if recorded is not None:
-    want = recorded[name]
-    assert set(want) <= set(got)  # (a checkpoint may record more now)
     differ = [k for k in want if got[k][0] != want[k][0]]
     assert not differ, 'not bitwise equal: %s' % differ
   else:
-    want = RECORDED['records'][0]['runs'][name]
-    assert set(want) <= set(got)
     rel, tol = TOLERANCE.get(name, DEFAULT_TOLERANCE)
     for k in want:
       assert got[k][1] == pytest.approx(want[k][1], rel=rel, abs=tol), k
